@@ -1,0 +1,251 @@
+import { randomBytes } from 'node:crypto';
+import { constants as fsc } from 'node:fs';
+import { type FileHandle, open, rename, unlink } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
+import type { Writable } from 'node:stream';
+import { finished } from 'node:stream/promises';
+import { ProtocolError } from './errors.js';
+import {
+  encodeHeader,
+  encodePacket,
+  encodeRequest,
+  expectFlagged,
+  FLAGS,
+  type Header,
+  parseDecimal,
+} from './header.js';
+import { MAX_DECIMAL_PAYLOAD, type ProtocolLimits, withDefaults } from './limits.js';
+import type { FramedReader } from './reader.js';
+
+/** A file offered by a filestream sender: the name on the wire and where it is on disk. */
+export interface OutgoingFile {
+  /** Relative name sent to the peer, `/`-separated. */
+  readonly name: string;
+  /** Local path to read from. */
+  readonly path: string;
+}
+
+/** One file that crossed the wire, as the sender or the receiver saw it. */
+export interface TransferredFile {
+  readonly name: string;
+  readonly path: string;
+  readonly size: number;
+}
+
+/** Options for {@link sendFilestream}. */
+export interface SendOptions {
+  /**
+   * Open files with `O_NOFOLLOW` and send regular files only. The server sets this for
+   * output files; a client sending its own requirements may follow symlinks.
+   */
+  readonly noFollow?: boolean;
+  /** Read-ahead per file, in bytes (default 256 KiB). */
+  readonly chunkSize?: number;
+}
+
+/** Options for {@link receiveFilestream}. */
+export interface ReceiveOptions {
+  /**
+   * Maps a wire name to the local path to write, or throws (a `bad-name` ProtocolError) to
+   * refuse it. Usually `(name) => prepareInside(dir, name)`.
+   */
+  readonly resolve: (wireName: string) => string | Promise<string>;
+  readonly limits?: Partial<ProtocolLimits>;
+}
+
+const utf8 = new TextDecoder('utf-8', { fatal: true });
+
+/**
+ * Sends `files` as a filestream: announces `!SSIF<count>`, then answers the receiver's
+ * `!N`, `!Z`, `!T` for each file in order. File bytes are streamed from disk into the socket
+ * with backpressure. The size sent at `!Z` is the size of the file opened at that moment;
+ * a file that shrinks before `!T` is finished is an error (the peer cannot be resynced).
+ */
+export async function sendFilestream(
+  socket: Writable,
+  reader: FramedReader,
+  files: readonly OutgoingFile[],
+  options: SendOptions = {},
+): Promise<TransferredFile[]> {
+  const sent: TransferredFile[] = [];
+  await write(
+    socket,
+    encodeHeader({ kind: 'flagged', flags: FLAGS.announce, length: files.length }),
+  );
+  for (const file of files) {
+    await expectRequest(reader, '!N');
+    await write(socket, encodePacket({ flags: FLAGS.name }, file.name));
+    await expectRequest(reader, '!Z');
+    const flags = fsc.O_RDONLY | (options.noFollow ? fsc.O_NOFOLLOW : 0);
+    const handle = await open(file.path, flags);
+    try {
+      const st = await handle.stat();
+      if (!st.isFile()) throw new Error(`${file.path} is not a regular file`);
+      const size = st.size;
+      await write(socket, encodePacket({ flags: FLAGS.size }, String(size)));
+      await expectRequest(reader, '!T');
+      await streamFile(handle, size, socket, options.chunkSize ?? 256 * 1024, file.path);
+      sent.push({ name: file.name, path: file.path, size });
+    } finally {
+      await handle.close();
+    }
+  }
+  return sent;
+}
+
+/**
+ * Receives a filestream: reads the `!SSIF<count>` announcement, then pulls each file with
+ * `!N`, `!Z`, `!T`. Each file is streamed to a temporary name beside its destination and
+ * renamed into place, so a partial file never appears under the real name.
+ */
+export async function receiveFilestream(
+  reader: FramedReader,
+  socket: Writable,
+  options: ReceiveOptions,
+): Promise<TransferredFile[]> {
+  const limits = withDefaults(options.limits);
+  const announce = expectFlagged(await readHeader(reader, limits), FLAGS.announce);
+  const count = announce.length;
+  if (count > limits.maxFiles) {
+    throw new ProtocolError(
+      'limit-exceeded',
+      `at most ${limits.maxFiles} files in a filestream`,
+      `${count} files announced`,
+    );
+  }
+  const received: TransferredFile[] = [];
+  for (let i = 0; i < count; i++) {
+    await write(socket, encodeRequest('!N'));
+    const nameHeader = expectFlagged(await readHeader(reader, limits), FLAGS.name);
+    const nameBytes = await reader.readPayload(nameHeader.length, limits.maxNameBytes, 'file name');
+    let name: string;
+    try {
+      name = utf8.decode(nameBytes);
+    } catch (err) {
+      throw new ProtocolError('bad-name', 'a UTF-8 file name', 'bytes that are not UTF-8', {
+        cause: err,
+      });
+    }
+    const path = await options.resolve(name);
+
+    await write(socket, encodeRequest('!Z'));
+    const sizeHeader = expectFlagged(await readHeader(reader, limits), FLAGS.size);
+    const sizeText = await reader.readPayload(sizeHeader.length, MAX_DECIMAL_PAYLOAD, 'file size');
+    const size = parseDecimal(sizeText, `size of ${JSON.stringify(name)}`, limits.maxFileSize);
+
+    await write(socket, encodeRequest('!T'));
+    await receiveFile(reader, path, size, name);
+    received.push({ name, path, size });
+  }
+  return received;
+}
+
+async function receiveFile(
+  reader: FramedReader,
+  path: string,
+  size: number,
+  name: string,
+): Promise<void> {
+  const tmpName = `.${basename(path).slice(0, 32)}.rake-tmp-${randomBytes(6).toString('hex')}`;
+  const tmp = join(dirname(path), tmpName);
+  // O_EXCL | O_NOFOLLOW: never write through something a job planted at the temporary name.
+  const handle = await open(tmp, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW, 0o666);
+  const out = handle.createWriteStream({ highWaterMark: 256 * 1024 });
+  // Errors surface through pipeExact and finished(); this keeps a late one (a write
+  // completing after destroy) from becoming an uncaught exception.
+  out.on('error', () => {});
+  try {
+    await reader.pipeExact(size, out, `bytes of ${JSON.stringify(name)}`);
+    out.end();
+    await finished(out);
+    await rename(tmp, path);
+  } catch (err) {
+    out.destroy();
+    await unlink(tmp).catch(() => {});
+    throw err;
+  }
+}
+
+async function streamFile(
+  handle: FileHandle,
+  size: number,
+  socket: Writable,
+  chunkSize: number,
+  path: string,
+): Promise<void> {
+  if (size === 0) return;
+  const input = handle.createReadStream({
+    start: 0,
+    end: size - 1,
+    autoClose: false,
+    highWaterMark: chunkSize,
+  });
+  let sentBytes = 0;
+  try {
+    for await (const chunk of input as AsyncIterable<Buffer>) {
+      sentBytes += chunk.length;
+      if (!socket.write(chunk)) await drained(socket);
+    }
+  } finally {
+    input.destroy();
+  }
+  if (sentBytes !== size) {
+    throw new Error(`${path} changed while being sent: announced ${size} bytes, read ${sentBytes}`);
+  }
+}
+
+/** Reads a header, turning a `!F` (the peer refusing us) into a `refused` ProtocolError. */
+async function readHeader(reader: FramedReader, limits: ProtocolLimits): Promise<Header> {
+  const h = await reader.readHeader(limits);
+  if (h.kind === 'plain' && h.code === '!F') {
+    const message = await reader.readPayload(h.length, 64 * 1024, 'refusal message');
+    throw new ProtocolError(
+      'refused',
+      'a filestream packet',
+      `!F: ${message.toString('utf8').trim()}`,
+    );
+  }
+  return h;
+}
+
+async function expectRequest(reader: FramedReader, request: '!N' | '!Z' | '!T'): Promise<void> {
+  await reader.readRequest(request);
+}
+
+/** Writes `buf`, waiting for the socket to drain when its buffer is full. */
+export async function write(socket: Writable, buf: Uint8Array): Promise<void> {
+  if (socket.destroyed) {
+    throw new ProtocolError('socket-error', 'an open connection', 'a closed connection');
+  }
+  if (!socket.write(buf)) await drained(socket);
+}
+
+/** Resolves when `socket` drains; rejects if it closes or fails first. */
+export function drained(socket: Writable): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const cleanup = () => {
+      socket.off('drain', onDrain);
+      socket.off('close', onClose);
+      socket.off('error', onClose);
+    };
+    const onDrain = () => {
+      cleanup();
+      resolve();
+    };
+    const onClose = (err?: unknown) => {
+      cleanup();
+      reject(
+        new ProtocolError(
+          'socket-error',
+          'an open connection',
+          err instanceof Error ? err.message : 'the connection closed',
+          { cause: err },
+        ),
+      );
+    };
+    if (socket.destroyed) return onClose();
+    socket.on('drain', onDrain);
+    socket.on('close', onClose);
+    socket.on('error', onClose);
+  });
+}

@@ -1,0 +1,203 @@
+import { ProtocolError, showBytes } from './errors.js';
+import { DEFAULT_LIMITS, MAX_DECIMAL_PAYLOAD, type ProtocolLimits } from './limits.js';
+
+/** Every header is exactly this many ASCII bytes, right-padded with spaces (PROTOCOL.md). */
+export const HEADER_SIZE = 64;
+
+/** Codes of the plain layout: `code(2)` + decimal length + spaces. */
+export type PlainCode = '!E' | '!C' | '!R' | '!D' | '!F';
+
+/** The plain codes, for validation and iteration. */
+export const PLAIN_CODES: readonly PlainCode[] = ['!E', '!C', '!R', '!D', '!F'];
+
+/**
+ * The 3 flag characters after `!S` in a flagged header. Each position holds a letter or a
+ * space (`'S  '`, `'SI '`, `'SIF'`, `'!NF'`, `'!ZF'`); kept as a string so a negotiated
+ * extension can add flags without changing this type.
+ */
+export type Flags = string;
+
+/** The flags base mode uses, by meaning. */
+export const FLAGS = {
+  /** `!SS  <len>` + stdout: success, no files follow. */
+  stdout: 'S  ',
+  /** `!SSI <len>` + stdout: success, a filestream of output files follows. */
+  stdoutAndFiles: 'SI ',
+  /** `!SSIF<count>`: filestream announcement; the count is the length field, no payload. */
+  announce: 'SIF',
+  /** `!S!NF<len>` + file name: answer to `!N`. */
+  name: '!NF',
+  /** `!S!ZF<len>` + size as decimal: answer to `!Z`. */
+  size: '!ZF',
+} as const satisfies Record<string, Flags>;
+
+/**
+ * A decoded 64-byte header. `length` is in bytes: the payload length, except for a
+ * filestream announcement, where it is the file count.
+ */
+export type Header =
+  | { readonly kind: 'plain'; readonly code: PlainCode; readonly length: number }
+  | { readonly kind: 'flagged'; readonly flags: Flags; readonly length: number };
+
+/** The 2-byte filestream requests a receiver sends (unpadded; a padding peer is tolerated). */
+export type Request = '!N' | '!Z' | '!T';
+
+/** Requests are 2 raw bytes on the wire. */
+export const REQUEST_SIZE = 2;
+
+const REQUESTS: readonly Request[] = ['!N', '!Z', '!T'];
+const FLAG_CHAR = /^[A-Z! ]{3}$/;
+const SPACE = 0x20;
+
+/** Encodes a header as exactly 64 ASCII bytes. Throws RangeError for an impossible header. */
+export function encodeHeader(h: Header): Buffer {
+  if (!Number.isSafeInteger(h.length) || h.length < 0) {
+    throw new RangeError(`header length must be a non-negative integer, got ${h.length}`);
+  }
+  let text: string;
+  if (h.kind === 'plain') {
+    if (!PLAIN_CODES.includes(h.code)) throw new RangeError(`unknown plain code ${h.code}`);
+    text = `${h.code}${h.length}`;
+  } else {
+    if (!FLAG_CHAR.test(h.flags)) throw new RangeError(`bad flags ${JSON.stringify(h.flags)}`);
+    text = `!S${h.flags}${h.length}`;
+  }
+  const buf = Buffer.alloc(HEADER_SIZE, SPACE);
+  buf.write(text, 0, 'latin1');
+  return buf;
+}
+
+/** A header followed by its payload, ready to write: `!F12` + pad + `...`. */
+export function encodePacket(
+  head: { code: PlainCode } | { flags: Flags },
+  payload: Uint8Array | string = '',
+): Buffer {
+  const body = typeof payload === 'string' ? Buffer.from(payload, 'utf8') : payload;
+  const header: Header =
+    'code' in head
+      ? { kind: 'plain', code: head.code, length: body.length }
+      : { kind: 'flagged', flags: head.flags, length: body.length };
+  return Buffer.concat([encodeHeader(header), body]);
+}
+
+/** The 2 bytes of a filestream request. */
+export function encodeRequest(r: Request): Buffer {
+  return Buffer.from(r, 'latin1');
+}
+
+/**
+ * Decodes a 64-byte header. The length field may be surrounded by spaces; an all-space
+ * length field reads as 0 (the seed's cost query is a bare padded `!E`). Throws
+ * {@link ProtocolError}: `unknown-code`, `bad-length`, `length-too-large`.
+ */
+export function decodeHeader(buf: Uint8Array, limits?: Partial<ProtocolLimits>): Header {
+  if (buf.length !== HEADER_SIZE) {
+    throw new ProtocolError('short-read', `${HEADER_SIZE} header bytes`, `${buf.length} bytes`);
+  }
+  const bytes = Buffer.from(buf.buffer, buf.byteOffset, buf.length);
+  const code = bytes.toString('latin1', 0, 2);
+  const maxLength = limits?.maxLength ?? DEFAULT_LIMITS.maxLength;
+  if (code === '!S') {
+    const flags = bytes.toString('latin1', 2, 5);
+    if (!FLAG_CHAR.test(flags)) {
+      throw new ProtocolError(
+        'unknown-code',
+        'a header !S + 3 flag letters or spaces',
+        `header ${showBytes(bytes)}`,
+      );
+    }
+    return { kind: 'flagged', flags, length: decodeLength(bytes, 5, maxLength) };
+  }
+  if ((PLAIN_CODES as readonly string[]).includes(code)) {
+    return { kind: 'plain', code: code as PlainCode, length: decodeLength(bytes, 2, maxLength) };
+  }
+  throw new ProtocolError(
+    'unknown-code',
+    'a header starting with !E, !C, !R, !D, !F or !S',
+    `header ${showBytes(bytes)}`,
+  );
+}
+
+function decodeLength(bytes: Buffer, from: number, max: number): number {
+  const field = bytes.toString('latin1', from).trim();
+  if (field === '') return 0;
+  if (!/^\d+$/.test(field)) {
+    const what = field.startsWith('-') ? 'a negative length' : 'a non-numeric length';
+    throw new ProtocolError(
+      'bad-length',
+      'a decimal length after the code',
+      `${what} in header ${showBytes(bytes)}`,
+    );
+  }
+  const n = field.length > 16 ? Number.POSITIVE_INFINITY : Number(field);
+  if (!(n <= max)) {
+    throw new ProtocolError('length-too-large', `a length of at most ${max}`, `length ${field}`);
+  }
+  return n;
+}
+
+/** Validates the 2 bytes of a filestream request. Throws `unknown-code` / `unexpected-code`. */
+export function decodeRequest(buf: Uint8Array, expected?: Request): Request {
+  const text = Buffer.from(buf.buffer, buf.byteOffset, buf.length).toString('latin1');
+  if (!(REQUESTS as readonly string[]).includes(text)) {
+    throw new ProtocolError(
+      'unknown-code',
+      expected ? `request ${expected}` : 'a request !N, !Z or !T',
+      showBytes(buf),
+    );
+  }
+  const r = text as Request;
+  if (expected !== undefined && r !== expected) {
+    throw new ProtocolError('unexpected-code', `request ${expected}`, `request ${r}`);
+  }
+  return r;
+}
+
+/**
+ * Parses a decimal payload (file size, file count, cost, exit code). Surrounding spaces are
+ * tolerated; anything else that is not digits is `bad-number`, above `max` `limit-exceeded`.
+ */
+export function parseDecimal(
+  payload: Uint8Array | string,
+  what: string,
+  max = Number.MAX_SAFE_INTEGER,
+): number {
+  const raw =
+    typeof payload === 'string'
+      ? payload
+      : Buffer.from(payload.buffer, payload.byteOffset, payload.length).toString('latin1');
+  const text = raw.trim();
+  if (!/^\d+$/.test(text) || text.length > MAX_DECIMAL_PAYLOAD) {
+    throw new ProtocolError(
+      'bad-number',
+      `${what} as decimal digits`,
+      showBytes(Buffer.from(raw, 'latin1')),
+    );
+  }
+  const n = Number(text);
+  if (!(n <= max)) throw new ProtocolError('limit-exceeded', `${what} of at most ${max}`, text);
+  return n;
+}
+
+/** A short human form of a header for messages and logs: `!SSIF2`, `!C14`. */
+export function describeHeader(h: Header): string {
+  return h.kind === 'plain' ? `${h.code}${h.length}` : `!S${h.flags}${h.length}`;
+}
+
+/** Asserts a plain header with one of `codes`; `unexpected-code` naming both otherwise. */
+export function expectPlain<C extends PlainCode>(
+  h: Header,
+  ...codes: C[]
+): Extract<Header, { kind: 'plain' }> & { code: C } {
+  if (h.kind === 'plain' && (codes as PlainCode[]).includes(h.code)) {
+    return h as Extract<Header, { kind: 'plain' }> & { code: C };
+  }
+  throw new ProtocolError('unexpected-code', `a ${codes.join(' or ')} header`, describeHeader(h));
+}
+
+/** Asserts a flagged header with one of `flags`; `unexpected-code` naming both otherwise. */
+export function expectFlagged(h: Header, ...flags: Flags[]): Extract<Header, { kind: 'flagged' }> {
+  if (h.kind === 'flagged' && flags.includes(h.flags)) return h;
+  const want = flags.map((f) => `!S${f}`).join(' or ');
+  throw new ProtocolError('unexpected-code', `a ${want} header`, describeHeader(h));
+}

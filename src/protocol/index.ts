@@ -1,0 +1,39 @@
+// The wire, shared by client and server: see docs/protocol.md and docs/architecture.md.
+export { isProtocolError, ProtocolError, type ProtocolErrorReason, showBytes } from './errors.js';
+export {
+  drained,
+  type OutgoingFile,
+  type ReceiveOptions,
+  receiveFilestream,
+  type SendOptions,
+  sendFilestream,
+  type TransferredFile,
+  write,
+} from './filestream.js';
+export {
+  decodeHeader,
+  decodeRequest,
+  describeHeader,
+  encodeHeader,
+  encodePacket,
+  encodeRequest,
+  expectFlagged,
+  expectPlain,
+  FLAGS,
+  type Flags,
+  HEADER_SIZE,
+  type Header,
+  PLAIN_CODES,
+  type PlainCode,
+  parseDecimal,
+  REQUEST_SIZE,
+  type Request,
+} from './header.js';
+export {
+  DEFAULT_LIMITS,
+  MAX_DECIMAL_PAYLOAD,
+  type ProtocolLimits,
+  withDefaults,
+} from './limits.js';
+export { prepareInside, resolveInside, wireNameSegments } from './names.js';
+export { FramedReader, type FramedReaderOptions } from './reader.js';

@@ -1,0 +1,57 @@
+import { lstat, mkdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import { ProtocolError } from './errors.js';
+
+/**
+ * Splits a wire file name into safe relative segments. Wire names use `/`; empty and `.`
+ * segments are dropped. Refuses (`bad-name`) empty names, absolute names, `..` segments
+ * and NUL bytes, so a name can never reach outside the directory it is joined to.
+ */
+export function wireNameSegments(wireName: string): string[] {
+  const shown = JSON.stringify(wireName.length > 200 ? `${wireName.slice(0, 200)}...` : wireName);
+  const refuse = (why: string) =>
+    new ProtocolError('bad-name', 'a relative file name inside the directory', `${why}: ${shown}`);
+  if (wireName.includes('\0')) throw refuse('a name containing NUL');
+  if (wireName.startsWith('/')) throw refuse('an absolute name');
+  const segments = wireName.split('/').filter((s) => s !== '' && s !== '.');
+  if (segments.includes('..')) throw refuse('a name with a ".." segment');
+  if (segments.length === 0) throw refuse('an empty name');
+  return segments;
+}
+
+/** Joins a wire file name onto `dir`, refusing any name that could escape it (lexically). */
+export function resolveInside(dir: string, wireName: string): string {
+  return join(dir, ...wireNameSegments(wireName));
+}
+
+/**
+ * Like {@link resolveInside}, and also creates the parent directories, refusing to pass
+ * through a symlink or a non-directory below `dir`: a job that made `out -> /etc` cannot make
+ * a received `out/passwd` land in `/etc`. The final component itself may be anything; the
+ * receiver renames a new file over it, which replaces a symlink rather than following it.
+ */
+export async function prepareInside(dir: string, wireName: string): Promise<string> {
+  const segments = wireNameSegments(wireName);
+  let current = dir;
+  for (const segment of segments.slice(0, -1)) {
+    current = join(current, segment);
+    let st = await lstat(current).catch((err: NodeJS.ErrnoException) => {
+      if (err.code === 'ENOENT') return undefined;
+      throw err;
+    });
+    if (!st) {
+      await mkdir(current).catch((err: NodeJS.ErrnoException) => {
+        if (err.code !== 'EEXIST') throw err;
+      });
+      st = await lstat(current);
+    }
+    if (!st.isDirectory()) {
+      throw new ProtocolError(
+        'bad-name',
+        'a file name whose parents are directories',
+        `${JSON.stringify(wireName)}, where ${JSON.stringify(segment)} is ${st.isSymbolicLink() ? 'a symlink' : 'not a directory'}`,
+      );
+    }
+  }
+  return join(dir, ...segments);
+}

@@ -1,0 +1,329 @@
+import type { Readable, Writable } from 'node:stream';
+import { ProtocolError } from './errors.js';
+import {
+  decodeHeader,
+  decodeRequest,
+  HEADER_SIZE,
+  type Header,
+  REQUEST_SIZE,
+  type Request,
+} from './header.js';
+import type { ProtocolLimits } from './limits.js';
+
+const SPACE = 0x20;
+
+/** Tuning for {@link FramedReader}. */
+export interface FramedReaderOptions {
+  /** Pause the source once this many unread bytes are queued (default 256 KiB). */
+  readonly highWaterMark?: number;
+}
+
+/**
+ * The one framed reader over a socket, used by client and server alike. It keeps a queue of
+ * received chunks and hands out exact byte counts, headers and requests; `pipeExact` streams
+ * a large payload straight into a writable with backpressure on both sides, so a file is
+ * never held in memory. Reads are sequential: one call at a time.
+ *
+ * End of stream while bytes are due is a `short-read` {@link ProtocolError} saying how many
+ * bytes were expected and how many arrived; a socket error is `socket-error`.
+ */
+export class FramedReader {
+  readonly #source: Readable;
+  readonly #highWaterMark: number;
+  readonly #chunks: Buffer[] = [];
+  #buffered = 0;
+  #bytesRead = 0;
+  #ended = false;
+  #error: Error | undefined;
+  #pausedByUs = false;
+  #wake: (() => void) | undefined;
+  #busy = false;
+
+  constructor(source: Readable, options: FramedReaderOptions = {}) {
+    this.#source = source;
+    this.#highWaterMark = options.highWaterMark ?? 256 * 1024;
+    source.on('data', this.#onData);
+    source.on('end', this.#onEnd);
+    source.on('close', this.#onEnd);
+    source.on('error', this.#onError);
+  }
+
+  /** Bytes consumed so far by reads (including skipped padding), not merely received. */
+  get bytesRead(): number {
+    return this.#bytesRead;
+  }
+
+  /** Bytes received but not yet consumed. */
+  get buffered(): number {
+    return this.#buffered;
+  }
+
+  /** True once the source has ended and every queued byte has been consumed. */
+  get exhausted(): boolean {
+    return this.#ended && this.#buffered === 0;
+  }
+
+  /** Stops listening to the source. Queued bytes are dropped. */
+  dispose(): void {
+    this.#source.off('data', this.#onData);
+    this.#source.off('end', this.#onEnd);
+    this.#source.off('close', this.#onEnd);
+    this.#source.off('error', this.#onError);
+    this.#chunks.length = 0;
+    this.#buffered = 0;
+    this.#ended = true;
+    this.#notify();
+  }
+
+  /** Reads exactly `n` bytes. `what` names them in a short-read error. */
+  readExact(n: number, what = 'bytes'): Promise<Buffer> {
+    return this.#exclusive(() => this.#readExact(n, what));
+  }
+
+  /**
+   * Reads a payload of `length` bytes after checking it against `max`: a `limit-exceeded`
+   * error naming `what` before any byte is read.
+   */
+  readPayload(length: number, max: number, what: string): Promise<Buffer> {
+    if (length > max) {
+      return Promise.reject(
+        new ProtocolError('limit-exceeded', `${what} of at most ${max} bytes`, `${length} bytes`),
+      );
+    }
+    return this.readExact(length, what);
+  }
+
+  /** Skips leading spaces (a padding peer), then reads and decodes a 64-byte header. */
+  readHeader(limits?: Partial<ProtocolLimits>): Promise<Header> {
+    return this.#exclusive(async () => {
+      await this.#skipSpaces();
+      return decodeHeader(await this.#readExact(HEADER_SIZE, 'header bytes'), limits);
+    });
+  }
+
+  /**
+   * Like {@link readHeader}, but a stream that ends cleanly before the first byte of a header
+   * (only padding, or nothing) gives `null` instead of a short-read error.
+   */
+  readHeaderOrEnd(limits?: Partial<ProtocolLimits>): Promise<Header | null> {
+    return this.#exclusive(async () => {
+      await this.#skipSpaces();
+      if (this.#buffered === 0 && this.#ended) {
+        if (this.#error) throw this.#socketError();
+        return null;
+      }
+      return decodeHeader(await this.#readExact(HEADER_SIZE, 'header bytes'), limits);
+    });
+  }
+
+  /**
+   * Skips leading spaces, then reads a 2-byte filestream request (`!N`, `!Z`, `!T`). With
+   * `expected`, any other request is an `unexpected-code` error.
+   */
+  readRequest(expected?: Request): Promise<Request> {
+    return this.#exclusive(async () => {
+      await this.#skipSpaces();
+      const what = expected ? `bytes of request ${expected}` : 'bytes of a request';
+      const bytes = await this.#readExact(REQUEST_SIZE, what);
+      if (bytes[0] === 0x21 && bytes[1] === 0x46) throw await this.#refusal(bytes, expected);
+      return decodeRequest(bytes, expected);
+    });
+  }
+
+  /**
+   * Streams exactly `n` bytes into `writable`, honouring its backpressure (the source is
+   * paused while the writable is full). Does not end the writable; resolves once every
+   * byte has been handed to it.
+   */
+  pipeExact(n: number, writable: Writable, what = 'bytes'): Promise<void> {
+    return this.#exclusive(async () => {
+      let failure: Error | undefined;
+      const onError = (err: Error) => {
+        failure ??= err;
+        this.#notify();
+      };
+      writable.on('error', onError);
+      try {
+        let remaining = n;
+        while (remaining > 0) {
+          if (failure) throw failure;
+          if (this.#buffered === 0) {
+            if (this.#ended) throw this.#shortRead(what, n, n - remaining);
+            await this.#wait();
+            continue;
+          }
+          const piece = this.#take(remaining);
+          remaining -= piece.length;
+          if (!writable.write(piece)) await this.#drain(writable, () => failure);
+        }
+        if (failure) throw failure;
+      } finally {
+        writable.off('error', onError);
+      }
+    });
+  }
+
+  /** Reads and drops exactly `n` bytes without holding them. */
+  discardExact(n: number, what = 'bytes'): Promise<void> {
+    return this.#exclusive(async () => {
+      let remaining = n;
+      while (remaining > 0) {
+        if (this.#buffered === 0) {
+          if (this.#ended) throw this.#shortRead(what, n, n - remaining);
+          await this.#wait();
+          continue;
+        }
+        remaining -= this.#take(remaining).length;
+      }
+    });
+  }
+
+  async #exclusive<T>(op: () => Promise<T>): Promise<T> {
+    if (this.#busy) throw new Error('FramedReader: a read is already in progress');
+    this.#busy = true;
+    try {
+      return await op();
+    } finally {
+      this.#busy = false;
+    }
+  }
+
+  /** The peer sent `!F` where a request was due: read its message for the error. */
+  async #refusal(code: Buffer, expected: Request | undefined): Promise<ProtocolError> {
+    const rest = await this.#readExact(HEADER_SIZE - REQUEST_SIZE, 'header bytes');
+    const h = decodeHeader(Buffer.concat([code, rest]));
+    const message = await this.#readExact(Math.min(h.length, 64 * 1024), 'refusal message');
+    const want = expected ? `request ${expected}` : 'a request';
+    return new ProtocolError('refused', want, `!F: ${message.toString('utf8').trim()}`);
+  }
+
+  async #readExact(n: number, what: string): Promise<Buffer> {
+    if (n === 0) return Buffer.alloc(0);
+    const first = this.#chunks[0];
+    if (first && first.length >= n) return this.#take(n);
+    const out = Buffer.allocUnsafe(n);
+    let filled = 0;
+    while (filled < n) {
+      if (this.#buffered === 0) {
+        if (this.#ended) throw this.#shortRead(what, n, filled);
+        await this.#wait();
+        continue;
+      }
+      const piece = this.#take(n - filled);
+      piece.copy(out, filled);
+      filled += piece.length;
+    }
+    return out;
+  }
+
+  async #skipSpaces(): Promise<void> {
+    for (;;) {
+      const first = this.#chunks[0];
+      if (!first) {
+        if (this.#ended) return;
+        await this.#wait();
+        continue;
+      }
+      let i = 0;
+      while (i < first.length && first[i] === SPACE) i++;
+      if (i > 0) this.#take(i);
+      if (i < first.length) return;
+    }
+  }
+
+  /** Removes up to `max` bytes from the front of the first chunk, without copying. */
+  #take(max: number): Buffer {
+    const first = this.#chunks[0] as Buffer;
+    let piece: Buffer;
+    if (first.length <= max) {
+      piece = first;
+      this.#chunks.shift();
+    } else {
+      piece = first.subarray(0, max);
+      this.#chunks[0] = first.subarray(max);
+    }
+    this.#buffered -= piece.length;
+    this.#bytesRead += piece.length;
+    if (this.#pausedByUs && this.#buffered < this.#highWaterMark / 2) {
+      this.#pausedByUs = false;
+      this.#source.resume();
+    }
+    return piece;
+  }
+
+  #wait(): Promise<void> {
+    if (this.#pausedByUs) {
+      this.#pausedByUs = false;
+      this.#source.resume();
+    }
+    return new Promise<void>((resolve) => {
+      this.#wake = resolve;
+    });
+  }
+
+  #notify(): void {
+    const wake = this.#wake;
+    this.#wake = undefined;
+    wake?.();
+  }
+
+  #drain(writable: Writable, failed: () => Error | undefined): Promise<void> {
+    return new Promise<void>((resolve) => {
+      const done = () => {
+        writable.off('drain', done);
+        writable.off('close', done);
+        writable.off('error', done);
+        resolve();
+      };
+      if (failed() || writable.destroyed) return resolve();
+      writable.on('drain', done);
+      writable.on('close', done);
+      writable.on('error', done);
+    }).then(() => {
+      const err = failed();
+      if (err) throw err;
+      if (writable.destroyed && !writable.writableFinished) {
+        throw new Error('destination closed before all bytes were written');
+      }
+    });
+  }
+
+  #shortRead(what: string, expected: number, got: number): ProtocolError {
+    if (this.#error) return this.#socketError();
+    return new ProtocolError(
+      'short-read',
+      `${expected} ${what}`,
+      `${got} bytes, then the end of the stream`,
+    );
+  }
+
+  #socketError(): ProtocolError {
+    const err = this.#error as Error & { code?: string };
+    return new ProtocolError('socket-error', 'an open connection', err.code ?? err.message, {
+      cause: err,
+    });
+  }
+
+  readonly #onData = (chunk: Buffer | string): void => {
+    const buf = typeof chunk === 'string' ? Buffer.from(chunk, 'latin1') : chunk;
+    if (buf.length === 0) return;
+    this.#chunks.push(buf);
+    this.#buffered += buf.length;
+    if (this.#buffered >= this.#highWaterMark && !this.#pausedByUs) {
+      this.#pausedByUs = true;
+      this.#source.pause();
+    }
+    this.#notify();
+  };
+
+  readonly #onEnd = (): void => {
+    this.#ended = true;
+    this.#notify();
+  };
+
+  readonly #onError = (err: Error): void => {
+    this.#error ??= err;
+    this.#ended = true;
+    this.#notify();
+  };
+}

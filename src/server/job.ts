@@ -1,0 +1,155 @@
+import { spawn } from 'node:child_process';
+import { constants as osc } from 'node:os';
+
+/** What {@link runJob} needs: the command, where to run it, and its bounds. */
+export interface JobSpec {
+  readonly command: string;
+  readonly cwd: string;
+  /** Aborting kills the job's whole process group (the client vanished, or shutdown). */
+  readonly signal: AbortSignal;
+  /** 0 = no limit. */
+  readonly timeoutMs: number;
+  /** Cap on captured stdout and on captured stderr, each. */
+  readonly maxOutputBytes: number;
+}
+
+/**
+ * How a job ended, as data: the connection turns each case into a reply. `exited` covers
+ * every normal end, including a non-zero status and death by a signal (status 128 + n).
+ */
+export type JobOutcome =
+  | {
+      readonly reason: 'exited';
+      readonly exitCode: number;
+      readonly stdout: readonly Buffer[];
+      readonly stdoutBytes: number;
+      readonly stderr: Buffer;
+      readonly durationMs: number;
+    }
+  | { readonly reason: 'spawn-error'; readonly error: Error; readonly durationMs: number }
+  | {
+      readonly reason: 'output-limit';
+      readonly stream: 'stdout' | 'stderr';
+      readonly durationMs: number;
+    }
+  | { readonly reason: 'timeout'; readonly stderr: Buffer; readonly durationMs: number }
+  | { readonly reason: 'aborted'; readonly durationMs: number };
+
+/** How long to wait for stdio to close once the process group is dead. */
+const STDIO_GRACE_MS = 2000;
+
+/**
+ * Runs `/bin/sh -c command` in its own process group (`detached`), capturing stdout and
+ * stderr up to the cap. When the shell exits, whatever is left of its process group is
+ * killed: nothing a job starts outlives it. Never rejects.
+ */
+export function runJob(spec: JobSpec): Promise<JobOutcome> {
+  const started = performance.now();
+  const elapsed = () => Math.round(performance.now() - started);
+  return new Promise<JobOutcome>((resolve) => {
+    if (spec.signal.aborted) return resolve({ reason: 'aborted', durationMs: 0 });
+    let child: ReturnType<typeof spawn>;
+    try {
+      child = spawn('/bin/sh', ['-c', spec.command], {
+        cwd: spec.cwd,
+        detached: true,
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+    } catch (err) {
+      return resolve({ reason: 'spawn-error', error: asError(err), durationMs: elapsed() });
+    }
+    const stdout: Buffer[] = [];
+    const stderr: Buffer[] = [];
+    let stdoutBytes = 0;
+    let stderrBytes = 0;
+    let stop: JobOutcome['reason'] | undefined;
+    let stopStream: 'stdout' | 'stderr' = 'stdout';
+    let settled = false;
+
+    const killGroup = () => {
+      if (child.pid === undefined) return;
+      try {
+        process.kill(-child.pid, 'SIGKILL');
+      } catch {
+        // ESRCH: the group is already gone.
+      }
+    };
+    const stopWith = (reason: JobOutcome['reason']) => {
+      stop ??= reason;
+      killGroup();
+    };
+    const onAbort = () => stopWith('aborted');
+    spec.signal.addEventListener('abort', onAbort, { once: true });
+    const timer =
+      spec.timeoutMs > 0 ? setTimeout(() => stopWith('timeout'), spec.timeoutMs) : undefined;
+
+    child.stdout?.on('data', (chunk: Buffer) => {
+      stdoutBytes += chunk.length;
+      if (stdoutBytes > spec.maxOutputBytes) {
+        stopStream = 'stdout';
+        return stopWith('output-limit');
+      }
+      stdout.push(chunk);
+    });
+    child.stderr?.on('data', (chunk: Buffer) => {
+      stderrBytes += chunk.length;
+      if (stderrBytes > spec.maxOutputBytes) {
+        stopStream = 'stderr';
+        return stopWith('output-limit');
+      }
+      stderr.push(chunk);
+    });
+
+    const finish = (outcome: JobOutcome) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      spec.signal.removeEventListener('abort', onAbort);
+      resolve(outcome);
+    };
+
+    child.on('error', (err) => {
+      // Only a failure to start leaves no pid; later errors are followed by 'exit'.
+      if (child.pid === undefined)
+        finish({ reason: 'spawn-error', error: err, durationMs: elapsed() });
+    });
+    child.on('exit', (code, signal) => {
+      killGroup();
+      const exitCode = code ?? 128 + (signal ? (osc.signals[signal] ?? 0) : 0);
+      const done = () => {
+        const durationMs = elapsed();
+        switch (stop) {
+          case 'aborted':
+            return finish({ reason: 'aborted', durationMs });
+          case 'timeout':
+            return finish({ reason: 'timeout', stderr: Buffer.concat(stderr), durationMs });
+          case 'output-limit':
+            return finish({ reason: 'output-limit', stream: stopStream, durationMs });
+          default:
+            return finish({
+              reason: 'exited',
+              exitCode,
+              stdout,
+              stdoutBytes,
+              stderr: Buffer.concat(stderr),
+              durationMs,
+            });
+        }
+      };
+      // Wait for stdio to drain; a process that escaped the group may hold it open, so bound it.
+      const grace = setTimeout(() => {
+        child.stdout?.destroy();
+        child.stderr?.destroy();
+        done();
+      }, STDIO_GRACE_MS);
+      child.once('close', () => {
+        clearTimeout(grace);
+        done();
+      });
+    });
+  });
+}
+
+function asError(err: unknown): Error {
+  return err instanceof Error ? err : new Error(String(err));
+}

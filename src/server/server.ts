@@ -1,0 +1,160 @@
+import { mkdir, mkdtemp } from 'node:fs/promises';
+import { createServer, type Server, type Socket } from 'node:net';
+import { availableParallelism, tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { type Logger, pino } from 'pino';
+import { DEFAULT_LIMITS } from '../protocol/index.js';
+import { Connection, type ServerLimits } from './connection.js';
+import { removeTree } from './outputs.js';
+import { JobSlots } from './slots.js';
+
+/** The port the reference rakeserver listens on. */
+export const DEFAULT_PORT = 6238;
+
+/** The server's limits when not configured: the wire defaults plus 64 MiB of output. */
+export const DEFAULT_SERVER_LIMITS: ServerLimits = {
+  ...DEFAULT_LIMITS,
+  maxOutputBytes: 64 * 1024 * 1024,
+};
+
+/** Options for {@link serve}; the `rakeserver` flags map onto these one to one. */
+export interface ServeOptions {
+  /** Address to bind (default 127.0.0.1: the server runs any command it is sent). */
+  readonly host?: string;
+  /** Port to bind (default 6238; 0 = any free port). */
+  readonly port?: number;
+  /** Parent of the job directories (default: a fresh temporary directory, removed on close). */
+  readonly workdir?: string;
+  /** Jobs run at once; more commands wait in a queue (default: available parallelism). */
+  readonly maxJobs?: number;
+  /** Added to the reported cost (e.g. a host that is slower or has a special library). */
+  readonly costOffset?: number;
+  /** Kill a job after this many seconds (default 0 = never). */
+  readonly jobTimeoutSeconds?: number;
+  /** Close a connection that sends nothing for this long while a request is due (default 300; 0 = never). */
+  readonly idleTimeoutSeconds?: number;
+  /** On close, how long running jobs may finish before they are killed (default 10). */
+  readonly graceSeconds?: number;
+  /** pino logger; silent by default. */
+  readonly logger?: Logger;
+  readonly limits?: Partial<ServerLimits>;
+}
+
+/** A running server: where it listens, its current cost, and how to stop it. */
+export interface ServerHandle {
+  readonly host: string;
+  readonly port: number;
+  /** The directory holding the job directories. */
+  readonly workdir: string;
+  /** The cost a query would report now. */
+  cost(): number;
+  /**
+   * Stops accepting, lets running jobs finish within the grace period, then kills what is
+   * left and removes every job directory. Idempotent.
+   */
+  close(options?: { graceSeconds?: number }): Promise<void>;
+}
+
+const isLoopback = (host: string) =>
+  host === 'localhost' || host === '::1' || /^127\.\d+\.\d+\.\d+$/.test(host);
+
+/** Starts a rakeserver (docs/server.md). Resolves once it is listening. */
+export async function serve(options: ServeOptions = {}): Promise<ServerHandle> {
+  const log = (options.logger ?? pino({ level: 'silent' })).child({ component: 'server' });
+  const host = options.host ?? '127.0.0.1';
+  const limits: ServerLimits = { ...DEFAULT_SERVER_LIMITS, ...options.limits };
+  const ownsWorkdir = options.workdir === undefined;
+  const workdir =
+    options.workdir === undefined
+      ? await mkdtemp(join(tmpdir(), 'rakeserver-'))
+      : resolve(options.workdir);
+  if (!ownsWorkdir) await mkdir(workdir, { recursive: true });
+  const costOffset = options.costOffset ?? 0;
+  const maxJobs = options.maxJobs ?? availableParallelism();
+  const slots = new JobSlots(maxJobs);
+  const connections = new Set<Connection>();
+  let managing = 0;
+  let nextId = 1;
+  let closing: Promise<void> | undefined;
+
+  const context = {
+    logger: log,
+    limits,
+    workdir,
+    jobTimeoutMs: (options.jobTimeoutSeconds ?? 0) * 1000,
+    idleTimeoutMs: (options.idleTimeoutSeconds ?? 300) * 1000,
+    slots,
+    cost: () => managing + costOffset,
+    manage: (delta: 1 | -1) => {
+      managing += delta;
+    },
+    closing: () => closing !== undefined,
+  };
+
+  const server: Server = createServer({ allowHalfOpen: true }, (socket: Socket) => {
+    if (closing) {
+      socket.destroy();
+      return;
+    }
+    const conn = new Connection(nextId++, socket, context);
+    connections.add(conn);
+    void conn.done.finally(() => connections.delete(conn));
+  });
+
+  try {
+    await new Promise<void>((ok, fail) => {
+      server.once('error', fail);
+      server.listen(options.port ?? DEFAULT_PORT, host, () => {
+        server.off('error', fail);
+        ok();
+      });
+    });
+  } catch (err) {
+    if (ownsWorkdir) await removeTree(workdir);
+    throw err;
+  }
+  server.on('error', (err) => log.error({ err: err.message }, 'listener error'));
+  const address = server.address();
+  const port = typeof address === 'object' && address ? address.port : (options.port ?? 0);
+
+  if (!isLoopback(host)) {
+    log.warn(
+      { host, port },
+      'LISTENING BEYOND LOOPBACK: this server runs ANY command any peer sends it, as this user, without authentication',
+    );
+  }
+  log.info({ host, port, workdir, maxJobs, costOffset, limits }, 'listening');
+
+  const shutdown = async (graceSeconds: number): Promise<void> => {
+    log.info({ graceSeconds, connections: connections.size, managing }, 'shutting down');
+    const stopped = new Promise<void>((ok) => server.close(() => ok()));
+    for (const conn of connections) if (!conn.managing) conn.shutdown();
+    const all = () => Promise.all([...connections].map((c) => c.done));
+    let timer: NodeJS.Timeout | undefined;
+    const expired = new Promise<'expired'>((ok) => {
+      timer = setTimeout(() => ok('expired'), graceSeconds * 1000);
+    });
+    const first = await Promise.race([all().then(() => 'finished' as const), expired]);
+    clearTimeout(timer);
+    if (first === 'expired') {
+      log.warn({ connections: connections.size }, 'grace period over: killing remaining jobs');
+      for (const conn of connections) conn.shutdown();
+    }
+    await all();
+    await stopped;
+    // Each connection removed its own directory; a shared --workdir is left as it was.
+    if (ownsWorkdir) await removeTree(workdir);
+    log.info('stopped');
+  };
+
+  return {
+    host,
+    port,
+    workdir,
+    cost: context.cost,
+    close(closeOptions = {}) {
+      closing ??= shutdown(closeOptions.graceSeconds ?? options.graceSeconds ?? 10);
+      return closing;
+    },
+  };
+}

@@ -1,0 +1,65 @@
+/** Thrown by {@link JobSlots.acquire} when the waiter's signal aborts (its client left). */
+export class SlotWaitAborted extends Error {
+  override readonly name = 'SlotWaitAborted';
+}
+
+/**
+ * `--max-jobs`: at most `max` jobs run at once; further commands wait in FIFO order (they
+ * still count in the cost) and are never refused. A waiter whose connection ends leaves
+ * the queue.
+ */
+export class JobSlots {
+  readonly #max: number;
+  #running = 0;
+  readonly #waiters: Array<{ grant: () => void; signal: AbortSignal; onAbort: () => void }> = [];
+
+  constructor(max: number) {
+    this.#max = Math.max(1, Math.floor(max));
+  }
+
+  /** Jobs holding a slot now. */
+  get running(): number {
+    return this.#running;
+  }
+
+  /** Commands waiting for a slot. */
+  get queued(): number {
+    return this.#waiters.length;
+  }
+
+  /** Waits for a slot; the returned function gives it back (idempotent). */
+  acquire(signal: AbortSignal): Promise<() => void> {
+    if (signal.aborted) return Promise.reject(new SlotWaitAborted('aborted before a slot'));
+    if (this.#running < this.#max) {
+      this.#running++;
+      return Promise.resolve(this.#releaser());
+    }
+    return new Promise((resolve, reject) => {
+      const waiter = {
+        signal,
+        grant: () => {
+          signal.removeEventListener('abort', waiter.onAbort);
+          this.#running++;
+          resolve(this.#releaser());
+        },
+        onAbort: () => {
+          const i = this.#waiters.indexOf(waiter);
+          if (i >= 0) this.#waiters.splice(i, 1);
+          reject(new SlotWaitAborted('aborted while queued'));
+        },
+      };
+      signal.addEventListener('abort', waiter.onAbort, { once: true });
+      this.#waiters.push(waiter);
+    });
+  }
+
+  #releaser(): () => void {
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      this.#running--;
+      this.#waiters.shift()?.grant();
+    };
+  }
+}
