@@ -9,6 +9,13 @@ export async function main(argv: readonly string[]): Promise<number> {
   const parser = withServeOptions(yargs([...argv]))
     .scriptName('rakeserver')
     .usage('$0 [options]\n\nRuns commands sent by rake clients (docs/server.md).')
+    .example([
+      ['$0', 'serve on 127.0.0.1:6238'],
+      [
+        '$0 --host 0.0.0.0 --max-jobs 8',
+        'serve the network, 8 jobs at a time (trusted networks only)',
+      ],
+    ])
     .strict()
     .help()
     .alias('h', 'help')

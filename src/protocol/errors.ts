@@ -22,7 +22,11 @@ export type ProtocolErrorReason =
   /** A value is well-formed but exceeds a configured limit (command size, file size, ...). */
   | 'limit-exceeded'
   /** The peer sent `!F` + a message where something else was due: it refused us. */
-  | 'refused';
+  | 'refused'
+  /** An `!X` extension message that is malformed, or not negotiated on this connection. */
+  | 'bad-extension'
+  /** This server requires a token and the peer did not prove it knows it. */
+  | 'unauthenticated';
 
 /**
  * A wire fault, with what was expected and what arrived, so the message tells a user (or a

@@ -30,6 +30,8 @@ export interface TransferredFile {
   readonly name: string;
   readonly path: string;
   readonly size: number;
+  /** Permission bits: sent (sender) or applied (receiver); only with the `mode` extension. */
+  readonly mode?: number;
 }
 
 /** Options for {@link sendFilestream}. */
@@ -41,6 +43,11 @@ export interface SendOptions {
   readonly noFollow?: boolean;
   /** Read-ahead per file, in bytes (default 256 KiB). */
   readonly chunkSize?: number;
+  /**
+   * Extension `mode` negotiated: after `!Z`, answer the receiver's `!M` with the file's
+   * permission bits (`!S!MF<len>` + octal). Never on a base-mode connection.
+   */
+  readonly modes?: boolean;
 }
 
 /** Options for {@link receiveFilestream}. */
@@ -51,6 +58,11 @@ export interface ReceiveOptions {
    */
   readonly resolve: (wireName: string) => string | Promise<string>;
   readonly limits?: Partial<ProtocolLimits>;
+  /**
+   * Extension `mode` negotiated: ask each file's mode with `!M` after `!Z` and apply it
+   * (see {@link applicableMode}). Never on a base-mode connection.
+   */
+  readonly modes?: boolean;
 }
 
 const utf8 = new TextDecoder('utf-8', { fatal: true });
@@ -83,9 +95,20 @@ export async function sendFilestream(
       if (!st.isFile()) throw new Error(`${file.path} is not a regular file`);
       const size = st.size;
       await write(socket, encodePacket({ flags: FLAGS.size }, String(size)));
+      let mode: number | undefined;
+      if (options.modes) {
+        mode = st.mode & 0o777;
+        await expectRequest(reader, '!M');
+        await write(socket, encodePacket({ flags: FLAGS.mode }, formatMode(mode)));
+      }
       await expectRequest(reader, '!T');
       await streamFile(handle, size, socket, options.chunkSize ?? 256 * 1024, file.path);
-      sent.push({ name: file.name, path: file.path, size });
+      sent.push({
+        name: file.name,
+        path: file.path,
+        size,
+        ...(mode === undefined ? {} : { mode }),
+      });
     } finally {
       await handle.close();
     }
@@ -133,11 +156,52 @@ export async function receiveFilestream(
     const sizeText = await reader.readPayload(sizeHeader.length, MAX_DECIMAL_PAYLOAD, 'file size');
     const size = parseDecimal(sizeText, `size of ${JSON.stringify(name)}`, limits.maxFileSize);
 
+    let wireMode: number | undefined;
+    if (options.modes) {
+      await write(socket, encodeRequest('!M'));
+      const modeHeader = expectFlagged(await readHeader(reader, limits), FLAGS.mode);
+      const modeText = await reader.readPayload(modeHeader.length, 8, 'file mode');
+      wireMode = parseMode(modeText, name);
+    }
+
     await write(socket, encodeRequest('!T'));
-    await receiveFile(reader, path, size, name);
-    received.push({ name, path, size });
+    const mode = await receiveFile(reader, path, size, name, wireMode);
+    received.push({ name, path, size, ...(mode === undefined ? {} : { mode }) });
   }
   return received;
+}
+
+/** `0o755` → `"755"`: the `!S!MF` payload. */
+export function formatMode(mode: number): string {
+  return (mode & 0o777).toString(8).padStart(3, '0');
+}
+
+/** Parses an `!S!MF` payload: 1 to 4 octal digits. Throws `bad-number`. */
+export function parseMode(payload: Uint8Array | string, name: string): number {
+  const text = (
+    typeof payload === 'string' ? payload : Buffer.from(payload).toString('latin1')
+  ).trim();
+  if (!/^[0-7]{1,4}$/.test(text)) {
+    throw new ProtocolError(
+      'bad-number',
+      `the mode of ${JSON.stringify(name)} as 1 to 4 octal digits`,
+      JSON.stringify(text.slice(0, 20)),
+    );
+  }
+  return Number.parseInt(text, 8);
+}
+
+/**
+ * The permission bits a receiver gives a file whose sender had `wireMode`, when the file
+ * was created with `created` (0o666 less the receiver's umask): the sender's read and write
+ * bits as far as the umask allows them, and an execute bit wherever the sender had it and
+ * the matching read bit is allowed. Never setuid, setgid or sticky. With umask 022:
+ * 755 → 755, 644 → 644, 777 → 755, 4755 → 755; with umask 077: 755 → 700.
+ */
+export function applicableMode(wireMode: number, created: number): number {
+  const allowed = created & 0o666;
+  const exec = (allowed & 0o444) >> 2;
+  return (wireMode & 0o666 & allowed) | (wireMode & 0o111 & exec);
 }
 
 async function receiveFile(
@@ -145,11 +209,25 @@ async function receiveFile(
   path: string,
   size: number,
   name: string,
-): Promise<void> {
+  wireMode: number | undefined,
+): Promise<number | undefined> {
   const tmpName = `.${basename(path).slice(0, 32)}.rake-tmp-${randomBytes(6).toString('hex')}`;
   const tmp = join(dirname(path), tmpName);
   // O_EXCL | O_NOFOLLOW: never write through something a job planted at the temporary name.
   const handle = await open(tmp, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW, 0o666);
+  let mode: number | undefined;
+  if (wireMode !== undefined) {
+    // Set through the descriptor, before any byte: the file never appears with other bits.
+    try {
+      const created = (await handle.stat()).mode & 0o777;
+      mode = applicableMode(wireMode, created);
+      if (mode !== created) await handle.chmod(mode);
+    } catch (err) {
+      await handle.close().catch(() => {});
+      await unlink(tmp).catch(() => {});
+      throw err;
+    }
+  }
   const out = handle.createWriteStream({ highWaterMark: 256 * 1024 });
   // Errors surface through pipeExact and finished(); this keeps a late one (a write
   // completing after destroy) from becoming an uncaught exception.
@@ -164,6 +242,7 @@ async function receiveFile(
     await unlink(tmp).catch(() => {});
     throw err;
   }
+  return mode;
 }
 
 async function streamFile(
@@ -208,7 +287,10 @@ async function readHeader(reader: FramedReader, limits: ProtocolLimits): Promise
   return h;
 }
 
-async function expectRequest(reader: FramedReader, request: '!N' | '!Z' | '!T'): Promise<void> {
+async function expectRequest(
+  reader: FramedReader,
+  request: '!N' | '!Z' | '!M' | '!T',
+): Promise<void> {
   await reader.readRequest(request);
 }
 

@@ -4,11 +4,27 @@ import { DEFAULT_LIMITS, MAX_DECIMAL_PAYLOAD, type ProtocolLimits } from './limi
 /** Every header is exactly this many ASCII bytes, right-padded with spaces (PROTOCOL.md). */
 export const HEADER_SIZE = 64;
 
-/** Codes of the plain layout: `code(2)` + decimal length + spaces. */
-export type PlainCode = '!E' | '!C' | '!R' | '!D' | '!F';
+/**
+ * Codes of the plain layout: `code(2)` + decimal length + spaces. `!X` is not base protocol:
+ * it carries negotiated extension messages and is only ever sent to a peer that offered
+ * them (docs/protocol.md, "Extensions").
+ */
+export type PlainCode = '!E' | '!C' | '!R' | '!D' | '!F' | '!X';
 
-/** The plain codes, for validation and iteration. */
+/** The base protocol's plain codes, for validation and iteration. */
 export const PLAIN_CODES: readonly PlainCode[] = ['!E', '!C', '!R', '!D', '!F'];
+
+/** The plain code of extension messages (`!X<len>` + message). */
+export const EXTENSION_CODE = '!X' satisfies PlainCode;
+
+/**
+ * Longest annex an `!E` header can carry: 64 bytes less `!E`, a 2-digit length and the one
+ * space that separates them. Cost replies have short lengths; the offer has length 0.
+ */
+export const MAX_ANNEX = HEADER_SIZE - 5;
+
+/** An annex: `rake/<n>` and space-separated printable tokens (docs/protocol.md, "Offer"). */
+const ANNEX = /^rake\/[!-~]+(?: [!-~]+)*$/;
 
 /**
  * The 3 flag characters after `!S` in a flagged header. Each position holds a letter or a
@@ -29,41 +45,67 @@ export const FLAGS = {
   name: '!NF',
   /** `!S!ZF<len>` + size as decimal: answer to `!Z`. */
   size: '!ZF',
+  /** `!S!MF<len>` + permission bits as octal: answer to `!M` (extension `mode` only). */
+  mode: '!MF',
 } as const satisfies Record<string, Flags>;
 
 /**
  * A decoded 64-byte header. `length` is in bytes: the payload length, except for a
- * filestream announcement, where it is the file count.
+ * filestream announcement, where it is the file count. `annex` is the self-description an
+ * `!E` header may carry in its padding (the extension offer and its answer); base peers
+ * never send one and the reference server ignores it.
  */
 export type Header =
-  | { readonly kind: 'plain'; readonly code: PlainCode; readonly length: number }
+  | {
+      readonly kind: 'plain';
+      readonly code: PlainCode;
+      readonly length: number;
+      readonly annex?: string;
+    }
   | { readonly kind: 'flagged'; readonly flags: Flags; readonly length: number };
 
-/** The 2-byte filestream requests a receiver sends (unpadded; a padding peer is tolerated). */
-export type Request = '!N' | '!Z' | '!T';
+/**
+ * The 2-byte filestream requests a receiver sends (unpadded; a padding peer is tolerated).
+ * `!M` (the file's mode) is only sent when both ends negotiated the `mode` extension.
+ */
+export type Request = '!N' | '!Z' | '!M' | '!T';
 
 /** Requests are 2 raw bytes on the wire. */
 export const REQUEST_SIZE = 2;
 
-const REQUESTS: readonly Request[] = ['!N', '!Z', '!T'];
+const REQUESTS: readonly Request[] = ['!N', '!Z', '!M', '!T'];
 const FLAG_CHAR = /^[A-Z! ]{3}$/;
 const SPACE = 0x20;
 
-/** Encodes a header as exactly 64 ASCII bytes. Throws RangeError for an impossible header. */
+/**
+ * Encodes a header as exactly 64 ASCII bytes; an annex (only on `!E`) is right-aligned in
+ * the padding. Throws RangeError for an impossible header.
+ */
 export function encodeHeader(h: Header): Buffer {
   if (!Number.isSafeInteger(h.length) || h.length < 0) {
     throw new RangeError(`header length must be a non-negative integer, got ${h.length}`);
   }
   let text: string;
+  let annex: string | undefined;
   if (h.kind === 'plain') {
-    if (!PLAIN_CODES.includes(h.code)) throw new RangeError(`unknown plain code ${h.code}`);
+    if (!PLAIN_CODES.includes(h.code) && h.code !== EXTENSION_CODE) {
+      throw new RangeError(`unknown plain code ${h.code}`);
+    }
     text = `${h.code}${h.length}`;
+    if (h.annex !== undefined) {
+      if (h.code !== '!E') throw new RangeError(`only !E headers carry an annex, not ${h.code}`);
+      if (!ANNEX.test(h.annex) || text.length + 1 + h.annex.length > HEADER_SIZE) {
+        throw new RangeError(`bad annex ${JSON.stringify(h.annex)} after ${text}`);
+      }
+      annex = h.annex;
+    }
   } else {
     if (!FLAG_CHAR.test(h.flags)) throw new RangeError(`bad flags ${JSON.stringify(h.flags)}`);
     text = `!S${h.flags}${h.length}`;
   }
   const buf = Buffer.alloc(HEADER_SIZE, SPACE);
   buf.write(text, 0, 'latin1');
+  if (annex !== undefined) buf.write(annex, HEADER_SIZE - annex.length, 'latin1');
   return buf;
 }
 
@@ -108,7 +150,21 @@ export function decodeHeader(buf: Uint8Array, limits?: Partial<ProtocolLimits>):
     }
     return { kind: 'flagged', flags, length: decodeLength(bytes, 5, maxLength) };
   }
-  if ((PLAIN_CODES as readonly string[]).includes(code)) {
+  if (code === '!E') {
+    // The annex, if any, is the last space-separated run starting `rake/` (PROTOCOL.md: the
+    // reference server ignores everything after `!E`).
+    const text = bytes.toString('latin1', 2).trim();
+    const m = /^(?:(\S*) +)?(rake\/[!-~]+(?: +[!-~]+)*)$/.exec(text);
+    if (m) {
+      const length = decodeLength(bytes, 2, maxLength, m[1] ?? '');
+      return { kind: 'plain', code: '!E', length, annex: (m[2] as string).replace(/ +/g, ' ') };
+    }
+  }
+  // To a base peer `!X` is an unknown code; only its exact form `!X<decimal>` is read as one.
+  const known =
+    (PLAIN_CODES as readonly string[]).includes(code) ||
+    (code === EXTENSION_CODE && /^ *\d+ *$/.test(bytes.toString('latin1', 2)));
+  if (known) {
     return { kind: 'plain', code: code as PlainCode, length: decodeLength(bytes, 2, maxLength) };
   }
   throw new ProtocolError(
@@ -118,8 +174,12 @@ export function decodeHeader(buf: Uint8Array, limits?: Partial<ProtocolLimits>):
   );
 }
 
-function decodeLength(bytes: Buffer, from: number, max: number): number {
-  const field = bytes.toString('latin1', from).trim();
+function decodeLength(
+  bytes: Buffer,
+  from: number,
+  max: number,
+  field = bytes.toString('latin1', from).trim(),
+): number {
   if (field === '') return 0;
   if (!/^\d+$/.test(field)) {
     const what = field.startsWith('-') ? 'a negative length' : 'a non-numeric length';
@@ -142,7 +202,7 @@ export function decodeRequest(buf: Uint8Array, expected?: Request): Request {
   if (!(REQUESTS as readonly string[]).includes(text)) {
     throw new ProtocolError(
       'unknown-code',
-      expected ? `request ${expected}` : 'a request !N, !Z or !T',
+      expected ? `request ${expected}` : 'a request !N, !Z, !M or !T',
       showBytes(buf),
     );
   }
@@ -179,9 +239,10 @@ export function parseDecimal(
   return n;
 }
 
-/** A short human form of a header for messages and logs: `!SSIF2`, `!C14`. */
+/** A short human form of a header for messages and logs: `!SSIF2`, `!C14`, `!E0 rake/1`. */
 export function describeHeader(h: Header): string {
-  return h.kind === 'plain' ? `${h.code}${h.length}` : `!S${h.flags}${h.length}`;
+  if (h.kind === 'flagged') return `!S${h.flags}${h.length}`;
+  return h.annex === undefined ? `${h.code}${h.length}` : `${h.code}${h.length} ${h.annex}`;
 }
 
 /** Asserts a plain header with one of `codes`; `unexpected-code` naming both otherwise. */

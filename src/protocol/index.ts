@@ -1,8 +1,29 @@
 // The wire, shared by client and server: see docs/protocol.md and docs/architecture.md.
 export { isProtocolError, ProtocolError, type ProtocolErrorReason, showBytes } from './errors.js';
 export {
+  authProof,
+  describeServer,
+  EXTENSIONS,
+  type Extension,
+  type ExtensionMessage,
+  type ExtensionVerb,
+  encodeExtension,
+  encodeExtensionPayload,
+  type HaveEntry,
+  isOffer,
+  OFFER_ANNEX,
+  type PeerDescription,
+  PROTOCOL_TAG,
+  parseExtension,
+  parseExtensionList,
+  parseServerDescription,
+} from './extensions.js';
+export {
+  applicableMode,
   drained,
+  formatMode,
   type OutgoingFile,
+  parseMode,
   type ReceiveOptions,
   receiveFilestream,
   type SendOptions,
@@ -14,6 +35,7 @@ export {
   decodeHeader,
   decodeRequest,
   describeHeader,
+  EXTENSION_CODE,
   encodeHeader,
   encodePacket,
   encodeRequest,
@@ -23,6 +45,7 @@ export {
   type Flags,
   HEADER_SIZE,
   type Header,
+  MAX_ANNEX,
   PLAIN_CODES,
   type PlainCode,
   parseDecimal,
@@ -37,3 +60,4 @@ export {
 } from './limits.js';
 export { prepareInside, resolveInside, wireNameSegments } from './names.js';
 export { FramedReader, type FramedReaderOptions } from './reader.js';
+export { loadToken, newNonce, TOKEN_ENV, Token, TokenError } from './token.js';

@@ -27,8 +27,9 @@ export function resolveInside(dir: string, wireName: string): string {
 /**
  * Like {@link resolveInside}, and also creates the parent directories, refusing to pass
  * through a symlink or a non-directory below `dir`: a job that made `out -> /etc` cannot make
- * a received `out/passwd` land in `/etc`. The final component itself may be anything; the
- * receiver renames a new file over it, which replaces a symlink rather than following it.
+ * a received `out/passwd` land in `/etc`. The final component may be absent, a file or a
+ * symlink (the receiver renames a new file over it, which replaces a symlink rather than
+ * following it), but not a directory.
  */
 export async function prepareInside(dir: string, wireName: string): Promise<string> {
   const segments = wireNameSegments(wireName);
@@ -53,5 +54,15 @@ export async function prepareInside(dir: string, wireName: string): Promise<stri
       );
     }
   }
-  return join(dir, ...segments);
+  const path = join(dir, ...segments);
+  // A file cannot replace a directory (rename fails with EISDIR): refuse the name instead.
+  const last = await lstat(path).catch(() => undefined);
+  if (last?.isDirectory()) {
+    throw new ProtocolError(
+      'bad-name',
+      'a file name that is not a directory',
+      `${JSON.stringify(wireName)}, which is a directory`,
+    );
+  }
+  return path;
 }

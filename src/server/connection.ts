@@ -5,19 +5,29 @@ import type { Logger } from 'pino';
 import {
   describeHeader,
   drained,
+  type Extension,
+  encodeExtension,
   encodeHeader,
   encodePacket,
   FLAGS,
   FramedReader,
+  type HaveEntry,
+  type Header,
+  isOffer,
   isProtocolError,
+  newNonce,
+  PROTOCOL_TAG,
   ProtocolError,
   type ProtocolLimits,
+  parseExtension,
   prepareInside,
   receiveFilestream,
   sendFilestream,
+  type Token,
   write,
 } from '../protocol/index.js';
 import { unreachable } from '../util/unreachable.js';
+import type { InputCache } from './cache.js';
 import { type JobOutcome, runJob } from './job.js';
 import { changedFiles, listRegularFiles, removeTree } from './outputs.js';
 import { type JobSlots, SlotWaitAborted } from './slots.js';
@@ -49,10 +59,27 @@ export interface ConnectionContext {
   manage(delta: 1 | -1): void;
   /** True once the server is shutting down: finish the current job, take no new one. */
   closing(): boolean;
+  /** Set: clients must prove they know it (extension `auth`); base-mode clients cannot run jobs. */
+  readonly token: Token | undefined;
+  /** The input cache (extension `cache`), if on. */
+  readonly cache: InputCache | undefined;
+  /** Extensions this server grants a client that asks (never `auth`: that is `token`). */
+  readonly extensions: ReadonlySet<Extension>;
+  /** The annex of a cost reply to our client's offer: `rake/1 v=… ext=…`. */
+  readonly description: string;
 }
 
 /** How a connection ended, for its log line. */
 type ConnectionOutcome = 'ok' | 'vanished' | 'refused' | 'error' | 'shutdown' | 'idle-timeout';
+
+/**
+ * Base until a first message other than a hello; extended after a hello (negotiated
+ * extensions in `#ext`). See docs/protocol.md, "Extensions".
+ */
+type ConnectionMode = 'fresh' | 'base' | 'extended';
+
+/** How long a job waits for another connection's upload of a file it also needs. */
+const CACHE_WAIT_MS = 30_000;
 
 /** The client went away while we were waiting on it or running its job. */
 class ClientGone extends Error {
@@ -82,6 +109,13 @@ export class Connection {
   #outcome: ConnectionOutcome = 'ok';
   #commands = 0;
   #costQueries = 0;
+  #mode: ConnectionMode = 'fresh';
+  readonly #ext = new Set<Extension>();
+  #authenticated: boolean;
+  /** The challenge sent, while its answer is due. */
+  #nonce: string | undefined;
+  /** Files the last `!X have` asked the client to upload, by wire name, to cache on arrival. */
+  readonly #expected = new Map<string, { entry: HaveEntry; settle: (() => void) | undefined }>();
 
   constructor(id: number, socket: Socket, ctx: ConnectionContext) {
     this.id = id;
@@ -90,6 +124,7 @@ export class Connection {
     this.#log = ctx.logger.child({ conn: id });
     this.#reader = new FramedReader(socket);
     this.#remote = `${socket.remoteAddress}:${socket.remotePort}`;
+    this.#authenticated = ctx.token === undefined;
     socket.setNoDelay(true);
     const gone = () => this.#abort.abort();
     socket.once('end', gone);
@@ -125,6 +160,7 @@ export class Connection {
     } finally {
       this.#setManaging(false);
       this.#abort.abort();
+      this.#settleExpected();
       await this.#removeDir();
       await this.#close(linger);
       this.#log.info(
@@ -136,6 +172,8 @@ export class Connection {
           bytesOut: this.#socket.bytesWritten,
           commands: this.#commands,
           costQueries: this.#costQueries,
+          mode: this.#mode === 'extended' ? 'extended' : 'base',
+          ...(this.#mode === 'extended' ? { extensions: [...this.#ext].join(',') } : {}),
         },
         'connection',
       );
@@ -154,20 +192,28 @@ export class Connection {
       if (h.kind === 'flagged') {
         throw new ProtocolError('unexpected-code', 'a !E, !C, !R or !D header', describeHeader(h));
       }
+      const first = this.#mode === 'fresh';
+      if (first && h.code !== '!X') this.#mode = 'base';
       switch (h.code) {
         case '!E':
           if (h.length === 0) {
             this.#costQueries++;
-            await write(this.#socket, encodePacket({ code: '!E' }, String(this.#ctx.cost())));
+            await write(this.#socket, this.#costReply(h));
           } else {
+            this.#requireAuthenticated(h);
             await this.#command(h.length);
           }
           break;
         case '!C':
+          this.#requireAuthenticated(h);
           await this.#command(h.length);
           break;
         case '!R':
+          this.#requireAuthenticated(h);
           await this.#requirements(h.length);
+          break;
+        case '!X':
+          await this.#extension(h, first);
           break;
         case '!D':
           await this.#removeDir();
@@ -184,6 +230,153 @@ export class Connection {
     }
   }
 
+  /** `!E0` → `!E<len>` + cost; to our client's offer, with this server's annex. */
+  #costReply(h: Extract<Header, { kind: 'plain' }>): Buffer {
+    const cost = Buffer.from(String(this.#ctx.cost()));
+    if (!isOffer(h.annex)) return encodePacket({ code: '!E' }, cost);
+    const annex = this.#ctx.description;
+    return Buffer.concat([
+      encodeHeader({ kind: 'plain', code: '!E', length: cost.length, annex }),
+      cost,
+    ]);
+  }
+
+  /** With a token, only an authenticated connection may upload or run anything. */
+  #requireAuthenticated(h: Header): void {
+    if (this.#authenticated) return;
+    throw new ProtocolError(
+      'unauthenticated',
+      "a client that proves it knows this server's token (rake-ts with --token-file or RAKE_TOKEN; a base-protocol client cannot)",
+      `${describeHeader(h)} on a connection that did not authenticate`,
+    );
+  }
+
+  /**
+   * An `!X` message: the hello (only as a connection's first message), the answer to a
+   * challenge, or a `have` list. Anything else is refused.
+   */
+  async #extension(h: Header, first: boolean): Promise<void> {
+    const limits = this.#ctx.limits;
+    if (!first && this.#mode !== 'extended') {
+      throw new ProtocolError(
+        'unexpected-code',
+        'a !E, !C, !R or !D header (!X only after a hello)',
+        describeHeader(h),
+      );
+    }
+    const payload = await this.#reader.readPayload(h.length, limits.maxCommandBytes, '!X message');
+    if (first) {
+      const hello = parseExtension(payload, ['hello']);
+      if (hello.verb !== 'hello') return;
+      if (hello.protocol !== PROTOCOL_TAG) {
+        throw new ProtocolError(
+          'bad-extension',
+          `a hello ${PROTOCOL_TAG}`,
+          `hello ${hello.protocol}`,
+        );
+      }
+      this.#mode = 'extended';
+      for (const e of hello.extensions) if (this.#ctx.extensions.has(e)) this.#ext.add(e);
+      this.#log.debug(
+        { asked: hello.extensions.join(','), granted: [...this.#ext].join(',') },
+        'hello',
+      );
+      if (this.#ctx.token === undefined) {
+        await write(this.#socket, encodeExtension({ verb: 'ok', extensions: [...this.#ext] }));
+        return;
+      }
+      if (!hello.extensions.includes('auth')) {
+        throw new ProtocolError(
+          'unauthenticated',
+          "a client with this server's token (rake-ts --token-file F, or RAKE_TOKEN)",
+          'a hello without auth: the client has no token',
+        );
+      }
+      this.#nonce = newNonce();
+      await write(this.#socket, encodeExtension({ verb: 'challenge', nonce: this.#nonce }));
+      return;
+    }
+    if (this.#nonce !== undefined) {
+      const answer = parseExtension(payload, ['auth']);
+      const nonce = this.#nonce;
+      this.#nonce = undefined;
+      // Neither the token nor the proof is ever logged or echoed.
+      if (answer.verb !== 'auth' || !this.#ctx.token?.verify(nonce, answer.proof)) {
+        throw new ProtocolError(
+          'unauthenticated',
+          "the HMAC of the challenge under this server's token",
+          'a proof made with another token',
+        );
+      }
+      this.#authenticated = true;
+      this.#log.info('authenticated');
+      await write(this.#socket, encodeExtension({ verb: 'ok', extensions: [...this.#ext] }));
+      return;
+    }
+    this.#requireAuthenticated(h);
+    const verbs = this.#ext.has('cache') ? (['have'] as const) : ([] as const);
+    const msg = parseExtension(payload, verbs, limits);
+    if (msg.verb !== 'have') return;
+    await this.#have(msg.entries);
+  }
+
+  /**
+   * `!X have`: copies every listed file the cache holds into the job directory, and
+   * answers `!X need` with the others (in the order listed), which the client then uploads.
+   * A file another connection is uploading right now is waited for rather than needed.
+   */
+  async #have(entries: readonly HaveEntry[]): Promise<void> {
+    const cache = this.#ctx.cache;
+    if (cache === undefined) throw new Error('have without a cache');
+    this.#setManaging(true);
+    const dir = await this.#ensureDir();
+    this.#settleExpected();
+    const withMode = this.#ext.has('mode');
+    const found = await Promise.all(
+      entries.map(async (entry) => {
+        const path = await prepareInside(dir, entry.name);
+        const lease = await cache.lease(
+          entry.sha256,
+          entry.size,
+          CACHE_WAIT_MS,
+          this.#abort.signal,
+        );
+        if (lease === undefined) return false;
+        try {
+          await cache.materialize(lease, path, withMode ? entry.mode : undefined);
+          return true;
+        } catch (err) {
+          this.#log.warn(
+            { name: entry.name, err: err instanceof Error ? err.message : String(err) },
+            'cannot copy a cached file: asking for it',
+          );
+          return false;
+        } finally {
+          lease.release();
+        }
+      }),
+    );
+    if (this.#abort.signal.aborted)
+      throw new ClientGone('client left while its inputs were copied');
+    const need: string[] = [];
+    entries.forEach((entry, i) => {
+      if (found[i]) return;
+      need.push(entry.name);
+      this.#expected.set(entry.name, { entry, settle: cache.claim(entry.sha256) });
+    });
+    this.#log.debug(
+      { listed: entries.length, cached: entries.length - need.length, need: need.length },
+      'have',
+    );
+    await write(this.#socket, encodeExtension({ verb: 'need', names: need }));
+  }
+
+  /** Ends the claims of a `have` whose uploads did not all arrive. */
+  #settleExpected(): void {
+    for (const { settle } of this.#expected.values()) settle?.();
+    this.#expected.clear();
+  }
+
   async #requirements(length: number): Promise<void> {
     const limits = this.#ctx.limits;
     // `!R` carries no payload in base mode; tolerate one (bounded) and ignore it.
@@ -193,11 +386,46 @@ export class Connection {
     const files = await receiveFilestream(this.#reader, this.#socket, {
       resolve: (name) => prepareInside(dir, name),
       limits,
+      modes: this.#ext.has('mode'),
     });
     this.#log.debug(
       { files: files.length, bytes: files.reduce((n, f) => n + f.size, 0) },
       'requirements received',
     );
+    await this.#cacheUploads(files);
+  }
+
+  /**
+   * Caches the uploads a `have` announced, each only if the server's own hash of the bytes
+   * matches the client's claim; then lets waiting connections go on.
+   */
+  async #cacheUploads(
+    files: readonly { name: string; path: string; size: number }[],
+  ): Promise<void> {
+    const cache = this.#ctx.cache;
+    if (cache === undefined || this.#expected.size === 0) return;
+    for (const file of files) {
+      const expected = this.#expected.get(file.name);
+      if (expected === undefined) continue;
+      this.#expected.delete(file.name);
+      try {
+        const result = await cache.insert(expected.entry.sha256, expected.entry.size, file.path);
+        if (result === 'mismatch' || result === 'wrong-size') {
+          this.#log.warn(
+            { name: file.name, claimed: expected.entry.sha256, result },
+            'upload does not match its announced hash: not cached',
+          );
+        }
+      } catch (err) {
+        this.#log.warn(
+          { name: file.name, err: err instanceof Error ? err.message : String(err) },
+          'cannot cache an upload',
+        );
+      } finally {
+        expected.settle?.();
+      }
+    }
+    this.#settleExpected();
   }
 
   async #command(length: number): Promise<void> {
@@ -300,7 +528,13 @@ export class Connection {
     }
     const outputs = changedFiles(before, after.files);
     const flags = outputs.length > 0 ? FLAGS.stdoutAndFiles : FLAGS.stdout;
+    // Extension `stderr`: a successful job's warnings travel just before its reply.
+    const warnings =
+      this.#ext.has('stderr') && outcome.stderr.length > 0
+        ? [encodeExtension({ verb: 'stderr', bytes: outcome.stderr })]
+        : [];
     await this.#writeAll([
+      ...warnings,
       encodeHeader({ kind: 'flagged', flags, length: outcome.stdoutBytes }),
       ...outcome.stdout,
     ]);
@@ -309,7 +543,7 @@ export class Connection {
         this.#socket,
         this.#reader,
         outputs.map((name) => ({ name, path: join(dir, ...name.split('/')) })),
-        { noFollow: true },
+        { noFollow: true, modes: this.#ext.has('mode') },
       );
     }
     return { exitCode: 0, files: outputs.length };

@@ -1,4 +1,6 @@
 // rakeserver: see docs/server.md.
+
+export { type CacheLease, type CacheStats, InputCache, type InsertResult } from './cache.js';
 export {
   REFUSAL_EXIT_CODE,
   type ServerLimits,
@@ -6,6 +8,7 @@ export {
   TIMEOUT_EXIT_CODE,
 } from './connection.js';
 export {
+  DEFAULT_CACHE_SIZE,
   DEFAULT_PORT,
   DEFAULT_SERVER_LIMITS,
   type ServeOptions,

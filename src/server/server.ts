@@ -3,7 +3,15 @@ import { createServer, type Server, type Socket } from 'node:net';
 import { availableParallelism, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { type Logger, pino } from 'pino';
-import { DEFAULT_LIMITS } from '../protocol/index.js';
+import {
+  DEFAULT_LIMITS,
+  describeServer,
+  EXTENSIONS,
+  type Extension,
+  Token,
+} from '../protocol/index.js';
+import { packageVersion } from '../util/version.js';
+import { InputCache } from './cache.js';
 import { Connection, type ServerLimits } from './connection.js';
 import { removeTree } from './outputs.js';
 import { JobSlots } from './slots.js';
@@ -16,6 +24,9 @@ export const DEFAULT_SERVER_LIMITS: ServerLimits = {
   ...DEFAULT_LIMITS,
   maxOutputBytes: 64 * 1024 * 1024,
 };
+
+/** Default bound of the input cache (`--cache-size`). */
+export const DEFAULT_CACHE_SIZE = 512 * 1024 * 1024;
 
 /** Options for {@link serve}; the `rakeserver` flags map onto these one to one. */
 export interface ServeOptions {
@@ -38,6 +49,20 @@ export interface ServeOptions {
   /** pino logger; silent by default. */
   readonly logger?: Logger;
   readonly limits?: Partial<ServerLimits>;
+  /**
+   * Require clients to prove they know this token (extension `auth`); base-protocol
+   * clients then get cost answers only. Never logged.
+   */
+  readonly token?: Token | string;
+  /** Bytes of requirement contents kept by hash (extension `cache`); 0 = no cache. Default 512 MiB. */
+  readonly cacheSize?: number;
+  /**
+   * Extensions granted to a client that asks (default: `stderr`, `mode`, and `cache` when
+   * `cacheSize` > 0). `auth` is not listed here: it follows from `token`.
+   */
+  readonly extensions?: readonly Extension[];
+  /** Version announced to our clients (default: this package's). */
+  readonly version?: string;
 }
 
 /** A running server: where it listens, its current cost, and how to stop it. */
@@ -48,6 +73,10 @@ export interface ServerHandle {
   readonly workdir: string;
   /** The cost a query would report now. */
   cost(): number;
+  /** What this server tells our clients about itself: `rake/1 v=… ext=…`. */
+  readonly description: string;
+  /** The input cache, when on (for tests and benchmarks). */
+  readonly cache: InputCache | undefined;
   /**
    * Stops accepting, lets running jobs finish within the grace period, then kills what is
    * left and removes every job directory. Idempotent.
@@ -55,7 +84,8 @@ export interface ServerHandle {
   close(options?: { graceSeconds?: number }): Promise<void>;
 }
 
-const isLoopback = (host: string) =>
+/** True for an address only this machine can reach. */
+export const isLoopback = (host: string) =>
   host === 'localhost' || host === '::1' || /^127\.\d+\.\d+\.\d+$/.test(host);
 
 /** Starts a rakeserver (docs/server.md). Resolves once it is listening. */
@@ -71,6 +101,22 @@ export async function serve(options: ServeOptions = {}): Promise<ServerHandle> {
   if (!ownsWorkdir) await mkdir(workdir, { recursive: true });
   const costOffset = options.costOffset ?? 0;
   const maxJobs = options.maxJobs ?? availableParallelism();
+  const token =
+    options.token === undefined || options.token instanceof Token
+      ? options.token
+      : new Token(options.token);
+  const cacheSize = options.cacheSize ?? DEFAULT_CACHE_SIZE;
+  const wanted = new Set(options.extensions ?? EXTENSIONS);
+  let cache: InputCache | undefined;
+  if (cacheSize > 0 && wanted.has('cache')) {
+    cache = await InputCache.open(join(workdir, 'cache'), cacheSize, log.child({ part: 'cache' }));
+  }
+  const granted = new Set<Extension>((['stderr', 'mode'] as const).filter((e) => wanted.has(e)));
+  if (cache) granted.add('cache');
+  const description = describeServer(options.version ?? packageVersion(), [
+    ...granted,
+    ...(token ? (['auth'] as const) : []),
+  ]);
   const slots = new JobSlots(maxJobs);
   const connections = new Set<Connection>();
   let managing = 0;
@@ -89,6 +135,10 @@ export async function serve(options: ServeOptions = {}): Promise<ServerHandle> {
       managing += delta;
     },
     closing: () => closing !== undefined,
+    token,
+    cache,
+    extensions: granted,
+    description,
   };
 
   const server: Server = createServer({ allowHalfOpen: true }, (socket: Socket) => {
@@ -117,13 +167,26 @@ export async function serve(options: ServeOptions = {}): Promise<ServerHandle> {
   const address = server.address();
   const port = typeof address === 'object' && address ? address.port : (options.port ?? 0);
 
-  if (!isLoopback(host)) {
+  if (!isLoopback(host) && token === undefined) {
     log.warn(
       { host, port },
-      'LISTENING BEYOND LOOPBACK: this server runs ANY command any peer sends it, as this user, without authentication',
+      'LISTENING BEYOND LOOPBACK WITHOUT A TOKEN: this server runs ANY command any peer sends it, as this user; set --token-file or RAKE_TOKEN',
     );
   }
-  log.info({ host, port, workdir, maxJobs, costOffset, limits }, 'listening');
+  log.info(
+    {
+      host,
+      port,
+      workdir,
+      maxJobs,
+      costOffset,
+      limits,
+      auth: token !== undefined,
+      cacheSize: cache ? cacheSize : 0,
+      description,
+    },
+    'listening',
+  );
 
   const shutdown = async (graceSeconds: number): Promise<void> => {
     log.info({ graceSeconds, connections: connections.size, managing }, 'shutting down');
@@ -152,6 +215,8 @@ export async function serve(options: ServeOptions = {}): Promise<ServerHandle> {
     port,
     workdir,
     cost: context.cost,
+    description,
+    cache,
     close(closeOptions = {}) {
       closing ??= shutdown(closeOptions.graceSeconds ?? options.graceSeconds ?? 10);
       return closing;

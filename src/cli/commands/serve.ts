@@ -1,7 +1,9 @@
 import type { Writable } from 'node:stream';
 import { type Logger, pino } from 'pino';
 import type { Argv, CommandModule } from 'yargs';
-import { DEFAULT_PORT, type ServeOptions, serve } from '../../server/index.js';
+import { loadToken, TOKEN_ENV, TokenError } from '../../protocol/token.js';
+import { DEFAULT_CACHE_SIZE, DEFAULT_PORT, type ServeOptions, serve } from '../../server/index.js';
+import { isLoopback } from '../../server/server.js';
 import { cliContext, UsageError } from '../context.js';
 
 /** The parsed flags of `rakeserver` / `rake-ts serve`; shared so both programs agree. */
@@ -15,6 +17,8 @@ export interface ServeArgs {
   readonly 'idle-timeout': number;
   readonly grace: number;
   readonly 'log-level': string;
+  readonly 'token-file'?: string | undefined;
+  readonly 'cache-size': string;
 }
 
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
@@ -62,6 +66,15 @@ export function withServeOptions<T>(y: Argv<T>): Argv<T & ServeArgs> {
       default: 10,
       describe: 'on SIGTERM/SIGINT, seconds running jobs get to finish before being killed',
     })
+    .option('token-file', {
+      type: 'string',
+      describe: `require clients to prove they know the token in this file (default: $${TOKEN_ENV} if set)`,
+    })
+    .option('cache-size', {
+      type: 'string',
+      default: `${DEFAULT_CACHE_SIZE / 1024 / 1024}M`,
+      describe: 'bytes of uploaded inputs kept by content hash (K, M, G suffixes; 0 = no cache)',
+    })
     .option('log-level', {
       type: 'string',
       choices: LOG_LEVELS,
@@ -79,6 +92,8 @@ export function withServeOptions<T>(y: Argv<T>): Argv<T & ServeArgs> {
         throw new UsageError('--max-jobs must be a whole number of at least 1');
       if (!whole(a['cost-offset'], 0))
         throw new UsageError('--cost-offset must be a whole number of at least 0');
+      if (parseSize(a['cache-size']) === undefined)
+        throw new UsageError('--cache-size must be a number of bytes, optionally with K, M or G');
       for (const [name, v] of [
         ['--job-timeout', a['job-timeout']],
         ['--idle-timeout', a['idle-timeout']],
@@ -91,9 +106,21 @@ export function withServeOptions<T>(y: Argv<T>): Argv<T & ServeArgs> {
     }) as unknown as Argv<T & ServeArgs>;
 }
 
-/** Maps parsed flags onto {@link ServeOptions}. */
+/** `512M` → 536870912; `0` → 0; `1.5G`; binary units. `undefined` if unreadable. */
+export function parseSize(text: string): number | undefined {
+  const m = /^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*$/i.exec(text);
+  if (!m) return undefined;
+  const unit = { '': 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3, t: 1024 ** 4 }[
+    (m[2] ?? '').toLowerCase() as '' | 'k' | 'm' | 'g' | 't'
+  ];
+  const n = Math.floor(Number(m[1]) * unit);
+  return Number.isSafeInteger(n) ? n : undefined;
+}
+
+/** Maps parsed flags onto {@link ServeOptions} (the token is loaded by {@link runServe}). */
 export function serveOptionsFrom(args: ServeArgs, logger: Logger): ServeOptions {
   return {
+    cacheSize: parseSize(args['cache-size']) ?? DEFAULT_CACHE_SIZE,
     host: args.host,
     port: args.port,
     ...(args.workdir !== undefined && { workdir: args.workdir }),
@@ -117,9 +144,30 @@ export async function runServe(
   const destination =
     io.stderr === process.stderr ? pino.destination({ dest: 2, sync: true }) : io.stderr;
   const logger = pino({ level: args['log-level'], base: { pid: process.pid } }, destination);
+  let token: Awaited<ReturnType<typeof loadToken>>;
+  try {
+    token = await loadToken(args['token-file']);
+  } catch (err) {
+    const message = err instanceof TokenError ? err.message : String(err);
+    logger.fatal({ err: message }, 'cannot read the token');
+    io.stderr.write(`rakeserver: ${message}\n`);
+    return 2;
+  }
+  if (token?.exposed) {
+    logger.warn({ source: token.source }, 'the token file is readable by other users');
+  }
+  if (token === undefined && !isLoopback(args.host)) {
+    // Loud even with --log-level silent: this is the one misconfiguration that hands out a shell.
+    io.stderr.write(
+      `rakeserver: WARNING: listening on ${args.host} without a token: anyone who can reach this port runs commands as this user. Use --token-file F or set ${TOKEN_ENV}.\n`,
+    );
+  }
   let handle: Awaited<ReturnType<typeof serve>>;
   try {
-    handle = await serve(serveOptionsFrom(args, logger));
+    handle = await serve({
+      ...serveOptionsFrom(args, logger),
+      ...(token ? { token: token.token } : {}),
+    });
   } catch (err) {
     const e = err as NodeJS.ErrnoException;
     logger.fatal({ err: e.message, code: e.code }, 'cannot start');
@@ -144,7 +192,15 @@ export async function runServe(
 export const serveCommand: CommandModule<object, ServeArgs> = {
   command: 'serve',
   describe: 'run a rakeserver: accept commands from rake clients and run them here',
-  builder: (y) => withServeOptions(y),
+  builder: (y) =>
+    withServeOptions(y).example([
+      ['$0 serve', 'serve on 127.0.0.1:6238'],
+      [
+        '$0 serve --host 0.0.0.0 -j 8',
+        'serve the network, 8 jobs at a time (trusted networks only)',
+      ],
+      ['$0 serve --port 0 --log-level debug', 'any free port; log every connection'],
+    ]),
   handler: async (args) => {
     const context = cliContext(args);
     context.exitCode = await runServe(args, context);

@@ -1,0 +1,126 @@
+import { Buffer } from 'node:buffer';
+import { open } from 'node:fs/promises';
+import { Analyzer, type ParseResult } from './analyze.js';
+import { decodeRakefile } from './decode.js';
+import type { Diagnostic } from './diagnostics.js';
+import { createRakefileLexer } from './lexer.js';
+import { RakefileParser } from './parser.js';
+import { LineIndex } from './positions.js';
+
+export type { ParseResult } from './analyze.js';
+
+/** Options for `parseRakefile`. */
+export interface ParseOptions {
+  /** The label every position carries: the path as the user gave it, or `<stdin>`. */
+  readonly file?: string;
+}
+
+/** What `readRakefile` returns: the parse, plus the text that diagnostics point into. */
+export type ReadResult = ParseResult & {
+  /** The decoded file (lossily, when it is not text), for `formatDiagnostics`. */
+  readonly source: string;
+};
+
+// Chevrotain's self-analysis costs tens of milliseconds, so both are built once, on first use.
+// The lexer keeps no state between calls, and parsing is synchronous, so sharing is safe.
+let shared: { lexer: ReturnType<typeof createRakefileLexer>; parser: RakefileParser } | undefined;
+
+/**
+ * Parses a whole Rakefile. Never throws on bad input: the result is the model, or every
+ * diagnostic the file deserves. `text` may be bytes, which are checked to be UTF-8 text.
+ */
+export function parseRakefile(text: string | Uint8Array, options: ParseOptions = {}): ParseResult {
+  const file = options.file ?? '<input>';
+  const decoded = decodeRakefile(text, file);
+  if (!decoded.ok) return { ok: false, diagnostics: [decoded.diagnostic] };
+  return parseText(decoded.text, file);
+}
+
+/**
+ * Characters lexed and parsed at a time. Every sequence of lines is in the grammar and the
+ * analyzer infers nesting from line order, so blocks may end after any line; lexing in
+ * blocks keeps only one block's tokens alive (docs/benchmarks.md).
+ */
+const BLOCK = 1 << 16;
+
+/** Parses decoded text; `block` is exported for the spec that checks block edges change nothing. */
+export function parseText(text: string, file: string, block = BLOCK): ParseResult {
+  shared ??= { lexer: createRakefileLexer(), parser: new RakefileParser() };
+  const { lexer, parser } = shared;
+  const analyzer = new Analyzer(text, new LineIndex(file, text));
+  for (let start = 0; start < text.length; ) {
+    const newline = start + block < text.length ? text.indexOf('\n', start + block) : -1;
+    const end = newline === -1 ? text.length : newline + 1;
+    const lexed = lexer.tokenize(
+      start === 0 && end === text.length ? text : text.slice(start, end),
+    );
+    if (lexed.errors.length > 0) {
+      // classifyLine leaves no character unmatched; reaching this is a bug in grammar/lexer.ts.
+      throw new Error(`Rakefile lexer failed at offset ${start + (lexed.errors[0]?.offset ?? 0)}`);
+    }
+    analyzer.feed(lexed, start, parser);
+    start = end;
+  }
+  return analyzer.finish();
+}
+
+/**
+ * Reads and parses the Rakefile at `path`. A file that cannot be read is a diagnostic too
+ * (`cannot-read`), so callers handle one kind of failure.
+ */
+export async function readRakefile(path: string, options: ParseOptions = {}): Promise<ReadResult> {
+  const file = options.file ?? path;
+  let bytes: Uint8Array;
+  try {
+    bytes = await readWhole(path);
+  } catch (error: unknown) {
+    return { ok: false, diagnostics: [cannotRead(file, error)], source: '' };
+  }
+  const decoded = decodeRakefile(bytes, file);
+  if (!decoded.ok) return { ok: false, diagnostics: [decoded.diagnostic], source: decoded.text };
+  return { ...parseText(decoded.text, file), source: decoded.text };
+}
+
+/**
+ * The file's bytes, read with as few system calls as possible (fs.promises.readFile reads in
+ * 512 KiB pieces, which costs a large Rakefile more than parsing a fifth of it).
+ */
+async function readWhole(path: string): Promise<Uint8Array> {
+  const handle = await open(path, 'r');
+  try {
+    let buffer = Buffer.allocUnsafe((await handle.stat()).size + 1);
+    let length = 0;
+    for (;;) {
+      if (length === buffer.length) {
+        const bigger = Buffer.allocUnsafe(buffer.length * 2);
+        buffer.copy(bigger, 0, 0, length);
+        buffer = bigger;
+      }
+      const { bytesRead } = await handle.read(buffer, length, buffer.length - length, null);
+      if (bytesRead === 0) return buffer.subarray(0, length);
+      length += bytesRead;
+    }
+  } finally {
+    await handle.close();
+  }
+}
+
+function cannotRead(file: string, error: unknown): Diagnostic {
+  const code = (error as NodeJS.ErrnoException | undefined)?.code;
+  const reason =
+    code === 'ENOENT'
+      ? 'no such file'
+      : code === 'EISDIR'
+        ? 'it is a directory'
+        : code === 'EACCES'
+          ? 'permission denied'
+          : error instanceof Error
+            ? error.message
+            : String(error);
+  return {
+    code: 'cannot-read',
+    position: { file, line: 1, column: 1 },
+    message: `cannot read the Rakefile: ${reason}`,
+    hint: 'check the path; rake-ts reads ./Rakefile unless given another with -f FILE or -C DIR',
+  };
+}

@@ -1,0 +1,224 @@
+/**
+ * Processes the benchmarks start: the compiled rake-ts and rakeserver programs (as users run
+ * them, no tsx), baselines such as `make`, and free ports. Every child is a separate process,
+ * so what is measured includes its start-up, as a user's wall clock does.
+ */
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { closeSync, copyFileSync, existsSync, mkdirSync, openSync, rmSync } from 'node:fs';
+import { connect, createServer } from 'node:net';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export const ROOT = fileURLToPath(new URL('../../..', import.meta.url));
+/** Scratch space of the suite (git-ignored `.bench/`). */
+export const SCRATCH = join(ROOT, '.bench', 'suite');
+
+/** Progress goes to stderr, one line at a time, with the seconds since the suite started. */
+const t0 = performance.now();
+export function progress(message: string): void {
+  process.stderr.write(`[${((performance.now() - t0) / 1000).toFixed(0).padStart(4)} s] ${message}\n`);
+}
+
+/** Where the compiled programs are: `bin/rake-ts.js` and `bin/rakeserver.js` under `dir`. */
+export interface Programs {
+  readonly dir: string;
+  readonly rake: string;
+  readonly rakeserver: string;
+}
+
+/**
+ * Compiles src/ and grammar/ (tsconfig.build.json) into `<dir>/dist` and copies bin/ beside
+ * it, so `<dir>/bin/rake-ts.js` is the program `npm run build` makes, without touching the
+ * tree's own dist/ (others may be using it).
+ */
+export function compilePrograms(dir = join(SCRATCH, 'build')): Programs {
+  const dist = join(dir, 'dist');
+  rmSync(dist, { recursive: true, force: true });
+  mkdirSync(join(dir, 'bin'), { recursive: true });
+  const tsc = spawnSync(
+    process.execPath,
+    [join(ROOT, 'node_modules/typescript/bin/tsc'), '-p', 'tsconfig.build.json', '--outDir', dist],
+    { cwd: ROOT, encoding: 'utf8' },
+  );
+  // tsc emits even when a file elsewhere in a tree under work has a type error.
+  for (const f of ['src/cli/main.js', 'src/cli/rakeserver.js']) {
+    if (!existsSync(join(dist, f))) {
+      throw new Error(`compiling failed, ${f} missing:\n${tsc.stdout}${tsc.stderr}`);
+    }
+  }
+  for (const b of ['rake-ts.js', 'rakeserver.js']) {
+    copyFileSync(join(ROOT, 'bin', b), join(dir, 'bin', b));
+  }
+  return {
+    dir,
+    rake: join(dir, 'bin', 'rake-ts.js'),
+    rakeserver: join(dir, 'bin', 'rakeserver.js'),
+  };
+}
+
+/** A port nothing listens on right now (the kernel's pick). */
+export function freePort(host = '127.0.0.1'): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once('error', reject);
+    s.listen(0, host, () => {
+      const { port } = s.address() as { port: number };
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+/** Resolves once `host:port` accepts a TCP connection; rejects after `timeoutMs`. */
+export async function waitForListen(
+  host: string,
+  port: number,
+  timeoutMs: number,
+  alive: () => boolean = () => true,
+): Promise<void> {
+  const deadline = performance.now() + timeoutMs;
+  for (;;) {
+    const ok = await new Promise<boolean>((resolve) => {
+      const s = connect({ host, port });
+      s.once('connect', () => {
+        s.destroy();
+        resolve(true);
+      });
+      s.once('error', () => resolve(false));
+    });
+    if (ok) return;
+    if (!alive()) throw new Error(`the process for ${host}:${port} exited before listening`);
+    if (performance.now() > deadline) throw new Error(`nothing listens at ${host}:${port}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+/** A server child process and how to stop it. */
+export interface Daemon {
+  readonly child: ChildProcess;
+  readonly host: string;
+  readonly port: number;
+  /** Its stdout and stderr go here. */
+  readonly logFile: string;
+  stop(): Promise<void>;
+}
+
+/** Starts `argv` with its output in `logFile`; resolves when `host:port` accepts connections. */
+export async function startDaemon(
+  argv: readonly string[],
+  at: { host: string; port: number; logFile: string; env?: NodeJS.ProcessEnv },
+): Promise<Daemon> {
+  const fd = openSync(at.logFile, 'w');
+  const child = spawn(argv[0] as string, argv.slice(1), {
+    stdio: ['ignore', fd, fd],
+    env: at.env ?? process.env,
+  });
+  closeSync(fd);
+  let exited = false;
+  const gone = new Promise<void>((resolve) => {
+    child.once('exit', () => {
+      exited = true;
+      resolve();
+    });
+  });
+  const stop = async () => {
+    if (!exited) child.kill('SIGTERM');
+    const timer = setTimeout(() => child.kill('SIGKILL'), 3000);
+    await gone;
+    clearTimeout(timer);
+  };
+  try {
+    await waitForListen(at.host, at.port, 20_000, () => !exited);
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+  return { child, host: at.host, port: at.port, logFile: at.logFile, stop };
+}
+
+/** Starts `count` rakeservers on loopback, each with its own workdir and `extra` flags. */
+export async function startRakeservers(
+  programs: Programs,
+  count: number,
+  extra: readonly string[],
+  dir: string,
+): Promise<Daemon[]> {
+  mkdirSync(dir, { recursive: true });
+  const servers: Daemon[] = [];
+  for (let i = 0; i < count; i++) {
+    const port = await freePort();
+    const workdir = join(dir, `server${i + 1}`);
+    rmSync(workdir, { recursive: true, force: true });
+    mkdirSync(workdir, { recursive: true });
+    servers.push(
+      await startDaemon(
+        [
+          process.execPath,
+          programs.rakeserver,
+          '--host',
+          '127.0.0.1',
+          '--port',
+          String(port),
+          '--workdir',
+          workdir,
+          ...extra,
+        ],
+        { host: '127.0.0.1', port, logFile: join(dir, `server${i + 1}.log`) },
+      ),
+    );
+  }
+  return servers;
+}
+
+/** What a finished command did, timed from spawn to exit. */
+export interface Finished {
+  readonly seconds: number;
+  readonly status: number | null;
+  readonly stdout: string;
+  readonly stderr: string;
+}
+
+/** Runs a command to its end without blocking the event loop; never rejects. */
+export function runTimed(
+  argv: readonly string[],
+  options: { cwd: string; env?: NodeJS.ProcessEnv; input?: string },
+): Promise<Finished> {
+  return new Promise((resolve) => {
+    const started = performance.now();
+    const child = spawn(argv[0] as string, argv.slice(1), {
+      cwd: options.cwd,
+      env: options.env ?? process.env,
+      stdio: [options.input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'],
+    });
+    const out: Buffer[] = [];
+    const err: Buffer[] = [];
+    child.stdout?.on('data', (b: Buffer) => out.push(b));
+    child.stderr?.on('data', (b: Buffer) => err.push(b));
+    if (options.input !== undefined) child.stdin?.end(options.input);
+    const done = (status: number | null, extra = '') =>
+      resolve({
+        seconds: (performance.now() - started) / 1000,
+        status,
+        stdout: Buffer.concat(out).toString('utf8'),
+        stderr: Buffer.concat(err).toString('utf8') + extra,
+      });
+    child.once('error', (e) => done(null, e.message));
+    child.once('close', (code) => done(code));
+  });
+}
+
+/** `runTimed`, failing with the command's stderr when it exits non-zero. */
+export async function runChecked(
+  argv: readonly string[],
+  options: { cwd: string; env?: NodeJS.ProcessEnv; input?: string },
+): Promise<Finished> {
+  const r = await runTimed(argv, options);
+  if (r.status !== 0) {
+    throw new Error(`${argv.join(' ')} exited ${r.status}:\n${r.stderr.slice(-4000)}`);
+  }
+  return r;
+}
+
+/** Whether `cmd` is on the PATH. */
+export function haveCommand(cmd: string): boolean {
+  return spawnSync('sh', ['-c', `command -v ${cmd}`], { stdio: 'ignore' }).status === 0;
+}

@@ -1,0 +1,36 @@
+// grammar/rakefile.html and grammar/rakefile.ebnf are generated from the parser; they must
+// match what the parser generates today.
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { describe, it } from 'node:test';
+import { renderGrammarDocs } from '../../grammar/docs.js';
+
+const grammarDir = new URL('../../grammar/', import.meta.url);
+
+describe('generated grammar docs', () => {
+  for (const [name, fresh] of Object.entries(renderGrammarDocs())) {
+    it(`grammar/${name} is up to date`, () => {
+      let onDisk = '';
+      try {
+        onDisk = readFileSync(new URL(name, grammarDir), 'utf8');
+      } catch {
+        // Missing counts as stale.
+      }
+      assert.ok(onDisk === fresh, `grammar/${name} is stale: run npm run gen:grammar`);
+    });
+  }
+
+  it('the EBNF names every parser rule', () => {
+    const ebnf = renderGrammarDocs()['rakefile.ebnf'];
+    for (const rule of [
+      'rakefile',
+      'setting',
+      'actionset',
+      'action',
+      'strayAction',
+      'strayRequires',
+    ]) {
+      assert.match(ebnf, new RegExp(`^${rule} +::= `, 'm'));
+    }
+  });
+});

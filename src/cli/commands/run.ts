@@ -1,0 +1,338 @@
+import { stat } from 'node:fs/promises';
+import { relative, resolve } from 'node:path';
+import type { Writable } from 'node:stream';
+import type { Subscription } from 'rxjs';
+import type { Argv, CommandModule } from 'yargs';
+import { formatDiagnostics } from '../../../grammar/diagnostics.js';
+import { readRakefile } from '../../../grammar/parse.js';
+import { whenSettled } from '../../client/cleanup.js';
+import { parseHostList } from '../../client/endpoint.js';
+import type { RunSummary } from '../../client/events.js';
+import { formatPlan, planRun } from '../../client/plan.js';
+import {
+  DEFAULT_CONNECT_TIMEOUT_MS,
+  DEFAULT_COST_TIMEOUT_MS,
+  DEFAULT_JOBS,
+  DEFAULT_RETRIES,
+  type RunOptions,
+  run,
+} from '../../client/run.js';
+import { ProgressDisplay, progressMode } from '../../observe/progress.js';
+import { loadToken, TOKEN_ENV, TokenError } from '../../protocol/token.js';
+import { cliContext, UsageError } from '../context.js';
+import { createCliLogger, type LogArgs, withLogOptions } from '../logging.js';
+import { type ObserveArgs, withObserveOptions, writeTimelineFiles } from '../observe.js';
+
+/**
+ * Exit statuses of `rake-ts [Rakefile]` (docs/client.md). 0 success; 1 an action failed;
+ * 2 usage or Rakefile error; 3 no host could run a remote action; 130 interrupted (Ctrl-C),
+ * 143 terminated (SIGTERM).
+ */
+export const EXIT = {
+  ok: 0,
+  actionFailed: 1,
+  usage: 2,
+  noHost: 3,
+  interrupted: 130,
+  terminated: 143,
+} as const;
+
+/** The parsed flags of the default command. */
+export interface RunArgs extends LogArgs, ObserveArgs {
+  readonly rakefile?: string | undefined;
+  readonly file?: string | undefined;
+  readonly directory?: string | undefined;
+  readonly jobs?: number | undefined;
+  readonly 'dry-run': boolean;
+  readonly hosts?: string | undefined;
+  readonly port?: number | undefined;
+  readonly 'connect-timeout': number;
+  readonly 'cost-timeout': number;
+  readonly 'job-timeout': number;
+  readonly retries: number;
+  readonly 'fail-fast': boolean;
+  readonly embedded: boolean;
+  readonly fallback: boolean;
+  readonly 'token-file'?: string | undefined;
+  readonly verbose: number;
+  readonly quiet: boolean;
+}
+
+/** Where the command reads and writes; tests pass their own. */
+export interface RunIO {
+  readonly stdout: Writable;
+  readonly stderr: Writable;
+  readonly cwd: string;
+  /** Emits `SIGINT` / `SIGTERM` (default: `process`). */
+  readonly signals?: NodeJS.EventEmitter;
+}
+
+/** Adds the default command's flags to a yargs instance. */
+export function withRunOptions<T>(y: Argv<T>): Argv<T & RunArgs> {
+  return withObserveOptions(withLogOptions(y))
+    .positional('rakefile', {
+      type: 'string',
+      describe: 'the Rakefile to run (default: ./Rakefile)',
+    })
+    .option('file', {
+      alias: 'f',
+      type: 'string',
+      describe: 'the Rakefile to run (same as the argument)',
+    })
+    .option('directory', {
+      alias: 'C',
+      type: 'string',
+      describe: 'change to this directory first (as make -C)',
+    })
+    .option('jobs', {
+      alias: 'j',
+      type: 'number',
+      describe: `actions of one actionset that run at once (default ${DEFAULT_JOBS}; 0 = no limit)`,
+    })
+    .option('dry-run', {
+      alias: 'n',
+      type: 'boolean',
+      default: false,
+      describe: 'print the plan (each action, where it runs, its files); contact no server',
+    })
+    .option('hosts', {
+      type: 'string',
+      describe: 'replace HOSTS: "h1 h2:port [::1]:7000" (spaces or commas)',
+    })
+    .option('port', {
+      type: 'number',
+      describe: 'replace PORT (the local server, and hosts without their own port)',
+    })
+    .option('connect-timeout', {
+      type: 'number',
+      default: DEFAULT_CONNECT_TIMEOUT_MS / 1000,
+      describe: 'seconds allowed for each TCP connect',
+    })
+    .option('cost-timeout', {
+      type: 'number',
+      default: DEFAULT_COST_TIMEOUT_MS / 1000,
+      describe: 'seconds a connected host has to answer a cost query',
+    })
+    .option('job-timeout', {
+      type: 'number',
+      default: 0,
+      describe: 'seconds one action may take, upload to last output file (0 = no limit)',
+    })
+    .option('retries', {
+      type: 'number',
+      default: DEFAULT_RETRIES,
+      describe:
+        'times an action moves to the next-cheapest host after its host drops it or does not reply within --job-timeout',
+    })
+    .option('fail-fast', {
+      type: 'boolean',
+      default: false,
+      describe: 'on the first failure, cancel the other actions (their processes are killed)',
+    })
+    .option('embedded', {
+      type: 'boolean',
+      default: true,
+      describe:
+        'start an in-process server at a loopback address where none listens (--no-embedded: never)',
+    })
+    .option('fallback', {
+      type: 'boolean',
+      default: true,
+      describe:
+        'run a remote action on the local server when no host answers (--no-fallback: fail, exit 3)',
+    })
+    .option('token-file', {
+      type: 'string',
+      describe: `prove to servers that require one that this client knows the token in this file (default: $${TOKEN_ENV} if set)`,
+    })
+    .option('verbose', {
+      alias: 'v',
+      type: 'count',
+      describe: 'more log records on stderr: -v info, -vv every step, -vvv every cost',
+    })
+    .option('quiet', {
+      alias: 'q',
+      type: 'boolean',
+      default: false,
+      describe: 'only action output and errors',
+    })
+    .example([
+      ['$0', 'run ./Rakefile'],
+      [
+        '$0 -C build -j 8 --fail-fast',
+        'run build/Rakefile, 8 actions at a time, stop at the first failure',
+      ],
+      ['$0 --hosts "a b:7000" -n', 'print the plan with other hosts; contact no server'],
+      [
+        '$0 --trace run.trace.json --report run.html',
+        'also write a timeline for Perfetto and an HTML report',
+      ],
+      [
+        '$0 2>&1 >/dev/null | pino-pretty',
+        'off a terminal logs are NDJSON; read them with pino-tools',
+      ],
+      [
+        '$0 --progress=never --log-level debug --log-file rake.log',
+        'plain progress lines; every step in rake.log',
+      ],
+    ])
+    .check((args) => {
+      const a = args as unknown as RunArgs;
+      if (a.rakefile !== undefined && a.file !== undefined) {
+        throw new UsageError('give the Rakefile either as the argument or with -f, not both');
+      }
+      const whole = (
+        name: string,
+        v: number | undefined,
+        min: number,
+        max = Number.MAX_SAFE_INTEGER,
+      ) => (v !== undefined && !(Number.isInteger(v) && v >= min && v <= max) ? name : undefined);
+      const wrong =
+        whole('--jobs', a.jobs, 0) ??
+        whole('--port', a.port, 1, 65535) ??
+        whole('--retries', a.retries, 0);
+      if (wrong) throw new UsageError(`${wrong} must be a whole number in range`);
+      for (const [name, v, min] of [
+        ['--connect-timeout', a['connect-timeout'], Number.MIN_VALUE],
+        ['--cost-timeout', a['cost-timeout'], Number.MIN_VALUE],
+        ['--job-timeout', a['job-timeout'], 0],
+      ] as const) {
+        if (v !== undefined && !(Number.isFinite(v) && v >= min))
+          throw new UsageError(`${name} must be a number of seconds`);
+      }
+      if (a.hosts !== undefined && !parseHostList(a.hosts, 6238).ok) {
+        throw new UsageError(`--hosts: cannot read ${JSON.stringify(a.hosts)}`);
+      }
+      return true;
+    }) as unknown as Argv<T & RunArgs>;
+}
+
+/**
+ * Runs a Rakefile (or prints its plan) and resolves the exit status. Action output goes to
+ * `stdout`, one block per action when it ends, then a summary line; logs and failures go to
+ * `stderr`. SIGINT cancels everything (remote processes killed, partial files removed).
+ */
+export async function runRake(args: RunArgs, io: RunIO = defaultIO()): Promise<number> {
+  const base = resolve(io.cwd, args.directory ?? '.');
+  const given = args.file ?? args.rakefile ?? 'Rakefile';
+  const path = resolve(base, given);
+  const label = relative(io.cwd, path) || given;
+  if (args.directory !== undefined) {
+    const st = await stat(base).catch(() => undefined);
+    if (!st?.isDirectory()) {
+      io.stderr.write(`rake-ts: -C ${args.directory}: no such directory\n`);
+      return EXIT.usage;
+    }
+  }
+  const read = await readRakefile(path, { file: label });
+  if (!read.ok) {
+    io.stderr.write(formatDiagnostics(read.diagnostics, read.source));
+    return EXIT.usage;
+  }
+  const rakefile = read.rakefile;
+  let token: Awaited<ReturnType<typeof loadToken>>;
+  try {
+    const file = args['token-file'];
+    // Relative to the directory -C changed to, as the Rakefile is.
+    token = await loadToken(file === undefined ? undefined : resolve(base, file));
+  } catch (err) {
+    io.stderr.write(`rake-ts: ${err instanceof TokenError ? err.message : String(err)}\n`);
+    return EXIT.usage;
+  }
+  // One display for everything a person reads; logs on stderr are printed above its status.
+  const display = new ProgressDisplay({
+    mode: progressMode(args.progress, io.stderr),
+    stdout: io.stdout,
+    stderr: io.stderr,
+    quiet: args.quiet,
+    actionsets: rakefile.actionsets.length,
+  });
+  const log = createCliLogger(args, {
+    stderr: io.stderr,
+    write: (text) => display.writeAbove(io.stderr, text),
+  });
+  const logger = log.logger;
+  const hosts =
+    args.hosts === undefined ? undefined : parseHostList(args.hosts, args.port ?? rakefile.port);
+  const options: RunOptions = {
+    directory: resolve(path, '..'),
+    ...(hosts?.ok ? { hosts: hosts.hosts } : {}),
+    ...(args.port !== undefined ? { port: args.port } : {}),
+    ...(args.jobs !== undefined ? { jobs: args.jobs } : {}),
+    connectTimeoutMs: args['connect-timeout'] * 1000,
+    costTimeoutMs: args['cost-timeout'] * 1000,
+    ...(args['job-timeout'] > 0 ? { jobTimeoutMs: args['job-timeout'] * 1000 } : {}),
+    retries: args.retries,
+    failFast: args['fail-fast'],
+    embedded: args.embedded,
+    fallback: args.fallback,
+    ...(token ? { token: token.token } : {}),
+    logger,
+  };
+
+  if (args['dry-run']) {
+    io.stdout.write(formatPlan(await planRun(rakefile, options)));
+    await log.close();
+    return EXIT.ok;
+  }
+
+  const signals = io.signals ?? process;
+  return new Promise<number>((done) => {
+    let summary: RunSummary | undefined;
+    let subscription: Subscription | undefined;
+    let finished = false;
+    const finish = (code: number) => {
+      if (finished) return;
+      finished = true;
+      signals.off('SIGINT', onInt);
+      signals.off('SIGTERM', onTerm);
+      // Partial output files and embedded servers are cleaned up before the process exits;
+      // the trace and report cover whatever ran, even after an interrupt.
+      void whenSettled()
+        .then(() => writeTimelineFiles(args, display.timeline(), io))
+        .then(() => log.close())
+        .then(() => done(code));
+    };
+    const stop = (code: number, signal: string) => () => {
+      subscription?.unsubscribe();
+      display.dispose();
+      io.stderr.write(`rake-ts: ${signal}: cancelled every action; remote processes were killed\n`);
+      finish(code);
+    };
+    const onInt = stop(EXIT.interrupted, 'interrupted');
+    const onTerm = stop(EXIT.terminated, 'terminated');
+    signals.on('SIGINT', onInt);
+    signals.on('SIGTERM', onTerm);
+    subscription = run(rakefile, options).subscribe({
+      next: (e) => {
+        if (e.type === 'done') summary = e.summary;
+        display.next(e);
+      },
+      error: (err: unknown) => {
+        display.dispose();
+        const what = err instanceof Error ? (err.stack ?? err.message) : String(err);
+        io.stderr.write(`rake-ts: internal error: ${what}\n`);
+        finish(70);
+      },
+      complete: () => {
+        display.end();
+        finish(summary === undefined ? 70 : summary.exitStatus);
+      },
+    });
+  });
+}
+
+function defaultIO(): RunIO {
+  return { stdout: process.stdout, stderr: process.stderr, cwd: process.cwd() };
+}
+
+/** `rake-ts [Rakefile]`: the default command. */
+export const runCommand: CommandModule<object, RunArgs> = {
+  command: '$0 [rakefile]',
+  describe: 'run a Rakefile: actionsets in order, actions in parallel on the cheapest hosts',
+  builder: (y) => withRunOptions(y),
+  handler: async (args) => {
+    const context = cliContext(args);
+    context.exitCode = await runRake(args, context);
+  },
+};

@@ -1,0 +1,144 @@
+import type { Logger } from 'pino';
+import {
+  catchError,
+  defer,
+  EMPTY,
+  from,
+  ignoreElements,
+  mergeMap,
+  type Observable,
+  of,
+  type SchedulerLike,
+  shareReplay,
+  timeout,
+} from 'rxjs';
+import { serve } from '../server/server.js';
+import { bindAddress, type Endpoint, endpointIdentity, hostKey, isLoopback } from './endpoint.js';
+import { describeError, isConnectionRefused } from './errors.js';
+import type { RakeEvent } from './events.js';
+import type { Transport } from './transport.js';
+
+/** A server this client started in its own process; stopped when the run ends. */
+export interface EmbeddedServer {
+  readonly host: string;
+  readonly port: number;
+  close(): Promise<void>;
+}
+
+/** Starts a server at a loopback endpoint: `serve()` from src/server by default. */
+export type StartServer = (endpoint: Endpoint, logger: Logger) => Promise<EmbeddedServer>;
+
+/** Why an embedded server is wanted; carried by the `embedded-server-started` event. */
+export type EmbeddedReason = 'local-actions' | 'loopback-host' | 'fallback';
+
+/** The default {@link StartServer}: an in-process `serve()`. */
+export const startEmbeddedServer: StartServer = async (endpoint, logger) => {
+  const handle = await serve({ host: bindAddress(endpoint.host), port: endpoint.port, logger });
+  // By the time a run closes it, its jobs have ended (or their connections were closed, which
+  // kills them): the grace period only lets the last connections finish cleanly.
+  return { host: handle.host, port: handle.port, close: () => handle.close({ graceSeconds: 2 }) };
+};
+
+/**
+ * The loopback endpoints this run has checked: where nothing listens, and embedded servers
+ * are allowed, one is started (once per endpoint, however many actions ask).
+ */
+export class EmbeddedServers {
+  readonly #checks = new Map<string, Observable<RakeEvent>>();
+  readonly #started: EmbeddedServer[] = [];
+  readonly #transport: Transport;
+  readonly #logger: Logger;
+  readonly #start: StartServer;
+  readonly #enabled: boolean;
+  readonly #probeTimeoutMs: number;
+  readonly #scheduler: SchedulerLike;
+  #closed = false;
+
+  constructor(options: {
+    transport: Transport;
+    logger: Logger;
+    start: StartServer;
+    enabled: boolean;
+    probeTimeoutMs: number;
+    scheduler: SchedulerLike;
+  }) {
+    this.#transport = options.transport;
+    this.#logger = options.logger;
+    this.#start = options.start;
+    this.#enabled = options.enabled;
+    this.#probeTimeoutMs = options.probeTimeoutMs;
+    this.#scheduler = options.scheduler;
+  }
+
+  /**
+   * Makes sure a server answers at `endpoint` if it is a loopback address: probes it with a
+   * cost query and, if the connection is refused, starts an embedded server there. Emits
+   * `embedded-server-started` when it does; completes without events otherwise (a host
+   * that is not loopback, or that answers, or a failure left to the job to report).
+   */
+  ensure(endpoint: Endpoint, reason: EmbeddedReason): Observable<RakeEvent> {
+    if (!this.#enabled || !isLoopback(endpoint.host)) return EMPTY;
+    const key = endpointIdentity(endpoint);
+    const known = this.#checks.get(key);
+    // Later callers wait for the same check, without a second copy of its event.
+    if (known !== undefined) return known.pipe(ignoreElements());
+    const check = this.#check(endpoint, reason).pipe(shareReplay());
+    this.#checks.set(key, check);
+    return check;
+  }
+
+  #check(endpoint: Endpoint, reason: EmbeddedReason): Observable<RakeEvent> {
+    const probe$ = this.#transport
+      .queryCost(endpoint)
+      .pipe(timeout({ first: this.#probeTimeoutMs, scheduler: this.#scheduler }), ignoreElements());
+    return probe$.pipe(
+      catchError((err: unknown) => {
+        if (!isConnectionRefused(err)) {
+          this.#logger.debug({ host: hostKey(endpoint), err: describeError(err) }, 'probe failed');
+          return EMPTY;
+        }
+        return defer(() => from(this.#start(endpoint, this.#serverLogger()))).pipe(
+          mergeMap((server) => {
+            if (this.#closed) {
+              // The run ended while the server was starting.
+              void server.close();
+              return EMPTY;
+            }
+            this.#started.push(server);
+            // Logged from the event, with the others (src/observe/log-events.ts).
+            return of<RakeEvent>({
+              type: 'embedded-server-started',
+              time: this.#scheduler.now(),
+              host: server.host,
+              port: server.port,
+              reason,
+            });
+          }),
+          catchError((startErr: unknown) => {
+            // Lost a race with another process binding the port: it now listens; fine.
+            this.#logger.warn(
+              { host: hostKey(endpoint), err: describeError(startErr) },
+              'could not start an embedded server',
+            );
+            return EMPTY;
+          }),
+        );
+      }),
+    );
+  }
+
+  /** The embedded server logs warnings only, unless the run logs at debug or finer. */
+  #serverLogger(): Logger {
+    const parent = this.#logger;
+    const level =
+      parent.isLevelEnabled('debug') || !parent.isLevelEnabled('warn') ? parent.level : 'warn';
+    return parent.child({ component: 'embedded-server' }, { level });
+  }
+
+  /** Stops every embedded server this run started. */
+  async close(): Promise<void> {
+    this.#closed = true;
+    const servers = this.#started.splice(0);
+    await Promise.all(servers.map((s) => s.close().catch(() => {})));
+  }
+}

@@ -1,0 +1,75 @@
+import { isProtocolError } from '../protocol/errors.js';
+
+/**
+ * How a job's connection went wrong, which decides what happens next:
+ * - `host-lost`: refused, reset, closed or silent before the reply; retried on another host.
+ * - `protocol-error`: the peer sent bytes the protocol does not allow, or refused ours.
+ * - `bad-output`: an output file could not be written inside the Rakefile's directory.
+ * - `timeout`: the job outlived `jobTimeoutMs`.
+ */
+export type JobErrorKind = 'host-lost' | 'protocol-error' | 'bad-output' | 'timeout';
+
+/** A failed job connection, classified; `cause` keeps the original error. */
+export class JobError extends Error {
+  override readonly name = 'JobError';
+  readonly kind: JobErrorKind;
+  /** True when the server's reply had not arrived: the command may not have run at all. */
+  readonly beforeReply: boolean;
+
+  constructor(kind: JobErrorKind, message: string, beforeReply: boolean, cause?: unknown) {
+    super(message, cause === undefined ? undefined : { cause });
+    this.kind = kind;
+    this.beforeReply = beforeReply;
+  }
+}
+
+const CONNECTION_CODES = new Set([
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'ECONNABORTED',
+  'EPIPE',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'EHOSTDOWN',
+  'ETIMEDOUT',
+  'ENOTFOUND',
+  'EAI_AGAIN',
+  'EADDRNOTAVAIL',
+]);
+
+/** The `code` of a Node system error, or of the errors inside an AggregateError. */
+export function errorCode(err: unknown): string | undefined {
+  if (err instanceof AggregateError) {
+    const codes = err.errors.map(errorCode).filter((c) => c !== undefined);
+    if (codes.length > 0 && codes.every((c) => c === codes[0])) return codes[0];
+  }
+  const code = (err as { code?: unknown } | null)?.code;
+  return typeof code === 'string' ? code : undefined;
+}
+
+/** True when nothing listens at the address (every address the name resolved to). */
+export function isConnectionRefused(err: unknown): boolean {
+  return errorCode(err) === 'ECONNREFUSED';
+}
+
+/** True for errors that mean the peer is gone or unreachable, not that it misbehaved. */
+export function isConnectionError(err: unknown): boolean {
+  if (isProtocolError(err, 'short-read', 'socket-error')) return true;
+  const code = errorCode(err);
+  return code !== undefined && CONNECTION_CODES.has(code);
+}
+
+/** A one-line description for events and logs: the system error code or the message. */
+export function describeError(err: unknown): string {
+  if (err instanceof AggregateError) {
+    const code = errorCode(err);
+    if (code !== undefined) return code;
+    return err.errors.map(describeError).join('; ') || err.message;
+  }
+  if (err instanceof Error) {
+    const code = errorCode(err);
+    if (code !== undefined && CONNECTION_CODES.has(code)) return code;
+    return err.message;
+  }
+  return String(err);
+}

@@ -1,0 +1,291 @@
+import { createHash } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import { stat } from 'node:fs/promises';
+import type { Socket } from 'node:net';
+import {
+  type Extension,
+  encodeExtension,
+  type HaveEntry,
+  PROTOCOL_TAG,
+  parseExtension,
+  parseServerDescription,
+} from '../protocol/extensions.js';
+import type { OutgoingFile } from '../protocol/filestream.js';
+import { write } from '../protocol/filestream.js';
+import { describeHeader, type Header } from '../protocol/header.js';
+import type { ProtocolLimits } from '../protocol/limits.js';
+import type { FramedReader } from '../protocol/reader.js';
+import type { Token } from '../protocol/token.js';
+import { type Endpoint, hostKey } from './endpoint.js';
+import { JobError } from './errors.js';
+
+/**
+ * What a host said about itself in its last cost reply: a base-mode server (the reference
+ * `rakeserver`, or anything that did not answer our offer), or one of ours with its
+ * version and the extensions it has on. `rake-ts hosts` shows it; jobs use it to decide
+ * whether to say hello.
+ */
+export type PeerInfo =
+  | { readonly kind: 'base' }
+  | {
+      readonly kind: 'rake';
+      readonly protocol: string;
+      readonly version?: string;
+      /** Extensions the server has on (`auth` included when it requires a token). */
+      readonly extensions: readonly Extension[];
+      readonly authRequired: boolean;
+    };
+
+/** Reads the annex of a cost reply (docs/protocol.md, "Offer and self-description"). */
+export function peerFromAnnex(annex: string | undefined): PeerInfo {
+  const d = parseServerDescription(annex);
+  if (d === undefined) return { kind: 'base' };
+  return {
+    kind: 'rake',
+    protocol: d.protocol,
+    ...(d.version === undefined ? {} : { version: d.version }),
+    extensions: d.extensions,
+    authRequired: d.extensions.includes('auth'),
+  };
+}
+
+/** `base`, or `rake/1 0.1.0 stderr,mode,cache,auth`: one line for logs and `hosts`. */
+export function describePeer(peer: PeerInfo): string {
+  if (peer.kind === 'base') return 'base protocol';
+  return [peer.protocol, peer.version, peer.extensions.join(',') || 'no extensions']
+    .filter((s) => s !== undefined)
+    .join(' ');
+}
+
+/**
+ * What each endpoint said last, for one transport (one run): filled by every cost query,
+ * read by every job. An endpoint no query has reached yet (the local server of a local
+ * action) is asked once, by `lookup`.
+ */
+export class PeerDirectory {
+  readonly #known = new Map<string, PeerInfo>();
+  readonly #asking = new Map<string, Promise<PeerInfo>>();
+
+  record(endpoint: Endpoint, peer: PeerInfo): void {
+    this.#known.set(hostKey(endpoint), peer);
+  }
+
+  get(endpoint: Endpoint): PeerInfo | undefined {
+    return this.#known.get(hostKey(endpoint));
+  }
+
+  /** The known answer, or `ask()`'s (shared by concurrent callers; base if it fails). */
+  lookup(endpoint: Endpoint, ask: () => Promise<PeerInfo>): Promise<PeerInfo> {
+    const known = this.get(endpoint);
+    if (known !== undefined) return Promise.resolve(known);
+    const key = hostKey(endpoint);
+    let asking = this.#asking.get(key);
+    if (asking === undefined) {
+      asking = ask()
+        .catch((): PeerInfo => ({ kind: 'base' }))
+        .then((peer) => {
+          this.#known.set(key, peer);
+          this.#asking.delete(key);
+          return peer;
+        });
+      this.#asking.set(key, asking);
+    }
+    return asking;
+  }
+}
+
+/** The extensions this client implements (`auth` is added when it holds a token). */
+export const CLIENT_EXTENSIONS: readonly Extension[] = ['stderr', 'mode', 'cache'];
+
+/** How long a hello, a challenge or a `have` may go unanswered before the host counts as lost. */
+export const HANDSHAKE_TIMEOUT_MS = 30_000;
+
+/**
+ * The hello on a fresh job connection to a rake/1 host, and the challenge if the server
+ * has a token. Resolves the extensions granted. A refusal is a `protocol-error` JobError
+ * with a message that says what to do ("… requires a token: pass --token-file …").
+ */
+export async function negotiate(
+  socket: Socket,
+  reader: FramedReader,
+  options: {
+    readonly endpoint: Endpoint;
+    readonly token: Token | undefined;
+    readonly limits: ProtocolLimits;
+  },
+): Promise<ReadonlySet<Extension>> {
+  const host = hostKey(options.endpoint);
+  const asked: Extension[] = [...CLIENT_EXTENSIONS, ...(options.token ? (['auth'] as const) : [])];
+  await write(
+    socket,
+    encodeExtension({ verb: 'hello', protocol: PROTOCOL_TAG, extensions: asked }),
+  );
+  let reply = await readExtension(reader, options.limits, ['ok', 'challenge'], host, 'hello');
+  if (reply.verb === 'challenge') {
+    const token = options.token;
+    if (token === undefined) {
+      throw new JobError(
+        'protocol-error',
+        `rakeserver at ${host} sent a challenge nobody asked for`,
+        true,
+      );
+    }
+    await write(socket, encodeExtension({ verb: 'auth', proof: token.proof(reply.nonce) }));
+    reply = await readExtension(reader, options.limits, ['ok'], host, 'auth');
+  }
+  if (reply.verb !== 'ok') throw new Error('unreachable: ok expected');
+  return new Set(reply.extensions.filter((e) => asked.includes(e)));
+}
+
+/** A refusal during the handshake, in words that say what to do about it. */
+function refusalMessage(host: string, step: 'hello' | 'auth', message: string): string {
+  if (/unauthenticated/.test(message)) {
+    return step === 'hello'
+      ? `rakeserver at ${host} requires a token: pass --token-file or set RAKE_TOKEN`
+      : `rakeserver at ${host} refused the token: pass its token with --token-file or RAKE_TOKEN`;
+  }
+  return `rakeserver at ${host} refused the ${step}: ${message}`;
+}
+
+/** Reads an `!X` message due now; a `!F` refusal becomes a JobError with a clear message. */
+async function readExtension<V extends 'ok' | 'challenge' | 'need'>(
+  reader: FramedReader,
+  limits: ProtocolLimits,
+  verbs: readonly V[],
+  host: string,
+  step: 'hello' | 'auth' | 'have',
+) {
+  const h = await withTimeout(reader.readHeader(limits), host, step);
+  if (h.kind === 'plain' && h.code === '!F') {
+    const message = (await reader.readPayload(h.length, 64 * 1024, 'refusal'))
+      .toString('utf8')
+      .trim();
+    throw new JobError(
+      'protocol-error',
+      step === 'have'
+        ? `rakeserver at ${host} refused the have: ${message}`
+        : refusalMessage(host, step, message),
+      true,
+    );
+  }
+  if (!(h.kind === 'plain' && h.code === '!X')) {
+    throw new JobError(
+      'protocol-error',
+      `rakeserver at ${host}: expected an !X ${verbs.join(' or ')}, received ${describeHeader(h)}`,
+      true,
+    );
+  }
+  const payload = await reader.readPayload(h.length, limits.maxCommandBytes, '!X message');
+  return parseExtension(payload, verbs, limits) as Extract<
+    ReturnType<typeof parseExtension>,
+    { verb: V }
+  >;
+}
+
+function withTimeout<T>(work: Promise<T>, host: string, step: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const expired = new Promise<never>((_, reject) => {
+    timer = setTimeout(
+      () =>
+        reject(
+          new JobError(
+            'host-lost',
+            `rakeserver at ${host} did not answer the ${step} within ${HANDSHAKE_TIMEOUT_MS} ms`,
+            true,
+          ),
+        ),
+      HANDSHAKE_TIMEOUT_MS,
+    );
+    timer.unref();
+  });
+  return Promise.race([work, expired]).finally(() => clearTimeout(timer));
+}
+
+/**
+ * Hashes requirement contents for `!X have`, once per file per run: keyed by path, size,
+ * mtime, ctime and inode, so the 1 MiB header a hundred actions require is read once.
+ */
+export class ContentHasher {
+  readonly #memo = new Map<string, Promise<{ sha256: string; size: number }>>();
+
+  /** The `have` line of a file, or `undefined` for a name a line cannot carry. */
+  async entry(file: OutgoingFile): Promise<HaveEntry | undefined> {
+    if (file.name.includes('\n')) return undefined;
+    const st = await stat(file.path, { bigint: true });
+    const key = `${file.path}\0${st.size}\0${st.mtimeNs}\0${st.ctimeNs}\0${st.ino}`;
+    let hashed = this.#memo.get(key);
+    if (hashed === undefined) {
+      hashed = hashFile(file.path);
+      this.#memo.set(key, hashed);
+      hashed.catch(() => this.#memo.delete(key));
+    }
+    const { sha256, size } = await hashed;
+    return { sha256, size, mode: Number(st.mode & 0o777n), name: file.name };
+  }
+}
+
+async function hashFile(path: string): Promise<{ sha256: string; size: number }> {
+  const hash = createHash('sha256');
+  let size = 0;
+  for await (const chunk of createReadStream(path, { highWaterMark: 256 * 1024 })) {
+    hash.update(chunk as Buffer);
+    size += (chunk as Buffer).length;
+  }
+  return { sha256: hash.digest('hex'), size };
+}
+
+/** A `have` list stays well under the server's default 1 MiB message limit. */
+const MAX_HAVE_BYTES = 512 * 1024;
+
+/**
+ * `!X have` → `!X need`: names each file by content and resolves the files the server
+ * lacks (plus any that could not be listed), in their original order.
+ */
+export async function offerCached(
+  socket: Socket,
+  reader: FramedReader,
+  files: readonly OutgoingFile[],
+  options: {
+    readonly hasher: ContentHasher;
+    readonly endpoint: Endpoint;
+    readonly limits: ProtocolLimits;
+  },
+): Promise<OutgoingFile[]> {
+  const entries: HaveEntry[] = [];
+  let bytes = 4;
+  for (const file of files) {
+    const entry = await options.hasher.entry(file);
+    if (entry === undefined) continue;
+    const line = 64 + 1 + 20 + 1 + 3 + 1 + Buffer.byteLength(entry.name) + 1;
+    if (bytes + line > MAX_HAVE_BYTES) break;
+    bytes += line;
+    entries.push(entry);
+  }
+  if (entries.length === 0) return [...files];
+  await write(socket, encodeExtension({ verb: 'have', entries }));
+  const host = hostKey(options.endpoint);
+  const reply = await readExtension(reader, options.limits, ['need'], host, 'have');
+  const listed = new Set(entries.map((e) => e.name));
+  const needed = new Set(reply.names);
+  return files.filter((f) => !listed.has(f.name) || needed.has(f.name));
+}
+
+/**
+ * The reply header of a command; with `stderr` negotiated, an `!X stderr` packet may come
+ * first. Resolves both.
+ */
+export async function readReply(
+  reader: FramedReader,
+  limits: ProtocolLimits & { readonly maxOutputBytes: number },
+  extensions: ReadonlySet<Extension>,
+): Promise<{ header: Header; stderr: Buffer | undefined }> {
+  let h = await reader.readHeader(limits);
+  let stderr: Buffer | undefined;
+  if (extensions.has('stderr') && h.kind === 'plain' && h.code === '!X') {
+    const payload = await reader.readPayload(h.length, limits.maxOutputBytes + 16, 'stderr');
+    const msg = parseExtension(payload, ['stderr']);
+    if (msg.verb === 'stderr') stderr = msg.bytes;
+    h = await reader.readHeader(limits);
+  }
+  return { header: h, stderr };
+}

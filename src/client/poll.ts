@@ -1,0 +1,273 @@
+import {
+  asyncScheduler,
+  catchError,
+  defer,
+  filter,
+  from,
+  map,
+  merge,
+  Observable,
+  of,
+  type SchedulerLike,
+  share,
+  take,
+  tap,
+  throwError,
+  timeout,
+} from 'rxjs';
+import { type Endpoint, hostKey } from './endpoint.js';
+import { describeError, isConnectionError } from './errors.js';
+import type { PeerInfo } from './negotiate.js';
+
+/**
+ * What a cost query reports as it goes: the connection is up, then the answer, with what
+ * the server said about itself (base protocol, or ours with version and extensions).
+ */
+export type CostProbe =
+  | { readonly type: 'connected' }
+  | { readonly type: 'cost'; readonly cost: number; readonly peer?: PeerInfo };
+
+/** Asks one host its cost over its own connection (`!E0` → `!E<len>` + decimal). */
+export type QueryCost = (endpoint: Endpoint) => Observable<CostProbe>;
+
+/** One host's outcome in a cost poll: its cost, or why it could not be asked. */
+export type CostResult =
+  | {
+      readonly ok: true;
+      readonly host: string;
+      readonly endpoint: Endpoint;
+      readonly cost: number;
+      readonly rttMs: number;
+      /** The server's self-description from the reply (see `negotiate.ts`), if the transport reads it. */
+      readonly peer?: PeerInfo;
+    }
+  | {
+      readonly ok: false;
+      readonly host: string;
+      readonly endpoint: Endpoint;
+      readonly error: string;
+      readonly rttMs: number;
+      /**
+       * `unreachable`: refused, no connection in time, or dropped before answering.
+       * `slow`: connected, but no answer in time: the host is up and busy.
+       * `bad-answer`: it answered something that is not a cost. `skipped`: backing off.
+       */
+      readonly failure: PollFailure;
+    };
+
+/** Why a host has no cost in a poll (see {@link CostResult}). */
+export type PollFailure = 'unreachable' | 'slow' | 'bad-answer' | 'skipped';
+
+/** Per-host limits of a cost poll. */
+export interface PollOptions {
+  /** Time allowed for the TCP connection. */
+  readonly connectTimeoutMs: number;
+  /** Time allowed, once connected, for the answer. */
+  readonly replyTimeoutMs: number;
+  /** Clock and timers (the TestScheduler in marble tests). */
+  readonly scheduler?: SchedulerLike;
+}
+
+/**
+ * Asks every host its cost at once, each over its own connection, and emits one result per
+ * host in the order they arrive (that order breaks ties). A host that refuses, times out
+ * (connect or reply) or answers garbage yields an `ok: false` result, never an error, so
+ * one dead host cannot spoil the poll.
+ */
+export function pollCosts(
+  hosts: readonly Endpoint[],
+  query: QueryCost,
+  options: PollOptions,
+): Observable<CostResult> {
+  const scheduler = options.scheduler ?? asyncScheduler;
+  return merge(
+    ...hosts.map((endpoint) =>
+      defer(() => {
+        const host = hostKey(endpoint);
+        const started = scheduler.now();
+        const rtt = () => scheduler.now() - started;
+        let connected = false;
+        const failed = (error: string, failure: PollFailure): CostResult => ({
+          ok: false,
+          host,
+          endpoint,
+          error,
+          rttMs: rtt(),
+          failure,
+        });
+        return query(endpoint).pipe(
+          tap((p) => {
+            if (p.type === 'connected') connected = true;
+          }),
+          timeout({
+            first: options.connectTimeoutMs,
+            each: options.replyTimeoutMs,
+            scheduler,
+            with: ({ seen }) =>
+              throwError(() =>
+                seen === 0
+                  ? new PollTimeout(
+                      `no connection within ${options.connectTimeoutMs} ms`,
+                      'unreachable',
+                    )
+                  : new PollTimeout(`no answer within ${options.replyTimeoutMs} ms`, 'slow'),
+              ),
+          }),
+          filter((p): p is Extract<CostProbe, { type: 'cost' }> => p.type === 'cost'),
+          take(1),
+          map(
+            (p): CostResult => ({
+              ok: true,
+              host,
+              endpoint,
+              cost: p.cost,
+              rttMs: rtt(),
+              ...(p.peer === undefined ? {} : { peer: p.peer }),
+            }),
+          ),
+          catchError((err: unknown) =>
+            of<CostResult>(
+              failed(
+                describeError(err),
+                err instanceof PollTimeout
+                  ? err.failure
+                  : connected && !isConnectionError(err)
+                    ? 'bad-answer'
+                    : 'unreachable',
+              ),
+            ),
+          ),
+          // A query that ends without an answer is a failure too.
+          (source) =>
+            new Observable<CostResult>((sub) => {
+              let answered = false;
+              return source.subscribe({
+                next: (r) => {
+                  answered = true;
+                  sub.next(r);
+                },
+                error: (e: unknown) => sub.error(e),
+                complete: () => {
+                  if (!answered) sub.next(failed('closed without answering', 'unreachable'));
+                  sub.complete();
+                },
+              });
+            }),
+        );
+      }),
+    ),
+  );
+}
+
+/** A cost query that ran out of time, connecting (`unreachable`) or waiting (`slow`). */
+class PollTimeout extends Error {
+  constructor(
+    message: string,
+    readonly failure: 'unreachable' | 'slow',
+  ) {
+    super(message);
+  }
+}
+
+/** A poll an action takes part in: its id, its ledger mark, and the results as they come. */
+export interface PollRound {
+  readonly id: number;
+  /** The ledger mark taken when the round's queries went out (see `Assignments.mark`). */
+  readonly seq: number;
+  readonly results: Observable<CostResult>;
+}
+
+/**
+ * Hands out cost polls, sharing one round among the actions that ask at the same instant,
+ * and leaving out hosts that just failed to answer.
+ *
+ * When an actionset starts, all its actions poll at once; each would open one connection per
+ * host and get the very same answers. Instead, an action that asks while a round has been
+ * sent but not yet answered joins that round: it sees every answer, as if it had asked
+ * itself. A round closes to newcomers at its first result. Actions still choose one at a
+ * time, each seeing the assignments made before it (`pickCheapestHost`).
+ *
+ * A host that refused, could not be reached in time or garbled its answer is skipped by
+ * the rounds of the next `backoffMs` (its result says so at once), as distcc backs off from
+ * a failed host (a host that connected but was slow to answer is not skipped):
+ * otherwise a host that drops packets would cost every action a connect timeout. When
+ * every host is backing off, all are asked again.
+ */
+export class CostPoller {
+  readonly #hosts: readonly Endpoint[];
+  readonly #query: QueryCost;
+  readonly #options: PollOptions;
+  readonly #mark: () => number;
+  readonly #backoffMs: number;
+  /** Host key → until when it is skipped, and why. */
+  readonly #down = new Map<string, { until: number; error: string }>();
+  #open: PollRound | undefined;
+  #nextId = 1;
+
+  constructor(
+    hosts: readonly Endpoint[],
+    query: QueryCost,
+    options: PollOptions & { readonly backoffMs?: number },
+    mark: () => number,
+  ) {
+    this.#hosts = hosts;
+    this.#query = query;
+    this.#options = options;
+    this.#mark = mark;
+    this.#backoffMs = options.backoffMs ?? 0;
+  }
+
+  /** The round to take part in: the open one, or a new one. Subscribe at once. */
+  join(): PollRound {
+    if (this.#open !== undefined) return this.#open;
+    const id = this.#nextId++;
+    const seq = this.#mark();
+    const close = () => {
+      if (this.#open?.id === id) this.#open = undefined;
+    };
+    const now = this.#scheduler().now();
+    const skipped: CostResult[] = [];
+    let asked: readonly Endpoint[] = this.#hosts.filter((endpoint) => {
+      const down = this.#down.get(hostKey(endpoint));
+      if (down === undefined || down.until <= now) return true;
+      const error = `skipped: ${down.error} less than ${Math.ceil(this.#backoffMs / 1000)} s ago`;
+      skipped.push({
+        ok: false,
+        host: hostKey(endpoint),
+        endpoint,
+        error,
+        rttMs: 0,
+        failure: 'skipped',
+      });
+      return false;
+    });
+    if (asked.length === 0) {
+      asked = this.#hosts;
+      skipped.length = 0;
+    }
+    const results = merge(
+      pollCosts(asked, this.#query, this.#options).pipe(
+        tap((r) => {
+          close();
+          if (r.ok) this.#down.delete(r.host);
+          // A slow host is up and busy: it is asked again next time.
+          else if (this.#backoffMs > 0 && r.failure !== 'slow') {
+            this.#down.set(r.host, {
+              until: this.#scheduler().now() + this.#backoffMs,
+              error: r.error,
+            });
+          }
+        }),
+      ),
+      // Skipped hosts are reported at once; they do not close the round to newcomers.
+      from(skipped),
+    ).pipe(tap({ complete: close, error: close, unsubscribe: close }), share());
+    const round: PollRound = { id, seq, results };
+    this.#open = round;
+    return round;
+  }
+
+  #scheduler(): SchedulerLike {
+    return this.#options.scheduler ?? asyncScheduler;
+  }
+}

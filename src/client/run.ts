@@ -1,0 +1,449 @@
+import { dirname, resolve } from 'node:path';
+import { type Logger, pino } from 'pino';
+import {
+  asyncScheduler,
+  concat,
+  defer,
+  EMPTY,
+  finalize,
+  from,
+  merge,
+  mergeMap,
+  Observable,
+  of,
+  type SchedulerLike,
+  Subject,
+  type Subscription,
+  tap,
+} from 'rxjs';
+import type { Actionset, Rakefile } from '../../grammar/model.js';
+import { logEvent } from '../observe/log-events.js';
+import type { Token } from '../protocol/token.js';
+import { type ActionContext, type PlannedAction, runAction } from './action.js';
+import { trackCleanup } from './cleanup.js';
+import { EmbeddedServers, type StartServer, startEmbeddedServer } from './embedded.js';
+import { type Endpoint, isLoopback } from './endpoint.js';
+import { type ActionRef, NO_PHASES, type RakeEvent, type RunSummary } from './events.js';
+import { CostPoller } from './poll.js';
+import { type MissingRequirement, resolveRequirements } from './requirements.js';
+import { Assignments } from './select.js';
+import { type Transport, tcpTransport } from './transport.js';
+
+/** How a run behaves; every field is optional. The CLI flags map onto these. */
+export interface RunOptions {
+  /**
+   * Where requirements are read from and output files written: the Rakefile's directory
+   * (default: the directory of `rakefile.file`, or the current directory).
+   */
+  readonly directory?: string;
+  /** Replaces the Rakefile's `HOSTS`. */
+  readonly hosts?: readonly Endpoint[];
+  /**
+   * Replaces the Rakefile's `PORT`: the local server's port, and the port of every host
+   * that used `PORT` (that is, whose port equals it).
+   */
+  readonly port?: number;
+  /** At most this many actions of one actionset run at once (default 256; 0 = no limit). */
+  readonly jobs?: number;
+  /** Time allowed for each TCP connect (default 2000 ms). */
+  readonly connectTimeoutMs?: number;
+  /** Time allowed, once connected, for a cost answer (default 2000 ms). */
+  readonly costTimeoutMs?: number;
+  /**
+   * How long a host that failed to answer a cost query is left out of later polls
+   * (default 5000 ms; 0 = ask it every time).
+   */
+  readonly hostBackoffMs?: number;
+  /**
+   * Time allowed for one job, from connect to the last output file (default: none). A host
+   * that has not replied by then is treated as lost: the action moves on (see `retries`).
+   */
+  readonly jobTimeoutMs?: number;
+  /**
+   * How often an action moves on after its host drops the connection, or does not reply
+   * within `jobTimeoutMs` (default 1).
+   */
+  readonly retries?: number;
+  /** Cancel the other actions of an actionset as soon as one fails (default false). */
+  readonly failFast?: boolean;
+  /** Start an in-process server at a loopback endpoint where nothing listens (default true). */
+  readonly embedded?: boolean;
+  /** Run a remote action on the local server when no remote host answers (default true). */
+  readonly fallback?: boolean;
+  /** pino logger (default: silent). */
+  readonly logger?: Logger;
+  /** Clock and timers (tests use the TestScheduler). */
+  readonly scheduler?: SchedulerLike;
+  /** The wire (tests substitute scripted Observables). */
+  readonly transport?: Transport;
+  /** How an embedded server is started (default: `serve()` in this process). */
+  readonly startServer?: StartServer;
+  /**
+   * Proves this client to servers that require a token (`--token-file`, `RAKE_TOKEN`;
+   * extension `auth`). Ignored when `transport` is given.
+   */
+  readonly token?: Token;
+}
+
+/** `-j` when not given: enough for any loopback test bed, far below the descriptor limit. */
+export const DEFAULT_JOBS = 256;
+export const DEFAULT_CONNECT_TIMEOUT_MS = 2000;
+export const DEFAULT_COST_TIMEOUT_MS = 2000;
+export const DEFAULT_RETRIES = 1;
+export const DEFAULT_HOST_BACKOFF_MS = 5000;
+
+/** The hosts and local server a run talks to, after the options' overrides. */
+export interface Targets {
+  readonly hosts: readonly Endpoint[];
+  readonly local: Endpoint;
+  readonly directory: string;
+}
+
+/** Applies `hosts`, `port` and `directory` from the options to a Rakefile. */
+export function resolveTargets(rakefile: Rakefile, options: RunOptions = {}): Targets {
+  const port = options.port ?? rakefile.port;
+  const hosts =
+    options.hosts ??
+    rakefile.hosts.map((h) => ({
+      host: h.host,
+      port: options.port !== undefined && h.port === rakefile.port ? options.port : h.port,
+    }));
+  const directory =
+    options.directory ??
+    (rakefile.file.startsWith('<') ? process.cwd() : dirname(resolve(rakefile.file)));
+  return { hosts, local: { host: 'localhost', port }, directory: resolve(directory) };
+}
+
+/** The identity of action `index` of `set`, as events carry it. */
+export function actionRef(set: Actionset, index: number): ActionRef {
+  const a = set.actions[index];
+  if (a === undefined) throw new RangeError(`${set.name} has no action ${index}`);
+  return {
+    actionId: `${set.name}#${index}`,
+    actionset: set.name,
+    index,
+    position: a.position,
+    command: a.command,
+    remote: a.remote,
+  };
+}
+
+/**
+ * Runs a parsed Rakefile: actionsets one after another, the actions of each in parallel
+ * (at most `jobs` at once), each remote action on the cheapest host. The Observable emits
+ * every {@link RakeEvent} and completes after `done`; it does not error for a failed
+ * action (that is an `action-failed` event and `summary.exitStatus`). Nothing happens
+ * until it is subscribed; unsubscribing cancels every connection, which makes the
+ * servers kill the commands, and removes partial output files.
+ *
+ * @example
+ * run(rakefile, { jobs: 8 }).subscribe((e) => {
+ *   if (e.type === 'output') process.stdout.write(e.stdout);
+ *   if (e.type === 'done') process.exitCode = e.summary.exitStatus;
+ * });
+ */
+export function run(rakefile: Rakefile, options: RunOptions = {}): Observable<RakeEvent> {
+  return defer(() => {
+    const scheduler = options.scheduler ?? asyncScheduler;
+    const logger = (options.logger ?? pino({ level: 'silent' })).child({ component: 'client' });
+    const targets = resolveTargets(rakefile, options);
+    const transport =
+      options.transport ?? tcpTransport({ track: trackCleanup, token: options.token });
+    const connectTimeoutMs = options.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS;
+    const ledger = new Assignments();
+    const embedded = new EmbeddedServers({
+      transport,
+      logger,
+      start: options.startServer ?? startEmbeddedServer,
+      enabled: options.embedded ?? true,
+      probeTimeoutMs: connectTimeoutMs,
+      scheduler,
+    });
+    const poller = new CostPoller(
+      targets.hosts,
+      (e) => transport.queryCost(e),
+      {
+        connectTimeoutMs,
+        replyTimeoutMs: options.costTimeoutMs ?? DEFAULT_COST_TIMEOUT_MS,
+        scheduler,
+        backoffMs: options.hostBackoffMs ?? DEFAULT_HOST_BACKOFF_MS,
+      },
+      () => ledger.mark(),
+    );
+    const ctx: ActionContext = {
+      transport,
+      poller,
+      ledger,
+      scheduler,
+      outputDir: targets.directory,
+      localEndpoint: targets.local,
+      ensureLocal: (reason) => embedded.ensure(targets.local, reason),
+      retries: options.retries ?? DEFAULT_RETRIES,
+      fallback: options.fallback ?? true,
+      connectTimeoutMs,
+      jobTimeoutMs: options.jobTimeoutMs,
+    };
+    const jobs =
+      options.jobs === undefined ? DEFAULT_JOBS : options.jobs <= 0 ? Infinity : options.jobs;
+    const failFast = options.failFast ?? false;
+    const started = scheduler.now();
+    const tally = new Tally(rakefile);
+
+    const hasLocal = rakefile.actionsets.some((s) => s.actions.some((a) => !a.remote));
+    const setup$ = merge(
+      ...targets.hosts
+        .filter((h) => isLoopback(h.host))
+        .map((h) => embedded.ensure(h, 'loopback-host')),
+      hasLocal ? embedded.ensure(targets.local, 'local-actions') : EMPTY,
+    );
+
+    const actionsets$ = concat(
+      ...rakefile.actionsets.map((set) =>
+        defer(() => (tally.stopped ? EMPTY : runActionset(ctx, set, { jobs, failFast }))),
+      ),
+    );
+
+    const done$ = defer(() =>
+      of<RakeEvent>({
+        type: 'done',
+        time: scheduler.now(),
+        summary: tally.summary(scheduler.now() - started, ledger.totals()),
+      }),
+    );
+
+    logger.debug(
+      { hosts: targets.hosts, local: targets.local, directory: targets.directory, jobs },
+      'run',
+    );
+    return concat(setup$, actionsets$, done$).pipe(
+      tap((e) => {
+        tally.add(e);
+        logEvent(logger, e);
+      }),
+      finalize(() => trackCleanup(embedded.close())),
+    );
+  });
+}
+
+/** Counts what happened, for the `done` event's summary. */
+class Tally {
+  stopped = false;
+  #actionsetsRun = 0;
+  #succeeded = 0;
+  #failed = 0;
+  #cancelled = 0;
+  #retries = 0;
+  #fallbacks = 0;
+  #started = 0;
+  #noHost = false;
+  readonly #total: number;
+  readonly #actionsets: number;
+
+  constructor(rakefile: Rakefile) {
+    this.#actionsets = rakefile.actionsets.length;
+    this.#total = rakefile.actionsets.reduce((n, s) => n + s.actions.length, 0);
+  }
+
+  add(e: RakeEvent): void {
+    switch (e.type) {
+      case 'actionset-started':
+        this.#actionsetsRun++;
+        this.#started += e.actions;
+        break;
+      case 'action-succeeded':
+        this.#succeeded++;
+        break;
+      case 'action-failed':
+        this.#failed++;
+        this.stopped = true;
+        if (e.reason === 'no-host' || e.reason === 'host-lost') this.#noHost = true;
+        break;
+      case 'action-cancelled':
+        this.#cancelled++;
+        this.stopped = true;
+        break;
+      case 'action-retried':
+        this.#retries++;
+        break;
+      case 'fallback-local':
+        this.#fallbacks++;
+        break;
+      default:
+        break;
+    }
+  }
+
+  summary(ms: number, perHost: Record<string, number>): RunSummary {
+    const exitStatus = this.#failed === 0 && this.#cancelled === 0 ? 0 : this.#noHost ? 3 : 1;
+    return {
+      actionsets: this.#actionsets,
+      actionsetsRun: this.#actionsetsRun,
+      actions: this.#total,
+      succeeded: this.#succeeded,
+      failed: this.#failed,
+      cancelled: this.#cancelled,
+      skipped: this.#total - this.#started,
+      retries: this.#retries,
+      fallbacks: this.#fallbacks,
+      perHost,
+      ms,
+      exitStatus,
+    };
+  }
+}
+
+interface ActionsetPolicy {
+  readonly jobs: number;
+  readonly failFast: boolean;
+}
+
+/**
+ * One actionset: checks every action's requirements first (a missing file fails its action
+ * before anything is sent, and then no action of the set runs), then runs the actions in
+ * parallel, at most `jobs` at once. With `failFast`, the first failure cancels the rest.
+ */
+export function runActionset(
+  ctx: ActionContext,
+  set: Actionset,
+  policy: ActionsetPolicy,
+): Observable<RakeEvent> {
+  return defer(() => {
+    const { scheduler } = ctx;
+    const t0 = scheduler.now();
+    const counts = { succeeded: 0, failed: 0, cancelled: 0 };
+    const started: RakeEvent = {
+      type: 'actionset-started',
+      time: t0,
+      actionset: set.name,
+      position: set.position,
+      actions: set.actions.length,
+    };
+    const refs = set.actions.map((_, i) => actionRef(set, i));
+
+    // Actionsets without requirements stay synchronous, which keeps marble tests exact.
+    const needsFiles = set.actions.some((a) => a.requires.length > 0);
+    const cache = new Map<string, Promise<string | undefined>>();
+    const resolved$ = needsFiles
+      ? from(
+          Promise.all(
+            set.actions.map((a) => resolveRequirements(ctx.outputDir, a.requires, cache)),
+          ),
+        )
+      : of(set.actions.map(() => ({ files: [], missing: [] as MissingRequirement[] })));
+
+    const body$ = resolved$.pipe(
+      mergeMap((resolved) => {
+        const missing = resolved.flatMap((r, i) => (r.missing.length > 0 ? [{ i, r }] : []));
+        if (missing.length > 0) {
+          return from(
+            missing.map(({ i, r }): RakeEvent => {
+              const ref = refs[i] as ActionRef;
+              const list = r.missing.map(
+                (m) => `${m.requirement.path} (line ${m.requirement.position.line}: ${m.why})`,
+              );
+              return {
+                type: 'action-failed',
+                time: scheduler.now(),
+                action: ref,
+                reason: 'missing-requirement',
+                position: ref.position,
+                message: `required file missing, nothing was sent: ${list.join(', ')}`,
+                stderr: '',
+                phases: NO_PHASES,
+                attempts: 0,
+                ms: 0,
+              };
+            }),
+          );
+        }
+        const planned = resolved.map(
+          (r, i): PlannedAction => ({ ref: refs[i] as ActionRef, files: r.files }),
+        );
+        const cancel = new Cancellation();
+        return from(planned).pipe(
+          mergeMap((p) => guarded(ctx, p, cancel, policy.failFast), policy.jobs),
+        );
+      }),
+      tap((e) => {
+        if (e.type === 'action-succeeded') counts.succeeded++;
+        else if (e.type === 'action-failed') counts.failed++;
+        else if (e.type === 'action-cancelled') counts.cancelled++;
+      }),
+    );
+
+    const done$ = defer(() =>
+      of<RakeEvent>({
+        type: 'actionset-done',
+        time: scheduler.now(),
+        actionset: set.name,
+        ...counts,
+        ms: scheduler.now() - t0,
+      }),
+    );
+    return concat(of(started), body$, done$);
+  });
+}
+
+/** `--fail-fast` state of one actionset. */
+class Cancellation {
+  cancelled = false;
+  readonly signal = new Subject<void>();
+
+  fire(): void {
+    if (this.cancelled) return;
+    this.cancelled = true;
+    this.signal.next();
+  }
+}
+
+/**
+ * An action that, under `--fail-fast`, cancels its siblings when it fails and is cancelled
+ * when a sibling fails (its connection closed, its remote process killed), reporting
+ * `action-cancelled`. An action not yet started when that happens is cancelled at once.
+ */
+function guarded(
+  ctx: ActionContext,
+  action: PlannedAction,
+  cancel: Cancellation,
+  failFast: boolean,
+): Observable<RakeEvent> {
+  if (!failFast) return runAction(ctx, action);
+  return new Observable<RakeEvent>((sub) => {
+    const cancelled = (host: string | undefined): RakeEvent => ({
+      type: 'action-cancelled',
+      time: ctx.scheduler.now(),
+      action: action.ref,
+      ...(host === undefined ? {} : { host }),
+    });
+    if (cancel.cancelled) {
+      sub.next(cancelled(undefined));
+      sub.complete();
+      return;
+    }
+    let finished = false;
+    let host: string | undefined;
+    let inner: Subscription | undefined;
+    const onCancel = cancel.signal.subscribe(() => {
+      if (finished) return;
+      finished = true;
+      inner?.unsubscribe();
+      sub.next(cancelled(host));
+      sub.complete();
+    });
+    inner = runAction(ctx, action).subscribe({
+      next: (e) => {
+        if (e.type === 'host-chosen') host = e.host;
+        if (e.type === 'action-succeeded' || e.type === 'action-failed') finished = true;
+        sub.next(e);
+        if (e.type === 'action-failed') cancel.fire();
+      },
+      error: (err: unknown) => sub.error(err),
+      complete: () => sub.complete(),
+    });
+    if (sub.closed) inner.unsubscribe();
+    return () => {
+      onCancel.unsubscribe();
+      inner?.unsubscribe();
+    };
+  });
+}

@@ -1,0 +1,403 @@
+import { connect, type Socket } from 'node:net';
+import { relative, sep } from 'node:path';
+import { catchError, filter, firstValueFrom, Observable, timeout } from 'rxjs';
+import { isProtocolError } from '../protocol/errors.js';
+import { type Extension, OFFER_ANNEX } from '../protocol/extensions.js';
+import {
+  type OutgoingFile,
+  receiveFilestream,
+  sendFilestream,
+  write,
+} from '../protocol/filestream.js';
+import {
+  describeHeader,
+  encodeHeader,
+  encodePacket,
+  expectPlain,
+  type Header,
+  parseDecimal,
+} from '../protocol/header.js';
+import { DEFAULT_LIMITS, type ProtocolLimits } from '../protocol/limits.js';
+import { prepareInside } from '../protocol/names.js';
+import { FramedReader } from '../protocol/reader.js';
+import type { Token } from '../protocol/token.js';
+import { type Endpoint, hostKey } from './endpoint.js';
+import { describeError, isConnectionError, JobError } from './errors.js';
+import {
+  ContentHasher,
+  negotiate,
+  offerCached,
+  PeerDirectory,
+  type PeerInfo,
+  peerFromAnnex,
+  readReply,
+} from './negotiate.js';
+import type { CostProbe } from './poll.js';
+
+/** What one job needs on the wire: the command, the files to send, where outputs go. */
+export interface JobSpec {
+  readonly command: string;
+  /** Requirements, each with its wire name (see `requirements.ts`). */
+  readonly files: readonly OutgoingFile[];
+  /** The Rakefile's directory: output files are written inside it and nowhere else. */
+  readonly outputDir: string;
+}
+
+/**
+ * A job's progress, as its connection goes: connected, requirements sent, the reply, the
+ * output files received. Ends after `replied` (failure or no files) or `downloaded`.
+ */
+export type JobProgress =
+  | { readonly type: 'connected' }
+  | { readonly type: 'uploaded'; readonly files: number; readonly bytes: number }
+  | {
+      readonly type: 'replied';
+      readonly ok: true;
+      readonly stdout: string;
+      readonly files: boolean;
+      /** The command's stderr, when the host carries it (extension `stderr`) and it wrote any. */
+      readonly stderr?: string;
+    }
+  | {
+      readonly type: 'replied';
+      readonly ok: false;
+      readonly stderr: string;
+      readonly exitStatus: number | undefined;
+    }
+  /** Output files written, as paths relative to the output directory (`/`-separated). */
+  | { readonly type: 'downloaded'; readonly files: readonly string[]; readonly bytes: number };
+
+/**
+ * The two conversations a client has with a server. The TCP implementation is
+ * {@link tcpTransport}; marble tests substitute scripted Observables.
+ */
+export interface Transport {
+  queryCost(endpoint: Endpoint): Observable<CostProbe>;
+  /** Errors are {@link JobError}s. Unsubscribing closes the connection at once. */
+  runJob(endpoint: Endpoint, job: JobSpec): Observable<JobProgress>;
+}
+
+/** Limits on what a server may make the client hold: stdout and stderr are kept in memory. */
+export interface TransportLimits extends ProtocolLimits {
+  readonly maxOutputBytes: number;
+}
+
+const DEFAULT_TRANSPORT_LIMITS: TransportLimits = {
+  ...DEFAULT_LIMITS,
+  maxOutputBytes: 256 * 1024 * 1024,
+};
+
+/**
+ * Called with every promise that keeps working after an unsubscribe (removing a partial
+ * output file); the CLI waits for them before it exits (see `cleanup.ts`).
+ */
+export type TrackCleanup = (work: Promise<unknown>) => void;
+
+/** Bytes a transport moved, every connection counted when it closes (benchmarks, tests). */
+export interface TransferMeter {
+  sent: number;
+  received: number;
+  connections: number;
+}
+
+/** Options of {@link tcpTransport}. */
+export interface TransportOptions {
+  readonly limits?: Partial<TransportLimits>;
+  readonly track?: TrackCleanup;
+  /** Proves this client to servers that require a token (extension `auth`). */
+  readonly token?: Token | undefined;
+  /** Counts the bytes of every connection. */
+  readonly meter?: TransferMeter;
+}
+
+/**
+ * What one transport (one run) shares between its connections: what each host said about
+ * itself, the hashes of requirements, the token.
+ */
+interface TransportState {
+  readonly limits: TransportLimits;
+  readonly track: TrackCleanup;
+  readonly token: Token | undefined;
+  readonly meter: TransferMeter | undefined;
+  readonly peers: PeerDirectory;
+  readonly hasher: ContentHasher;
+  /** Hosts that refused the offer in the `!E0` padding (a stricter base server than the reference). */
+  readonly plainOnly: Set<string>;
+}
+
+/**
+ * The real transport: one TCP connection per cost query and per job (PROTOCOL.md). Cost
+ * queries carry the extension offer; a job on a host that answered it negotiates the
+ * extensions (docs/protocol.md, "Extensions"), on any other host it is pure base mode.
+ */
+export function tcpTransport(options: TransportOptions = {}): Transport {
+  const state: TransportState = {
+    limits: { ...DEFAULT_TRANSPORT_LIMITS, ...options.limits },
+    track: options.track ?? (() => {}),
+    token: options.token,
+    meter: options.meter,
+    peers: new PeerDirectory(),
+    hasher: new ContentHasher(),
+    plainOnly: new Set(),
+  };
+  return {
+    queryCost: (endpoint) => queryCost(endpoint, state),
+    runJob: (endpoint, job) => runJob(endpoint, job, state),
+  };
+}
+
+/** Opens a connection and runs `talk` over it; unsubscribing destroys the socket. */
+function converse<T>(
+  endpoint: Endpoint,
+  talk: (socket: Socket, reader: FramedReader, emit: (value: T) => void) => Promise<void>,
+  classify: (err: unknown) => unknown,
+  track: TrackCleanup,
+  meter?: TransferMeter,
+): Observable<T> {
+  return new Observable<T>((sub) => {
+    const socket = connect({ host: endpoint.host, port: endpoint.port });
+    socket.setNoDelay(true);
+    let counted = meter === undefined;
+    // Counted once the conversation is over, so a caller that awaited it sees the bytes.
+    const count = () => {
+      if (counted || meter === undefined) return;
+      counted = true;
+      meter.sent += socket.bytesWritten;
+      meter.received += socket.bytesRead;
+      meter.connections++;
+    };
+    const reader = new FramedReader(socket);
+    let closed = false;
+    const work = talk(socket, reader, (v) => {
+      if (!closed) sub.next(v);
+    }).then(
+      () => {
+        closed = true;
+        count();
+        socket.end();
+        sub.complete();
+      },
+      (err: unknown) => {
+        const wasClosed = closed;
+        closed = true;
+        count();
+        socket.destroy();
+        if (!wasClosed) sub.error(classify(err));
+      },
+    );
+    track(work);
+    return () => {
+      if (!closed) {
+        closed = true;
+        reader.dispose();
+      }
+      count();
+      socket.destroy();
+    };
+  });
+}
+
+function connected(socket: Socket): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (!socket.connecting) {
+      if (socket.destroyed) reject(new Error('connection closed'));
+      else resolve();
+      return;
+    }
+    const onConnect = () => {
+      socket.off('error', onError);
+      resolve();
+    };
+    const onError = (err: Error) => {
+      socket.off('connect', onConnect);
+      reject(err);
+    };
+    socket.once('connect', onConnect);
+    socket.once('error', onError);
+  });
+}
+
+/** A server that answered the offer with `!F` (it parses the whole `!E0` header). */
+class OfferRefused extends Error {}
+
+/**
+ * `!E0` with the offer in its padding → `!E<len>` + cost, and in the reply's padding the
+ * server's self-description if it is ours. A server that refuses the offer is asked again
+ * without it, and never offered again in this run.
+ */
+function queryCost(endpoint: Endpoint, state: TransportState): Observable<CostProbe> {
+  const { limits } = state;
+  const ask = (offer: boolean) =>
+    converse<CostProbe>(
+      endpoint,
+      async (socket, reader, emit) => {
+        await connected(socket);
+        emit({ type: 'connected' });
+        await write(
+          socket,
+          encodeHeader({
+            kind: 'plain',
+            code: '!E',
+            length: 0,
+            ...(offer ? { annex: OFFER_ANNEX } : {}),
+          }),
+        );
+        const reply = await reader.readHeader(limits);
+        if (offer && reply.kind === 'plain' && reply.code === '!F') throw new OfferRefused();
+        const h = expectPlain(reply, '!E');
+        const payload = await reader.readPayload(h.length, 64, 'cost');
+        const cost = parseDecimal(payload, 'cost');
+        const peer = peerFromAnnex(h.annex);
+        state.peers.record(endpoint, peer);
+        emit({ type: 'cost', cost, peer });
+      },
+      (err) => err,
+      () => {},
+      state.meter,
+    );
+  if (state.plainOnly.has(hostKey(endpoint))) return ask(false);
+  return ask(true).pipe(
+    catchError((err: unknown) => {
+      if (!(err instanceof OfferRefused)) throw err;
+      state.plainOnly.add(hostKey(endpoint));
+      return ask(false).pipe(filter((p) => p.type !== 'connected'));
+    }),
+  );
+}
+
+/** What a host is, from the last cost query or, for a host not asked yet, a fresh one. */
+function peerOf(endpoint: Endpoint, state: TransportState): Promise<PeerInfo> {
+  return state.peers.lookup(endpoint, () =>
+    firstValueFrom(
+      queryCost(endpoint, state).pipe(
+        filter((p): p is Extract<CostProbe, { type: 'cost' }> => p.type === 'cost'),
+        timeout(10_000),
+      ),
+    ).then((p) => p.peer ?? { kind: 'base' }),
+  );
+}
+
+function runJob(endpoint: Endpoint, job: JobSpec, state: TransportState): Observable<JobProgress> {
+  const { limits, track } = state;
+  let replied = false;
+  return converse<JobProgress>(
+    endpoint,
+    async (socket, reader, emit) => {
+      await connected(socket);
+      emit({ type: 'connected' });
+      const peer = await peerOf(endpoint, state);
+      // A base-mode host gets exactly the base protocol: no hello, no `!X`, no `!M`.
+      const ext: ReadonlySet<Extension> =
+        peer.kind === 'rake'
+          ? await negotiate(socket, reader, { endpoint, token: state.token, limits })
+          : new Set();
+      const modes = ext.has('mode');
+      let files = job.files;
+      if (ext.has('cache') && files.length > 0) {
+        files = await offerCached(socket, reader, files, {
+          hasher: state.hasher,
+          endpoint,
+          limits,
+        });
+      }
+      if (files.length > 0) {
+        await write(socket, encodeHeader({ kind: 'plain', code: '!R', length: 0 }));
+        const sent = await sendFilestream(socket, reader, files, { modes });
+        emit({ type: 'uploaded', files: sent.length, bytes: sent.reduce((n, f) => n + f.size, 0) });
+      } else {
+        emit({ type: 'uploaded', files: 0, bytes: 0 });
+      }
+      await write(socket, encodePacket({ code: '!C' }, job.command));
+      const { header: reply, stderr: warnings } = await readReply(reader, limits, ext);
+      const body = await readOutput(reader, reply, limits);
+      if (reply.kind === 'plain') {
+        // `!F<len>` + stderr, then `!F<len>` + exit status (PROTOCOL.md, "failure").
+        const exitStatus = await readExitStatus(reader, limits);
+        replied = true;
+        emit({ type: 'replied', ok: false, stderr: body, exitStatus });
+      } else {
+        replied = true;
+        const outputs = reply.flags[1] === 'I';
+        const stderr = warnings === undefined ? undefined : warnings.toString('utf8');
+        emit({
+          type: 'replied',
+          ok: true,
+          stdout: body,
+          files: outputs,
+          ...(stderr === undefined ? {} : { stderr }),
+        });
+        if (outputs) {
+          const received = await receiveFilestream(reader, socket, {
+            resolve: (name) => prepareInside(job.outputDir, name),
+            limits,
+            modes,
+          });
+          emit({
+            type: 'downloaded',
+            files: received.map((f) => relative(job.outputDir, f.path).split(sep).join('/')),
+            bytes: received.reduce((n, f) => n + f.size, 0),
+          });
+        }
+      }
+      // The reply and every file are in: a server that closed right after them (one shutting
+      // down does, as may any base server) has lost us nothing, so `!D` is best effort.
+      await write(socket, encodeHeader({ kind: 'plain', code: '!D', length: 0 })).catch(
+        (err: unknown) => {
+          if (!isConnectionError(err)) throw err;
+        },
+      );
+    },
+    (err) => classifyJobError(err, replied),
+    track,
+    state.meter,
+  );
+}
+
+/** Reads the reply's payload: stdout after `!S..`, stderr after `!F`. */
+async function readOutput(
+  reader: FramedReader,
+  reply: Header,
+  limits: TransportLimits,
+): Promise<string> {
+  if (reply.kind === 'plain') expectPlain(reply, '!F');
+  else if (reply.flags[0] !== 'S' && reply.flags[0] !== ' ') {
+    throw new JobError(
+      'protocol-error',
+      `expected a reply !SS or !F, received ${describeHeader(reply)}`,
+      true,
+    );
+  }
+  const bytes = await reader.readPayload(reply.length, limits.maxOutputBytes, 'command output');
+  return bytes.toString('utf8');
+}
+
+/** The second `!F` packet; a peer that closes instead leaves the status unknown. */
+async function readExitStatus(
+  reader: FramedReader,
+  limits: TransportLimits,
+): Promise<number | undefined> {
+  try {
+    const h = await reader.readHeaderOrEnd(limits);
+    if (h === null) return undefined;
+    const code = expectPlain(h, '!F');
+    return parseDecimal(await reader.readPayload(code.length, 64, 'exit status'), 'exit status');
+  } catch (err) {
+    if (isConnectionError(err)) return undefined;
+    throw err;
+  }
+}
+
+function classifyJobError(err: unknown, replied: boolean): JobError {
+  if (err instanceof JobError) return err;
+  const message = describeError(err);
+  if (isConnectionError(err)) {
+    const what = replied ? 'connection lost after the reply' : 'connection lost before the reply';
+    return new JobError('host-lost', `${what}: ${message}`, !replied, err);
+  }
+  if (isProtocolError(err)) {
+    const kind = replied && isProtocolError(err, 'bad-name') ? 'bad-output' : 'protocol-error';
+    return new JobError(kind, message, !replied, err);
+  }
+  // A file system error while writing an output file, or reading a requirement.
+  return new JobError(replied ? 'bad-output' : 'protocol-error', message, !replied, err);
+}

@@ -1,0 +1,328 @@
+/**
+ * Rebuilds, from a run's events, when each action ran, where, and how long each phase
+ * took. The trace writer, the HTML report and the summary all draw from this one model, so
+ * they never disagree about a span.
+ */
+import type {
+  ActionRef,
+  FailureReason,
+  PhaseTimings,
+  RakeEvent,
+  RunSummary,
+} from '../client/events.js';
+import { unreachable } from '../util/unreachable.js';
+
+/** The phases of an action, in the order they happen (see {@link PhaseTimings}). */
+export const PHASES = ['poll', 'connect', 'upload', 'run', 'download'] as const;
+
+/** One phase's name. */
+export type PhaseName = (typeof PHASES)[number];
+
+/** One phase of one action, as absolute times (ms since the epoch, as events carry). */
+export interface PhaseSpan {
+  readonly name: PhaseName;
+  readonly start: number;
+  readonly end: number;
+}
+
+/** How an action ended. */
+export type ActionOutcome = 'succeeded' | 'failed' | 'cancelled';
+
+/**
+ * One action from start to end: where it ran, its phases, and the bytes it moved. The
+ * phases are those of its last attempt (a retried action's earlier attempts lie between
+ * its poll and that attempt).
+ */
+export interface ActionSpan {
+  readonly action: ActionRef;
+  /** The host of the last attempt; absent when the action never reached one. */
+  readonly host: string | undefined;
+  readonly start: number;
+  readonly end: number;
+  readonly outcome: ActionOutcome;
+  /** Why it failed (`outcome: 'failed'` only). */
+  readonly failure?: FailureReason;
+  readonly exitStatus?: number;
+  readonly message?: string;
+  readonly attempts: number;
+  /** Non-empty phases only, each inside `[start, end]`. */
+  readonly phases: readonly PhaseSpan[];
+  readonly timings: PhaseTimings;
+  readonly uploadBytes: number;
+  readonly uploadFiles: number;
+  readonly downloadBytes: number;
+  readonly downloadFiles: number;
+}
+
+/** One actionset from its start to its end (or to the last event seen). */
+export interface ActionsetSpan {
+  readonly name: string;
+  /** 1-based, in the order the actionsets started. */
+  readonly ordinal: number;
+  readonly actions: number;
+  readonly start: number;
+  readonly end: number;
+  readonly succeeded: number;
+  readonly failed: number;
+  readonly cancelled: number;
+}
+
+/** What a run looked like, for drawing. Times are ms since the epoch. */
+export interface Timeline {
+  /** The first event's time (0 when there were none). */
+  readonly start: number;
+  /** The last event's time. */
+  readonly end: number;
+  readonly actionsets: readonly ActionsetSpan[];
+  /** Finished actions (succeeded, failed or cancelled), in the order they ended. */
+  readonly actions: readonly ActionSpan[];
+  /** Every host an action ran on, in the order they were first chosen. */
+  readonly hosts: readonly string[];
+  /** The `done` event's summary, when the run got that far. */
+  readonly summary: RunSummary | undefined;
+}
+
+interface Pending {
+  firstSeen: number;
+  host: string | undefined;
+  uploadBytes: number;
+  uploadFiles: number;
+}
+
+/**
+ * Accumulates events one at a time (for consumers that watch a run live) and hands out the
+ * {@link Timeline} so far at any moment.
+ */
+export class TimelineBuilder {
+  #start: number | undefined;
+  #end = 0;
+  readonly #pending = new Map<string, Pending>();
+  readonly #actions: ActionSpan[] = [];
+  readonly #hosts: string[] = [];
+  readonly #actionsets: ActionsetSpan[] = [];
+  #open: { name: string; actions: number; start: number; ordinal: number } | undefined;
+  #summary: RunSummary | undefined;
+
+  add(e: RakeEvent): void {
+    this.#start ??= e.time;
+    this.#end = Math.max(this.#end, e.time);
+    switch (e.type) {
+      case 'embedded-server-started':
+        return;
+      case 'actionset-started':
+        this.#open = {
+          name: e.actionset,
+          actions: e.actions,
+          start: e.time,
+          ordinal: this.#actionsets.length + 1,
+        };
+        return;
+      case 'cost-polled':
+      case 'output':
+      case 'action-retried':
+      case 'fallback-local':
+        this.#touch(e.action, e.time);
+        return;
+      case 'host-chosen': {
+        const p = this.#touch(e.action, e.time);
+        p.host = e.host;
+        this.#sawHost(e.host);
+        return;
+      }
+      case 'upload-done': {
+        const p = this.#touch(e.action, e.time);
+        p.uploadBytes += e.bytes;
+        p.uploadFiles += e.files;
+        return;
+      }
+      case 'action-succeeded':
+        this.#finish(e.action, e.time, {
+          outcome: 'succeeded',
+          host: e.host,
+          start: e.time - e.ms,
+          attempts: e.attempts,
+          timings: e.phases,
+          downloadBytes: e.downloadBytes,
+          downloadFiles: e.files.length,
+        });
+        return;
+      case 'action-failed':
+        this.#finish(e.action, e.time, {
+          outcome: 'failed',
+          host: e.host,
+          start: e.time - e.ms,
+          attempts: e.attempts,
+          timings: e.phases,
+          failure: e.reason,
+          message: e.message,
+          ...(e.exitStatus === undefined ? {} : { exitStatus: e.exitStatus }),
+        });
+        return;
+      case 'action-cancelled':
+        this.#finish(e.action, e.time, {
+          outcome: 'cancelled',
+          host: e.host,
+          attempts: 0,
+        });
+        return;
+      case 'actionset-done': {
+        const open = this.#open;
+        this.#actionsets.push({
+          name: e.actionset,
+          ordinal: open?.ordinal ?? this.#actionsets.length + 1,
+          actions: open?.actions ?? 0,
+          start: open?.name === e.actionset ? open.start : e.time - e.ms,
+          end: e.time,
+          succeeded: e.succeeded,
+          failed: e.failed,
+          cancelled: e.cancelled,
+        });
+        this.#open = undefined;
+        return;
+      }
+      case 'done':
+        this.#summary = e.summary;
+        return;
+      default:
+        unreachable(e, 'event');
+    }
+  }
+
+  /** The timeline of the events added so far. */
+  timeline(): Timeline {
+    const open = this.#open;
+    const actionsets =
+      open === undefined
+        ? [...this.#actionsets]
+        : [
+            ...this.#actionsets,
+            {
+              name: open.name,
+              ordinal: open.ordinal,
+              actions: open.actions,
+              start: open.start,
+              end: this.#end,
+              ...this.#counts(open.name),
+            },
+          ];
+    return {
+      start: this.#start ?? 0,
+      end: this.#end,
+      actionsets,
+      actions: [...this.#actions],
+      hosts: [...this.#hosts],
+      summary: this.#summary,
+    };
+  }
+
+  #counts(actionset: string) {
+    const mine = this.#actions.filter((a) => a.action.actionset === actionset);
+    const n = (o: ActionOutcome) => mine.filter((a) => a.outcome === o).length;
+    return { succeeded: n('succeeded'), failed: n('failed'), cancelled: n('cancelled') };
+  }
+
+  #touch(action: ActionRef, time: number): Pending {
+    let p = this.#pending.get(action.actionId);
+    if (p === undefined) {
+      p = { firstSeen: time, host: undefined, uploadBytes: 0, uploadFiles: 0 };
+      this.#pending.set(action.actionId, p);
+    }
+    return p;
+  }
+
+  #sawHost(host: string): void {
+    if (!this.#hosts.includes(host)) this.#hosts.push(host);
+  }
+
+  #finish(
+    action: ActionRef,
+    end: number,
+    f: {
+      outcome: ActionOutcome;
+      host: string | undefined;
+      start?: number;
+      attempts: number;
+      timings?: PhaseTimings;
+      failure?: FailureReason;
+      message?: string;
+      exitStatus?: number;
+      downloadBytes?: number;
+      downloadFiles?: number;
+    },
+  ): void {
+    const p = this.#pending.get(action.actionId);
+    this.#pending.delete(action.actionId);
+    const start = Math.min(f.start ?? p?.firstSeen ?? end, end);
+    const host = f.host ?? p?.host;
+    if (host !== undefined) this.#sawHost(host);
+    const timings = f.timings ?? { poll: 0, connect: 0, upload: 0, run: 0, download: 0 };
+    this.#actions.push({
+      action,
+      host,
+      start,
+      end,
+      outcome: f.outcome,
+      ...(f.failure === undefined ? {} : { failure: f.failure }),
+      ...(f.exitStatus === undefined ? {} : { exitStatus: f.exitStatus }),
+      ...(f.message === undefined ? {} : { message: f.message }),
+      attempts: f.attempts,
+      phases: phaseSpans(start, end, timings),
+      timings,
+      uploadBytes: p?.uploadBytes ?? 0,
+      uploadFiles: p?.uploadFiles ?? 0,
+      downloadBytes: f.downloadBytes ?? 0,
+      downloadFiles: f.downloadFiles ?? 0,
+    });
+  }
+}
+
+/** The timeline of a whole list of events. */
+export function buildTimeline(events: Iterable<RakeEvent>): Timeline {
+  const builder = new TimelineBuilder();
+  for (const e of events) builder.add(e);
+  return builder.timeline();
+}
+
+/** A timeline as given, or the timeline of the events given. */
+export function timelineOf(x: Iterable<RakeEvent> | Timeline): Timeline {
+  return Symbol.iterator in x ? buildTimeline(x) : x;
+}
+
+/**
+ * Lays the phases of an action between its start and end: the poll from the start, the
+ * attempt's phases back from the end (a retried action's earlier attempts fall in between).
+ * Every span is clamped inside `[start, end]`, so a consumer can rely on the nesting.
+ */
+export function phaseSpans(start: number, end: number, t: PhaseTimings): PhaseSpan[] {
+  const clamp = (x: number) => Math.min(end, Math.max(start, x));
+  const spans: PhaseSpan[] = [];
+  const poll = { name: 'poll' as const, start, end: clamp(start + t.poll) };
+  let cursor = end;
+  const attempt: PhaseSpan[] = [];
+  for (const name of ['download', 'run', 'upload', 'connect'] as const) {
+    const from = Math.max(clamp(cursor - t[name]), poll.end);
+    attempt.unshift({ name, start: from, end: cursor });
+    cursor = from;
+  }
+  spans.push(poll, ...attempt);
+  return spans.filter((s) => s.end > s.start);
+}
+
+/**
+ * Assigns each span the lowest slot (0, 1, ...) free at its start, so spans sharing a slot
+ * never overlap: one lane per slot draws concurrent actions on one host side by side.
+ */
+export function assignSlots<T extends { readonly start: number; readonly end: number }>(
+  spans: readonly T[],
+): Map<T, number> {
+  const slots = new Map<T, number>();
+  const freeAt: number[] = [];
+  const order = [...spans].sort((a, b) => a.start - b.start || a.end - b.end);
+  for (const s of order) {
+    let slot = freeAt.findIndex((t) => t <= s.start);
+    if (slot === -1) slot = freeAt.length;
+    freeAt[slot] = Math.max(s.end, s.start + 1e-9);
+    slots.set(s, slot);
+  }
+  return slots;
+}

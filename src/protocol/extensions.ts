@@ -1,0 +1,276 @@
+import { createHmac } from 'node:crypto';
+import { ProtocolError, showBytes } from './errors.js';
+import { EXTENSION_CODE, encodePacket, MAX_ANNEX } from './header.js';
+import { DEFAULT_LIMITS, type ProtocolLimits } from './limits.js';
+
+/**
+ * The negotiated extensions (docs/protocol.md, "Extensions"). Both ends switch one on only
+ * when the other offered it, so a base-mode peer never sees a byte it does not understand.
+ * - `stderr`: a successful command's stderr comes back (`!X stderr`) before the reply.
+ * - `mode`: filestreams carry each file's permission bits (`!M` → `!S!MF`).
+ * - `cache`: before `!R` the client lists content hashes (`!X have`), the server answers
+ *   which files it lacks (`!X need`) and takes the others from its cache.
+ * - `auth`: the server requires a token (challenge-response with HMAC-SHA256).
+ */
+export type Extension = 'stderr' | 'mode' | 'cache' | 'auth';
+
+/** Every extension this implementation knows, in the order it lists them. */
+export const EXTENSIONS: readonly Extension[] = ['stderr', 'mode', 'cache', 'auth'];
+
+/** The protocol tag in the offer, the self-description and the hello. */
+export const PROTOCOL_TAG = 'rake/1';
+
+/** The annex of our client's cost query: `!E0` + spaces + `rake/1`. */
+export const OFFER_ANNEX = PROTOCOL_TAG;
+
+/** What a server says about itself in the annex of its cost reply. */
+export interface PeerDescription {
+  /** Always `rake/1` for now. */
+  readonly protocol: string;
+  /** The server's program version (`v=`), when it fit. */
+  readonly version?: string;
+  /** Extensions the server has switched on; `auth` means it requires a token. */
+  readonly extensions: readonly Extension[];
+}
+
+/** True when a cost query's annex offers our protocol. */
+export function isOffer(annex: string | undefined): boolean {
+  return annex !== undefined && annex.split(' ')[0] === PROTOCOL_TAG;
+}
+
+/**
+ * A server's annex: `rake/1 v=0.1.0 ext=stderr,mode,cache,auth`. The version is left out
+ * when it would not fit the header (or is not printable without spaces).
+ */
+export function describeServer(
+  version: string | undefined,
+  extensions: readonly Extension[],
+): string {
+  const ext = `ext=${sortExtensions(extensions).join(',')}`;
+  const withVersion =
+    version !== undefined && /^[!-~]+$/.test(version)
+      ? `${PROTOCOL_TAG} v=${version} ${ext}`
+      : undefined;
+  if (withVersion !== undefined && withVersion.length <= MAX_ANNEX) return withVersion;
+  return `${PROTOCOL_TAG} ${ext}`;
+}
+
+/**
+ * Reads a cost reply's annex. `undefined` (a base-mode server) when there is none or it is
+ * not `rake/1`; unknown keys and extensions are ignored, so later servers can say more.
+ */
+export function parseServerDescription(annex: string | undefined): PeerDescription | undefined {
+  if (annex === undefined) return undefined;
+  const [tag, ...fields] = annex.split(' ');
+  if (tag !== PROTOCOL_TAG) return undefined;
+  let version: string | undefined;
+  let extensions: Extension[] = [];
+  for (const field of fields) {
+    const eq = field.indexOf('=');
+    if (eq < 0) continue;
+    const key = field.slice(0, eq);
+    const value = field.slice(eq + 1);
+    if (key === 'v') version = value;
+    else if (key === 'ext') extensions = parseExtensionList(value);
+  }
+  return { protocol: tag, ...(version === undefined ? {} : { version }), extensions };
+}
+
+/** `stderr,mode,bogus` → `['stderr', 'mode']`: unknown names are ignored. */
+export function parseExtensionList(text: string): Extension[] {
+  const known = new Set<string>(EXTENSIONS);
+  return sortExtensions(text.split(',').filter((e): e is Extension => known.has(e)));
+}
+
+function sortExtensions(list: readonly Extension[]): Extension[] {
+  return EXTENSIONS.filter((e) => list.includes(e));
+}
+
+/** One requirement named by content, in an `!X have` message. */
+export interface HaveEntry {
+  /** SHA-256 of the content, 64 lowercase hex digits. */
+  readonly sha256: string;
+  readonly size: number;
+  /** Permission bits (applied by the server only when `mode` is negotiated). */
+  readonly mode: number;
+  /** The wire name the file would be uploaded under; never contains a newline. */
+  readonly name: string;
+}
+
+/**
+ * The messages an `!X<len>` packet carries: a verb, then its arguments (docs/protocol.md).
+ * Text is UTF-8; `stderr` carries raw bytes after its first line.
+ */
+export type ExtensionMessage =
+  | { readonly verb: 'hello'; readonly protocol: string; readonly extensions: readonly Extension[] }
+  | { readonly verb: 'ok'; readonly extensions: readonly Extension[] }
+  | { readonly verb: 'challenge'; readonly nonce: string }
+  | { readonly verb: 'auth'; readonly proof: string }
+  | { readonly verb: 'have'; readonly entries: readonly HaveEntry[] }
+  | { readonly verb: 'need'; readonly names: readonly string[] }
+  | { readonly verb: 'stderr'; readonly bytes: Buffer };
+
+/** The verbs, for `expected` strings. */
+export type ExtensionVerb = ExtensionMessage['verb'];
+
+const HEX64 = /^[0-9a-f]{64}$/;
+const HEX32 = /^[0-9a-f]{32}$/;
+
+/** The payload of an `!X` message (without its header). */
+export function encodeExtensionPayload(msg: ExtensionMessage): Buffer {
+  switch (msg.verb) {
+    case 'hello':
+      return Buffer.from(`hello ${msg.protocol} ext=${sortExtensions(msg.extensions).join(',')}`);
+    case 'ok':
+      return Buffer.from(`ok ext=${sortExtensions(msg.extensions).join(',')}`);
+    case 'challenge':
+      return Buffer.from(`challenge ${msg.nonce}`);
+    case 'auth':
+      return Buffer.from(`auth ${msg.proof}`);
+    case 'have': {
+      const lines = msg.entries.map((e) => {
+        if (e.name.includes('\n') || e.name === '') {
+          throw new RangeError(`a have entry cannot name ${JSON.stringify(e.name)}`);
+        }
+        return `${e.sha256} ${e.size} ${(e.mode & 0o777).toString(8).padStart(3, '0')} ${e.name}`;
+      });
+      return Buffer.from(['have', ...lines].join('\n'));
+    }
+    case 'need':
+      return Buffer.from(['need', ...msg.names].join('\n'));
+    case 'stderr':
+      return Buffer.concat([Buffer.from('stderr\n'), msg.bytes]);
+  }
+}
+
+/** An `!X<len>` packet: header and payload. */
+export function encodeExtension(msg: ExtensionMessage): Buffer {
+  return encodePacket({ code: EXTENSION_CODE }, encodeExtensionPayload(msg));
+}
+
+const utf8 = new TextDecoder('utf-8', { fatal: true });
+
+/**
+ * Parses an `!X` payload. With `expected`, any other verb is `bad-extension`; so is a
+ * malformed message. `limits` bound a `have` list (files, sizes, names).
+ */
+export function parseExtension(
+  payload: Buffer,
+  expected?: readonly ExtensionVerb[],
+  limits: Partial<ProtocolLimits> = {},
+): ExtensionMessage {
+  const bad = (what: string) =>
+    new ProtocolError(
+      'bad-extension',
+      expected ? `an !X ${expected.join(' or ')} message` : 'an !X message',
+      `${what}: ${showBytes(payload)}`,
+    );
+  const nl = payload.indexOf(0x0a);
+  const firstEnd = nl < 0 ? payload.length : nl;
+  const first = payload.toString('latin1', 0, firstEnd);
+  const verb = first.split(' ')[0] as ExtensionVerb;
+  if (expected !== undefined && !expected.includes(verb))
+    throw bad(`a ${JSON.stringify(verb)} message`);
+  const words = first.split(' ');
+  switch (verb) {
+    case 'hello': {
+      const protocol = words[1];
+      if (nl >= 0 || protocol === undefined || !/^rake\/[!-~]+$/.test(protocol)) {
+        throw bad('a malformed hello');
+      }
+      return { verb, protocol, extensions: extensionsOf(words.slice(2)) };
+    }
+    case 'ok':
+      if (nl >= 0) throw bad('a malformed ok');
+      return { verb, extensions: extensionsOf(words.slice(1)) };
+    case 'challenge': {
+      const nonce = words[1] ?? '';
+      if (nl >= 0 || words.length !== 2 || !HEX32.test(nonce)) throw bad('a malformed challenge');
+      return { verb, nonce };
+    }
+    case 'auth': {
+      const proof = words[1] ?? '';
+      if (nl >= 0 || words.length !== 2 || !HEX64.test(proof)) throw bad('a malformed auth');
+      return { verb, proof };
+    }
+    case 'have':
+      if (first !== 'have') throw bad('a malformed have');
+      return { verb, entries: parseHave(payload, nl, limits, bad) };
+    case 'need': {
+      if (first !== 'need') throw bad('a malformed need');
+      const names = nl < 0 ? [] : decodeText(payload.subarray(nl + 1), bad).split('\n');
+      if (names.some((n) => n === '')) throw bad('an empty name');
+      return { verb, names };
+    }
+    case 'stderr':
+      if (first !== 'stderr' || nl < 0) throw bad('a malformed stderr');
+      return { verb, bytes: payload.subarray(nl + 1) };
+    default:
+      throw bad('an unknown verb');
+  }
+}
+
+function extensionsOf(words: readonly string[]): Extension[] {
+  const field = words.find((w) => w.startsWith('ext='));
+  return field === undefined ? [] : parseExtensionList(field.slice(4));
+}
+
+function decodeText(bytes: Uint8Array, bad: (what: string) => ProtocolError): string {
+  try {
+    return utf8.decode(bytes);
+  } catch {
+    throw bad('names that are not UTF-8');
+  }
+}
+
+function parseHave(
+  payload: Buffer,
+  nl: number,
+  limits: Partial<ProtocolLimits>,
+  bad: (what: string) => ProtocolError,
+): HaveEntry[] {
+  if (nl < 0) return [];
+  const maxFiles = limits.maxFiles ?? DEFAULT_LIMITS.maxFiles;
+  const maxFileSize = limits.maxFileSize ?? DEFAULT_LIMITS.maxFileSize;
+  const maxNameBytes = limits.maxNameBytes ?? DEFAULT_LIMITS.maxNameBytes;
+  const lines = decodeText(payload.subarray(nl + 1), bad).split('\n');
+  if (lines.length > maxFiles) {
+    throw new ProtocolError(
+      'limit-exceeded',
+      `at most ${maxFiles} files in a have list`,
+      `${lines.length} files`,
+    );
+  }
+  const names = new Set<string>();
+  return lines.map((line) => {
+    const m = /^([0-9a-f]{64}) (\d{1,20}) ([0-7]{1,4}) (.+)$/.exec(line);
+    if (!m) throw bad(`a malformed have line ${JSON.stringify(line.slice(0, 120))}`);
+    const size = Number(m[2]);
+    const name = m[4] as string;
+    if (!(size <= maxFileSize)) {
+      throw new ProtocolError(
+        'limit-exceeded',
+        `a file of at most ${maxFileSize} bytes`,
+        `${m[2]} bytes`,
+      );
+    }
+    if (Buffer.byteLength(name) > maxNameBytes) {
+      throw new ProtocolError(
+        'limit-exceeded',
+        `a name of at most ${maxNameBytes} bytes`,
+        `${Buffer.byteLength(name)} bytes`,
+      );
+    }
+    if (names.has(name)) throw bad(`a name listed twice: ${JSON.stringify(name)}`);
+    names.add(name);
+    return { sha256: m[1] as string, size, mode: Number.parseInt(m[3] as string, 8), name };
+  });
+}
+
+/**
+ * The proof a client sends for a challenge: HMAC-SHA256 keyed with the token over
+ * `rake/1 auth <nonce hex>`, as 64 hex digits. The token itself never crosses the wire.
+ */
+export function authProof(token: Uint8Array, nonce: string): string {
+  return createHmac('sha256', token).update(`${PROTOCOL_TAG} auth ${nonce}`).digest('hex');
+}
