@@ -10,14 +10,8 @@
  * few are alive at once (docs/benchmarks.md). What is inside a line is read by
  * grammar/lines.ts.
  */
-import {
-  type CustomPatternMatcherReturn,
-  createToken,
-  type ILexingResult,
-  type IToken,
-  Lexer,
-  type TokenType,
-} from 'chevrotain';
+import type { CustomPatternMatcherReturn, ILexingResult, IToken, TokenType } from 'chevrotain';
+import { createToken, Lexer } from './chevrotain.js';
 import type { DiagnosticCode } from './diagnostics.js';
 import { contentEnd } from './lines.js';
 

@@ -10,7 +10,8 @@
  * stopping at the first surprise. grammar/rakefile.ebnf and grammar/rakefile.html are
  * generated from this class by scripts/gen-grammar-docs.ts.
  */
-import { EmbeddedActionsParser, type IToken } from 'chevrotain';
+import type { IToken } from 'chevrotain';
+import { EmbeddedActionsParser } from './chevrotain.js';
 import {
   ActionLine,
   HeaderLine,

@@ -243,6 +243,8 @@ function templates(sentinel: string): Template[] {
         ]),
         disconnect,
       ],
+      // A file cannot replace the directory: a clean refusal (not EISDIR).
+      expect: new RegExp(`^!N!Z!T!N${REFUSAL('bad-name')}$`),
     },
     {
       label: 'r-payload',

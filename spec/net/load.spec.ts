@@ -14,6 +14,7 @@ import { after, before, describe, it } from 'node:test';
 import { startTestbed, type Testbed } from '../../scripts/testbed/netns.js';
 import { queryCost } from '../../scripts/testbed/probe.js';
 import {
+  buildClient,
   jobDirs,
   localBuild,
   peakRssKiB,
@@ -29,9 +30,12 @@ const DIGESTS = 10;
 
 let bed: Testbed;
 let scratch: string;
+let built: string;
 
 before(async () => {
-  bed = await startTestbed({ hosts: 3, log: () => undefined });
+  const started = startTestbed({ hosts: 3, log: () => undefined });
+  built = buildClient();
+  bed = await started;
   scratch = mkdtempSync(join(tmpdir(), 'rake-load-'));
 });
 after(async () => {
@@ -103,14 +107,11 @@ describe('load on a 3-host test bed', () => {
     const clients = Array.from({ length: CLIENTS }, (_, c) => makeClient(c));
     const t0 = Date.now();
     const rakes = clients.map((c) =>
-      spawnRake(c.dir, [
-        '--no-fallback',
-        '--no-embedded',
-        '--connect-timeout',
-        '20',
-        '--cost-timeout',
-        '20',
-      ]),
+      spawnRake(
+        c.dir,
+        ['--no-fallback', '--no-embedded', '--connect-timeout', '20', '--cost-timeout', '20'],
+        built,
+      ),
     );
     const codes = await Promise.all(rakes.map((r) => r.exited));
     const wallMs = Date.now() - t0;
@@ -153,7 +154,7 @@ describe('load on a 3-host test bed', () => {
     const perHost: Record<string, number> = {};
     const seconds: number[] = [];
     for (const r of rakes) {
-      const m = /rake-ts: ok: .* in ([\d.]+) s \(([^)]*)\)/.exec(r.output());
+      const m = /rake-ts: ok: .*? in ([\d.]+) s[^(\n]*\(([^)]*)\)/.exec(r.output());
       if (!m) continue;
       seconds.push(Number(m[1]));
       for (const pair of (m[2] ?? '').split(' ')) {

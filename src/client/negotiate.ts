@@ -59,12 +59,10 @@ export function describePeer(peer: PeerInfo): string {
 
 /**
  * What each endpoint said last, for one transport (one run): filled by every cost query,
- * read by every job. An endpoint no query has reached yet (the local server of a local
- * action) is asked once, by `lookup`.
+ * read by every job.
  */
 export class PeerDirectory {
   readonly #known = new Map<string, PeerInfo>();
-  readonly #asking = new Map<string, Promise<PeerInfo>>();
 
   record(endpoint: Endpoint, peer: PeerInfo): void {
     this.#known.set(hostKey(endpoint), peer);
@@ -72,25 +70,6 @@ export class PeerDirectory {
 
   get(endpoint: Endpoint): PeerInfo | undefined {
     return this.#known.get(hostKey(endpoint));
-  }
-
-  /** The known answer, or `ask()`'s (shared by concurrent callers; base if it fails). */
-  lookup(endpoint: Endpoint, ask: () => Promise<PeerInfo>): Promise<PeerInfo> {
-    const known = this.get(endpoint);
-    if (known !== undefined) return Promise.resolve(known);
-    const key = hostKey(endpoint);
-    let asking = this.#asking.get(key);
-    if (asking === undefined) {
-      asking = ask()
-        .catch((): PeerInfo => ({ kind: 'base' }))
-        .then((peer) => {
-          this.#known.set(key, peer);
-          this.#asking.delete(key);
-          return peer;
-        });
-      this.#asking.set(key, asking);
-    }
-    return asking;
   }
 }
 

@@ -1,6 +1,6 @@
 import { connect, type Socket } from 'node:net';
 import { relative, sep } from 'node:path';
-import { catchError, filter, firstValueFrom, Observable, timeout } from 'rxjs';
+import { catchError, filter, Observable, take, timeout } from 'rxjs';
 import { isProtocolError } from '../protocol/errors.js';
 import { type Extension, OFFER_ANNEX } from '../protocol/extensions.js';
 import {
@@ -123,6 +123,11 @@ interface TransportState {
   readonly hasher: ContentHasher;
   /** Hosts that refused the offer in the `!E0` padding (a stricter base server than the reference). */
   readonly plainOnly: Set<string>;
+  /**
+   * Hosts a cost query reached (connected), answered or not. A refused query does not count:
+   * nothing listened then, and an embedded server may listen there now.
+   */
+  readonly asked: Set<string>;
 }
 
 /**
@@ -139,6 +144,7 @@ export function tcpTransport(options: TransportOptions = {}): Transport {
     peers: new PeerDirectory(),
     hasher: new ContentHasher(),
     plainOnly: new Set(),
+    asked: new Set(),
   };
   return {
     queryCost: (endpoint) => queryCost(endpoint, state),
@@ -146,10 +152,18 @@ export function tcpTransport(options: TransportOptions = {}): Transport {
   };
 }
 
-/** Opens a connection and runs `talk` over it; unsubscribing destroys the socket. */
+/**
+ * Opens a connection and runs `talk` over it; unsubscribing destroys the socket and aborts
+ * `signal` (for work `talk` does beside the socket).
+ */
 function converse<T>(
   endpoint: Endpoint,
-  talk: (socket: Socket, reader: FramedReader, emit: (value: T) => void) => Promise<void>,
+  talk: (
+    socket: Socket,
+    reader: FramedReader,
+    emit: (value: T) => void,
+    signal: AbortSignal,
+  ) => Promise<void>,
   classify: (err: unknown) => unknown,
   track: TrackCleanup,
   meter?: TransferMeter,
@@ -168,9 +182,15 @@ function converse<T>(
     };
     const reader = new FramedReader(socket);
     let closed = false;
-    const work = talk(socket, reader, (v) => {
-      if (!closed) sub.next(v);
-    }).then(
+    const abort = new AbortController();
+    const work = talk(
+      socket,
+      reader,
+      (v) => {
+        if (!closed) sub.next(v);
+      },
+      abort.signal,
+    ).then(
       () => {
         closed = true;
         count();
@@ -192,6 +212,7 @@ function converse<T>(
         reader.dispose();
       }
       count();
+      abort.abort();
       socket.destroy();
     };
   });
@@ -232,6 +253,7 @@ function queryCost(endpoint: Endpoint, state: TransportState): Observable<CostPr
       endpoint,
       async (socket, reader, emit) => {
         await connected(socket);
+        state.asked.add(hostKey(endpoint));
         emit({ type: 'connected' });
         await write(
           socket,
@@ -265,16 +287,41 @@ function queryCost(endpoint: Endpoint, state: TransportState): Observable<CostPr
   );
 }
 
-/** What a host is, from the last cost query or, for a host not asked yet, a fresh one. */
-function peerOf(endpoint: Endpoint, state: TransportState): Promise<PeerInfo> {
-  return state.peers.lookup(endpoint, () =>
-    firstValueFrom(
-      queryCost(endpoint, state).pipe(
+/** How long a job waits to learn what a host it never asked is, before taking it as base. */
+const LOOKUP_TIMEOUT_MS = 5000;
+
+/**
+ * What a host is: from its last cost answer; base mode for a host that was asked but did
+ * not answer (a slow host chosen anyway); for a host never asked (the local server of a
+ * local action with no embedded-server probe), from a cost query of its own, which ends
+ * with the job (`signal`). Never a hello to a host that did not answer the offer.
+ */
+function peerOf(endpoint: Endpoint, state: TransportState, signal: AbortSignal): Promise<PeerInfo> {
+  const base: PeerInfo = { kind: 'base' };
+  const known = state.peers.get(endpoint);
+  if (known !== undefined) return Promise.resolve(known);
+  if (state.asked.has(hostKey(endpoint))) return Promise.resolve(base);
+  return new Promise<PeerInfo>((resolve) => {
+    const subscription = queryCost(endpoint, state)
+      .pipe(
         filter((p): p is Extract<CostProbe, { type: 'cost' }> => p.type === 'cost'),
-        timeout(10_000),
-      ),
-    ).then((p) => p.peer ?? { kind: 'base' }),
-  );
+        take(1),
+        timeout(LOOKUP_TIMEOUT_MS),
+      )
+      .subscribe({
+        next: (p) => resolve(p.peer ?? base),
+        error: () => resolve(base),
+        complete: () => resolve(base),
+      });
+    signal.addEventListener(
+      'abort',
+      () => {
+        subscription.unsubscribe();
+        resolve(base);
+      },
+      { once: true },
+    );
+  });
 }
 
 function runJob(endpoint: Endpoint, job: JobSpec, state: TransportState): Observable<JobProgress> {
@@ -282,10 +329,10 @@ function runJob(endpoint: Endpoint, job: JobSpec, state: TransportState): Observ
   let replied = false;
   return converse<JobProgress>(
     endpoint,
-    async (socket, reader, emit) => {
+    async (socket, reader, emit, signal) => {
       await connected(socket);
       emit({ type: 'connected' });
-      const peer = await peerOf(endpoint, state);
+      const peer = await peerOf(endpoint, state, signal);
       // A base-mode host gets exactly the base protocol: no hello, no `!X`, no `!M`.
       const ext: ReadonlySet<Extension> =
         peer.kind === 'rake'

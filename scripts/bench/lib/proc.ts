@@ -4,7 +4,17 @@
  * so what is measured includes its start-up, as a user's wall clock does.
  */
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
-import { closeSync, copyFileSync, existsSync, mkdirSync, openSync, rmSync } from 'node:fs';
+import {
+  closeSync,
+  copyFileSync,
+  cpSync,
+  existsSync,
+  mkdirSync,
+  openSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import { connect, createServer } from 'node:net';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -16,7 +26,9 @@ export const SCRATCH = join(ROOT, '.bench', 'suite');
 /** Progress goes to stderr, one line at a time, with the seconds since the suite started. */
 const t0 = performance.now();
 export function progress(message: string): void {
-  process.stderr.write(`[${((performance.now() - t0) / 1000).toFixed(0).padStart(4)} s] ${message}\n`);
+  process.stderr.write(
+    `[${((performance.now() - t0) / 1000).toFixed(0).padStart(4)} s] ${message}\n`,
+  );
 }
 
 /** Where the compiled programs are: `bin/rake-ts.js` and `bin/rakeserver.js` under `dir`. */
@@ -53,6 +65,69 @@ export function compilePrograms(dir = join(SCRATCH, 'build')): Programs {
     dir,
     rake: join(dir, 'bin', 'rake-ts.js'),
     rakeserver: join(dir, 'bin', 'rakeserver.js'),
+  };
+}
+
+/**
+ * What "before" means in the before/after figures: the files the benchmarks issue changed
+ * to make rake-ts faster, as they were at `rev`, and the files it added. Everything else is
+ * the working tree, so the comparison isolates exactly those changes.
+ */
+export const SPEEDUP_BASELINE = {
+  rev: '27cda29',
+  restore: ['grammar/lexer.ts', 'grammar/parser.ts', 'src/protocol/filestream.ts'],
+  remove: ['grammar/chevrotain.ts'],
+} as const;
+
+/**
+ * Compiles the working tree with {@link SPEEDUP_BASELINE} applied into `dir`: the programs
+ * as they were before the speed-ups. Resolves why not when git cannot produce the files.
+ */
+export function compileBaseline(
+  dir = join(SCRATCH, 'baseline'),
+  baseline: {
+    rev: string;
+    restore: readonly string[];
+    remove: readonly string[];
+  } = SPEEDUP_BASELINE,
+): Programs | { why: string } {
+  const tree = join(dir, 'tree');
+  rmSync(tree, { recursive: true, force: true });
+  mkdirSync(tree, { recursive: true });
+  for (const part of [
+    'src',
+    'grammar',
+    'bin',
+    'tsconfig.json',
+    'tsconfig.build.json',
+    'package.json',
+  ]) {
+    cpSync(join(ROOT, part), join(tree, part), { recursive: true });
+  }
+  for (const file of baseline.restore) {
+    const old = spawnSync('git', ['show', `${baseline.rev}:${file}`], {
+      cwd: ROOT,
+      encoding: 'buffer',
+    });
+    if (old.status !== 0)
+      return { why: `git show ${baseline.rev}:${file} failed: ${old.stderr.toString().trim()}` };
+    writeFileSync(join(tree, file), old.stdout);
+  }
+  for (const file of baseline.remove) rmSync(join(tree, file), { force: true });
+  const dist = join(tree, 'dist');
+  const tsc = spawnSync(
+    process.execPath,
+    [join(ROOT, 'node_modules/typescript/bin/tsc'), '-p', 'tsconfig.build.json', '--outDir', dist],
+    { cwd: tree, encoding: 'utf8' },
+  );
+  for (const f of ['src/cli/main.js', 'src/cli/rakeserver.js']) {
+    if (!existsSync(join(dist, f)))
+      return { why: `compiling the baseline failed:\n${tsc.stdout}${tsc.stderr}` };
+  }
+  return {
+    dir: tree,
+    rake: join(tree, 'bin', 'rake-ts.js'),
+    rakeserver: join(tree, 'bin', 'rakeserver.js'),
   };
 }
 
@@ -105,12 +180,20 @@ export interface Daemon {
 /** Starts `argv` with its output in `logFile`; resolves when `host:port` accepts connections. */
 export async function startDaemon(
   argv: readonly string[],
-  at: { host: string; port: number; logFile: string; env?: NodeJS.ProcessEnv },
+  at: {
+    host: string;
+    port: number;
+    logFile: string;
+    env?: NodeJS.ProcessEnv;
+    /** In a session of its own (setsid), as a unit of CPU share of its own under autogroup. */
+    session?: boolean;
+  },
 ): Promise<Daemon> {
   const fd = openSync(at.logFile, 'w');
   const child = spawn(argv[0] as string, argv.slice(1), {
     stdio: ['ignore', fd, fd],
     env: at.env ?? process.env,
+    detached: at.session === true,
   });
   closeSync(fd);
   let exited = false;
@@ -221,4 +304,41 @@ export async function runChecked(
 /** Whether `cmd` is on the PATH. */
 export function haveCommand(cmd: string): boolean {
   return spawnSync('sh', ['-c', `command -v ${cmd}`], { stdio: 'ignore' }).status === 0;
+}
+
+/** CPU seconds of a live process (`self`) and of the children it has waited for. */
+export function processCpu(pid: number): { self: number; children: number } | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // Fields after the command name (which may hold spaces) start at "state".
+    const f = stat
+      .slice(stat.lastIndexOf(')') + 2)
+      .split(' ')
+      .map(Number);
+    const tick = 100; // USER_HZ on Linux
+    const at = (i: number) => (f[i - 3] ?? 0) / tick; // i = the field's number in proc(5)
+    return { self: at(14) + at(15), children: at(16) + at(17) };
+  } catch {
+    return undefined;
+  }
+}
+
+const TIME = '/usr/bin/time';
+
+/**
+ * Runs `argv` under GNU time, so its CPU seconds (its own and its waited-for children's)
+ * are known too; `cpuSeconds` is NaN when /usr/bin/time is missing.
+ */
+export async function runWithCpu(
+  argv: readonly string[],
+  options: { cwd: string; env?: NodeJS.ProcessEnv },
+): Promise<Finished & { cpuSeconds: number }> {
+  if (!existsSync(TIME)) return { ...(await runChecked(argv, options)), cpuSeconds: Number.NaN };
+  const out = join(SCRATCH, `time-${process.pid}.txt`);
+  const r = await runChecked([TIME, '-f', '%U %S', '-o', out, ...argv], options);
+  const [user = Number.NaN, sys = Number.NaN] = readFileSync(out, 'utf8')
+    .trim()
+    .split(/\s+/)
+    .map(Number);
+  return { ...r, cpuSeconds: user + sys };
 }

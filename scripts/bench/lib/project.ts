@@ -30,18 +30,21 @@ export function writeCProject(
   dir: string,
   units: number,
   rakefileHosts: { hosts: readonly string[]; port: number },
+  /** A comment put in every source, so a server's input cache has none of them yet. */
+  salt = '',
 ): CProject {
+  const mark = salt === '' ? '' : `/* ${salt} */\n`;
   rmSync(dir, { recursive: true, force: true });
   mkdirSync(dir, { recursive: true });
   const names = Array.from({ length: units }, (_, k) => `u${k}`);
   writeFileSync(
     join(dir, 'common.h'),
-    `#ifndef COMMON_H\n#define COMMON_H\n${names.map((n) => `int ${n}(int x);`).join('\n')}\n#endif\n`,
+    `${mark}#ifndef COMMON_H\n#define COMMON_H\n${names.map((n) => `int ${n}(int x);`).join('\n')}\n#endif\n`,
   );
   for (let k = 0; k < units; k++) {
     writeFileSync(
       join(dir, `u${k}.c`),
-      `#include "common.h"\n\nint u${k}(int x) { return x * (x % 7 + 2) + ${k}; }\n`,
+      `${mark}#include "common.h"\n\nint u${k}(int x) { return x * (x % 7 + 2) + ${k}; }\n`,
     );
   }
   writeFileSync(
@@ -67,7 +70,7 @@ export function writeCProject(
       `OBJS = ${objects.join(' ')}`,
       '',
       'prog: $(OBJS)',
-      '\tcc -o prog $(OBJS)',
+      '\t$(CC) -o prog $(OBJS)',
       '',
       '%.o: %.c common.h',
       `\t$(CC) ${CFLAGS} -c $<`,
@@ -98,7 +101,10 @@ export function writeRakefile(
       `HOSTS = ${rakefileHosts.hosts.join(' ')}`,
       '',
       'compile:',
-      ...sources.flatMap((s) => [`\tremote-cc ${CFLAGS} -c ${s}.c`, `\t\trequires ${s}.c common.h`]),
+      ...sources.flatMap((s) => [
+        `\tremote-cc ${CFLAGS} -c ${s}.c`,
+        `\t\trequires ${s}.c common.h`,
+      ]),
       '',
       'link:',
       '\tremote-cc -o prog *.o',
@@ -121,7 +127,9 @@ export function checkProgram(project: CProject, who: string): void {
   chmodSync(prog, 0o755); // a base-mode transfer does not carry the execute bit
   const out = spawnSync(prog, { encoding: 'utf8' });
   if (out.stdout !== project.expected) {
-    throw new Error(`${who}: prog printed ${JSON.stringify(out.stdout)}, expected ${project.expected}`);
+    throw new Error(
+      `${who}: prog printed ${JSON.stringify(out.stdout)}, expected ${project.expected}`,
+    );
   }
 }
 

@@ -26,7 +26,13 @@ export interface TracedRun {
 
 export function readTrace(path: string): TracedRun {
   const trace = JSON.parse(readFileSync(path, 'utf8')) as ChromeTrace;
-  const actions: { name: string; lane: number; startMs: number; wallMs: number; phases: Record<PhaseName, number> }[] = [];
+  const actions: {
+    name: string;
+    lane: number;
+    startMs: number;
+    wallMs: number;
+    phases: Record<PhaseName, number>;
+  }[] = [];
   let first = Number.POSITIVE_INFINITY;
   let last = 0;
   for (const e of trace.traceEvents) {
@@ -35,7 +41,13 @@ export function readTrace(path: string): TracedRun {
     last = Math.max(last, e.ts + e.dur);
     if (e.cat === 'action') {
       const phases = Object.fromEntries(PHASES.map((p) => [p, 0])) as Record<PhaseName, number>;
-      actions.push({ name: e.name, lane: e.pid, startMs: e.ts / 1000, wallMs: e.dur / 1000, phases });
+      actions.push({
+        name: e.name,
+        lane: e.pid,
+        startMs: e.ts / 1000,
+        wallMs: e.dur / 1000,
+        phases,
+      });
     } else if (e.cat === 'phase') {
       const owner = actions.at(-1);
       if (owner !== undefined && (PHASES as readonly string[]).includes(e.name)) {

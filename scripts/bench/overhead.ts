@@ -1,0 +1,299 @@
+/**
+ * Overhead: where the milliseconds of one action go, split into the phases the client
+ * reports (poll, connect, upload, run, download; src/client/events.ts `PhaseTimings`), read
+ * from the Chrome trace the CLI writes with `--trace`. The `run` phase is split once more
+ * with the servers' own log: the command itself (`/bin/sh -c …` from spawn to exit, the
+ * `durationMs` of each `job end` record) and the rest (the wire and the server's bookkeeping
+ * around it).
+ *
+ * Workloads, over K loopback rakeservers (`--max-jobs 1`, as in the build comparison):
+ * - `remote-true` × T with `-j 1`: one action at a time, so each phase is pure latency;
+ * - `remote-true` × T with the default `-j`: everything in flight, for actions per second;
+ * - `remote-cc -O2 -c uK.c` × U with `-j 1`: a compile with two requirements and one output.
+ *
+ *   node --import tsx scripts/bench/overhead.ts [--trues 200] [--units 40] [--runs 3]
+ */
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { PHASES, type PhaseName } from '../../src/observe/timeline.js';
+import { RAKE_FLAGS, SERVER_FLAGS } from './compare.js';
+import { markdownTable } from './lib/markdown.js';
+import {
+  compilePrograms,
+  type Daemon,
+  type Programs,
+  progress,
+  runChecked,
+  SCRATCH,
+  startRakeservers,
+} from './lib/proc.js';
+import { CFLAGS, writeCProject } from './lib/project.js';
+import { formatSpread, median, spread } from './lib/stats.js';
+import { readTrace, type TracedRun } from './lib/trace.js';
+
+export interface OverheadOptions {
+  readonly programs: Programs;
+  readonly runs: number;
+  readonly trues: number;
+  readonly units: number;
+  readonly hosts: number;
+  readonly dir?: string;
+  /** The programs before the speed-ups: their `-j 1` workloads are measured too. */
+  readonly baseline?: Programs;
+}
+
+/** One run of one workload, reduced to medians over its actions. */
+export interface OverheadRun {
+  /** Median ms per phase over the run's actions. */
+  readonly phases: Readonly<Record<PhaseName, number>>;
+  /** Median of the actions' wall times, ms. */
+  readonly actionMs: number;
+  /** Median of the commands' own time on the servers (spawn to exit), ms. */
+  readonly commandMs: number;
+  /** The client process from spawn to exit, s. */
+  readonly processSeconds: number;
+  /** The run as its trace spans it (first to last event), s. */
+  readonly spanSeconds: number;
+  readonly actions: number;
+}
+
+export interface OverheadWorkload {
+  readonly name: string;
+  readonly jobs: string;
+  /** Measured with the programs before the speed-ups. */
+  readonly before: boolean;
+  readonly runs: OverheadRun[];
+}
+
+export interface OverheadResult {
+  readonly hosts: number;
+  readonly workloads: readonly OverheadWorkload[];
+}
+
+/** The `durationMs` of every `job end` record in a rakeserver's NDJSON log. */
+function jobDurations(logFile: string): number[] {
+  const out: number[] = [];
+  for (const line of readFileSync(logFile, 'utf8').split('\n')) {
+    if (!line.includes('"job end"')) continue;
+    try {
+      const o = JSON.parse(line) as { msg?: string; durationMs?: number };
+      if (o.msg === 'job end' && typeof o.durationMs === 'number') out.push(o.durationMs);
+    } catch {}
+  }
+  return out;
+}
+
+/** Medians of one traced run. */
+export function phaseMedians(run: TracedRun): Record<PhaseName, number> {
+  return Object.fromEntries(
+    PHASES.map((p) => [p, median(run.actions.map((a) => a.phases[p]))]),
+  ) as Record<PhaseName, number>;
+}
+
+/** Runs the CLI once on `dir`'s Rakefile with `--trace`; reduces it to an {@link OverheadRun}. */
+export async function tracedRun(
+  programs: Programs,
+  dir: string,
+  extra: readonly string[],
+  servers: readonly Daemon[],
+  env?: NodeJS.ProcessEnv,
+): Promise<OverheadRun> {
+  const trace = join(dir, 'trace.json');
+  rmSync(trace, { force: true });
+  const before = servers.map((s) => jobDurations(s.logFile).length);
+  const r = await runChecked(
+    [process.execPath, programs.rake, '-f', 'Rakefile', ...RAKE_FLAGS, '--trace', trace, ...extra],
+    { cwd: dir, ...(env === undefined ? {} : { env }) },
+  );
+  const run = readTrace(trace);
+  const commands = servers.flatMap((s, i) => jobDurations(s.logFile).slice(before[i]));
+  return {
+    phases: phaseMedians(run),
+    actionMs: median(run.actions.map((a) => a.wallMs)),
+    commandMs: median(commands),
+    processSeconds: r.seconds,
+    spanSeconds: run.spanMs / 1000,
+    actions: run.actions.length,
+  };
+}
+
+function writeTrues(dir: string, n: number, servers: readonly Daemon[]): void {
+  rmSync(dir, { recursive: true, force: true });
+  writeCProject(dir, 0, { hosts: [], port: 0 }); // makes the directory
+  writeFileSync(
+    join(dir, 'Rakefile'),
+    [
+      `PORT = ${servers[0]?.port}`,
+      `HOSTS = ${servers.map((s) => `127.0.0.1:${s.port}`).join(' ')}`,
+      '',
+      'trues:',
+      ...Array.from({ length: n }, () => '\tremote-true'),
+      '',
+    ].join('\n'),
+  );
+}
+
+function writeCompiles(dir: string, units: number, servers: readonly Daemon[], salt: string): void {
+  writeCProject(dir, units, { hosts: [], port: 0 }, salt);
+  writeFileSync(
+    join(dir, 'Rakefile'),
+    [
+      `PORT = ${servers[0]?.port}`,
+      `HOSTS = ${servers.map((s) => `127.0.0.1:${s.port}`).join(' ')}`,
+      '',
+      'compile:',
+      ...Array.from({ length: units }, (_, k) => [
+        `\tremote-cc ${CFLAGS} -c u${k}.c`,
+        `\t\trequires u${k}.c common.h`,
+      ]).flat(),
+      '',
+    ].join('\n'),
+  );
+}
+
+/** Runs the three workloads `runs` times each, interleaved. */
+export async function runOverhead(o: OverheadOptions): Promise<OverheadResult> {
+  const dir = o.dir ?? join(SCRATCH, 'overhead');
+  rmSync(dir, { recursive: true, force: true });
+  const servers = await startRakeservers(o.programs, o.hosts, SERVER_FLAGS, join(dir, 'servers'));
+  const before =
+    o.baseline === undefined
+      ? []
+      : await startRakeservers(o.baseline, o.hosts, SERVER_FLAGS, join(dir, 'baseline-servers'));
+  const trues = join(dir, 'trues');
+  const compiles = join(dir, 'compiles');
+  const truesName = `\`remote-true\` × ${o.trues}`;
+  const ccName = `\`remote-cc ${CFLAGS} -c uK.c\` × ${o.units}`;
+  type Planned = OverheadWorkload & {
+    dir: string;
+    extra: string[];
+    programs: Programs;
+    servers: Daemon[];
+  };
+  const plan = (
+    name: string,
+    jobs: string,
+    dir: string,
+    extra: string[],
+    then?: Programs,
+  ): Planned => ({
+    name,
+    jobs,
+    dir,
+    before: then !== undefined,
+    programs: then ?? o.programs,
+    servers: then === undefined ? servers : before,
+    // The same Rakefiles; the baseline's runs are pointed at its own servers.
+    extra:
+      then === undefined
+        ? extra
+        : [
+            ...extra,
+            '--hosts',
+            before.map((s) => `127.0.0.1:${s.port}`).join(' '),
+            '--port',
+            String(before[0]?.port),
+          ],
+    runs: [],
+  });
+  const workloads: Planned[] = [
+    plan(truesName, '1', trues, ['-j', '1']),
+    plan(truesName, 'default (256)', trues, []),
+    plan(ccName, '1', compiles, ['-j', '1']),
+  ];
+  if (o.baseline !== undefined) {
+    workloads.push(
+      plan(truesName, '1', trues, ['-j', '1'], o.baseline),
+      plan(ccName, '1', compiles, ['-j', '1'], o.baseline),
+    );
+  }
+  try {
+    writeTrues(trues, o.trues, servers);
+    for (let r = 0; r < o.runs; r++) {
+      for (const w of workloads) {
+        // New sources each run: every compile uploads, as in a first build.
+        if (w.dir === compiles) writeCompiles(compiles, o.units, servers, `run ${r} ${w.before}`);
+        const run = await tracedRun(w.programs, w.dir, w.extra, w.servers);
+        w.runs.push(run);
+        progress(
+          `overhead ${w.name.replaceAll('`', '')} -j ${w.jobs}${w.before ? ' (before the speed-ups)' : ''} run ${r + 1}/${o.runs}: ${run.actionMs.toFixed(1)} ms/action, ${(run.actions / run.spanSeconds).toFixed(0)} actions/s, client start + exit ${(run.processSeconds - run.spanSeconds).toFixed(2)} s`,
+        );
+      }
+    }
+  } finally {
+    await Promise.all([...servers, ...before].map((s) => s.stop()));
+  }
+  return {
+    hosts: o.hosts,
+    workloads: workloads.map(({ name, jobs, before, runs }) => ({ name, jobs, before, runs })),
+  };
+}
+
+/** `x (a–b)` over runs of one figure of an {@link OverheadRun}. */
+function fig(runs: readonly OverheadRun[], f: (r: OverheadRun) => number, digits = 1): string {
+  return formatSpread(spread(runs.map(f)), digits);
+}
+
+/** The per-phase table (ms per action). */
+export function overheadTable(workloads: readonly OverheadWorkload[]): string {
+  const rows: string[][] = [
+    [
+      'workload',
+      '-j',
+      ...PHASES.map((p) => `${p} (ms)`),
+      'of run: the command (ms)',
+      'Σ phases (ms)',
+      'action wall (ms)',
+      'wall − command (ms)',
+      'actions/s',
+      'client start + exit (s)',
+    ],
+  ];
+  for (const w of workloads) {
+    rows.push([
+      w.before ? `${w.name}, before the speed-ups` : w.name,
+      w.jobs,
+      ...PHASES.map((p) => fig(w.runs, (r) => r.phases[p])),
+      fig(w.runs, (r) => r.commandMs),
+      fig(w.runs, (r) => PHASES.reduce((n, p) => n + r.phases[p], 0)),
+      fig(w.runs, (r) => r.actionMs),
+      fig(w.runs, (r) => r.actionMs - r.commandMs),
+      fig(w.runs, (r) => r.actions / r.spanSeconds, 0),
+      fig(w.runs, (r) => r.processSeconds - r.spanSeconds, 2),
+    ]);
+  }
+  return markdownTable(rows);
+}
+
+export function overheadMarkdown(r: OverheadResult): string {
+  const n = r.workloads[0]?.runs.length ?? 0;
+  return [
+    overheadTable(r.workloads),
+    '',
+    `Per action, medians over the run's actions, then the median of ${n} runs (range in brackets). ${r.hosts} loopback \`rakeserver ${SERVER_FLAGS.join(' ')}\`; the client is the CLI with \`--trace\`, whose phase spans these are. *poll*: the cost queries (a new connection to every host, \`!E0\` → \`!E1 cost\`) until a host is chosen; *connect*: the job's TCP connect; *upload*: the handshake (\`!X hello\` → \`ok\`), the cache offer (\`!X have\` → \`need\`) and the requirements' filestream; *run*: from \`!C\` to the reply's header, of which *the command* is \`/bin/sh -c …\` from spawn to exit as the server logs it; *download*: the output files' filestream. *wall − command*: what rake-ts adds to the command (at \`-j 1\`). *client start + exit*: the CLI process's wall time outside the trace (Node start-up, reading the Rakefile, writing the trace). With \`-j\` above 1 the phases of concurrent actions overlap and *run* includes waiting for a job slot.`,
+  ].join('\n');
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    options: {
+      trues: { type: 'string', default: '200' },
+      units: { type: 'string', default: '40' },
+      runs: { type: 'string', default: '3' },
+      hosts: { type: 'string', default: '2' },
+    },
+  });
+  progress('compiling rake-ts');
+  const programs = compilePrograms();
+  const result = await runOverhead({
+    programs,
+    runs: Number(values.runs),
+    trues: Number(values.trues),
+    units: Number(values.units),
+    hosts: Number(values.hosts),
+  });
+  process.stdout.write(`${overheadMarkdown(result)}\n`);
+}
+
+if (process.argv[1] === new URL(import.meta.url).pathname) await main();
