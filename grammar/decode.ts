@@ -3,7 +3,7 @@
  * allowed and dropped). NUL bytes or invalid UTF-8 mean the wrong file was named; parsing it
  * would only produce a screenful of nonsense diagnostics, so it gets exactly one.
  */
-import { Buffer, isAscii, isUtf8 } from 'node:buffer';
+import { isUtf8 } from 'node:buffer';
 import type { Diagnostic } from './diagnostics.js';
 
 export type Decoded =
@@ -26,10 +26,10 @@ export function decodeRakefile(input: string | Uint8Array, file: string): Decode
   }
 
   const nul = input.indexOf(0);
-  // ASCII, the common case, is copied byte for byte; anything else goes through UTF-8.
-  const ascii = isAscii(input);
-  const lossy = ascii ? latin1(input) : new TextDecoder('utf-8').decode(input);
-  const bad = ascii || isUtf8(input) ? -1 : firstInvalidUtf8(input);
+  // TextDecoder makes an ordinary heap string; Buffer#toString('latin1') would make an
+  // external one, which the lexer's character loops read several times slower.
+  const lossy = new TextDecoder('utf-8').decode(input);
+  const bad = isUtf8(input) ? -1 : firstInvalidUtf8(input);
   if (nul === -1 && bad === -1) return { ok: true, text: lossy };
 
   const utf16 =
@@ -51,10 +51,6 @@ export function decodeRakefile(input: string | Uint8Array, file: string): Decode
   const at = bad === -1 ? nul : nul === -1 ? bad : Math.min(nul, bad);
   const why = at === nul ? 'it contains a NUL byte' : 'it is not valid UTF-8';
   return notText(lossy, file, why, bytePosition(input, at));
-}
-
-function latin1(bytes: Uint8Array): string {
-  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('latin1');
 }
 
 function notText(

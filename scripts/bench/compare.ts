@@ -211,9 +211,11 @@ export async function runCompare(o: CompareOptions): Promise<CompareResult> {
         cpu: { make: [], commands: [], servers: [], client: [] },
         rakeTraces: [],
       };
-      // One untimed build first: page cache and compiler start-up as in the timed ones.
-      cleanBuild(project);
-      await runChecked(['make', '-s', `-j${o.hosts}`], { cwd: project.dir });
+      // One untimed build before the first size: page cache and compiler warm, as later.
+      if (units === o.units[0]) {
+        cleanBuild(project);
+        await runChecked(['make', '-s', `-j${o.hosts}`], { cwd: project.dir });
+      }
       const tools: Tool[] = ['make', ...(distcc === undefined ? [] : ['distcc' as const]), 'rake'];
       if (o.baseline !== undefined && (o.baselineUnits ?? []).includes(units)) {
         tools.push('before');

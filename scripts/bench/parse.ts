@@ -54,6 +54,28 @@ const cpuMs = (used.user + used.system) / 1000;
 process.stdout.write(JSON.stringify({ ms, cpuMs, peakRss, rssBefore, actions }) + '\\n');
 `;
 
+/**
+ * A second kind of child, for where the time goes: the same work as `readRakefile`, in
+ * its three phases (reading, checking and decoding, lexing + parsing + building the model).
+ */
+const PHASES_CHILD = `
+const [dist, path] = process.argv.slice(1);
+const { readFile } = await import('node:fs/promises');
+const { decodeRakefile } = await import(dist + '/grammar/decode.js');
+const { parseText } = await import(dist + '/grammar/parse.js');
+let t = performance.now();
+const lap = () => { const now = performance.now(); const ms = now - t; t = now; return ms; };
+const bytes = await readFile(path);
+const read = lap();
+const decoded = decodeRakefile(bytes, path);
+const decode = lap();
+if (!decoded.ok) throw new Error('benchmark Rakefile is not text');
+const result = parseText(decoded.text, path);
+const parse = lap();
+if (!result.ok) throw new Error('benchmark Rakefile is invalid');
+process.stdout.write(JSON.stringify({ read, decode, parse }) + '\\n');
+`;
+
 /** Compiles the project with the build tsconfig into `dist` (grammar/ is what runs). */
 function compile(dist: string): void {
   rmSync(dist, { recursive: true, force: true });
@@ -64,6 +86,21 @@ function compile(dist: string): void {
   );
   // tsc emits even when a file elsewhere in the tree has a type error; grammar/ must exist.
   if (!existsSync(join(dist, 'grammar/index.js'))) throw new Error('compiling grammar/ failed');
+}
+
+interface Phases {
+  read: number;
+  decode: number;
+  parse: number;
+}
+
+function runChild<T>(code: string, dist: string, path: string): T {
+  const child = spawnSync(process.execPath, ['--input-type=module', '-e', code, dist, path], {
+    cwd: root,
+    encoding: 'utf8',
+  });
+  if (child.status !== 0) throw new Error(`benchmark child failed:\n${child.stderr}`);
+  return JSON.parse(child.stdout) as T;
 }
 
 interface Sample {
@@ -102,15 +139,14 @@ async function main(): Promise<void> {
   const dist = join(dir, 'parse-dist');
   compile(dist);
 
+  const load = loadavg()[0] ?? 0;
   const samples: Sample[] = [];
+  const phases: Phases[] = [];
   for (let i = 0; i < runs; i++) {
-    const child = spawnSync(process.execPath, ['--input-type=module', '-e', CHILD, dist, path], {
-      cwd: root,
-      encoding: 'utf8',
-    });
-    if (child.status !== 0) throw new Error(`benchmark child failed:\n${child.stderr}`);
-    samples.push(JSON.parse(child.stdout) as Sample);
+    samples.push(runChild<Sample>(CHILD, dist, path));
+    phases.push(runChild<Phases>(PHASES_CHILD, dist, path));
   }
+  const phase = (key: keyof Phases) => median(phases.map((p) => p[key])).toFixed(0);
   const ms = samples.map((s) => s.ms);
   const cpuMs = samples.map((s) => s.cpuMs);
   const rss = samples.map((s) => s.peakRss);
@@ -120,7 +156,7 @@ async function main(): Promise<void> {
   console.log(
     [
       `Input: ${actions.toLocaleString('en')} actions (${samples[0]?.actions} parsed), each with a \`requires\` line of 3 files; ${lines.toLocaleString('en')} lines, ${(text.length / 1024 / 1024).toFixed(1)} MB.`,
-      `Machine: ${cpu}, ${availableParallelism()} cores, Node ${process.version}; load average ${loadavg()[0]?.toFixed(1)} at the start. ${runs} runs, each in a fresh process.`,
+      `Machine: ${cpu}, ${availableParallelism()} cores, Node ${process.version}; load average ${load.toFixed(1)} at the start. ${runs} runs, each in a fresh process.`,
       '',
       '| measure | median | min – max | target |',
       '|---|---|---|---|',
@@ -128,6 +164,14 @@ async function main(): Promise<void> {
       `| CPU time (all threads, GC included) | ${median(cpuMs).toFixed(0)} ms | ${Math.min(...cpuMs).toFixed(0)} – ${Math.max(...cpuMs).toFixed(0)} ms | |`,
       `| peak RSS of the process | ${mb(median(rss))} MB | ${mb(Math.min(...rss))} – ${mb(Math.max(...rss))} MB | < 200 MB |`,
       `| RSS before parsing (Node and the loaded modules) | ${mb(median(before))} MB | ${mb(Math.min(...before))} – ${mb(Math.max(...before))} MB | |`,
+      '',
+      `Where the time goes (medians of ${runs} more runs, one phase after another): reading the file ${phase('read')} ms, checking and decoding the bytes ${phase('decode')} ms, lexing, parsing and building the model ${phase('parse')} ms, about a third of it garbage collection.`,
+      '',
+      "What is timed: `readRakefile(path)` in a plain `node` process running grammar/ compiled by tsc (no tsx): reading, checking and decoding the bytes, lexing, parsing and building the model, including building the chevrotain lexer and parser on first use (about 40 ms). Module loading is not included. Peak RSS is that process's `maxRSS`. The machine is shared: at load averages of 10 and more the wall time of the same build spreads to 2–5 s while its CPU time stays near 1.1–1.5 s.",
+      '',
+      'Where the memory goes: the model itself, about 57 MB of V8 heap here (100,000 actions, 300,000 requirements, 400,000 positions), the 15 MB text its strings point into, and the 15 MB of file bytes. What keeps the rest small: the lexer emits one token per line and the inside of a line is read by hand (grammar/lines.ts); the parser hands each line straight to the analyzer instead of building a tree; and the text is lexed and parsed in blocks of 64 KiB, so only one block of tokens is alive at a time. Earlier designs, measured with this script: one token per word with a syntax tree, about 330 MB and 1.5 s; one token per line lexed all at once, about 195 MB.',
+      '',
+      'Reproduce: `node --import tsx scripts/bench/parse.ts [--actions 100000] [--runs 7]` (the generated Rakefile and the compiled code go to `.bench/`).',
     ].join('\n'),
   );
 }

@@ -14,14 +14,22 @@
  *
  * Needs root (or CAP_NET_ADMIN) for namespaces; without them it says so and measures nothing.
  */
-import { rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { PHASES, type PhaseName } from '../../src/observe/timeline.js';
 import { connectTime } from '../testbed/probe.js';
 import { RAKE_FLAGS, SERVER_FLAGS } from './compare.js';
 import { markdownTable } from './lib/markdown.js';
-import { compilePrograms, type Programs, progress, runChecked, SCRATCH } from './lib/proc.js';
+import {
+  compilePrograms,
+  type Daemon,
+  type Programs,
+  progress,
+  runChecked,
+  SCRATCH,
+  startDaemon,
+} from './lib/proc.js';
 import { CFLAGS, checkProgram, cleanBuild, writeCProject, writeRakefile } from './lib/project.js';
 import { formatSpread, median, spread } from './lib/stats.js';
 import { readTrace } from './lib/trace.js';
@@ -75,7 +83,6 @@ export async function runScaling(o: ScalingOptions): Promise<ScalingResult> {
   const maxHosts = Math.max(...o.hostCounts);
   const first = o.rtts[0] ?? 2;
   progress(`scaling: starting a test bed of ${maxHosts} hosts`);
-  let serverProgram = o.programs.rakeserver;
   let bed: Awaited<ReturnType<typeof startTestbed>>;
   try {
     bed = await startTestbed({
@@ -84,7 +91,7 @@ export async function runScaling(o: ScalingOptions): Promise<ScalingResult> {
       netem: { delayMs: first / 2 },
       serverCommand: (address, port, host) => [
         process.execPath,
-        serverProgram,
+        o.programs.rakeserver,
         '--host',
         address,
         '--port',
@@ -101,6 +108,7 @@ export async function runScaling(o: ScalingOptions): Promise<ScalingResult> {
     return { ok: false, why: (err as Error).message };
   }
   const points: ScalingPoint[] = [];
+  const baselineServers: Daemon[] = [];
   try {
     const netem = bed.capabilities.netem;
     if (!netem.supported) return { ok: false, why: `link delay unsupported: ${netem.reason}` };
@@ -109,7 +117,35 @@ export async function runScaling(o: ScalingOptions): Promise<ScalingResult> {
     const project = writeCProject(join(dir, 'c'), o.units, { hosts: all, port });
     const probeDir = join(dir, 'probe');
     writeCProject(probeDir, o.probe, { hosts: all, port });
-    const measure = async (programs: Programs, rtt: number, h: number, before: boolean) => {
+    // The programs before the speed-ups get servers of their own on the first hosts, on the
+    // next port (same namespaces, same delayed links), so their builds alternate with the
+    // current ones run by run instead of minutes apart on a machine whose load drifts.
+    const baseline = o.baseline;
+    const bHosts = baseline === undefined ? 0 : (o.baselineHosts ?? 0);
+    for (const x of bed.hosts.slice(0, bHosts)) {
+      if (baseline === undefined || x.namespace === undefined) break;
+      mkdirSync(join(x.workdir, 'baseline'), { recursive: true });
+      baselineServers.push(
+        await startDaemon(
+          ['ip', 'netns', 'exec', x.namespace, process.execPath, baseline.rakeserver]
+            .concat([
+              '--host',
+              x.address,
+              '--port',
+              String(port + 1),
+              '--workdir',
+              join(x.workdir, 'baseline'),
+            ])
+            .concat(['--log-level', 'warn', ...SERVER_FLAGS]),
+          { host: x.address, port: port + 1, logFile: join(dir, `baseline-${x.name}.log`) },
+        ),
+      );
+    }
+    const before = {
+      hosts: baselineServers.map((d) => `${d.host}:${d.port}`),
+      port: port + 1,
+    };
+    const measure = async (rtt: number, h: number) => {
       await Promise.all(bed.hosts.map((x) => x.setNetem({ delayMs: rtt / 2 })));
       const host1 = bed.hosts[0];
       const connects: number[] = [];
@@ -120,38 +156,45 @@ export async function runScaling(o: ScalingOptions): Promise<ScalingResult> {
       const measuredRttMs = median(connects);
       const hosts = { hosts: all.slice(0, h), port };
       writeRakefile(project.dir, o.units, hosts);
-      // New contents each time: the probe measures uploads, not the servers' input cache.
-      writeCProject(probeDir, o.probe, hosts, `probe ${rtt} ${h} ${before} ${Date.now()}`);
-      writeProbeRakefile(probeDir, o.probe, hosts);
-      const seconds: number[] = [];
-      for (let r = 0; r < o.runs; r++) {
-        cleanBuild(project);
-        const run = await runChecked(
-          [process.execPath, programs.rake, '-f', 'Rakefile', ...RAKE_FLAGS],
-          { cwd: project.dir },
-        );
-        checkProgram(project, `rake-ts over ${h} hosts`);
-        seconds.push(run.seconds);
+      const variants: { programs: Programs; before: boolean; override: string[] }[] = [
+        { programs: o.programs, before: false, override: [] },
+      ];
+      if (baseline !== undefined && h === bHosts && before.hosts.length === h) {
+        const override = ['--hosts', before.hosts.join(' '), '--port', String(before.port)];
+        variants.push({ programs: baseline, before: true, override });
       }
-      const trace = join(probeDir, 'trace.json');
-      const argv = [process.execPath, programs.rake, '-f', 'Rakefile', ...RAKE_FLAGS];
-      await runChecked([...argv, '-j', '1', '--trace', trace], { cwd: probeDir });
-      const probe = phaseMedians(readTrace(trace));
-      points.push({ rttMs: rtt, measuredRttMs, hosts: h, seconds, probe, before });
-      progress(
-        `scaling: RTT ${rtt} ms (${measuredRttMs.toFixed(1)} measured), ${h} hosts${before ? ', before the speed-ups' : ''}: build ${formatSpread(spread(seconds))} s; probe ${PHASES.map((p) => `${p} ${probe[p].toFixed(0)}`).join(', ')} ms`,
-      );
+      const seconds = variants.map((): number[] => []);
+      for (let r = 0; r < o.runs; r++) {
+        for (const [i, v] of variants.entries()) {
+          cleanBuild(project);
+          const run = await runChecked(
+            [process.execPath, v.programs.rake, '-f', 'Rakefile', ...RAKE_FLAGS, ...v.override],
+            { cwd: project.dir },
+          );
+          checkProgram(project, `rake-ts over ${h} hosts`);
+          seconds[i]?.push(run.seconds);
+        }
+      }
+      for (const [i, v] of variants.entries()) {
+        // New contents each time: the probe measures uploads, not the servers' input cache.
+        writeCProject(probeDir, o.probe, hosts, `probe ${rtt} ${h} ${v.before} ${Date.now()}`);
+        writeProbeRakefile(probeDir, o.probe, hosts);
+        const trace = join(probeDir, 'trace.json');
+        const argv = [process.execPath, v.programs.rake, '-f', 'Rakefile', ...RAKE_FLAGS];
+        await runChecked([...argv, ...v.override, '-j', '1', '--trace', trace], { cwd: probeDir });
+        const probe = phaseMedians(readTrace(trace));
+        const point = { rttMs: rtt, measuredRttMs, hosts: h, seconds: seconds[i] ?? [], probe };
+        points.push({ ...point, before: v.before });
+        progress(
+          `scaling: RTT ${rtt} ms (${measuredRttMs.toFixed(1)} measured), ${h} hosts${v.before ? ', before the speed-ups' : ''}: build ${formatSpread(spread(point.seconds))} s; probe ${PHASES.map((p) => `${p} ${probe[p].toFixed(0)}`).join(', ')} ms`,
+        );
+      }
     };
     for (const rtt of o.rtts) {
-      for (const h of o.hostCounts) await measure(o.programs, rtt, h, false);
-    }
-    if (o.baseline !== undefined && o.baselineHosts !== undefined) {
-      // The same bed with every server restarted from the baseline programs.
-      serverProgram = o.baseline.rakeserver;
-      await Promise.all(bed.hosts.map((x) => x.restart()));
-      for (const rtt of o.rtts) await measure(o.baseline, rtt, o.baselineHosts, true);
+      for (const h of o.hostCounts) await measure(rtt, h);
     }
   } finally {
+    await Promise.all(baselineServers.map((d) => d.stop()));
     await bed.teardown();
   }
   return {
@@ -211,7 +254,7 @@ export function scalingMarkdown(r: ScalingResult): string {
   return [
     markdownTable(rows),
     '',
-    `*build wall*: the generated project (N = ${r.units} units + main + link, as in "Build") built by the CLI over the first *hosts* hosts of one test bed, median of ${r.runs} runs (range in brackets); each host is a \`rakeserver ${SERVER_FLAGS.join(' ')}\` in its own network namespace, its link delayed by half the round trip in each direction (${r.via}). All hosts share this machine's 2 cores, so past 2 hosts more hosts add job slots, not CPU. The phase columns are per-action medians of a probe of ${r.probe} compiles (\`remote-cc ${CFLAGS} -c uK.c\`, 2 requirements, 1 output) run one at a time (\`-j 1\`): latency without queueing. *poll / RTT* is the cost poll in measured round trips: a new TCP connection (1 round trip) and the \`!E0\` query (1 round trip) to every host at once, so it stays near 2 whatever the host count.`,
+    `*build wall*: the generated project (N = ${r.units} units + main + link, as in "Build") built by the CLI over the first *hosts* hosts of one test bed, median of ${r.runs} runs (range in brackets); each host is a \`rakeserver ${SERVER_FLAGS.join(' ')}\` in its own network namespace, its link delayed by half the round trip in each direction (${r.via}). All hosts share this machine's 2 cores, so past 2 hosts more hosts add job slots, not CPU. The phase columns are per-action medians of a probe of ${r.probe} compiles (\`remote-cc ${CFLAGS} -c uK.c\`, 2 requirements, 1 output) run one at a time (\`-j 1\`): latency without queueing. *poll / RTT* is the cost poll in measured round trips: a new TCP connection (1 round trip) and the \`!E0\` query (1 round trip) to every host at once, so it stays near 2 whatever the host count. Rows *before the speed-ups* are the programs before this page's speed-ups (see the last section), with servers of their own on the same hosts at the next port, their builds alternating with the current ones run by run.`,
   ].join('\n');
 }
 
