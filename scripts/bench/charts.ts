@@ -75,9 +75,9 @@ export function barChart(o: {
   readonly groups: readonly BarGroup[];
   readonly refLines?: readonly RefLine[];
 }): string {
-  const width = 640;
+  const width = 760;
   const height = 360;
-  const m = { left: 60, right: 150, top: 36, bottom: 48 };
+  const m = { left: 60, right: 230, top: 36, bottom: 48 };
   const pw = width - m.left - m.right;
   const ph = height - m.top - m.bottom;
   const series = [...new Set(o.groups.flatMap((g) => g.bars.map((b) => b.label)))];
@@ -103,7 +103,7 @@ export function barChart(o: {
       const x = gx + si * bw;
       body.push(
         `<rect x="${num(x + 2)}" y="${num(y(b.value))}" width="${num(bw - 4)}" height="${num(y(0) - y(b.value))}" fill="${PALETTE[si % PALETTE.length]}"><title>${esc(`${g.label} ${b.label}: ${b.value.toFixed(2)}`)}</title></rect>`,
-        `<text x="${num(x + bw / 2)}" y="${num(y(b.value) - 4)}" text-anchor="middle" font-size="10">${b.value.toFixed(2)}</text>`,
+        `<text x="${num(x + bw / 2)}" y="${num(y(Math.max(b.value, b.hi ?? 0)) - 4)}" text-anchor="middle" font-size="10">${b.value.toFixed(2)}</text>`,
       );
       if (b.lo !== undefined && b.hi !== undefined) {
         const cx = num(x + bw / 2);
@@ -149,9 +149,9 @@ export function lineChart(o: {
   readonly log2X?: boolean;
   readonly refLines?: readonly RefLine[];
 }): string {
-  const width = 640;
+  const width = 760;
   const height = 360;
-  const m = { left: 60, right: 170, top: 36, bottom: 48 };
+  const m = { left: 60, right: 250, top: 36, bottom: 48 };
   const pw = width - m.left - m.right;
   const ph = height - m.top - m.bottom;
   const xs = [...new Set(o.series.flatMap((s) => s.points.map((p) => p.x)))].sort((a, b) => a - b);
@@ -222,9 +222,9 @@ export function stackedBars(o: {
   readonly parts: readonly string[];
   readonly rows: readonly { readonly label: string; readonly values: readonly number[] }[];
 }): string {
-  const width = 720;
+  const width = 760;
   const rowH = 30;
-  const m = { left: 230, right: 30, top: 60, bottom: 44 };
+  const m = { left: 250, right: 40, top: 60, bottom: 44 };
   const height = m.top + m.bottom + rowH * o.rows.length;
   const pw = width - m.left - m.right;
   const maxV = Math.max(...o.rows.map((r) => r.values.reduce((a, b) => a + b, 0)));
@@ -237,11 +237,13 @@ export function stackedBars(o: {
       `<text x="${num(x(v))}" y="${m.top + rowH * o.rows.length + 16}" text-anchor="middle">${fmtTick(v, step)}</text>`,
     );
   }
+  let lx = 20;
   o.parts.forEach((p, i) => {
     body.push(
-      `<rect x="${m.left + i * 100}" y="32" width="12" height="12" fill="${PALETTE[i % PALETTE.length]}"/>`,
-      `<text x="${m.left + i * 100 + 16}" y="42">${esc(p)}</text>`,
+      `<rect x="${lx}" y="32" width="12" height="12" fill="${PALETTE[i % PALETTE.length]}"/>`,
+      `<text x="${lx + 16}" y="42">${esc(p)}</text>`,
     );
+    lx += 28 + p.length * 7;
   });
   o.rows.forEach((r, ri) => {
     const yy = m.top + ri * rowH;

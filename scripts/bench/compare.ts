@@ -409,7 +409,7 @@ export function compareRatios(
     ratios: [
       { tool: 'distcc', values: ratios(b.distcc, b.make) },
       { tool: 'rake-ts', values: ratios(b.rake, b.make) },
-      { tool: 'rake-ts before the speed-ups', values: ratios(b.before, b.make) },
+      { tool: 'rake-ts, before', values: ratios(b.before, b.make) },
     ].filter((t) => t.values.length > 0),
   }));
 }

@@ -237,24 +237,23 @@ export function scalingMarkdown(r: ScalingResult): string {
       'build wall (s)',
       ...PHASES.map((p) => `${p} (ms)`),
       'poll / RTT',
-      'Σ phases / RTT',
+      '(upload + download) / RTT',
     ],
   ];
   for (const p of r.points) {
-    const sum = PHASES.reduce((n, ph) => n + p.probe[ph], 0);
     rows.push([
       `${p.rttMs} / ${p.measuredRttMs.toFixed(1)} ms`,
       p.before ? `${p.hosts}, before the speed-ups` : String(p.hosts),
       formatSpread(spread(p.seconds)),
       ...PHASES.map((ph) => p.probe[ph].toFixed(0)),
       (p.probe.poll / p.measuredRttMs).toFixed(1),
-      (sum / p.measuredRttMs).toFixed(1),
+      ((p.probe.upload + p.probe.download) / p.measuredRttMs).toFixed(1),
     ]);
   }
   return [
     markdownTable(rows),
     '',
-    `*build wall*: the generated project (N = ${r.units} units + main + link, as in "Build") built by the CLI over the first *hosts* hosts of one test bed, median of ${r.runs} runs (range in brackets); each host is a \`rakeserver ${SERVER_FLAGS.join(' ')}\` in its own network namespace, its link delayed by half the round trip in each direction (${r.via}). All hosts share this machine's 2 cores, so past 2 hosts more hosts add job slots, not CPU. The phase columns are per-action medians of a probe of ${r.probe} compiles (\`remote-cc ${CFLAGS} -c uK.c\`, 2 requirements, 1 output) run one at a time (\`-j 1\`): latency without queueing. *poll / RTT* is the cost poll in measured round trips: a new TCP connection (1 round trip) and the \`!E0\` query (1 round trip) to every host at once, so it stays near 2 whatever the host count. Rows *before the speed-ups* are the programs before this page's speed-ups (see the last section), with servers of their own on the same hosts at the next port, their builds alternating with the current ones run by run.`,
+    `*build wall*: the generated project (N = ${r.units} units + main + link, as in "Build") built by the CLI over the first *hosts* hosts of one test bed, median of ${r.runs} runs (range in brackets); each host is a \`rakeserver ${SERVER_FLAGS.join(' ')}\` in its own network namespace, its link delayed by half the round trip in each direction (${r.via}). All hosts share this machine's 2 cores, so past 2 hosts more hosts add job slots, not CPU. The phase columns are per-action medians of a probe of ${r.probe} compiles (\`remote-cc ${CFLAGS} -c uK.c\`, 2 requirements, 1 output) run one at a time (\`-j 1\`): latency without queueing. *poll / RTT* is the cost poll in measured round trips: a new TCP connection (1 round trip) and the \`!E0\` query (1 round trip) to every host at once, so it stays near 2 whatever the host count. *(upload + download) / RTT* counts the round trips the filestreams cost (plus the handshake and cache offer in *upload*), with 8 compiles per probe the first on a host also uploads the header. Rows *before the speed-ups* are the programs before this page's speed-ups (see the last section), with servers of their own on the same hosts at the next port, their builds alternating with the current ones run by run.`,
   ].join('\n');
 }
 
