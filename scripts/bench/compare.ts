@@ -75,7 +75,14 @@ export interface BuildTimes {
    * CPU seconds per build: `make` (make and every compiler), and for rake-ts the commands
    * (the servers' waited-for children: sh and cc), the servers themselves, the client.
    */
-  readonly cpu: { make: number[]; commands: number[]; servers: number[]; client: number[] };
+  readonly cpu: {
+    make: number[];
+    commands: number[];
+    servers: number[];
+    client: number[];
+    /** The client before the speed-ups. */
+    clientBefore: number[];
+  };
   /** The `--trace` file of each rake-ts build. */
   readonly rakeTraces: string[];
 }
@@ -208,7 +215,7 @@ export async function runCompare(o: CompareOptions): Promise<CompareResult> {
         distcc: [],
         rake: [],
         before: [],
-        cpu: { make: [], commands: [], servers: [], client: [] },
+        cpu: { make: [], commands: [], servers: [], client: [], clientBefore: [] },
         rakeTraces: [],
       };
       // One untimed build before the first size: page cache and compiler warm, as later.
@@ -318,7 +325,9 @@ async function buildOnce(
       // The same Rakefile, pointed at the baseline's own servers.
       const argv = [process.execPath, o.baseline.rake, '-f', 'Rakefile', ...RAKE_FLAGS];
       argv.push('--hosts', baselineHosts.hosts.join(' '), '--port', String(baselineHosts.port));
-      seconds = (await runChecked(argv, { cwd })).seconds;
+      const r = await runWithCpu(argv, { cwd });
+      seconds = r.seconds;
+      times.cpu.clientBefore.push(r.cpuSeconds);
       break;
     }
   }

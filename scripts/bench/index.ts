@@ -263,6 +263,18 @@ function speedupSection(
       `| the same, as a ratio to \`make -j${K}\` | ${formatSpread(spread(ratios(b.before, b.make)))} → **${formatSpread(spread(ratios(b.rake, b.make)))}** |`,
     );
   }
+  if (overhead?.startup.before !== undefined) {
+    const { now, before } = overhead.startup;
+    lines.push(
+      `| client start-up alone (\`rake-ts --version\`), CPU (s) | ${change(spread(before.cpu), spread(now.cpu), 's')} |`,
+      `| the same, wall (s) | ${change(spread(before.wall), spread(now.wall), 's')} |`,
+    );
+  }
+  if (b !== undefined && b.cpu.clientBefore.length > 0 && !b.cpu.client.some(Number.isNaN)) {
+    lines.push(
+      `| build N = ${b.units}: CPU of the client (s) | ${change(spread(b.cpu.clientBefore), spread(b.cpu.client), 's')} |`,
+    );
+  }
   if (overhead !== undefined) {
     for (const w of overhead.workloads.filter((x) => x.before)) {
       const now = overhead.workloads.find(
@@ -271,7 +283,6 @@ function speedupSection(
       if (now === undefined) continue;
       const label = w.name;
       lines.push(
-        `| ${label}, \`-j 1\`: client start + exit (s) | ${change(spread(w.runs.map((r) => r.processSeconds - r.spanSeconds)), spread(now.runs.map((r) => r.processSeconds - r.spanSeconds)), 's')} |`,
         `| ${label}, \`-j 1\`: one action, wall − the command's own time (ms) | ${change(spread(w.runs.map((r) => r.actionMs - r.commandMs)), spread(now.runs.map((r) => r.actionMs - r.commandMs)), 'ms', 1)} |`,
       );
     }

@@ -25,6 +25,7 @@ import {
   type Programs,
   progress,
   runChecked,
+  runWithCpu,
   SCRATCH,
   startRakeservers,
 } from './lib/proc.js';
@@ -66,8 +67,16 @@ export interface OverheadWorkload {
   readonly runs: OverheadRun[];
 }
 
+/** `rake-ts --version`, a bare start and exit: wall and CPU seconds per start. */
+export interface StartupTimes {
+  readonly wall: number[];
+  readonly cpu: number[];
+}
+
 export interface OverheadResult {
   readonly hosts: number;
+  /** Start-up of the current programs and, when measured, of those before the speed-ups. */
+  readonly startup: { readonly now: StartupTimes; readonly before?: StartupTimes };
   readonly workloads: readonly OverheadWorkload[];
 }
 
@@ -208,7 +217,24 @@ export async function runOverhead(o: OverheadOptions): Promise<OverheadResult> {
       plan(ccName, '1', compiles, ['-j', '1'], o.baseline),
     );
   }
+  const startup = { now: { wall: [] as number[], cpu: [] as number[] } };
+  const startupBefore = { wall: [] as number[], cpu: [] as number[] };
   try {
+    // Start-up alone, alternating with the baseline: CPU seconds are steadier than wall
+    // time on a loaded machine.
+    for (let i = 0; i < 3 * o.runs; i++) {
+      for (const [p, into] of [
+        [o.programs, startup.now],
+        ...(o.baseline === undefined ? [] : [[o.baseline, startupBefore] as const]),
+      ] as const) {
+        const r = await runWithCpu([process.execPath, p.rake, '--version'], { cwd: dir });
+        into.wall.push(r.seconds);
+        into.cpu.push(r.cpuSeconds);
+      }
+    }
+    progress(
+      `overhead: start-up (rake-ts --version) ${median(startup.now.wall).toFixed(2)} s, ${median(startup.now.cpu).toFixed(2)} CPU s${o.baseline === undefined ? '' : `; before the speed-ups ${median(startupBefore.wall).toFixed(2)} s, ${median(startupBefore.cpu).toFixed(2)} CPU s`}`,
+    );
     writeTrues(trues, o.trues, servers);
     for (let r = 0; r < o.runs; r++) {
       for (const w of workloads) {
@@ -226,6 +252,7 @@ export async function runOverhead(o: OverheadOptions): Promise<OverheadResult> {
   }
   return {
     hosts: o.hosts,
+    startup: o.baseline === undefined ? startup : { ...startup, before: startupBefore },
     workloads: workloads.map(({ name, jobs, before, runs }) => ({ name, jobs, before, runs })),
   };
 }
@@ -268,7 +295,11 @@ export function overheadTable(workloads: readonly OverheadWorkload[]): string {
 
 export function overheadMarkdown(r: OverheadResult): string {
   const n = r.workloads[0]?.runs.length ?? 0;
+  const start = (t: StartupTimes) =>
+    `${formatSpread(spread(t.wall))} s wall, ${formatSpread(spread(t.cpu))} s CPU`;
   return [
+    `Start-up alone (\`rake-ts --version\`, ${r.startup.now.wall.length} times): ${start(r.startup.now)}${r.startup.before === undefined ? '' : `; before the speed-ups ${start(r.startup.before)}`}. A bare \`node -e 0\` takes about 0.1 s here.`,
+    '',
     overheadTable(r.workloads),
     '',
     `Per action, medians over the run's actions, then the median of ${n} runs (range in brackets). ${r.hosts} loopback \`rakeserver ${SERVER_FLAGS.join(' ')}\`; the client is the CLI with \`--trace\`, whose phase spans these are. *poll*: the cost queries (a new connection to every host, \`!E0\` → \`!E1 cost\`) until a host is chosen; *connect*: the job's TCP connect; *upload*: the handshake (\`!X hello\` → \`ok\`), the cache offer (\`!X have\` → \`need\`) and the requirements' filestream; *run*: from \`!C\` to the reply's header, of which *the command* is \`/bin/sh -c …\` from spawn to exit as the server logs it; *download*: the output files' filestream. *wall − command*: what rake-ts adds to the command (at \`-j 1\`). *client start + exit*: the CLI process's wall time outside the trace (Node start-up, reading the Rakefile, writing the trace). With \`-j\` above 1 the phases of concurrent actions overlap and *run* includes waiting for a job slot.`,
