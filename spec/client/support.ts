@@ -8,6 +8,7 @@ import { parseRakefile } from '../../grammar/parse.js';
 import type { RakeEvent, RakeEventOf, RakeEventType } from '../../src/client/events.js';
 import { type RunOptions, run } from '../../src/client/run.js';
 import { type ServerHandle, serve } from '../../src/server/index.js';
+import { waitUntil } from '../helpers/wait.js';
 
 const EXAMPLE = new URL('../../examples/hello-c/', import.meta.url).pathname;
 
@@ -111,11 +112,7 @@ export async function waitFor(
   ms = 10_000,
   what = 'condition',
 ): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
+  await waitUntil(check, { ms, every: 10, what });
 }
 
 /** Every file under `dir`, relative, sorted. */

@@ -13,6 +13,7 @@ import { firstValueFrom, type Observable, tap, timeout, toArray } from 'rxjs';
 import { parseRakefile } from '../../grammar/parse.js';
 import type { RakeEvent } from '../../src/client/events.js';
 import { type RunOptions, run } from '../../src/client/run.js';
+import { pollUntil } from '../helpers/wait.js';
 
 export const REPO_ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const RAKE_CLI = fileURLToPath(new URL('./rake-cli.ts', import.meta.url));
@@ -201,14 +202,9 @@ export function peakRssKiB(pid: number): number | undefined {
 }
 
 /** Polls `check` every 50 ms for up to `ms`; resolves how long it took, or undefined. */
-export async function waitUntil(
+export function waitUntil(
   check: () => boolean | Promise<boolean>,
   ms: number,
 ): Promise<number | undefined> {
-  const start = Date.now();
-  for (;;) {
-    if (await check()) return Date.now() - start;
-    if (Date.now() - start >= ms) return undefined;
-    await new Promise((r) => setTimeout(r, 50));
-  }
+  return pollUntil(check, { ms, every: 50 });
 }

@@ -6,6 +6,7 @@ import { Writable } from 'node:stream';
 import { type Logger, pino } from 'pino';
 import { type ServeOptions, type ServerHandle, serve } from '../../src/server/index.js';
 import { hdr, pkt, RawPeer } from '../helpers/raw-peer.js';
+import { pollUntil } from '../helpers/wait.js';
 
 /** A server on a loopback port with its own workdir, and the log lines it wrote. */
 export interface TestServer {
@@ -60,17 +61,12 @@ export async function startServer(
   };
 }
 
-/** Polls `check` every 20 ms for up to `ms`; returns its last result. */
+/** Polls `check` every 20 ms for up to `ms`; returns whether it came true. */
 export async function waitFor(
   check: () => boolean | Promise<boolean>,
   ms = 5000,
 ): Promise<boolean> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    if (await check()) return true;
-    if (Date.now() >= deadline) return false;
-    await new Promise((r) => setTimeout(r, 20));
-  }
+  return (await pollUntil(check, { ms })) !== undefined;
 }
 
 /** Job directories currently under the workdir. */

@@ -29,6 +29,7 @@ import {
 import { unreachable } from '../util/unreachable.js';
 import type { InputCache } from './cache.js';
 import { type JobOutcome, runJob } from './job.js';
+import type { Launcher } from './launcher.js';
 import { changedFiles, listRegularFiles, removeTree } from './outputs.js';
 import { type JobSlots, SlotWaitAborted } from './slots.js';
 
@@ -53,6 +54,8 @@ export interface ConnectionContext {
   readonly jobTimeoutMs: number;
   readonly idleTimeoutMs: number;
   readonly slots: JobSlots;
+  /** Starts the jobs' shells. */
+  readonly launcher: Launcher;
   /** The cost to report: jobs being managed + the configured offset. */
   cost(): number;
   /** Counts a connection into, or out of, the jobs being managed. */
@@ -449,13 +452,16 @@ export class Connection {
     try {
       before = await listRegularFiles(dir, limits.maxFiles);
       this.#log.info({ command }, 'job start');
-      outcome = await runJob({
-        command,
-        cwd: dir,
-        signal: this.#abort.signal,
-        timeoutMs: this.#ctx.jobTimeoutMs,
-        maxOutputBytes: limits.maxOutputBytes,
-      });
+      outcome = await runJob(
+        {
+          command,
+          cwd: dir,
+          signal: this.#abort.signal,
+          timeoutMs: this.#ctx.jobTimeoutMs,
+          maxOutputBytes: limits.maxOutputBytes,
+        },
+        this.#ctx.launcher,
+      );
     } finally {
       release();
     }

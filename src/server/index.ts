@@ -7,6 +7,7 @@ export {
   SPAWN_FAILURE_EXIT_CODE,
   TIMEOUT_EXIT_CODE,
 } from './connection.js';
+export type { SpawnerChoice } from './launcher.js';
 export {
   DEFAULT_CACHE_SIZE,
   DEFAULT_PORT,

@@ -1,5 +1,5 @@
-import { spawn } from 'node:child_process';
-import { constants as osc } from 'node:os';
+import type { Readable } from 'node:stream';
+import type { JobProcess, Launcher } from './launcher.js';
 
 /** What {@link runJob} needs: the command, where to run it, and its bounds. */
 export interface JobSpec {
@@ -39,25 +39,21 @@ export type JobOutcome =
 const STDIO_GRACE_MS = 2000;
 
 /**
- * Runs `/bin/sh -c command` in its own process group (`detached`), capturing stdout and
- * stderr up to the cap. When the shell exits, whatever is left of its process group is
+ * Runs `/bin/sh -c command` in its own process group through `launcher`, capturing stdout
+ * and stderr up to the cap. When the shell exits, whatever is left of its process group is
  * killed: nothing a job starts outlives it. Never rejects.
  */
-export function runJob(spec: JobSpec): Promise<JobOutcome> {
+export async function runJob(spec: JobSpec, launcher: Launcher): Promise<JobOutcome> {
   const started = performance.now();
   const elapsed = () => Math.round(performance.now() - started);
+  if (spec.signal.aborted) return { reason: 'aborted', durationMs: 0 };
+  let child: JobProcess;
+  try {
+    child = await launcher.launch(spec.command, spec.cwd);
+  } catch (err) {
+    return { reason: 'spawn-error', error: asError(err), durationMs: elapsed() };
+  }
   return new Promise<JobOutcome>((resolve) => {
-    if (spec.signal.aborted) return resolve({ reason: 'aborted', durationMs: 0 });
-    let child: ReturnType<typeof spawn>;
-    try {
-      child = spawn('/bin/sh', ['-c', spec.command], {
-        cwd: spec.cwd,
-        detached: true,
-        stdio: ['ignore', 'pipe', 'pipe'],
-      });
-    } catch (err) {
-      return resolve({ reason: 'spawn-error', error: asError(err), durationMs: elapsed() });
-    }
     const stdout: Buffer[] = [];
     const stderr: Buffer[] = [];
     let stdoutBytes = 0;
@@ -66,24 +62,17 @@ export function runJob(spec: JobSpec): Promise<JobOutcome> {
     let stopStream: 'stdout' | 'stderr' = 'stdout';
     let settled = false;
 
-    const killGroup = () => {
-      if (child.pid === undefined) return;
-      try {
-        process.kill(-child.pid, 'SIGKILL');
-      } catch {
-        // ESRCH: the group is already gone.
-      }
-    };
     const stopWith = (reason: JobOutcome['reason']) => {
       stop ??= reason;
-      killGroup();
+      child.kill();
     };
     const onAbort = () => stopWith('aborted');
     spec.signal.addEventListener('abort', onAbort, { once: true });
+    if (spec.signal.aborted) onAbort();
     const timer =
       spec.timeoutMs > 0 ? setTimeout(() => stopWith('timeout'), spec.timeoutMs) : undefined;
 
-    child.stdout?.on('data', (chunk: Buffer) => {
+    child.stdout.on('data', (chunk: Buffer) => {
       stdoutBytes += chunk.length;
       if (stdoutBytes > spec.maxOutputBytes) {
         stopStream = 'stdout';
@@ -91,7 +80,7 @@ export function runJob(spec: JobSpec): Promise<JobOutcome> {
       }
       stdout.push(chunk);
     });
-    child.stderr?.on('data', (chunk: Buffer) => {
+    child.stderr.on('data', (chunk: Buffer) => {
       stderrBytes += chunk.length;
       if (stderrBytes > spec.maxOutputBytes) {
         stopStream = 'stderr';
@@ -108,14 +97,7 @@ export function runJob(spec: JobSpec): Promise<JobOutcome> {
       resolve(outcome);
     };
 
-    child.on('error', (err) => {
-      // Only a failure to start leaves no pid; later errors are followed by 'exit'.
-      if (child.pid === undefined)
-        finish({ reason: 'spawn-error', error: err, durationMs: elapsed() });
-    });
-    child.on('exit', (code, signal) => {
-      killGroup();
-      const exitCode = code ?? 128 + (signal ? (osc.signals[signal] ?? 0) : 0);
+    void child.exited.then((exitCode) => {
       const done = () => {
         const durationMs = elapsed();
         switch (stop) {
@@ -138,16 +120,22 @@ export function runJob(spec: JobSpec): Promise<JobOutcome> {
       };
       // Wait for stdio to drain; a process that escaped the group may hold it open, so bound it.
       const grace = setTimeout(() => {
-        child.stdout?.destroy();
-        child.stderr?.destroy();
+        child.stdout.destroy();
+        child.stderr.destroy();
         done();
       }, STDIO_GRACE_MS);
-      child.once('close', () => {
+      void Promise.all([closed(child.stdout), closed(child.stderr)]).then(() => {
         clearTimeout(grace);
         done();
       });
     });
   });
+}
+
+/** Resolves once `stream` has closed (at once if it already has). */
+function closed(stream: Readable): Promise<void> {
+  if (stream.closed || stream.destroyed) return Promise.resolve();
+  return new Promise((ok) => stream.once('close', () => ok()));
 }
 
 function asError(err: unknown): Error {

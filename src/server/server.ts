@@ -13,6 +13,7 @@ import {
 import { packageVersion } from '../util/version.js';
 import { InputCache } from './cache.js';
 import { Connection, type ServerLimits } from './connection.js';
+import { createLauncher, type SpawnerChoice } from './launcher.js';
 import { removeTree } from './outputs.js';
 import { JobSlots } from './slots.js';
 
@@ -63,6 +64,11 @@ export interface ServeOptions {
   readonly extensions?: readonly Extension[];
   /** Version announced to our clients (default: this package's). */
   readonly version?: string;
+  /**
+   * How jobs are started (`--spawner`): `python3` through the spawn helper, `node` with
+   * `child_process.spawn`, `auto` (default) the helper when `python3` runs, else Node.
+   */
+  readonly spawner?: SpawnerChoice;
 }
 
 /** A running server: where it listens, its current cost, and how to stop it. */
@@ -77,6 +83,8 @@ export interface ServerHandle {
   readonly description: string;
   /** The input cache, when on (for tests and benchmarks). */
   readonly cache: InputCache | undefined;
+  /** What starts the jobs: the `python3` spawn helper or `node`. */
+  readonly spawner: 'python3' | 'node';
   /**
    * Stops accepting, lets running jobs finish within the grace period, then kills what is
    * left and removes every job directory. Idempotent.
@@ -118,6 +126,13 @@ export async function serve(options: ServeOptions = {}): Promise<ServerHandle> {
     ...(token ? (['auth'] as const) : []),
   ]);
   const slots = new JobSlots(maxJobs);
+  let launcher: Awaited<ReturnType<typeof createLauncher>>;
+  try {
+    launcher = await createLauncher(options.spawner ?? 'auto', log.child({ part: 'spawner' }));
+  } catch (err) {
+    if (ownsWorkdir) await removeTree(workdir);
+    throw err;
+  }
   const connections = new Set<Connection>();
   let managing = 0;
   let nextId = 1;
@@ -130,6 +145,7 @@ export async function serve(options: ServeOptions = {}): Promise<ServerHandle> {
     jobTimeoutMs: (options.jobTimeoutSeconds ?? 0) * 1000,
     idleTimeoutMs: (options.idleTimeoutSeconds ?? 300) * 1000,
     slots,
+    launcher,
     cost: () => managing + costOffset,
     manage: (delta: 1 | -1) => {
       managing += delta;
@@ -160,6 +176,7 @@ export async function serve(options: ServeOptions = {}): Promise<ServerHandle> {
       });
     });
   } catch (err) {
+    await launcher.close();
     if (ownsWorkdir) await removeTree(workdir);
     throw err;
   }
@@ -183,6 +200,7 @@ export async function serve(options: ServeOptions = {}): Promise<ServerHandle> {
       limits,
       auth: token !== undefined,
       cacheSize: cache ? cacheSize : 0,
+      spawner: launcher.kind,
       description,
     },
     'listening',
@@ -205,6 +223,7 @@ export async function serve(options: ServeOptions = {}): Promise<ServerHandle> {
     }
     await all();
     await stopped;
+    await launcher.close();
     // Each connection removed its own directory; a shared --workdir is left as it was.
     if (ownsWorkdir) await removeTree(workdir);
     log.info('stopped');
@@ -217,6 +236,7 @@ export async function serve(options: ServeOptions = {}): Promise<ServerHandle> {
     cost: context.cost,
     description,
     cache,
+    spawner: launcher.kind,
     close(closeOptions = {}) {
       closing ??= shutdown(closeOptions.graceSeconds ?? options.graceSeconds ?? 10);
       return closing;

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Checks the programs the test suite runs for real, and installs the missing ones with
+# apt-get when it can (root, Debian). Run by `npm test` (pretest) and so by .ci/run.
+#   cc, libc headers: the example C build (examples/hello-c) and the build specs
+#   python3 >= 3.8:   rakeserver's spawn helper (src/server/spawn-helper.ts; os.posix_spawn)
+set -euo pipefail
+missing=()
+command -v cc >/dev/null 2>&1 || missing+=(gcc libc6-dev)
+command -v make >/dev/null 2>&1 || missing+=(make)
+if ! python3 -c 'import os, sys; sys.exit(0 if sys.version_info >= (3, 8) and hasattr(os, "posix_spawn") else 1)' >/dev/null 2>&1; then
+  missing+=(python3)
+fi
+[ ${#missing[@]} -eq 0 ] && exit 0
+if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+  echo "test tools: installing ${missing[*]} with apt-get (log: /tmp/rake-test-apt.log)"
+  if ! apt-get install -y --no-install-recommends "${missing[@]}" >/tmp/rake-test-apt.log 2>&1; then
+    apt-get update >>/tmp/rake-test-apt.log 2>&1
+    apt-get install -y --no-install-recommends "${missing[@]}" >>/tmp/rake-test-apt.log 2>&1
+  fi
+  exit 0
+fi
+echo "test tools: missing ${missing[*]}; install them (as root: apt-get install ${missing[*]})" >&2
+exit 1

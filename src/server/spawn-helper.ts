@@ -1,0 +1,133 @@
+/**
+ * The spawn helper: a small long-lived Python process that starts jobs for the server with
+ * `posix_spawn` (glibc: `clone(CLONE_VM|CLONE_VFORK)`), so starting `/bin/sh` no longer
+ * forks the whole Node process (about 8 ms of server CPU per job against about 1 ms; see
+ * docs/server.md, "Starting jobs").
+ *
+ * Conversation (docs/server.md has the full contract):
+ * - argv[1] is a Unix socket the server listens on, in a directory only this user can enter.
+ * - The helper writes `ready` once it listens to its stdin.
+ * - stdin, one JSON object per line: `{"op":"run","id":N,"cwd":D,"cmd":C}` or
+ *   `{"op":"kill","id":N}`.
+ * - For `run`, it connects to the socket twice, sends `o` or `e` + the id in 15 digits + a
+ *   newline on each, then spawns `/bin/sh -c C` in D, in a process group of its own, with
+ *   stdin from /dev/null and stdout and stderr on those two connections.
+ * - stdout, one line per event: `s ID PID` (started), `f ID "message"` (could not start; a
+ *   JSON string), `x ID STATUS` (the shell ended; STATUS is 128 + n for signal n). Before
+ *   it writes `x`, the helper kills whatever is left of the job's process group.
+ * - `kill` sends SIGKILL to the job's process group if the job has not ended yet.
+ * - On end of stdin (the server exited, even by SIGKILL) it kills every job's group, then exits.
+ */
+export const SPAWN_HELPER_SOURCE = String.raw`
+import json, os, selectors, signal, socket, sys
+
+def main():
+    sock_path = sys.argv[1]
+    # Neither a terminal's Ctrl-C nor a hangup may take the jobs' parent away: the helper
+    # lives exactly as long as its stdin.
+    for s in (signal.SIGINT, signal.SIGHUP, signal.SIGTERM):
+        signal.signal(s, signal.SIG_IGN)
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_r, False)
+    os.set_blocking(wake_w, False)
+    signal.set_wakeup_fd(wake_w)
+    signal.signal(signal.SIGCHLD, lambda *_: None)
+    # Signals a job starts with at their default action, whatever Python or the server set.
+    defaults = [s for s in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGHUP,
+                            signal.SIGTERM, signal.SIGQUIT, signal.SIGCHLD, signal.SIGUSR1,
+                            signal.SIGUSR2, signal.SIGTTIN, signal.SIGTTOU, signal.SIGTSTP)]
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    stdin = sys.stdin.fileno()
+    os.set_blocking(stdin, False)
+    pid_of = {}  # job id -> pid, until the job is reaped
+    id_of = {}   # pid -> job id
+
+    def emit(line):
+        data = (line + '\n').encode()
+        while data:
+            n = os.write(1, data)
+            data = data[n:]
+
+    def killpg(pid):
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except OSError:
+            pass
+
+    def reap():
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            killpg(pid)
+            job = id_of.pop(pid, None)
+            if job is None:
+                continue
+            del pid_of[job]
+            code = os.waitstatus_to_exitcode(status)
+            emit('x %d %d' % (job, code if code >= 0 else 128 - code))
+
+    def run(job, cwd, cmd):
+        conns = []
+        try:
+            for tag in ('o', 'e'):
+                c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                conns.append(c)
+                c.connect(sock_path)
+                c.sendall(('%s%015d\n' % (tag, job)).encode())
+            os.chdir(cwd)
+            pid = os.posix_spawn('/bin/sh', ['/bin/sh', '-c', cmd], os.environ,
+                                 setpgroup=0, setsigmask=(), setsigdef=defaults,
+                                 file_actions=[(os.POSIX_SPAWN_DUP2, devnull, 0),
+                                               (os.POSIX_SPAWN_DUP2, conns[0].fileno(), 1),
+                                               (os.POSIX_SPAWN_DUP2, conns[1].fileno(), 2)])
+        except OSError as e:
+            emit('f %d %s' % (job, json.dumps(str(e))))
+            return
+        finally:
+            for c in conns:
+                c.close()
+            os.chdir('/')
+        pid_of[job] = pid
+        id_of[pid] = job
+        emit('s %d %d' % (job, pid))
+
+    sel = selectors.DefaultSelector()
+    sel.register(stdin, selectors.EVENT_READ, 'in')
+    sel.register(wake_r, selectors.EVENT_READ, 'child')
+    emit('ready')
+    pending = b''
+    while True:
+        for key, _ in sel.select():
+            if key.data == 'child':
+                try:
+                    os.read(wake_r, 4096)
+                except BlockingIOError:
+                    pass
+                reap()
+                continue
+            try:
+                chunk = os.read(stdin, 1 << 16)
+            except BlockingIOError:
+                continue
+            if not chunk:
+                for pid in list(id_of):
+                    killpg(pid)
+                return
+            pending += chunk
+            lines = pending.split(b'\n')
+            pending = lines.pop()
+            for line in lines:
+                msg = json.loads(line)
+                if msg['op'] == 'run':
+                    run(msg['id'], msg['cwd'], msg['cmd'])
+                elif msg['op'] == 'kill' and msg['id'] in pid_of:
+                    killpg(pid_of[msg['id']])
+        # A SIGCHLD that arrived while a request was being handled.
+        reap()
+
+main()
+`;
