@@ -5,6 +5,7 @@ import { connect, createServer, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
+import { SMALL_FILE_BYTES } from '../../src/protocol/filestream.js';
 import {
   FramedReader,
   isProtocolError,
@@ -38,13 +39,16 @@ async function socketPair(): Promise<{ a: Socket; b: Socket; server: Server }> {
 }
 
 describe('filestream', () => {
-  it('round-trips files (empty, nested, 20 MiB) between the two roles', async () => {
+  it('round-trips files (empty, nested, at the small-file bound, 20 MiB) between the two roles', async () => {
     const src = await scratch('rake-fs-src-');
     const dst = await scratch('rake-fs-dst-');
     const contents: Record<string, Buffer> = {
       'empty.txt': Buffer.alloc(0),
       'dir/sub/nested.c': Buffer.from('int x;\n'),
       'big.bin': randomBytes(20 * 1024 * 1024),
+      // Read and written whole, synchronously, up to the bound; streamed past it.
+      'edge/at-bound.bin': randomBytes(SMALL_FILE_BYTES),
+      'edge/past-bound.bin': randomBytes(SMALL_FILE_BYTES + 1),
       'ünïcode name.txt': Buffer.from('é'),
     };
     const files = Object.entries(contents).map(([name, data], i) => ({

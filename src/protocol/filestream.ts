@@ -1,6 +1,17 @@
 import { randomBytes } from 'node:crypto';
-import { constants as fsc } from 'node:fs';
-import { type FileHandle, open, rename, unlink } from 'node:fs/promises';
+import {
+  closeSync,
+  createReadStream,
+  createWriteStream,
+  fchmodSync,
+  constants as fsc,
+  fstatSync,
+  openSync,
+  readSync,
+  renameSync,
+  unlinkSync,
+  writeSync,
+} from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import type { Writable } from 'node:stream';
 import { finished } from 'node:stream/promises';
@@ -77,6 +88,14 @@ export interface ReceiveOptions {
 const utf8 = new TextDecoder('utf-8', { fatal: true });
 
 /**
+ * Files up to this size are read and written whole with synchronous calls (tens of
+ * microseconds on the event loop); larger ones stream through the thread pool with
+ * backpressure. On a small VM each thread-pool call costs two thread handoffs, which made
+ * the fs calls of a compile job a large share of its overhead (docs/benchmarks.md).
+ */
+export const SMALL_FILE_BYTES = 256 * 1024;
+
+/**
  * Sends `files` as a filestream: announces `!SSIF<count>`, then answers the receiver's
  * `!N`, `!Z`, `!T` for each file in order. File bytes are streamed from disk into the socket
  * with backpressure. The size sent at `!Z` is the size of the file opened at that moment;
@@ -98,11 +117,15 @@ export async function sendFilestream(
     await write(socket, encodePacket({ flags: FLAGS.name }, file.name));
     await expectRequest(reader, '!Z');
     const flags = fsc.O_RDONLY | (options.noFollow ? fsc.O_NOFOLLOW : 0);
-    const handle = await open(file.path, flags);
+    // Opened, checked and (when small) read synchronously: a few microseconds each, where
+    // the thread pool would cost two thread handoffs per call (see SMALL_FILE_BYTES).
+    const fd = openSync(file.path, flags);
+    let streamed = false; // streamFile's read stream closes fd itself
     try {
-      const st = await handle.stat();
+      const st = fstatSync(fd);
       if (!st.isFile()) throw new Error(`${file.path} is not a regular file`);
       const size = st.size;
+      const bytes = size <= SMALL_FILE_BYTES ? readWhole(fd, size, file.path) : undefined;
       await write(socket, encodePacket({ flags: FLAGS.size }, String(size)));
       let mode: number | undefined;
       if (options.modes) {
@@ -111,7 +134,12 @@ export async function sendFilestream(
         await write(socket, encodePacket({ flags: FLAGS.mode }, formatMode(mode)));
       }
       await expectRequest(reader, '!T');
-      await streamFile(handle, size, socket, options.chunkSize ?? 256 * 1024, file.path);
+      if (bytes !== undefined) {
+        if (size > 0) await write(socket, bytes);
+      } else {
+        streamed = true;
+        await streamFile(fd, size, socket, options.chunkSize ?? 256 * 1024, file.path);
+      }
       sent.push({
         name: file.name,
         path: file.path,
@@ -119,7 +147,7 @@ export async function sendFilestream(
         ...(mode === undefined ? {} : { mode }),
       });
     } finally {
-      await handle.close();
+      if (!streamed) closeSync(fd);
     }
   }
   return sent;
@@ -229,50 +257,90 @@ async function receiveFile(
 ): Promise<number | undefined> {
   const tmpName = `.${basename(path).slice(0, 32)}.rake-tmp-${randomBytes(6).toString('hex')}`;
   const tmp = join(dirname(path), tmpName);
+  // A small file is read off the wire first, then written with synchronous calls: no
+  // temporary file exists while we wait on the peer, and no thread-pool handoffs.
+  const bytes =
+    size <= SMALL_FILE_BYTES
+      ? await reader.readExact(size, `bytes of ${JSON.stringify(name)}`)
+      : undefined;
   // O_EXCL | O_NOFOLLOW: never write through something a job planted at the temporary name.
-  const handle = await open(tmp, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW, 0o666);
+  const fd = openSync(tmp, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW, 0o666);
   let mode: number | undefined;
-  if (wireMode !== undefined) {
-    // Set through the descriptor, before any byte: the file never appears with other bits.
-    try {
-      const created = (await handle.stat()).mode & 0o777;
-      mode = applicableMode(wireMode, created);
-      if (mode !== created) await handle.chmod(mode);
-    } catch (err) {
-      await handle.close().catch(() => {});
-      await unlink(tmp).catch(() => {});
-      throw err;
-    }
-  }
-  const out = handle.createWriteStream({ highWaterMark: 256 * 1024 });
-  // Errors surface through pipeExact and finished(); this keeps a late one (a write
-  // completing after destroy) from becoming an uncaught exception.
-  out.on('error', () => {});
+  let fdDone = false; // closed, or owned by the write stream
   try {
-    await reader.pipeExact(size, out, `bytes of ${JSON.stringify(name)}`);
-    out.end();
-    await finished(out);
-    await rename(tmp, path);
+    if (wireMode !== undefined) {
+      // Set through the descriptor, before any byte: the file never appears with other bits.
+      const created = fstatSync(fd).mode & 0o777;
+      mode = applicableMode(wireMode, created);
+      if (mode !== created) fchmodSync(fd, mode);
+    }
+    if (bytes !== undefined) {
+      for (let done = 0; done < bytes.length; ) {
+        done += writeSync(fd, bytes, done, bytes.length - done);
+      }
+      fdDone = true;
+      closeSync(fd);
+    } else {
+      const out = createWriteStream('', { fd, highWaterMark: 256 * 1024 });
+      fdDone = true; // the stream closes it when it finishes or is destroyed
+      // Errors surface through pipeExact and finished(); this keeps a late one (a write
+      // completing after destroy) from becoming an uncaught exception.
+      out.on('error', () => {});
+      try {
+        await reader.pipeExact(size, out, `bytes of ${JSON.stringify(name)}`);
+        out.end();
+        await finished(out);
+      } catch (err) {
+        out.destroy();
+        throw err;
+      }
+    }
+    renameSync(tmp, path);
   } catch (err) {
-    out.destroy();
-    await unlink(tmp).catch(() => {});
+    if (!fdDone) closeQuietly(fd);
+    try {
+      unlinkSync(tmp);
+    } catch {
+      // Never created, or gone already.
+    }
     throw err;
   }
   return mode;
 }
 
+function closeQuietly(fd: number): void {
+  try {
+    closeSync(fd);
+  } catch {
+    // Closed already.
+  }
+}
+
+/** Reads all `size` bytes of an open file; a file that shrank since its stat is an error. */
+function readWhole(fd: number, size: number, path: string): Buffer {
+  const buf = Buffer.allocUnsafe(size);
+  for (let done = 0; done < size; ) {
+    const n = readSync(fd, buf, done, size - done, done);
+    if (n === 0) {
+      throw new Error(`${path} changed while being sent: announced ${size} bytes, read ${done}`);
+    }
+    done += n;
+  }
+  return buf;
+}
+
+/** Streams the first `size` bytes of `fd` into `socket`; closes `fd` (the stream owns it). */
 async function streamFile(
-  handle: FileHandle,
+  fd: number,
   size: number,
   socket: Writable,
   chunkSize: number,
   path: string,
 ): Promise<void> {
-  if (size === 0) return;
-  const input = handle.createReadStream({
+  const input = createReadStream('', {
+    fd,
     start: 0,
     end: size - 1,
-    autoClose: false,
     highWaterMark: chunkSize,
   });
   let sentBytes = 0;
@@ -310,12 +378,24 @@ async function expectRequest(
   await reader.readRequest(request);
 }
 
-/** Writes `buf`, waiting for the socket to drain when its buffer is full. */
+/**
+ * Writes `buf`, waiting for the socket to drain when its buffer is full. Writes made in
+ * the same tick (a conversation answering requests that arrived together, such as a
+ * pipelined `!N!Z!M`) go out in one system call: the socket is corked until the tick ends.
+ */
 export async function write(socket: Writable, buf: Uint8Array): Promise<void> {
   if (socket.destroyed) {
     throw new ProtocolError('socket-error', 'an open connection', 'a closed connection');
   }
+  if (socket.writableCorked === 0) {
+    socket.cork();
+    process.nextTick(uncork, socket);
+  }
   if (!socket.write(buf)) await drained(socket);
+}
+
+function uncork(socket: Writable): void {
+  socket.uncork();
 }
 
 /** Resolves when `socket` drains; rejects if it closes or fails first. */

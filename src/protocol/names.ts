@@ -1,4 +1,4 @@
-import { lstat, mkdir } from 'node:fs/promises';
+import { lstatSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { ProtocolError } from './errors.js';
 
@@ -29,22 +29,22 @@ export function resolveInside(dir: string, wireName: string): string {
  * through a symlink or a non-directory below `dir`: a job that made `out -> /etc` cannot make
  * a received `out/passwd` land in `/etc`. The final component may be absent, a file or a
  * symlink (the receiver renames a new file over it, which replaces a symlink rather than
- * following it), but not a directory.
+ * following it), but not a directory. Synchronous: a few lstat calls, cheaper on the event
+ * loop than two thread-pool handoffs each.
  */
-export async function prepareInside(dir: string, wireName: string): Promise<string> {
+export function prepareInside(dir: string, wireName: string): string {
   const segments = wireNameSegments(wireName);
   let current = dir;
   for (const segment of segments.slice(0, -1)) {
     current = join(current, segment);
-    let st = await lstat(current).catch((err: NodeJS.ErrnoException) => {
-      if (err.code === 'ENOENT') return undefined;
-      throw err;
-    });
+    let st = lstatSync(current, { throwIfNoEntry: false });
     if (!st) {
-      await mkdir(current).catch((err: NodeJS.ErrnoException) => {
-        if (err.code !== 'EEXIST') throw err;
-      });
-      st = await lstat(current);
+      try {
+        mkdirSync(current);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+      }
+      st = lstatSync(current);
     }
     if (!st.isDirectory()) {
       throw new ProtocolError(
@@ -56,7 +56,12 @@ export async function prepareInside(dir: string, wireName: string): Promise<stri
   }
   const path = join(dir, ...segments);
   // A file cannot replace a directory (rename fails with EISDIR): refuse the name instead.
-  const last = await lstat(path).catch(() => undefined);
+  let last: ReturnType<typeof lstatSync>;
+  try {
+    last = lstatSync(path, { throwIfNoEntry: false });
+  } catch {
+    last = undefined;
+  }
   if (last?.isDirectory()) {
     throw new ProtocolError(
       'bad-name',

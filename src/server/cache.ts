@@ -1,9 +1,18 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { constants as fsc } from 'node:fs';
+import {
+  chmodSync,
+  closeSync,
+  copyFileSync,
+  constants as fsc,
+  openSync,
+  readSync,
+  renameSync,
+  writeSync,
+} from 'node:fs';
 import { chmod, copyFile, mkdir, open, readdir, rename, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
-import { applicableMode } from '../protocol/filestream.js';
+import { applicableMode, SMALL_FILE_BYTES } from '../protocol/filestream.js';
 
 /**
  * A pinned cache entry: it cannot be evicted until released, so a copy out of it never
@@ -12,6 +21,7 @@ import { applicableMode } from '../protocol/filestream.js';
 export interface CacheLease {
   readonly sha256: string;
   readonly path: string;
+  readonly size: number;
   release(): void;
 }
 
@@ -160,6 +170,7 @@ export class InputCache {
     return {
       sha256,
       path: this.#path(sha256),
+      size: entry.size,
       release: () => {
         if (released) return;
         released = true;
@@ -197,11 +208,19 @@ export class InputCache {
     const mode =
       wireMode === undefined ? this.#defaultMode : applicableMode(wireMode, this.#defaultMode);
     const tmp = `${dest}.rake-tmp-${randomBytes(6).toString('hex')}`;
+    // FICLONE: a reflink where the file system has them, a plain copy elsewhere.
+    const flags = fsc.COPYFILE_EXCL | fsc.COPYFILE_FICLONE;
     try {
-      // FICLONE: a reflink where the file system has them, a plain copy elsewhere.
-      await copyFile(lease.path, tmp, fsc.COPYFILE_EXCL | fsc.COPYFILE_FICLONE);
-      await chmod(tmp, mode);
-      await rename(tmp, dest);
+      if (lease.size <= SMALL_FILE_BYTES) {
+        // Small: synchronous calls, no thread-pool handoffs (see SMALL_FILE_BYTES).
+        copyFileSync(lease.path, tmp, flags);
+        chmodSync(tmp, mode);
+        renameSync(tmp, dest);
+      } else {
+        await copyFile(lease.path, tmp, flags);
+        await chmod(tmp, mode);
+        await rename(tmp, dest);
+      }
     } catch (err) {
       await unlink(tmp).catch(() => {});
       throw err;
@@ -238,16 +257,20 @@ export class InputCache {
   async #insert(sha256: string, size: number, from: string): Promise<InsertResult> {
     const tmp = join(this.dir, `.${sha256.slice(0, 16)}.tmp-${randomBytes(6).toString('hex')}`);
     try {
-      const actual = await copyHashing(from, tmp);
+      const small = size <= SMALL_FILE_BYTES;
+      const actual = small ? copyHashingSync(from, tmp) : await copyHashing(from, tmp);
       if (actual.size !== size || actual.sha256 !== sha256) {
         await unlink(tmp).catch(() => {});
         return this.#reject(actual.size !== size ? 'wrong-size' : 'mismatch', sha256, size);
       }
-      await chmod(tmp, 0o444);
-      await this.#unlinking.get(sha256);
+      if (small) chmodSync(tmp, 0o444);
+      else await chmod(tmp, 0o444);
+      const unlinking = this.#unlinking.get(sha256);
+      if (unlinking) await unlinking;
       // Not in the index yet, so nobody leases it before it is committed below.
       const path = this.#path(sha256);
-      await rename(tmp, path);
+      if (small) renameSync(tmp, path);
+      else await rename(tmp, path);
       // The bound holds for committed entries: make room, then commit in the same tick.
       while (this.#bytes + size > this.maxBytes) {
         if (!(await this.#makeRoom(size))) {
@@ -304,6 +327,35 @@ export class InputCache {
   #path(sha256: string): string {
     return join(this.dir, sha256);
   }
+}
+
+/**
+ * {@link copyHashing} for a small file: read whole (refusing a symlink), hashed, written to
+ * a new file. The size returned is what was read, so a claim of "small" cannot be used to
+ * make the server read a big file into memory: the read stops past the bound.
+ */
+function copyHashingSync(from: string, to: string): { sha256: string; size: number } {
+  const input = openSync(from, fsc.O_RDONLY | fsc.O_NOFOLLOW);
+  let bytes: Buffer;
+  try {
+    const buf = Buffer.allocUnsafe(SMALL_FILE_BYTES + 1);
+    let n = 0;
+    for (let got = 1; got > 0 && n < buf.length; n += got) {
+      got = readSync(input, buf, n, buf.length - n, null);
+    }
+    bytes = buf.subarray(0, n);
+  } finally {
+    closeSync(input);
+  }
+  const output = openSync(to, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW, 0o600);
+  try {
+    for (let done = 0; done < bytes.length; ) {
+      done += writeSync(output, bytes, done, bytes.length - done);
+    }
+  } finally {
+    closeSync(output);
+  }
+  return { sha256: createHash('sha256').update(bytes).digest('hex'), size: bytes.length };
 }
 
 /** Copies `from` to a new file `to` (exclusive), returning the SHA-256 and size it copied. */

@@ -1,4 +1,3 @@
-import { mkdtemp } from 'node:fs/promises';
 import type { Socket } from 'node:net';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
@@ -29,8 +28,9 @@ import {
 import { unreachable } from '../util/unreachable.js';
 import type { InputCache } from './cache.js';
 import { type JobOutcome, runJob } from './job.js';
+import { type JobDirs, layoutOf } from './jobdirs.js';
 import type { Launcher } from './launcher.js';
-import { changedFiles, listRegularFiles, removeTree } from './outputs.js';
+import { changedFiles, isSmallListing, listRegularFiles } from './outputs.js';
 import { type JobSlots, SlotWaitAborted } from './slots.js';
 
 /** Limits the server enforces: the wire limits plus the cap on captured output. */
@@ -56,6 +56,8 @@ export interface ConnectionContext {
   readonly slots: JobSlots;
   /** Starts the jobs' shells. */
   readonly launcher: Launcher;
+  /** Hands out (and takes back) the job directories. */
+  readonly jobDirs: JobDirs;
   /** The cost to report: jobs being managed + the configured offset. */
   cost(): number;
   /** Counts a connection into, or out of, the jobs being managed. */
@@ -108,6 +110,10 @@ export class Connection {
   readonly #started = performance.now();
   readonly #remote: string;
   #dir: string | undefined;
+  /** A job directory was made (requirements, a `have` or a command came). */
+  #hadDir = false;
+  /** The job directory is known to hold few files (it can be removed synchronously). */
+  #smallDir = true;
   #managing = false;
   #outcome: ConnectionOutcome = 'ok';
   #commands = 0;
@@ -166,7 +172,10 @@ export class Connection {
       this.#settleExpected();
       await this.#removeDir();
       await this.#close(linger);
-      this.#log.info(
+      // A connection that only asked for costs (the client's polls: one or more per action)
+      // is routine; it is logged at debug so info stays one line per job.
+      const routine = this.#outcome === 'ok' && this.#commands === 0 && !this.#hadDir;
+      this.#log[routine ? 'debug' : 'info'](
         {
           remote: this.#remote,
           outcome: this.#outcome,
@@ -332,8 +341,9 @@ export class Connection {
     const cache = this.#ctx.cache;
     if (cache === undefined) throw new Error('have without a cache');
     this.#setManaging(true);
-    const dir = await this.#ensureDir();
+    const dir = await this.#ensureDir(layoutOf(entries.map((e) => e.name)));
     this.#settleExpected();
+    if (entries.length >= 64) this.#smallDir = false;
     const withMode = this.#ext.has('mode');
     const found = await Promise.all(
       entries.map(async (entry) => {
@@ -391,6 +401,7 @@ export class Connection {
       limits,
       modes: this.#ext.has('mode'),
     });
+    if (files.length + this.#expected.size >= 64) this.#smallDir = false;
     this.#log.debug(
       { files: files.length, bytes: files.reduce((n, f) => n + f.size, 0) },
       'requirements received',
@@ -451,6 +462,8 @@ export class Connection {
     let before: Awaited<ReturnType<typeof listRegularFiles>>;
     try {
       before = await listRegularFiles(dir, limits.maxFiles);
+      // Until the listing after the job, the directory may hold anything.
+      this.#smallDir = false;
       this.#log.info({ command }, 'job start');
       outcome = await runJob(
         {
@@ -526,6 +539,7 @@ export class Connection {
       return this.#failure(Buffer.concat([outcome.stderr, Buffer.from(note)]), outcome.exitCode);
     }
     const after = await listRegularFiles(dir, limits.maxFiles);
+    this.#smallDir = isSmallListing(after);
     if (!after.ok) {
       return this.#failure(
         `rakeserver: refused: the job left more than ${after.limit} files\n`,
@@ -631,8 +645,14 @@ export class Connection {
     if (!ok) await drained(socket);
   }
 
-  async #ensureDir(): Promise<string> {
-    this.#dir ??= await mkdtemp(join(this.#ctx.workdir, `job-${this.id}-`));
+  /**
+   * The connection's job directory, taken on first use. `layout`: the subdirectories its
+   * files will need, when known up front (a `have` list), so a spare directory that already
+   * has them can be used.
+   */
+  async #ensureDir(layout?: readonly string[]): Promise<string> {
+    this.#hadDir = true;
+    this.#dir ??= this.#ctx.jobDirs.take(this.id, layout);
     return this.#dir;
   }
 
@@ -641,7 +661,7 @@ export class Connection {
     if (dir === undefined) return;
     this.#dir = undefined;
     try {
-      await removeTree(dir);
+      await this.#ctx.jobDirs.give(dir, { small: this.#smallDir });
     } catch (err) {
       this.#log.error(
         { dir, err: err instanceof Error ? err.message : String(err) },

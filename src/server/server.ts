@@ -13,6 +13,7 @@ import {
 import { packageVersion } from '../util/version.js';
 import { InputCache } from './cache.js';
 import { Connection, type ServerLimits } from './connection.js';
+import { JobDirs } from './jobdirs.js';
 import { createLauncher, type SpawnerChoice } from './launcher.js';
 import { removeTree } from './outputs.js';
 import { JobSlots } from './slots.js';
@@ -25,6 +26,13 @@ export const DEFAULT_SERVER_LIMITS: ServerLimits = {
   ...DEFAULT_LIMITS,
   maxOutputBytes: 64 * 1024 * 1024,
 };
+
+/**
+ * Emptied job directories a server keeps for reuse (src/server/jobdirs.ts). A client may
+ * queue every action of an actionset on one server at once, so this is well above the
+ * number of job slots; an empty directory costs an inode and a block.
+ */
+const SPARE_JOB_DIRS = 256;
 
 /** Default bound of the input cache (`--cache-size`). */
 export const DEFAULT_CACHE_SIZE = 512 * 1024 * 1024;
@@ -126,6 +134,7 @@ export async function serve(options: ServeOptions = {}): Promise<ServerHandle> {
     ...(token ? (['auth'] as const) : []),
   ]);
   const slots = new JobSlots(maxJobs);
+  const jobDirs = new JobDirs(workdir, SPARE_JOB_DIRS);
   let launcher: Awaited<ReturnType<typeof createLauncher>>;
   try {
     launcher = await createLauncher(options.spawner ?? 'auto', log.child({ part: 'spawner' }));
@@ -146,6 +155,7 @@ export async function serve(options: ServeOptions = {}): Promise<ServerHandle> {
     idleTimeoutMs: (options.idleTimeoutSeconds ?? 300) * 1000,
     slots,
     launcher,
+    jobDirs,
     cost: () => managing + costOffset,
     manage: (delta: 1 | -1) => {
       managing += delta;
@@ -224,6 +234,7 @@ export async function serve(options: ServeOptions = {}): Promise<ServerHandle> {
     await all();
     await stopped;
     await launcher.close();
+    await jobDirs.close();
     // Each connection removed its own directory; a shared --workdir is left as it was.
     if (ownsWorkdir) await removeTree(workdir);
     log.info('stopped');
