@@ -138,6 +138,42 @@ for (const kind of ['python3', 'node'] as const) {
 }
 
 describe('launcher: python3 spawn helper', () => {
+  it('gives a command of plain words (run without a shell) what the shell would give it', async () => {
+    const launcher = await createLauncher('python3', silent);
+    const dir = await mkdtemp(join(tmpdir(), 'rake-launcher-'));
+    const run = async (command: string) => {
+      const job = await launcher.launch(command, dir);
+      const [out, err, status] = await Promise.all([
+        collect(job.stdout),
+        collect(job.stderr),
+        job.exited,
+      ]);
+      return { out, err, status };
+    };
+    try {
+      // The program leads the job, and PWD names the job's directory, as under sh.
+      const self = await run('cat /proc/self/stat');
+      assert.equal(self.out.split(' ')[1], '(cat)');
+      assert.equal((await run('printenv PWD')).out, `${dir}\n`);
+      assert.deepEqual(await run('  printf %s:%s a,b c=d  '), {
+        out: 'a,b:c=d',
+        err: '',
+        status: 0,
+      });
+      // A program that is not there: the shell's own message and status.
+      const missing = await run('no-such-program-here --flag');
+      assert.equal(missing.status, 127);
+      assert.match(missing.err, /no-such-program-here: not found/);
+      // Builtins, assignments and anything quoted or expanded keep their shell.
+      assert.equal((await run('cd / && pwd')).out, '/\n');
+      assert.equal((await run('X=1 printenv X')).out, '1\n');
+      assert.equal((await run("echo 'a  b' $HOME")).out, `a  b ${process.env.HOME}\n`);
+    } finally {
+      await launcher.close();
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
   it('falls back to node with auto, and explains itself with python3, when Python cannot run', async () => {
     const auto = await createLauncher('auto', silent, '/nonexistent/python3');
     assert.equal(auto.kind, 'node');

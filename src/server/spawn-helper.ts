@@ -11,7 +11,10 @@
  *   `{"op":"kill","id":N}`.
  * - For `run`, it connects to the socket twice, sends `o` or `e` + the id in 15 digits + a
  *   newline on each, then spawns `/bin/sh -c C` in D, in a process group of its own, with
- *   stdin from /dev/null and stdout and stderr on those two connections.
+ *   stdin from /dev/null and stdout and stderr on those two connections. As make does, a
+ *   command of plain words (no quotes, `$`, globs, redirections, operators, assignments,
+ *   and not a shell builtin) is run without the shell, with `PWD` set to D; if that program
+ *   cannot be started, the shell runs the command after all (and reports it as usual).
  * - stdout, one line per event: `s ID PID` (started), `f ID "message"` (could not start; a
  *   JSON string), `x ID STATUS` (the shell ended; STATUS is 128 + n for signal n). Before
  *   it writes `x`, the helper kills whatever is left of the job's process group.
@@ -19,7 +22,26 @@
  * - On end of stdin (the server exited, even by SIGKILL) it kills every job's group, then exits.
  */
 export const SPAWN_HELPER_SOURCE = String.raw`
-import json, os, selectors, signal, socket, sys
+import json, os, re, selectors, signal, socket, sys
+
+# Words the shell would treat as nothing but themselves: no quoting, expansion, globbing,
+# redirection, operators, assignments or comments.
+PLAIN = re.compile(r'[A-Za-z0-9_./+,:@%=-]+(?: +[A-Za-z0-9_./+,:@%=-]+)*')
+# dash's builtins and keywords: a command starting with one keeps its shell.
+SHELL_WORDS = set(
+    '. : [ alias bg break cd chdir command continue echo eval exec exit export false fc fg '
+    'getopts hash jobs kill local printf pwd read readonly return set shift test times trap '
+    'true type ulimit umask unalias unset wait case do done elif else esac fi for if in then '
+    'until while'.split())
+
+def plain_words(cmd):
+    cmd = cmd.strip(' ')
+    if not PLAIN.fullmatch(cmd):
+        return None
+    words = cmd.split()
+    if '=' in words[0] or words[0] in SHELL_WORDS:
+        return None
+    return words
 
 def main():
     sock_path = sys.argv[1]
@@ -79,11 +101,21 @@ def main():
                 c.connect(sock_path)
                 c.sendall(('%s%015d\n' % (tag, job)).encode())
             os.chdir(cwd)
-            pid = os.posix_spawn('/bin/sh', ['/bin/sh', '-c', cmd], os.environ,
-                                 setpgroup=0, setsigmask=(), setsigdef=defaults,
-                                 file_actions=[(os.POSIX_SPAWN_DUP2, devnull, 0),
-                                               (os.POSIX_SPAWN_DUP2, conns[0].fileno(), 1),
-                                               (os.POSIX_SPAWN_DUP2, conns[1].fileno(), 2)])
+            spawn = dict(setpgroup=0, setsigmask=(), setsigdef=defaults,
+                         file_actions=[(os.POSIX_SPAWN_DUP2, devnull, 0),
+                                       (os.POSIX_SPAWN_DUP2, conns[0].fileno(), 1),
+                                       (os.POSIX_SPAWN_DUP2, conns[1].fileno(), 2)])
+            pid = None
+            words = plain_words(cmd)
+            if words is not None:
+                # As make does: a command of plain words needs no shell. Anything the
+                # shell would report (not found, not executable) goes through it below.
+                try:
+                    pid = os.posix_spawnp(words[0], words, dict(os.environ, PWD=cwd), **spawn)
+                except OSError:
+                    pid = None
+            if pid is None:
+                pid = os.posix_spawn('/bin/sh', ['/bin/sh', '-c', cmd], os.environ, **spawn)
         except OSError as e:
             emit('f %d %s' % (job, json.dumps(str(e))))
             return
