@@ -20,11 +20,11 @@ import {
   freePort,
   haveCommand,
   type Programs,
-  processCpu,
   progress,
   runChecked,
   runWithCpu,
   SCRATCH,
+  serverCpu,
   startDaemon,
   startRakeservers,
 } from './lib/proc.js';
@@ -82,6 +82,8 @@ export interface BuildTimes {
     client: number[];
     /** The client before the speed-ups. */
     clientBefore: number[];
+    /** The servers themselves (with their spawn helpers) before the speed-ups. */
+    serversBefore: number[];
   };
   /** The `--trace` file of each rake-ts build. */
   readonly rakeTraces: string[];
@@ -215,7 +217,14 @@ export async function runCompare(o: CompareOptions): Promise<CompareResult> {
         distcc: [],
         rake: [],
         before: [],
-        cpu: { make: [], commands: [], servers: [], client: [], clientBefore: [] },
+        cpu: {
+          make: [],
+          commands: [],
+          servers: [],
+          client: [],
+          clientBefore: [],
+          serversBefore: [],
+        },
         rakeTraces: [],
       };
       // One untimed build before the first size: page cache and compiler warm, as later.
@@ -242,6 +251,7 @@ export async function runCompare(o: CompareOptions): Promise<CompareResult> {
             r,
             baselineHosts,
             servers,
+            baselineServers,
           );
           times[tool].push(seconds);
         }
@@ -269,6 +279,7 @@ async function buildOnce(
   round: number,
   baselineHosts: { hosts: readonly string[]; port: number },
   servers: readonly Daemon[],
+  baselineServers: readonly Daemon[],
 ): Promise<number> {
   cleanBuild(project);
   const cwd = project.dir;
@@ -301,22 +312,16 @@ async function buildOnce(
     case 'rake': {
       // Beside the project, not in it: a new round rewrites the project directory.
       const trace = join(`${cwd}-traces`, `round-${round + 1}.json`);
-      const cpu0 = servers.map((s) => processCpu(s.child.pid ?? 0));
+      const cpu0 = servers.map((s) => serverCpu(s.child.pid ?? 0));
       const r = await runWithCpu(
         [process.execPath, o.programs.rake, '-f', 'Rakefile', ...RAKE_FLAGS, '--trace', trace],
         { cwd },
       );
-      const cpu1 = servers.map((s) => processCpu(s.child.pid ?? 0));
-      const delta = (f: (c: { self: number; children: number }) => number) =>
-        servers.reduce((n, _, i) => {
-          const a = cpu0[i];
-          const b = cpu1[i];
-          return a === undefined || b === undefined ? Number.NaN : n + f(b) - f(a);
-        }, 0);
+      const cpu1 = servers.map((s) => serverCpu(s.child.pid ?? 0));
       seconds = r.seconds;
       times.cpu.client.push(r.cpuSeconds);
-      times.cpu.servers.push(delta((c) => c.self));
-      times.cpu.commands.push(delta((c) => c.children));
+      times.cpu.servers.push(cpuDelta(cpu0, cpu1, (c) => c.self));
+      times.cpu.commands.push(cpuDelta(cpu0, cpu1, (c) => c.children));
       times.rakeTraces.push(trace);
       break;
     }
@@ -325,9 +330,12 @@ async function buildOnce(
       // The same Rakefile, pointed at the baseline's own servers.
       const argv = [process.execPath, o.baseline.rake, '-f', 'Rakefile', ...RAKE_FLAGS];
       argv.push('--hosts', baselineHosts.hosts.join(' '), '--port', String(baselineHosts.port));
+      const cpu0 = baselineServers.map((s) => serverCpu(s.child.pid ?? 0));
       const r = await runWithCpu(argv, { cwd });
+      const cpu1 = baselineServers.map((s) => serverCpu(s.child.pid ?? 0));
       seconds = r.seconds;
       times.cpu.clientBefore.push(r.cpuSeconds);
+      times.cpu.serversBefore.push(cpuDelta(cpu0, cpu1, (c) => c.self));
       break;
     }
   }
@@ -443,3 +451,15 @@ async function main(): Promise<void> {
 }
 
 if (process.argv[1] === new URL(import.meta.url).pathname) await main();
+
+/** Summed change, over servers, of one CPU figure; NaN if any server could not be read. */
+function cpuDelta(
+  before: readonly ({ self: number; children: number } | undefined)[],
+  after: readonly ({ self: number; children: number } | undefined)[],
+  pick: (c: { self: number; children: number }) => number,
+): number {
+  return before.reduce<number>((n, a, i) => {
+    const b = after[i];
+    return a === undefined || b === undefined ? Number.NaN : n + pick(b) - pick(a);
+  }, 0);
+}

@@ -275,6 +275,17 @@ function speedupSection(
       `| build N = ${b.units}: CPU of the client (s) | ${change(spread(b.cpu.clientBefore), spread(b.cpu.client), 's')} |`,
     );
   }
+  if (
+    b !== undefined &&
+    b.cpu.serversBefore.length > 0 &&
+    !b.cpu.serversBefore.some(Number.isNaN) &&
+    !b.cpu.servers.some(Number.isNaN)
+  ) {
+    const perJob = (xs: number[]) => xs.map((x) => (x * 1000) / (b.units + 2));
+    lines.push(
+      `| build N = ${b.units}: CPU of the servers per job (ms) | ${change(spread(perJob(b.cpu.serversBefore)), spread(perJob(b.cpu.servers)), 'ms', 1)} |`,
+    );
+  }
   if (overhead !== undefined) {
     for (const w of overhead.workloads.filter((x) => x.before)) {
       const now = overhead.workloads.find(
@@ -305,16 +316,19 @@ function speedupSection(
       ? 'Not measured in this run (run without `--skip build,overhead,scaling`).'
       : ['| figure | before → after (median, range) |', '| --- | --- |', ...lines].join('\n');
   return [
-    'The measurements above pointed at two costs in our own code, and both were cut:',
+    "The first suite run (docs/benchmarks.md of commit 6e5b848) found that on one 2-core machine rake-ts's own CPU is taken straight from the compilers, and that the servers' per-job work was the largest part of it (27–34 ms of CPU per job), then the client's. Those were cut:",
     '',
-    "1. **Client start-up.** Every `rake-ts` run spent about 1 s before its first cost query, most of it loading chevrotain's module tree (some 700 ES modules: chevrotain's own and lodash-es, one file per function); `--version` alone took as long. chevrotain ships the same code as one bundled file, `lib/chevrotain.mjs`; `grammar/chevrotain.ts` now loads that (found beside the package entry, since the exports map hides it; the package entry stays the fallback), and `grammar/lexer.ts` and `grammar/parser.ts` import their run-time values from it. On this machine that is about 0.5 s of CPU less per run — paid once per build, so it shows most on short builds and on every `-j 1` probe.",
-    '2. **Round trips in filestreams.** The receiver of a filestream asked for each file in lockstep: `!N`, wait, `!Z`, wait, `!M`, wait, `!T`, wait — four round trips per file. On a connection with our extensions (`mode` negotiated) `receiveFilestream` now sends the next file’s `!N!Z!M` together with this file’s `!T` (src/protocol/filestream.ts, option `pipeline`): one round trip per file, plus one. Each `!T` still goes out only after that file’s name and size are checked, so a refusal reaches the sender exactly where it waits, as before; base-mode peers still get one request at a time. This is what the link step’s upload of N + 1 objects and every compile’s upload and download pay on a slow link.',
+    "1. **Starting a job no longer forks the server.** Node's `child_process.spawn` forks the whole server process for every job (about 8 ms of CPU here). The server now keeps one small Python helper (`src/server/spawn-helper.ts`) that starts jobs with `posix_spawn` (a `vfork`-style clone: no copy) and hands their output back over Unix sockets: about 1 ms in the server plus 1 ms in the helper. `--spawner node` keeps the old way, and is the fallback without Python.",
+    '2. **No `/bin/sh` for plain commands.** Like make, the helper runs a command made only of plain words (`cc -O2 -Iinclude -c src/u1.c`) without a shell: another 3.6 ms of CPU per job here (`sh -c /bin/true` 5.75 ms against `/bin/true` 2.12 ms). Anything with quotes, `$`, globs, redirections or builtins still goes through `/bin/sh -c`.',
+    "3. **No thread-pool round trips for small files.** Each `fs/promises` call costs two thread handoffs; on this VM they were a large part of a compile job's overhead on both sides. Files up to 256 KiB are now read and written whole with synchronous calls (src/protocol/filestream.ts, `SMALL_FILE_BYTES`), as are name checks, output listings and small removals; bigger files still stream with backpressure.",
+    "4. **Job directories are reused.** Making and removing a directory was the dearest metadata work a job did (this disk is ext4 mounted with `discard`: 3–5 ms of CPU per `rmdir`). Emptied job directories are kept and handed out again, with the subdirectories a job's `have` list needs already there (src/server/jobdirs.ts).",
+    '5. **Fewer system calls per message.** Writes made in one tick leave in one `writev` (the socket is corked until the tick ends); cost-only connections log at debug.',
     '',
-    `Before/after, from this run ("before" is the same tree compiled with the files those changes touched as they were at ${SPEEDUP_BASELINE.rev}: ${SPEEDUP_BASELINE.restore.map((f) => `\`${f}\``).join(', ')}; see lib/proc.ts \`SPEEDUP_BASELINE\`):`,
+    `Before/after, from this run ("before" is rake-ts at commit ${SPEEDUP_BASELINE.rev}, compiled whole from git, with servers of its own in the same rounds; see lib/proc.ts \`SPEEDUP_BASELINE\`):`,
     '',
     table,
     '',
-    "Read the rows against their ranges: builds alternate within a round, but this machine's load drifts, so a small change inside overlapping ranges is noise. What is left, by the build section's CPU table: the servers' per-job work (the fork behind each job's `spawn` first; a small long-lived spawner process, or a Node with a `posix_spawn`-based libuv, would take most of it off the server), then the client's per-action work; neither is a round trip, so both matter most when, as here, the servers share the client's cores.",
+    "Read the rows against their ranges: builds alternate within a round, but this machine's load drifts, so a small change inside overlapping ranges is noise.",
   ].join('\n');
 }
 
@@ -474,7 +488,7 @@ function buildReading(r: CompareResult): string {
     const own = m(b.cpu.servers) + m(b.cpu.client);
     if (Number.isNaN(own)) continue;
     out.push(
-      `N = ${b.units}: the commands took ${m(b.cpu.commands).toFixed(1)} CPU s under rake-ts against ${m(b.cpu.make).toFixed(1)} s for make and its compilers (the extra \`/bin/sh\` per job and the compiles of the link step included), and rake-ts itself ${own.toFixed(1)} s more (servers ${m(b.cpu.servers).toFixed(1)} s, ${((m(b.cpu.servers) / (b.units + 2)) * 1000).toFixed(0)} ms per job; client ${m(b.cpu.client).toFixed(1)} s). With both cores busy compiling, that CPU is wall time: about ${(own / 2).toFixed(1)} s of the ${(m(b.rake) - m(b.make)).toFixed(1)} s between rake-ts and make.`,
+      `N = ${b.units}: the commands took ${m(b.cpu.commands).toFixed(1)} CPU s under rake-ts against ${m(b.cpu.make).toFixed(1)} s for make and its compilers (the link step included), and rake-ts itself ${own.toFixed(1)} s more (servers ${m(b.cpu.servers).toFixed(1)} s, ${((m(b.cpu.servers) / (b.units + 2)) * 1000).toFixed(0)} ms per job; client ${m(b.cpu.client).toFixed(1)} s). With both cores busy compiling, that CPU is wall time: about ${(own / 2).toFixed(1)} s of the ${(m(b.rake) - m(b.make)).toFixed(1)} s between rake-ts and make.`,
     );
   }
   if (out.length === 0) return '';
