@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { hdr, pkt, RawPeer } from '../helpers/raw-peer.js';
-import { jobDirs, readPids, waitFor } from './support.js';
+import { alive, jobDirs, readPids, waitFor } from './support.js';
 
 const root = new URL('../..', import.meta.url).pathname;
 const entry = (module: string) =>
@@ -115,4 +115,36 @@ describe('rakeserver program', () => {
       await rm(scratch, { recursive: true, force: true });
     });
   }
+
+  it('killed with SIGKILL: its jobs die with it, and the next server in its workdir removes what it left', async () => {
+    const scratch = await mkdtemp(join(tmpdir(), 'rake-prog-'));
+    const workdir = join(scratch, 'work');
+    const listening = async (p: ReturnType<typeof program>) => {
+      assert.ok(await waitFor(() => p.lines.some((l) => l.msg === 'listening'), 10_000));
+      return p.lines.find((l) => l.msg === 'listening')?.port as number;
+    };
+    const first = program(['--port', '0', '--workdir', workdir]);
+    const job = await RawPeer.connect(await listening(first));
+    await job.send(pkt('!C', `echo $$ > ${scratch}/pid; sleep 30`));
+    const [pid] = await readPids(scratch, ['pid']);
+    assert.equal((await jobDirs(workdir)).length, 1);
+    first.child.kill('SIGKILL');
+    await exited(first.child);
+    assert.ok(await waitFor(() => !alive(pid ?? 0)), `job ${pid} outlived its server`);
+    assert.equal((await jobDirs(workdir)).length, 1, 'a SIGKILLed server cannot clean up');
+    const second = program(['--port', '0', '--workdir', workdir]);
+    await listening(second);
+    assert.ok(await waitFor(async () => (await jobDirs(workdir)).length === 0));
+    assert.ok(
+      await waitFor(() =>
+        second.lines.some(
+          (l) => l.msg === 'removed directories dead servers left' && l.dir === workdir,
+        ),
+      ),
+    );
+    second.child.kill('SIGTERM');
+    assert.equal(await exited(second.child), 0);
+    job.destroy();
+    await rm(scratch, { recursive: true, force: true });
+  });
 });

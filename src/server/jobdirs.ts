@@ -10,6 +10,7 @@ import {
 } from 'node:fs';
 import { join } from 'node:path';
 import { removeTree } from './outputs.js';
+import { OWNER_TAG } from './stale.js';
 
 /**
  * The job directories under a server's workdir. A connection takes one and gives it back
@@ -24,8 +25,10 @@ import { removeTree } from './outputs.js';
  *   `!X have` list), it may get a directory that holds exactly those subdirectories, empty,
  *   as receiving its files would have made them. Its files then land without a mkdir.
  *
- * Directories in use are named `job-<connection>-<random>`, spare ones `spare-<random>`
- * (a rename frees no block), so `job-*` under the workdir is exactly the live connections'.
+ * Directories in use are named `job-<connection>-p<pid>-<random>`, spare ones
+ * `spare-p<pid>-<random>` (a rename frees no block), so `job-*` under the workdir is
+ * exactly the live connections'; the pid lets a later server remove what a killed one
+ * left (src/server/stale.ts).
  */
 export class JobDirs {
   readonly #workdir: string;
@@ -53,7 +56,7 @@ export class JobDirs {
       const spares = this.#spare.get(key);
       for (let spare = spares?.pop(); spare !== undefined; spare = spares?.pop()) {
         this.#spareCount--;
-        const dir = join(this.#workdir, `job-${id}-${suffix()}`);
+        const dir = join(this.#workdir, `job-${id}-${OWNER_TAG}-${suffix()}`);
         try {
           renameSync(spare, dir);
           return dir;
@@ -62,7 +65,7 @@ export class JobDirs {
         }
       }
     }
-    return mkdtempSync(join(this.#workdir, `job-${id}-`));
+    return mkdtempSync(join(this.#workdir, `job-${id}-${OWNER_TAG}-`));
   }
 
   /**
@@ -74,7 +77,7 @@ export class JobDirs {
     if (small && this.#spareCount < this.#maxSpare) {
       const layout = this.#empty(dir);
       if (layout !== undefined) {
-        const spare = join(this.#workdir, `spare-${suffix()}`);
+        const spare = join(this.#workdir, `spare-${OWNER_TAG}-${suffix()}`);
         try {
           renameSync(dir, spare);
           const key = layoutKey(layout);

@@ -7,6 +7,7 @@ import { createInterface } from 'node:readline';
 import type { Readable } from 'node:stream';
 import type { Logger } from 'pino';
 import { SPAWN_HELPER_SOURCE } from './spawn-helper.js';
+import { OWNER_TAG } from './stale.js';
 
 /**
  * A started job: `/bin/sh -c command` in a process group of its own. When {@link exited}
@@ -169,7 +170,7 @@ export class HelperLauncher implements Launcher {
   /** Starts the helper and waits for its `ready`; rejects if it cannot run. */
   static async start(python: string, log: Logger): Promise<HelperLauncher> {
     // mkdtemp makes the directory 0700: no other user can connect and pose as a job's output.
-    const dir = await mkdtemp(join(tmpdir(), 'rakeserver-spawn-'));
+    const dir = await mkdtemp(join(tmpdir(), `rakeserver-spawn-${OWNER_TAG}-`));
     const server = createServer({ allowHalfOpen: false });
     try {
       await new Promise<void>((ok, fail) => {

@@ -17,6 +17,7 @@ import { JobDirs } from './jobdirs.js';
 import { createLauncher, type SpawnerChoice } from './launcher.js';
 import { removeTree } from './outputs.js';
 import { JobSlots } from './slots.js';
+import { OWNER_TAG, removeStale } from './stale.js';
 
 /** The port the reference rakeserver listens on. */
 export const DEFAULT_PORT = 6238;
@@ -112,7 +113,7 @@ export async function serve(options: ServeOptions = {}): Promise<ServerHandle> {
   const ownsWorkdir = options.workdir === undefined;
   const workdir =
     options.workdir === undefined
-      ? await mkdtemp(join(tmpdir(), 'rakeserver-'))
+      ? await mkdtemp(join(tmpdir(), `rakeserver-${OWNER_TAG}-`))
       : resolve(options.workdir);
   if (!ownsWorkdir) await mkdir(workdir, { recursive: true });
   const costOffset = options.costOffset ?? 0;
@@ -215,6 +216,11 @@ export async function serve(options: ServeOptions = {}): Promise<ServerHandle> {
     },
     'listening',
   );
+  // In the background: what servers killed before they could clean up left here.
+  const sweeping = Promise.all([
+    removeStale(tmpdir(), log),
+    ownsWorkdir ? Promise.resolve(0) : removeStale(workdir, log),
+  ]);
 
   const shutdown = async (graceSeconds: number): Promise<void> => {
     log.info({ graceSeconds, connections: connections.size, managing }, 'shutting down');
@@ -235,6 +241,7 @@ export async function serve(options: ServeOptions = {}): Promise<ServerHandle> {
     await stopped;
     await launcher.close();
     await jobDirs.close();
+    await sweeping;
     // Each connection removed its own directory; a shared --workdir is left as it was.
     if (ownsWorkdir) await removeTree(workdir);
     log.info('stopped');
