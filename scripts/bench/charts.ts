@@ -61,6 +61,46 @@ function frame(width: number, height: number, title: string, body: string[]): st
   ].join('\n');
 }
 
+/** Space around the plot inside a chart, px. */
+interface Margins {
+  readonly left: number;
+  readonly right: number;
+  readonly top: number;
+  readonly bottom: number;
+}
+
+/**
+ * The plot of a `width` × `height` chart inside the margins `m` (`pw` × `ph`) and its
+ * vertical value axis, from 0 to a nice bound above `values` and the reference lines: the
+ * scale `y`, the gridlines with their tick labels (drawn first) and the reference lines with
+ * their labels on the right (drawn over the data).
+ */
+function valuePlot(
+  width: number,
+  height: number,
+  m: Margins,
+  values: readonly number[],
+  refLines: readonly RefLine[] = [],
+): { pw: number; ph: number; y: (v: number) => number; grid: string[]; refs: string[] } {
+  const pw = width - m.left - m.right;
+  const ph = height - m.top - m.bottom;
+  const maxV = Math.max(...values, ...refLines.map((r) => r.value));
+  const { top, step } = niceScale(maxV * 1.05);
+  const y = (v: number) => m.top + ph - (v / top) * ph;
+  const grid: string[] = [];
+  for (let v = 0; v <= top + 1e-9; v += step) {
+    grid.push(
+      `<line x1="${m.left}" x2="${m.left + pw}" y1="${num(y(v))}" y2="${num(y(v))}" stroke="#e5e5e5"/>`,
+      `<text x="${m.left - 6}" y="${num(y(v) + 4)}" text-anchor="end">${fmtTick(v, step)}</text>`,
+    );
+  }
+  const refs = refLines.flatMap((r) => [
+    `<line x1="${m.left}" x2="${m.left + pw}" y1="${num(y(r.value))}" y2="${num(y(r.value))}" stroke="#222" ${r.dashed ? 'stroke-dasharray="5 4"' : ''}/>`,
+    `<text x="${m.left + pw + 4}" y="${num(y(r.value) + 4)}" font-size="11">${esc(r.label)}</text>`,
+  ]);
+  return { pw, ph, y, grid, refs };
+}
+
 function legend(labels: readonly string[], x: number, y: number): string[] {
   return labels.flatMap((l, i) => [
     `<rect x="${x}" y="${y + i * 18}" width="12" height="12" fill="${PALETTE[i % PALETTE.length]}"/>`,
@@ -78,22 +118,10 @@ export function barChart(o: {
   const width = 760;
   const height = 360;
   const m = { left: 60, right: 230, top: 36, bottom: 48 };
-  const pw = width - m.left - m.right;
-  const ph = height - m.top - m.bottom;
   const series = [...new Set(o.groups.flatMap((g) => g.bars.map((b) => b.label)))];
-  const maxV = Math.max(
-    ...o.groups.flatMap((g) => g.bars.map((b) => Math.max(b.value, b.hi ?? 0))),
-    ...(o.refLines ?? []).map((r) => r.value),
-  );
-  const { top, step } = niceScale(maxV * 1.05);
-  const y = (v: number) => m.top + ph - (v / top) * ph;
-  const body: string[] = [];
-  for (let v = 0; v <= top + 1e-9; v += step) {
-    body.push(
-      `<line x1="${m.left}" x2="${m.left + pw}" y1="${num(y(v))}" y2="${num(y(v))}" stroke="#e5e5e5"/>`,
-      `<text x="${m.left - 6}" y="${num(y(v) + 4)}" text-anchor="end">${fmtTick(v, step)}</text>`,
-    );
-  }
+  const tops = o.groups.flatMap((g) => g.bars.map((b) => Math.max(b.value, b.hi ?? 0)));
+  const { pw, ph, y, grid, refs } = valuePlot(width, height, m, tops, o.refLines);
+  const body = [...grid];
   const gw = pw / Math.max(1, o.groups.length);
   const bw = Math.min(48, (gw * 0.7) / Math.max(1, series.length));
   o.groups.forEach((g, gi) => {
@@ -118,13 +146,8 @@ export function barChart(o: {
       `<text x="${num(m.left + gi * gw + gw / 2)}" y="${m.top + ph + 18}" text-anchor="middle">${esc(g.label)}</text>`,
     );
   });
-  for (const r of o.refLines ?? []) {
-    body.push(
-      `<line x1="${m.left}" x2="${m.left + pw}" y1="${num(y(r.value))}" y2="${num(y(r.value))}" stroke="#222" ${r.dashed ? 'stroke-dasharray="5 4"' : ''}/>`,
-      `<text x="${m.left + pw + 4}" y="${num(y(r.value) + 4)}" font-size="11">${esc(r.label)}</text>`,
-    );
-  }
   body.push(
+    ...refs,
     `<line x1="${m.left}" x2="${m.left}" y1="${m.top}" y2="${m.top + ph}" stroke="#555"/>`,
     `<text transform="translate(16 ${m.top + ph / 2}) rotate(-90)" text-anchor="middle">${esc(o.yLabel)}</text>`,
     ...legend(series, m.left + pw + 10, m.top + 40),
@@ -152,38 +175,21 @@ export function lineChart(o: {
   const width = 760;
   const height = 360;
   const m = { left: 60, right: 250, top: 36, bottom: 48 };
-  const pw = width - m.left - m.right;
-  const ph = height - m.top - m.bottom;
+  const tops = o.series.flatMap((s) => s.points.map((p) => Math.max(p.y, p.hi ?? 0)));
+  const { pw, ph, y, grid, refs } = valuePlot(width, height, m, tops, o.refLines);
   const xs = [...new Set(o.series.flatMap((s) => s.points.map((p) => p.x)))].sort((a, b) => a - b);
   const tx = (x: number) => (o.log2X ? Math.log2(x) : x);
   const x0 = tx(xs[0] ?? 0);
   const x1 = tx(xs.at(-1) ?? 1);
   const x = (v: number) => m.left + (x1 === x0 ? pw / 2 : ((tx(v) - x0) / (x1 - x0)) * pw);
-  const maxV = Math.max(
-    ...o.series.flatMap((s) => s.points.map((p) => Math.max(p.y, p.hi ?? 0))),
-    ...(o.refLines ?? []).map((r) => r.value),
-  );
-  const { top, step } = niceScale(maxV * 1.05);
-  const y = (v: number) => m.top + ph - (v / top) * ph;
-  const body: string[] = [];
-  for (let v = 0; v <= top + 1e-9; v += step) {
-    body.push(
-      `<line x1="${m.left}" x2="${m.left + pw}" y1="${num(y(v))}" y2="${num(y(v))}" stroke="#e5e5e5"/>`,
-      `<text x="${m.left - 6}" y="${num(y(v) + 4)}" text-anchor="end">${fmtTick(v, step)}</text>`,
-    );
-  }
+  const body = [...grid];
   for (const v of xs) {
     body.push(
       `<line x1="${num(x(v))}" x2="${num(x(v))}" y1="${m.top + ph}" y2="${m.top + ph + 4}" stroke="#555"/>`,
       `<text x="${num(x(v))}" y="${m.top + ph + 18}" text-anchor="middle">${v}</text>`,
     );
   }
-  for (const r of o.refLines ?? []) {
-    body.push(
-      `<line x1="${m.left}" x2="${m.left + pw}" y1="${num(y(r.value))}" y2="${num(y(r.value))}" stroke="#222" ${r.dashed ? 'stroke-dasharray="5 4"' : ''}/>`,
-      `<text x="${m.left + pw + 4}" y="${num(y(r.value) + 4)}" font-size="11">${esc(r.label)}</text>`,
-    );
-  }
+  body.push(...refs);
   o.series.forEach((s, si) => {
     const color = PALETTE[si % PALETTE.length];
     const pts = [...s.points].sort((a, b) => a.x - b.x);

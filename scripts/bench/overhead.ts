@@ -15,12 +15,12 @@
  */
 import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { parseArgs } from 'node:util';
 import { PHASES, type PhaseName } from '../../src/observe/timeline.js';
 import { RAKE_FLAGS, SERVER_FLAGS } from './compare.js';
+import { runPartAsMain } from './lib/cli.js';
+import { writeCompileRakefile } from './lib/compile-rakefile.js';
 import { markdownTable } from './lib/markdown.js';
 import {
-  compilePrograms,
   type Daemon,
   type Programs,
   progress,
@@ -145,20 +145,10 @@ function writeTrues(dir: string, n: number, servers: readonly Daemon[]): void {
 
 function writeCompiles(dir: string, units: number, servers: readonly Daemon[], salt: string): void {
   writeCProject(dir, units, { hosts: [], port: 0 }, salt);
-  writeFileSync(
-    join(dir, 'Rakefile'),
-    [
-      `PORT = ${servers[0]?.port}`,
-      `HOSTS = ${servers.map((s) => `127.0.0.1:${s.port}`).join(' ')}`,
-      '',
-      'compile:',
-      ...Array.from({ length: units }, (_, k) => [
-        `\tremote-cc ${CFLAGS} -c u${k}.c`,
-        `\t\trequires u${k}.c common.h`,
-      ]).flat(),
-      '',
-    ].join('\n'),
-  );
+  writeCompileRakefile(dir, units, {
+    hosts: servers.map((s) => `127.0.0.1:${s.port}`),
+    port: servers[0]?.port,
+  });
 }
 
 /** Runs the three workloads `runs` times each, interleaved. */
@@ -306,25 +296,8 @@ export function overheadMarkdown(r: OverheadResult): string {
   ].join('\n');
 }
 
-async function main(): Promise<void> {
-  const { values } = parseArgs({
-    options: {
-      trues: { type: 'string', default: '200' },
-      units: { type: 'string', default: '40' },
-      runs: { type: 'string', default: '3' },
-      hosts: { type: 'string', default: '2' },
-    },
-  });
-  progress('compiling rake-ts');
-  const programs = compilePrograms();
-  const result = await runOverhead({
-    programs,
-    runs: Number(values.runs),
-    trues: Number(values.trues),
-    units: Number(values.units),
-    hosts: Number(values.hosts),
-  });
-  process.stdout.write(`${overheadMarkdown(result)}\n`);
-}
-
-if (process.argv[1] === new URL(import.meta.url).pathname) await main();
+await runPartAsMain(
+  import.meta.url,
+  { trues: 200, units: 40, runs: 3, hosts: 2 },
+  async (flags, programs) => overheadMarkdown(await runOverhead({ programs, ...flags })),
+);

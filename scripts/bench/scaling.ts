@@ -14,15 +14,15 @@
  *
  * Needs root (or CAP_NET_ADMIN) for namespaces; without them it says so and measures nothing.
  */
-import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { parseArgs } from 'node:util';
 import { PHASES, type PhaseName } from '../../src/observe/timeline.js';
 import { connectTime } from '../testbed/probe.js';
 import { RAKE_FLAGS, SERVER_FLAGS } from './compare.js';
+import { runPartAsMain } from './lib/cli.js';
+import { writeCompileRakefile } from './lib/compile-rakefile.js';
 import { markdownTable } from './lib/markdown.js';
 import {
-  compilePrograms,
   type Daemon,
   type Programs,
   progress,
@@ -178,7 +178,7 @@ export async function runScaling(o: ScalingOptions): Promise<ScalingResult> {
       for (const [i, v] of variants.entries()) {
         // New contents each time: the probe measures uploads, not the servers' input cache.
         writeCProject(probeDir, o.probe, hosts, `probe ${rtt} ${h} ${v.before} ${Date.now()}`);
-        writeProbeRakefile(probeDir, o.probe, hosts);
+        writeCompileRakefile(probeDir, o.probe, hosts);
         const trace = join(probeDir, 'trace.json');
         const argv = [process.execPath, v.programs.rake, '-f', 'Rakefile', ...RAKE_FLAGS];
         await runChecked([...argv, ...v.override, '-j', '1', '--trace', trace], { cwd: probeDir });
@@ -205,27 +205,6 @@ export async function runScaling(o: ScalingOptions): Promise<ScalingResult> {
     probe: o.probe,
     points,
   };
-}
-
-function writeProbeRakefile(
-  dir: string,
-  units: number,
-  rakefileHosts: { hosts: readonly string[]; port: number },
-): void {
-  writeFileSync(
-    join(dir, 'Rakefile'),
-    [
-      `PORT = ${rakefileHosts.port}`,
-      `HOSTS = ${rakefileHosts.hosts.join(' ')}`,
-      '',
-      'compile:',
-      ...Array.from({ length: units }, (_, k) => [
-        `\tremote-cc ${CFLAGS} -c u${k}.c`,
-        `\t\trequires u${k}.c common.h`,
-      ]).flat(),
-      '',
-    ].join('\n'),
-  );
 }
 
 export function scalingMarkdown(r: ScalingResult): string {
@@ -257,27 +236,9 @@ export function scalingMarkdown(r: ScalingResult): string {
   ].join('\n');
 }
 
-async function main(): Promise<void> {
-  const { values } = parseArgs({
-    options: {
-      hosts: { type: 'string', default: '1,2,4,8' },
-      rtt: { type: 'string', default: '2,20' },
-      units: { type: 'string', default: '100' },
-      runs: { type: 'string', default: '3' },
-      probe: { type: 'string', default: '10' },
-    },
-  });
-  progress('compiling rake-ts');
-  const programs = compilePrograms();
-  const result = await runScaling({
-    programs,
-    hostCounts: (values.hosts ?? '1').split(',').map(Number),
-    rtts: (values.rtt ?? '2').split(',').map(Number),
-    units: Number(values.units),
-    runs: Number(values.runs),
-    probe: Number(values.probe),
-  });
-  process.stdout.write(`${scalingMarkdown(result)}\n`);
-}
-
-if (process.argv[1] === new URL(import.meta.url).pathname) await main();
+await runPartAsMain(
+  import.meta.url,
+  { hosts: [1, 2, 4, 8], rtt: [2, 20], units: 100, runs: 3, probe: 10 },
+  async ({ hosts, rtt, ...rest }, programs) =>
+    scalingMarkdown(await runScaling({ programs, hostCounts: hosts, rtts: rtt, ...rest })),
+);

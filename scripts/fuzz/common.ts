@@ -1,7 +1,8 @@
 /**
  * What both fuzzers share: the checks that run between sessions (leaked processes, files
  * written where they must not be), byte alphabets that keep a fuzzed stream harmless when a
- * peer runs part of it as a shell command, and the command line of the standalone runners.
+ * peer runs part of it as a shell command, and the command line and report of the standalone
+ * runners.
  */
 import { readdirSync, readFileSync } from 'node:fs';
 import { lstat, readdir } from 'node:fs/promises';
@@ -40,9 +41,11 @@ export function makeSafe(bytes: Uint8Array): Buffer {
 }
 
 /**
- * Processes whose environment holds `marker`, other than this one: every process a server
- * of this run started inherits it (the fuzzers set it in `process.env` first), so whatever
- * is found after a session ended is a leak. Zombies have an empty environment.
+ * Processes whose environment holds `marker`, other than this one and the spawn helpers of
+ * this process's servers (long-lived by design; their socket directory, on their command
+ * line, carries this pid): every process a server of this run started inherits it (the
+ * fuzzers set it in `process.env` first), so whatever is found after a session ended is a
+ * leak. Zombies have an empty environment.
  */
 export function markedProcesses(marker: string): number[] {
   const found: number[] = [];
@@ -53,12 +56,15 @@ export function markedProcesses(marker: string): number[] {
     return found;
   }
   const needle = Buffer.from(`=${marker}`);
+  const ownHelper = Buffer.from(`rakeserver-spawn-p${process.pid}-`);
   for (const name of entries) {
     if (!/^\d+$/.test(name)) continue;
     const pid = Number(name);
     if (pid === process.pid) continue;
     try {
-      if (readFileSync(`/proc/${name}/environ`).includes(needle)) found.push(pid);
+      if (!readFileSync(`/proc/${name}/environ`).includes(needle)) continue;
+      if (readFileSync(`/proc/${name}/cmdline`).includes(ownHelper)) continue;
+      found.push(pid);
     } catch {
       // Gone, or not ours to read.
     }
@@ -181,4 +187,67 @@ export function parseRunnerArgs(argv: readonly string[], defaults: RunnerArgs): 
     }
   }
   return args;
+}
+
+/** The options both fuzzers take, as the standalone runners pass them. */
+export interface FuzzRunOptions {
+  readonly sessions: number;
+  readonly seed: number;
+  readonly concurrency?: number;
+  readonly timeLimitMs?: number;
+  readonly log?: (line: string) => void;
+}
+
+/** What both fuzzers' reports start with and end with. */
+export interface FuzzRunReport {
+  readonly seed: number;
+  readonly sessions: number;
+  readonly ms: number;
+  readonly findings: readonly Finding[];
+}
+
+/** `counts` as `key n, key n, …`, the largest first. */
+export function showCounts(counts: Record<string, number>): string {
+  return Object.entries(counts)
+    .sort((a, b) => b[1] - a[1])
+    .map(([k, v]) => `${k} ${v}`)
+    .join(', ');
+}
+
+/**
+ * A standalone runner: reads its command line ({@link parseRunnerArgs}), runs `fuzz` with
+ * progress on stderr and prints the report on stdout, as JSON with `--json`, otherwise as
+ * `NAME fuzz: …`, the lines `summary` makes of it, and the findings. The exit code is 1 if
+ * anything was found.
+ */
+export async function runFuzzer<R extends FuzzRunReport>(
+  name: string,
+  fuzz: (options: FuzzRunOptions) => Promise<R>,
+  summary: (report: R) => readonly string[],
+): Promise<void> {
+  const args = parseRunnerArgs(process.argv.slice(2), {
+    sessions: 10_000,
+    seed: Date.now() % 2 ** 31,
+    concurrency: 4,
+    timeLimitMs: Number.POSITIVE_INFINITY,
+    json: false,
+  });
+  const report = await fuzz({
+    sessions: args.sessions,
+    seed: args.seed,
+    concurrency: args.concurrency,
+    ...(Number.isFinite(args.timeLimitMs) ? { timeLimitMs: args.timeLimitMs } : {}),
+    log: (line) => console.error(`fuzz: ${line}`),
+  });
+  if (args.json) {
+    console.log(JSON.stringify(report, null, 2));
+  } else {
+    console.log(
+      `${name} fuzz: seed ${report.seed}, ${report.sessions} sessions in ${(report.ms / 1000).toFixed(1)} s`,
+    );
+    for (const line of summary(report)) console.log(line);
+    console.log(`  findings: ${report.findings.length}`);
+    for (const f of report.findings) console.log(`    #${f.session} ${f.kind}: ${f.detail}`);
+  }
+  process.exitCode = report.findings.length > 0 ? 1 : 0;
 }
