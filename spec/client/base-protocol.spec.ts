@@ -127,7 +127,8 @@ describe('base protocol: a reference-like server', () => {
 
   it('unsubscribing mid-download leaves no partial output file', T, async () => {
     const base = await startBaseServer({ stallDownloadAfter: 1000 });
-    const dir = await project({ 'big.bin': 'x'.repeat(100_000) });
+    // Larger than SMALL_FILE_BYTES, so the download streams into a temporary file.
+    const dir = await project({ 'big.bin': 'x'.repeat(1_000_000) });
     try {
       const text = `PORT = ${base.port}\nHOSTS = 127.0.0.1:${base.port}\n\nset:\n\tremote-cp big.bin out.bin\n\t\trequires big.bin\n`;
       let sawTemp = false;

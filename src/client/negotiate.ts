@@ -1,6 +1,5 @@
 import { createHash } from 'node:crypto';
-import { createReadStream } from 'node:fs';
-import { stat } from 'node:fs/promises';
+import { createReadStream, readFileSync, statSync } from 'node:fs';
 import type { Socket } from 'node:net';
 import {
   type Extension,
@@ -162,9 +161,8 @@ async function readExtension<V extends 'ok' | 'challenge' | 'need'>(
 }
 
 function withTimeout<T>(work: Promise<T>, host: string, step: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const expired = new Promise<never>((_, reject) => {
-    timer = setTimeout(
+  return new Promise<T>((resolve, reject) => {
+    const timer = setTimeout(
       () =>
         reject(
           new JobError(
@@ -176,13 +174,28 @@ function withTimeout<T>(work: Promise<T>, host: string, step: string): Promise<T
       HANDSHAKE_TIMEOUT_MS,
     );
     timer.unref();
+    work.then(
+      (value) => {
+        clearTimeout(timer);
+        resolve(value);
+      },
+      (err: unknown) => {
+        clearTimeout(timer);
+        reject(err);
+      },
+    );
   });
-  return Promise.race([work, expired]).finally(() => clearTimeout(timer));
 }
+
+/** Files up to this size are hashed with one synchronous read; larger ones are streamed. */
+const SYNC_HASH_MAX_BYTES = 1024 * 1024;
 
 /**
  * Hashes requirement contents for `!X have`, once per file per run: keyed by path, size,
- * mtime, ctime and inode, so the 1 MiB header a hundred actions require is read once.
+ * mtime, ctime and inode, so the 1 MiB header a hundred actions require is read once. The
+ * `stat` and the read of a small file are synchronous: on the event loop they cost less
+ * than the thread-pool handoffs of `fs/promises` and a read stream. A larger file is
+ * streamed, so the event loop is never held for long.
  */
 export class ContentHasher {
   readonly #memo = new Map<string, Promise<{ sha256: string; size: number }>>();
@@ -190,16 +203,26 @@ export class ContentHasher {
   /** The `have` line of a file, or `undefined` for a name a line cannot carry. */
   async entry(file: OutgoingFile): Promise<HaveEntry | undefined> {
     if (file.name.includes('\n')) return undefined;
-    const st = await stat(file.path, { bigint: true });
+    const st = statSync(file.path, { bigint: true });
     const key = `${file.path}\0${st.size}\0${st.mtimeNs}\0${st.ctimeNs}\0${st.ino}`;
     let hashed = this.#memo.get(key);
     if (hashed === undefined) {
-      hashed = hashFile(file.path);
+      hashed = st.size <= SYNC_HASH_MAX_BYTES ? hashSmallFile(file.path) : hashFile(file.path);
       this.#memo.set(key, hashed);
       hashed.catch(() => this.#memo.delete(key));
     }
     const { sha256, size } = await hashed;
     return { sha256, size, mode: Number(st.mode & 0o777n), name: file.name };
+  }
+}
+
+function hashSmallFile(path: string): Promise<{ sha256: string; size: number }> {
+  try {
+    const bytes = readFileSync(path);
+    const sha256 = createHash('sha256').update(bytes).digest('hex');
+    return Promise.resolve({ sha256, size: bytes.length });
+  } catch (err) {
+    return Promise.reject(err);
   }
 }
 

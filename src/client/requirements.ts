@@ -1,4 +1,4 @@
-import { stat } from 'node:fs/promises';
+import { statSync } from 'node:fs';
 import { basename, isAbsolute, relative, resolve, sep } from 'node:path';
 import type { Requirement } from '../../grammar/model.js';
 import type { OutgoingFile } from '../protocol/filestream.js';
@@ -27,26 +27,25 @@ export interface MissingRequirement {
 /**
  * Resolves an action's requirements to files to send, checking each exists as a regular
  * file. Duplicates (same wire name) are sent once. `cache` lets the actions of one
- * actionset share `stat` calls.
+ * actionset share `stat` calls. Synchronous: a `stat` on the event loop costs less than
+ * two thread-pool handoffs, and an actionset's checks run before any of its actions.
  */
-export async function resolveRequirements(
+export function resolveRequirements(
   directory: string,
   requires: readonly Requirement[],
-  cache: Map<string, Promise<string | undefined>> = new Map(),
-): Promise<{ files: OutgoingFile[]; missing: MissingRequirement[] }> {
+  cache: Map<string, string | undefined> = new Map(),
+): { files: OutgoingFile[]; missing: MissingRequirement[] } {
   const files: OutgoingFile[] = [];
   const missing: MissingRequirement[] = [];
   const names = new Set<string>();
-  const checks = requires.map(async (requirement) => {
+  for (const requirement of requires) {
     const path = resolve(directory, requirement.path);
-    let check = cache.get(path);
-    if (check === undefined) {
-      check = statProblem(path);
-      cache.set(path, check);
+    let problem: string | undefined;
+    if (cache.has(path)) problem = cache.get(path);
+    else {
+      problem = statProblem(path);
+      cache.set(path, problem);
     }
-    return { requirement, path, problem: await check };
-  });
-  for (const { requirement, path, problem } of await Promise.all(checks)) {
     if (problem !== undefined) {
       missing.push({ requirement, why: problem });
       continue;
@@ -59,9 +58,10 @@ export async function resolveRequirements(
   return { files, missing };
 }
 
-async function statProblem(path: string): Promise<string | undefined> {
+function statProblem(path: string): string | undefined {
   try {
-    const st = await stat(path);
+    const st = statSync(path, { throwIfNoEntry: false });
+    if (st === undefined) return 'no such file';
     return st.isFile() ? undefined : 'not a regular file';
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;

@@ -25,7 +25,7 @@ import { EmbeddedServers, type StartServer, startEmbeddedServer } from './embedd
 import { type Endpoint, isLoopback } from './endpoint.js';
 import { type ActionRef, NO_PHASES, type RakeEvent, type RunSummary } from './events.js';
 import { CostPoller } from './poll.js';
-import { type MissingRequirement, resolveRequirements } from './requirements.js';
+import { resolveRequirements } from './requirements.js';
 import { Assignments } from './select.js';
 import { type Transport, tcpTransport } from './transport.js';
 
@@ -320,16 +320,11 @@ export function runActionset(
     };
     const refs = set.actions.map((_, i) => actionRef(set, i));
 
-    // Actionsets without requirements stay synchronous, which keeps marble tests exact.
-    const needsFiles = set.actions.some((a) => a.requires.length > 0);
-    const cache = new Map<string, Promise<string | undefined>>();
-    const resolved$ = needsFiles
-      ? from(
-          Promise.all(
-            set.actions.map((a) => resolveRequirements(ctx.outputDir, a.requires, cache)),
-          ),
-        )
-      : of(set.actions.map(() => ({ files: [], missing: [] as MissingRequirement[] })));
+    // Checked synchronously, when the actionset starts (which keeps marble tests exact).
+    const cache = new Map<string, string | undefined>();
+    const resolved$ = defer(() =>
+      of(set.actions.map((a) => resolveRequirements(ctx.outputDir, a.requires, cache))),
+    );
 
     const body$ = resolved$.pipe(
       mergeMap((resolved) => {

@@ -153,8 +153,36 @@ export function tcpTransport(options: TransportOptions = {}): Transport {
 }
 
 /**
- * Opens a connection and runs `talk` over it; unsubscribing destroys the socket and aborts
- * `signal` (for work `talk` does beside the socket).
+ * Tells work `talk` does beside the socket (a cost query of its own) that the conversation
+ * was cancelled. Lighter than an `AbortController`, which builds a `DOMException` (with its
+ * stack) on every abort.
+ */
+class Cancellation {
+  #callbacks: (() => void)[] | undefined;
+  #cancelled = false;
+
+  /** Calls `callback` once when the conversation is cancelled; at once if it was. */
+  onCancel(callback: () => void): void {
+    if (this.#cancelled) {
+      callback();
+      return;
+    }
+    if (this.#callbacks === undefined) this.#callbacks = [callback];
+    else this.#callbacks.push(callback);
+  }
+
+  cancel(): void {
+    if (this.#cancelled) return;
+    this.#cancelled = true;
+    const callbacks = this.#callbacks;
+    this.#callbacks = undefined;
+    for (const callback of callbacks ?? []) callback();
+  }
+}
+
+/**
+ * Opens a connection and runs `talk` over it; unsubscribing before `talk` is over destroys
+ * the socket and cancels `cancel` (for work `talk` does beside the socket).
  */
 function converse<T>(
   endpoint: Endpoint,
@@ -162,7 +190,7 @@ function converse<T>(
     socket: Socket,
     reader: FramedReader,
     emit: (value: T) => void,
-    signal: AbortSignal,
+    cancel: Cancellation,
   ) => Promise<void>,
   classify: (err: unknown) => unknown,
   track: TrackCleanup,
@@ -182,14 +210,14 @@ function converse<T>(
     };
     const reader = new FramedReader(socket);
     let closed = false;
-    const abort = new AbortController();
+    const cancel = new Cancellation();
     const work = talk(
       socket,
       reader,
       (v) => {
         if (!closed) sub.next(v);
       },
-      abort.signal,
+      cancel,
     ).then(
       () => {
         closed = true;
@@ -208,11 +236,12 @@ function converse<T>(
     track(work);
     return () => {
       if (!closed) {
+        // Cancelled while talking: stop the reader and any work beside the socket.
         closed = true;
         reader.dispose();
+        cancel.cancel();
       }
       count();
-      abort.abort();
       socket.destroy();
     };
   });
@@ -294,9 +323,13 @@ const LOOKUP_TIMEOUT_MS = 5000;
  * What a host is: from its last cost answer; base mode for a host that was asked but did
  * not answer (a slow host chosen anyway); for a host never asked (the local server of a
  * local action with no embedded-server probe), from a cost query of its own, which ends
- * with the job (`signal`). Never a hello to a host that did not answer the offer.
+ * with the job (`cancel`). Never a hello to a host that did not answer the offer.
  */
-function peerOf(endpoint: Endpoint, state: TransportState, signal: AbortSignal): Promise<PeerInfo> {
+function peerOf(
+  endpoint: Endpoint,
+  state: TransportState,
+  cancel: Cancellation,
+): Promise<PeerInfo> {
   const base: PeerInfo = { kind: 'base' };
   const known = state.peers.get(endpoint);
   if (known !== undefined) return Promise.resolve(known);
@@ -313,14 +346,10 @@ function peerOf(endpoint: Endpoint, state: TransportState, signal: AbortSignal):
         error: () => resolve(base),
         complete: () => resolve(base),
       });
-    signal.addEventListener(
-      'abort',
-      () => {
-        subscription.unsubscribe();
-        resolve(base);
-      },
-      { once: true },
-    );
+    cancel.onCancel(() => {
+      subscription.unsubscribe();
+      resolve(base);
+    });
   });
 }
 
@@ -329,10 +358,10 @@ function runJob(endpoint: Endpoint, job: JobSpec, state: TransportState): Observ
   let replied = false;
   return converse<JobProgress>(
     endpoint,
-    async (socket, reader, emit, signal) => {
+    async (socket, reader, emit, cancel) => {
       await connected(socket);
       emit({ type: 'connected' });
-      const peer = await peerOf(endpoint, state, signal);
+      const peer = await peerOf(endpoint, state, cancel);
       // A base-mode host gets exactly the base protocol: no hello, no `!X`, no `!M`.
       const ext: ReadonlySet<Extension> =
         peer.kind === 'rake'
