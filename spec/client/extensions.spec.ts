@@ -179,6 +179,26 @@ describe('our client and our server', () => {
     }
   });
 
+  it('sends its have right behind the hello, without waiting for the answer', T, async () => {
+    const server = await ourServer();
+    const proxy = await startRecordingProxy(server.port);
+    const dir = await project({ 'a.txt': 'x'.repeat(1000) });
+    try {
+      const text = oneHost(proxy.port, 'set:\n\tremote-wc -c a.txt\n\t\trequires a.txt\n');
+      const events = await runAll(dir, text, { embedded: false });
+      assert.equal(only(events, 'output')[0]?.stdout, '1000 a.txt\n');
+      await proxy.settled();
+      const job = proxy.connections.find((c) => c.toServer.includes('hello rake/1'));
+      assert.ok(job, 'a job connection with a hello');
+      const before = job.toServer.subarray(0, job.sentBeforeReply).toString('latin1');
+      assert.match(before, /hello rake\/1[\s\S]*have\n/, 'the have went out before any answer');
+    } finally {
+      await proxy.close();
+      await server.close();
+      await removeDir(dir);
+    }
+  });
+
   it('uploads everything, as in base mode, from a server without a cache', T, async () => {
     const server = await ourServer({ cacheSize: 0 });
     const dir = await project({ 'a.txt': 'x'.repeat(1000) });

@@ -4,6 +4,8 @@ import { connect, createServer, type Server, type Socket } from 'node:net';
 export interface RecordedConnection {
   toServer: Buffer;
   toClient: Buffer;
+  /** How many bytes had gone to the server when the first byte came back (undefined: none). */
+  sentBeforeReply?: number;
 }
 
 /**
@@ -40,6 +42,7 @@ export async function startRecordingProxy(targetPort: number): Promise<Recording
       upstream.write(b);
     });
     upstream.on('data', (b: Buffer) => {
+      record.sentBeforeReply ??= record.toServer.length;
       record.toClient = Buffer.concat([record.toClient, b]);
       client.write(b);
     });
