@@ -24,6 +24,7 @@ import {
   runChecked,
   runWithCpu,
   SCRATCH,
+  SPEEDUP_BASELINE,
   serverCpu,
   startDaemon,
   startRakeservers,
@@ -35,11 +36,12 @@ import { formatSpread, ratios, spread } from './lib/stats.js';
 export const SERVER_FLAGS = ['--max-jobs', '1'] as const;
 
 /**
- * Every compile of every build runs in a session of its own. rakeserver starts each job
- * with setsid (so it can kill the job's process group), and under the kernel's autogroup
- * scheduling a session is a unit of CPU share: on a loaded machine a job in its own session
- * gets more CPU than one of `make`'s children sharing make's session. `setsid -w` gives
- * make's and distcc's compiles the same footing (distccd daemons get a session each too).
+ * Every compile of make's and distcc's builds runs in a session of its own. Under the
+ * kernel's autogroup scheduling a session is a unit of CPU share: on a loaded machine a job
+ * in its own session gets more CPU than one of `make`'s children sharing make's session.
+ * rakeserver with `--spawner node` starts each job with setsid; with the spawn helper (the
+ * default, used here) its jobs share the helper's session, so this footing now favours
+ * make and distcc, if anything (distccd daemons get a session each too).
  */
 const SESSION = 'setsid -w';
 
@@ -405,12 +407,12 @@ export function compareMarkdown(r: CompareResult): string {
     '',
     `Wall times, median of ${r.runs} rounds (range in brackets); each ratio is taken within a round (the three builds back to back, in rotating order) and then its median is shown. Targets: rake-ts / distcc ≤ 1, rake-ts / make -j${k} ≤ 1.25.`,
     '',
-    `- \`make -j${k} CC="${SESSION} cc"\`: local, ${r.ccVersion}, \`cc -O2 -c\` per unit, then \`cc -o prog *.o\`. Every compile of every build runs in a session of its own (\`${SESSION}\`), because rakeserver starts each job that way and, under the kernel's autogroup scheduling, a session is a unit of CPU share: on this loaded machine make's compiles would otherwise get less CPU than rake-ts's.`,
+    `- \`make -j${k} CC="${SESSION} cc"\`: local, ${r.ccVersion}, \`cc -O2 -c\` per unit, then \`cc -o prog *.o\`. Every compile runs in a session of its own (\`${SESSION}\`): under the kernel's autogroup scheduling a session is a unit of CPU share, and rakeserver with \`--spawner node\` starts each job in its own session. With the spawn helper (the default, measured here) rake-ts's jobs share the helper's session, so this footing favours make and distcc, if anything.`,
     `- distcc: ${distcc}.`,
     `- rake-ts: the CLI (\`node bin/rake-ts.js -f Rakefile ${RAKE_FLAGS.join(' ')} --trace …\`), a new process per build, timed from spawn to exit; ${k} \`rakeserver ${SERVER_FLAGS.join(' ')}\` processes on loopback (default logging at info). Actionset \`compile\` (N + 1 \`remote-cc -O2 -c uK.c\`, each \`requires uK.c common.h\`), then \`link\` (\`remote-cc -o prog *.o\`, requiring every object).`,
     ...(withBefore
       ? [
-          '- rake-ts before the speed-ups: the same CLI and servers compiled with the files the speed-ups changed as they were before (lib/proc.ts `SPEEDUP_BASELINE`), with 2 servers of their own, in the same rounds.',
+          `- rake-ts before the speed-ups: rake-ts as it was at commit ${SPEEDUP_BASELINE.rev} (lib/proc.ts \`SPEEDUP_BASELINE\`), compiled whole, with ${k} servers of their own (the same flags), in the same rounds.`,
         ]
       : []),
     '- Every build starts clean; its program is run and must print the sum computed by the generator.',

@@ -74,7 +74,7 @@ const PLAN = QUICK
       units: [100, 400],
       runs: 3,
       overhead: { trues: 100, units: 20 },
-      scaling: { hosts: [1, 2, 4, 8], rtts: [2, 20], units: 50, runs: 3, probe: 8 },
+      scaling: { hosts: [1, 2, 4, 8], rtts: [2, 20], units: 40, runs: 3, probe: 8 },
       transfer: ['--mib', '64', '--runs', '3', '--seconds', '1'],
       parse: ['--runs', '3'],
       client: ['--runs', '2', '--units', '10', '--trues', '100', '--big', '500'],
@@ -497,7 +497,7 @@ function buildReading(r: CompareResult): string {
     '',
     ...out.map((l) => `- ${l}`),
     '',
-    "The largest single item in a server's CPU profile is starting the job: Node's `child_process.spawn` forks the whole server process, about 5 ms of CPU per job on this VM (a `posix_spawn`, as Python's `subprocess` does, takes 0.5 ms); the rest is spread over accepting the connection, the handshake, receiving the requirements into a fresh job directory, listing it before and after the command, hashing uploads for the cache, sending the output and removing the directory. distcc pays comparably here: it preprocesses every unit locally before shipping it, so it too does more work than `make` on the same cores. With real remote hosts (the scaling section) that CPU is spread over the hosts instead.",
+    "A server's CPU per job is now spread thin: accepting the connection, the handshake, the cache offer, writing the requirements into a reused job directory, listing it before and after the command, asking the spawn helper to start the command, sending the output. The client's is mostly its start-up (about 0.5 s of CPU, paid once per build) and one connection per action. distcc pays more here: it preprocesses every unit locally before shipping it, so it too does more work than `make` on the same cores. With real remote hosts (the scaling section) that CPU is spread over the hosts instead.",
   ].join('\n');
 }
 
