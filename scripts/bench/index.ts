@@ -74,7 +74,7 @@ const PLAN = QUICK
       units: [100, 400],
       runs: 3,
       overhead: { trues: 100, units: 20 },
-      scaling: { hosts: [1, 2, 4, 8], rtts: [2, 20], units: 40, runs: 3, probe: 8 },
+      scaling: { hosts: [1, 2, 4, 8], rtts: [2, 20], units: 30, runs: 3, probe: 8 },
       transfer: ['--mib', '64', '--runs', '3', '--seconds', '1'],
       parse: ['--runs', '3'],
       client: ['--runs', '2', '--units', '10', '--trues', '100', '--big', '500'],

@@ -4,25 +4,14 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { Writable } from 'node:stream';
 import { describe, it } from 'node:test';
 import { main } from '../../src/cli/main.js';
+import { capture } from './support.js';
 
 const root = new URL('../../', import.meta.url).pathname;
 const fixtures = join(root, 'spec/fixtures/rakefiles');
 const typical = join(fixtures, 'valid/typical');
 const invalid = join(fixtures, 'invalid/all-at-once');
-
-function capture() {
-  let text = '';
-  const stream = new Writable({
-    write(chunk: Buffer, _encoding, done) {
-      text += chunk.toString('utf8');
-      done();
-    },
-  });
-  return { stream, text: () => text };
-}
 
 async function check(argv: string[], cwd = root) {
   const stdout = capture();

@@ -3,31 +3,12 @@
 import assert from 'node:assert/strict';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { Writable } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
 import { HOSTS_EXIT, type HostReport } from '../../src/cli/commands/hosts.js';
-import { main } from '../../src/cli/main.js';
 import type { ServerHandle } from '../../src/server/index.js';
 import { closeAll, freePort, project, removeDir, startServers } from '../client/support.js';
 import { type BaseServer, startBaseServer } from '../helpers/base-server.js';
-
-function capture() {
-  let text = '';
-  const stream = new Writable({
-    write(chunk: Buffer, _enc, cb) {
-      text += chunk.toString('utf8');
-      cb();
-    },
-  });
-  return { stream, text: () => text };
-}
-
-async function rake(cwd: string, argv: string[]) {
-  const out = capture();
-  const err = capture();
-  const code = await main(argv, { stdout: out.stream, stderr: err.stream, cwd });
-  return { code, stdout: out.text(), stderr: err.text() };
-}
+import { rake } from './support.js';
 
 const row = (host: string, cost: string, server: string, status: string) =>
   new RegExp(`^${host.replace(/\./g, '\\.')} +host +${cost} +\\d+ ms +${server} +${status}$`);

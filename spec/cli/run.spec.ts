@@ -4,7 +4,6 @@ import { EventEmitter } from 'node:events';
 import { writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
-import { Writable } from 'node:stream';
 import { describe, it } from 'node:test';
 import yargs from 'yargs';
 import { EXIT, type RunArgs, runRake, withRunOptions } from '../../src/cli/commands/run.js';
@@ -17,6 +16,7 @@ import {
   waitFor,
   withHosts,
 } from '../client/support.js';
+import { capture } from './support.js';
 
 const T = { timeout: 60_000 };
 
@@ -41,17 +41,6 @@ async function argsOf(argv: string[]): Promise<RunArgs> {
     .parseAsync();
   if (failure !== undefined || args === undefined) throw new Error(failure ?? 'no arguments');
   return args;
-}
-
-function capture() {
-  let text = '';
-  const stream = new Writable({
-    write(chunk: Buffer, _enc, cb) {
-      text += chunk.toString('utf8');
-      cb();
-    },
-  });
-  return { stream, text: () => text };
 }
 
 async function rake(cwd: string, argv: string[], signals = new EventEmitter()) {

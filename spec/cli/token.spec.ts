@@ -3,31 +3,12 @@
 import assert from 'node:assert/strict';
 import { chmod, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { Writable } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
-import { main } from '../../src/cli/main.js';
 import { type ServerHandle, serve } from '../../src/server/index.js';
 import { project, removeDir } from '../client/support.js';
+import { rake } from './support.js';
 
 const SECRET = 'cli-spec-token-5c1e';
-
-function capture() {
-  let text = '';
-  const stream = new Writable({
-    write(chunk: Buffer, _enc, cb) {
-      text += chunk.toString('utf8');
-      cb();
-    },
-  });
-  return { stream, text: () => text };
-}
-
-async function rake(cwd: string, argv: string[]) {
-  const out = capture();
-  const err = capture();
-  const code = await main(argv, { stdout: out.stream, stderr: err.stream, cwd });
-  return { code, stdout: out.text(), stderr: err.text() };
-}
 
 describe('rake-ts --token-file', { timeout: 60_000 }, () => {
   let server: ServerHandle;
