@@ -70,11 +70,11 @@ function compile(): void {
 
 /** Starts a rakeserver process on a free port; resolves once it listens. */
 /**
- * A rakeserver with one job slot: two of them run two jobs at once, as `make -j2` and
- * `xargs -P2` do (the same server flags as compare.ts, the suite's build comparison).
+ * A rakeserver with default flags (a job slot per core: two here), as a user starts it.
+ * (compare.ts, the suite's build comparison, gives each server one slot instead.)
  */
 function startServer(spawner = 'auto'): Promise<{ child: ChildProcess; port: number }> {
-  const argv = JSON.stringify(['--port', '0', '--max-jobs', '1', '--spawner', spawner]);
+  const argv = JSON.stringify(['--port', '0', '--spawner', spawner]);
   const code = `import(${JSON.stringify(join(dist, 'src/cli/rakeserver.js'))}).then((m) => m.main(${argv})).then((c) => process.exit(c));`;
   const child = spawn(process.execPath, ['--input-type=module', '-e', code], {
     cwd: root,
@@ -379,7 +379,7 @@ async function main(): Promise<void> {
       '',
       `Reproduce: \`node --import tsx scripts/bench/build.ts [--runs ${RUNS}] [--units ${units}] [--trues ${trues}] [--big ${big}] [--write-docs]\`.`,
       'The script compiles the TypeScript with tsc first; the 2 servers are separate `rakeserver` processes with',
-      '`--max-jobs 1` (two jobs at once in all, as `make -j2`; logs at info, the spawn helper), after one untimed build each; the client is a separate process per run, through the CLI',
+      'default flags (2 job slots each, so up to 4 jobs at once on 2 cores; logs at info; the spawn helper), after one untimed build each; the client is a separate process per run, through the CLI',
       '(`runRake`, `-q`, default `-j`), timed from spawn to exit, so its start-up counts. Both sides compile with',
       '`cc -O2`; the C project has one header and a `main.c` calling every unit, and the program each build makes',
       'is run and its output compared.',

@@ -36,14 +36,12 @@ import { formatSpread, ratios, spread } from './lib/stats.js';
 export const SERVER_FLAGS = ['--max-jobs', '1'] as const;
 
 /**
- * Every compile of make's and distcc's builds runs in a session of its own. Under the
- * kernel's autogroup scheduling a session is a unit of CPU share: on a loaded machine a job
- * in its own session gets more CPU than one of `make`'s children sharing make's session.
- * rakeserver with `--spawner node` starts each job with setsid; with the spawn helper (the
- * default, used here) its jobs share the helper's session, so this footing now favours
- * make and distcc, if anything (distccd daemons get a session each too).
+ * make's and distcc's compiles run as make starts them, in make's session. (Until the
+ * spawn helper, rakeserver started every job in a session of its own, which under the
+ * kernel's autogroup scheduling is a unit of CPU share; the first suite runs gave make's
+ * compiles the same footing with `setsid -w`. rakeserver's jobs now share its helper's
+ * session, so that wrapper would only add an exec to every one of make's compiles.)
  */
-const SESSION = 'setsid -w';
 
 /** The rake-ts command line of every benchmarked build (plus `--trace`). */
 export const RAKE_FLAGS = ['--progress=never', '-q', '--no-embedded', '--no-fallback'] as const;
@@ -289,7 +287,7 @@ async function buildOnce(
   let seconds: number;
   switch (tool) {
     case 'make': {
-      const r = await runWithCpu(['make', '-s', j, `CC=${SESSION} cc`], { cwd });
+      const r = await runWithCpu(['make', '-s', j], { cwd });
       seconds = r.seconds;
       times.cpu.make.push(r.cpuSeconds);
       break;
@@ -297,9 +295,8 @@ async function buildOnce(
     case 'distcc': {
       if (distcc === undefined) throw new Error('distcc is not running');
       const before = distcc.compiled();
-      seconds = (
-        await runChecked(['make', '-s', j, `CC=${SESSION} distcc cc`], { cwd, env: distcc.env })
-      ).seconds;
+      seconds = (await runChecked(['make', '-s', j, 'CC=distcc cc'], { cwd, env: distcc.env }))
+        .seconds;
       // distccd logs a job a moment after its client has the object; give it that moment.
       let done = distcc.compiled() - before;
       for (let i = 0; i < 20 && done < project.units + 1; i++) {
@@ -377,7 +374,7 @@ export function compareMarkdown(r: CompareResult): string {
     ]);
   }
   const distcc = r.distcc.ok
-    ? `${r.distcc.version}, ${k} \`distccd --jobs 1\` on loopback, \`make -j${k} CC="${SESSION} distcc cc"\` (each daemon in a session of its own), DISTCC_FALLBACK=0 (every compile is checked to have reached a daemon; the link runs locally, as distcc does it)`
+    ? `${r.distcc.version}, ${k} \`distccd --jobs 1\` on loopback, \`make -j${k} CC="distcc cc"\` (each daemon in a session of its own), DISTCC_FALLBACK=0 (every compile is checked to have reached a daemon; the link runs locally, as distcc does it)`
     : `not measured: ${r.distcc.why}`;
   const cpuRows: string[][] = [
     [
@@ -407,7 +404,7 @@ export function compareMarkdown(r: CompareResult): string {
     '',
     `Wall times, median of ${r.runs} rounds (range in brackets); each ratio is taken within a round (the three builds back to back, in rotating order) and then its median is shown. Targets: rake-ts / distcc ≤ 1, rake-ts / make -j${k} ≤ 1.25.`,
     '',
-    `- \`make -j${k} CC="${SESSION} cc"\`: local, ${r.ccVersion}, \`cc -O2 -c\` per unit, then \`cc -o prog *.o\`. Every compile runs in a session of its own (\`${SESSION}\`): under the kernel's autogroup scheduling a session is a unit of CPU share, and rakeserver with \`--spawner node\` starts each job in its own session. With the spawn helper (the default, measured here) rake-ts's jobs share the helper's session, so this footing favours make and distcc, if anything.`,
+    `- \`make -j${k}\`: local, ${r.ccVersion}, \`cc -O2 -c\` per unit, then \`cc -o prog *.o\`, each compile started by make in make's session (the first suite runs wrapped each in \`setsid -w\`, when rakeserver still gave every job a session of its own; with the spawn helper its jobs share one session, as make's do).`,
     `- distcc: ${distcc}.`,
     `- rake-ts: the CLI (\`node bin/rake-ts.js -f Rakefile ${RAKE_FLAGS.join(' ')} --trace …\`), a new process per build, timed from spawn to exit; ${k} \`rakeserver ${SERVER_FLAGS.join(' ')}\` processes on loopback (default logging at info). Actionset \`compile\` (N + 1 \`remote-cc -O2 -c uK.c\`, each \`requires uK.c common.h\`), then \`link\` (\`remote-cc -o prog *.o\`, requiring every object).`,
     ...(withBefore
