@@ -95,7 +95,7 @@ export async function negotiate(
      * to a host whose cost reply said it has `cache` and wants no token): one round trip
      * less per job. The caller reads its answer after this resolves.
      */
-    readonly then?: Uint8Array;
+    readonly followUp?: Uint8Array;
   },
 ): Promise<ReadonlySet<Extension>> {
   const host = hostKey(options.endpoint);
@@ -104,7 +104,7 @@ export async function negotiate(
     socket,
     encodeExtension({ verb: 'hello', protocol: PROTOCOL_TAG, extensions: asked }),
   );
-  if (options.then !== undefined) await write(socket, options.then);
+  if (options.followUp !== undefined) await write(socket, options.followUp);
   let reply = await readExtension(reader, options.limits, ['ok', 'challenge'], host, 'hello');
   if (reply.verb === 'challenge') {
     const token = options.token;

@@ -382,7 +382,7 @@ function runJob(endpoint: Endpoint, job: JobSpec, state: TransportState): Observ
               endpoint,
               token: state.token,
               limits,
-              ...(early === undefined ? {} : { then: early.message }),
+              ...(early === undefined ? {} : { followUp: early.message }),
             })
           : new Set();
       const modes = ext.has('mode');
