@@ -25,6 +25,8 @@ import { availableParallelism, cpus, loadavg } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { type ClientRun, runClientProcess } from './lib/client-run.js';
+import { median } from './lib/stats.js';
 
 const root = fileURLToPath(new URL('../..', import.meta.url));
 const scratch = join(root, '.bench', 'build');
@@ -40,12 +42,6 @@ const { values: opts } = parseArgs({
   },
 });
 const RUNS = Number(opts.runs);
-
-function median(values: number[]): number {
-  const s = [...values].sort((a, b) => a - b);
-  const mid = Math.floor(s.length / 2);
-  return s.length % 2 ? (s[mid] as number) : ((s[mid - 1] as number) + (s[mid] as number)) / 2;
-}
 
 const range = (v: number[], digits = 2) =>
   `${Math.min(...v).toFixed(digits)}–${Math.max(...v).toFixed(digits)}`;
@@ -101,30 +97,8 @@ function startServer(spawner = 'auto'): Promise<{ child: ChildProcess; port: num
 }
 
 /** Runs the client CLI (`runRake`) in a child process; wall time from spawn to exit. */
-function runClient(dir: string): Promise<{ seconds: number; maxRss: number; code: number }> {
-  const report = join(scratch, `report-${process.pid}.json`);
-  const code = `
-    const { runRake } = await import(${JSON.stringify(join(dist, 'src/cli/commands/run.js'))});
-    const { writeFileSync } = await import('node:fs');
-    const args = { 'dry-run': false, 'connect-timeout': 2, 'cost-timeout': 2, 'job-timeout': 0,
-      retries: 1, 'fail-fast': false, embedded: false, fallback: false, verbose: 0, quiet: true, progress: 'never' };
-    const status = await runRake(args, { stdout: process.stdout, stderr: process.stderr, cwd: ${JSON.stringify(dir)} });
-    writeFileSync(${JSON.stringify(report)}, JSON.stringify({ maxRss: process.resourceUsage().maxRSS * 1024, status }));
-    process.exit(status);`;
-  const t0 = performance.now();
-  const child = spawn(process.execPath, ['--input-type=module', '-e', code], {
-    cwd: dir,
-    stdio: ['ignore', 'ignore', 'inherit'],
-  });
-  return new Promise((resolve, reject) => {
-    child.once('error', reject);
-    child.once('exit', (status) => {
-      const seconds = (performance.now() - t0) / 1000;
-      const r = JSON.parse(readFileSync(report, 'utf8')) as { maxRss: number; status: number };
-      if (status !== 0) return reject(new Error(`rake-ts exited ${status}`));
-      resolve({ seconds, maxRss: r.maxRss, code: r.status });
-    });
-  });
+function runClient(dir: string): Promise<ClientRun> {
+  return runClientProcess(dist, dir, join(scratch, `report-${process.pid}.json`));
 }
 
 /**

@@ -32,6 +32,8 @@ import { loadavg } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { type ClientRun, runClientProcess } from './lib/client-run.js';
+import { median } from './lib/stats.js';
 
 const root = fileURLToPath(new URL('../..', import.meta.url));
 const scratch = join(root, '.bench', 'client-cpu');
@@ -50,12 +52,6 @@ const ACTIONS = Number(opts.actions);
 const RUNS = Number(opts.runs);
 if (!(Number.isInteger(ACTIONS) && ACTIONS >= 2)) throw new Error('--actions must be at least 2');
 if (!(Number.isInteger(RUNS) && RUNS >= 1)) throw new Error('--runs must be at least 1');
-
-function median(values: readonly number[]): number {
-  const s = [...values].sort((a, b) => a - b);
-  const mid = Math.floor(s.length / 2);
-  return s.length % 2 ? (s[mid] as number) : ((s[mid - 1] as number) + (s[mid] as number)) / 2;
-}
 
 const range = (v: readonly number[], digits: number) =>
   `${Math.min(...v).toFixed(digits)}–${Math.max(...v).toFixed(digits)}`;
@@ -144,55 +140,16 @@ function cleanOutputs(dir: string): void {
   for (let i = 0; i < ACTIONS; i++) rmSync(join(dir, `u${i}.o`), { force: true });
 }
 
-interface ClientRun {
-  /** User + system CPU of the client process, in seconds. */
-  readonly cpu: number;
-  readonly user: number;
-  readonly system: number;
-  readonly wall: number;
-  /** Voluntary context switches: the process waited (for the thread pool, the network). */
-  readonly switches: number;
-}
-
 /** Runs the CLI's `runRake` in a child process; its CPU as it reported it at exit. */
 function runClient(dist: string, dir: string, rakefile: string): Promise<ClientRun> {
-  const report = join(scratch, `usage-${process.pid}.json`);
-  rmSync(report, { force: true });
-  const code = `
-    const { runRake } = await import(${JSON.stringify(join(dist, 'src/cli/commands/run.js'))});
-    const { writeFileSync } = await import('node:fs');
-    const args = { rakefile: ${JSON.stringify(rakefile)}, 'dry-run': false, 'connect-timeout': 2,
-      'cost-timeout': 2, 'job-timeout': 0, retries: 1, 'fail-fast': false, embedded: false,
-      fallback: false, verbose: 0, quiet: true, progress: 'never'${opts.jobs === undefined ? '' : `, jobs: ${Number(opts.jobs)}`} };
-    const status = await runRake(args, { stdout: process.stdout, stderr: process.stderr, cwd: ${JSON.stringify(dir)} });
-    const u = process.resourceUsage();
-    writeFileSync(${JSON.stringify(report)}, JSON.stringify({ user: u.userCPUTime, system: u.systemCPUTime, switches: u.voluntaryContextSwitches, status }));
-    process.exit(status);`;
-  const t0 = performance.now();
-  const child = spawn(process.execPath, ['--input-type=module', '-e', code], {
-    cwd: dir,
-    stdio: ['ignore', 'ignore', 'inherit'],
-  });
-  return new Promise((resolve, reject) => {
-    child.once('error', reject);
-    child.once('exit', (status) => {
-      const wall = (performance.now() - t0) / 1000;
-      if (status !== 0) return reject(new Error(`rake-ts ${rakefile} exited ${status}`));
-      const r = JSON.parse(readFileSync(report, 'utf8')) as {
-        user: number;
-        system: number;
-        switches: number;
-      };
-      resolve({
-        cpu: (r.user + r.system) / 1e6,
-        user: r.user / 1e6,
-        system: r.system / 1e6,
-        wall,
-        switches: r.switches,
-      });
-    });
+  return runClientProcess(dist, dir, join(scratch, `usage-${process.pid}.json`), {
+    rakefile,
+    ...(opts.jobs === undefined ? {} : { jobs: Number(opts.jobs) }),
   });
 }
+
+/** User + system CPU seconds of a client run. */
+const cpuOf = (r: ClientRun) => r.user + r.system;
 
 /** One client run against 2 fresh servers; checks every output file arrived. */
 async function measure(
@@ -231,16 +188,16 @@ interface Tree {
 }
 
 function summary(t: Tree, loads: readonly number[]): string {
-  const cpu = (runs: readonly ClientRun[]) => runs.map((r) => r.cpu);
+  const cpu = (runs: readonly ClientRun[]) => runs.map(cpuOf);
   // Less noisy: each N-action run less the median start-up of all runs of the same tree.
   const startup = median(cpu(t.one));
-  const againstMedian = t.many.map((r) => ((r.cpu - startup) / (ACTIONS - 1)) * 1000);
+  const againstMedian = t.many.map((r) => ((cpuOf(r) - startup) / (ACTIONS - 1)) * 1000);
   return [
     `[${t.label}] client CPU per action: ${median(t.perAction).toFixed(2)} ms (range ${range(t.perAction, 2)}); ` +
       `against the median start-up: ${median(againstMedian).toFixed(2)} ms (range ${range(againstMedian, 2)})`,
     `start-up (1 action): ${median(cpu(t.one)).toFixed(3)} s (range ${range(cpu(t.one), 3)})`,
     `${ACTIONS} actions: ${median(cpu(t.many)).toFixed(3)} s (range ${range(cpu(t.many), 3)}), ` +
-      `wall ${median(t.many.map((r) => r.wall)).toFixed(2)} s`,
+      `wall ${median(t.many.map((r) => r.seconds)).toFixed(2)} s`,
     `voluntary context switches per action: ${(
       (median(t.many.map((r) => r.switches)) - median(t.one.map((r) => r.switches))) / (ACTIONS - 1)
     ).toFixed(1)}`,
@@ -273,15 +230,15 @@ async function main(): Promise<void> {
     for (const t of trees) {
       const a = await measure(t.dist, dir, 'Rakefile.one', 1);
       const b = await measure(t.dist, dir, 'Rakefile', ACTIONS);
-      const per = ((b.cpu - a.cpu) / (ACTIONS - 1)) * 1000;
+      const per = ((cpuOf(b) - cpuOf(a)) / (ACTIONS - 1)) * 1000;
       t.one.push(a);
       t.many.push(b);
       t.perAction.push(per);
       const load = loadavg()[0] as number;
       loads.push(load);
       process.stderr.write(
-        `  run ${run + 1} [${t.label}]: 1 action ${a.cpu.toFixed(3)} s CPU (${a.user.toFixed(3)} user), ` +
-          `${ACTIONS} actions ${b.cpu.toFixed(3)} s CPU (${b.user.toFixed(3)} user, ${b.wall.toFixed(2)} s wall) ` +
+        `  run ${run + 1} [${t.label}]: 1 action ${cpuOf(a).toFixed(3)} s CPU (${a.user.toFixed(3)} user), ` +
+          `${ACTIONS} actions ${cpuOf(b).toFixed(3)} s CPU (${b.user.toFixed(3)} user, ${b.seconds.toFixed(2)} s wall) ` +
           `→ ${per.toFixed(2)} ms/action, load ${load.toFixed(2)}\n`,
       );
     }
