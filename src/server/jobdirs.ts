@@ -35,7 +35,6 @@ export class JobDirs {
   readonly #maxSpare: number;
   /** Spare directories by layout key (sorted subdirectories, NUL-joined; '' = none). */
   readonly #spare = new Map<string, string[]>();
-  #spareCount = 0;
   /** What a fresh mkdir makes: 0o777 less the umask. */
   readonly #dirMode: number;
 
@@ -55,7 +54,6 @@ export class JobDirs {
     for (const key of new Set([layoutKey(layout), ''])) {
       const spares = this.#spare.get(key);
       for (let spare = spares?.pop(); spare !== undefined; spare = spares?.pop()) {
-        this.#spareCount--;
         const dir = join(this.#workdir, `job-${id}-${OWNER_TAG}-${suffix()}`);
         try {
           renameSync(spare, dir);
@@ -74,7 +72,7 @@ export class JobDirs {
    * fails, it is removed the careful way.
    */
   async give(dir: string, { small = false } = {}): Promise<void> {
-    if (small && this.#spareCount < this.#maxSpare) {
+    if (small && this.#spareCount() < this.#maxSpare) {
       const layout = this.#empty(dir);
       if (layout !== undefined) {
         const spare = join(this.#workdir, `spare-${OWNER_TAG}-${suffix()}`);
@@ -84,7 +82,6 @@ export class JobDirs {
           const list = this.#spare.get(key) ?? [];
           list.push(spare);
           this.#spare.set(key, list);
-          this.#spareCount++;
           return;
         } catch {
           // Fall through: remove it.
@@ -94,11 +91,16 @@ export class JobDirs {
     await removeTree(dir, { small });
   }
 
+  #spareCount(): number {
+    let n = 0;
+    for (const list of this.#spare.values()) n += list.length;
+    return n;
+  }
+
   /** Removes every spare directory (server shutdown). */
   async close(): Promise<void> {
     const spare = [...this.#spare.values()].flat();
     this.#spare.clear();
-    this.#spareCount = 0;
     await Promise.all(spare.map((dir) => removeTree(dir, { small: true })));
   }
 

@@ -130,10 +130,10 @@ const HELPER_START_MS = 10_000;
 
 /** A job the helper was asked to start, until it has ended. */
 interface HelperJob {
+  /** Set by the helper's `s` line: the job has started. */
   pid?: number;
   stdout?: Socket;
   stderr?: Socket;
-  started: boolean;
   ended: boolean;
   resolveLaunch(p: JobProcess): void;
   rejectLaunch(err: Error): void;
@@ -200,7 +200,6 @@ export class HelperLauncher implements Launcher {
     });
     return new Promise<JobProcess>((resolveLaunch, rejectLaunch) => {
       this.#jobs.set(id, {
-        started: false,
         ended: false,
         resolveLaunch,
         rejectLaunch,
@@ -294,7 +293,6 @@ export class HelperLauncher implements Launcher {
     switch (kind) {
       case 's':
         job.pid = Number(rest);
-        job.started = true;
         this.#maybeReady(id, job);
         break;
       case 'f':
@@ -329,7 +327,7 @@ export class HelperLauncher implements Launcher {
   }
 
   #maybeReady(id: number, job: HelperJob): void {
-    if (!job.started || !job.stdout || !job.stderr) return;
+    if (job.pid === undefined || !job.stdout || !job.stderr) return;
     const { stdout, stderr } = job;
     if (job.ended) this.#jobs.delete(id);
     job.resolveLaunch({
@@ -360,7 +358,7 @@ export class HelperLauncher implements Launcher {
           // Gone already.
         }
       }
-      if (job.started && job.stdout && job.stderr) {
+      if (job.pid !== undefined && job.stdout && job.stderr) {
         job.ended = true;
         job.resolveExit(128 + osc.signals.SIGKILL);
         this.#jobs.delete(id);
