@@ -4,9 +4,24 @@
  * without an import cycle.
  */
 import type { Writable } from 'node:stream';
+import { DEFAULT_CONNECT_TIMEOUT_MS, DEFAULT_COST_TIMEOUT_MS } from '../client/run.js';
 
 /** Exit status for a command line the program rejects, as for an invalid Rakefile. */
 export const EXIT_USAGE = 2;
+
+/** `--connect-timeout` and `--cost-timeout`: the cost poll's bounds, for `run` and `hosts`. */
+export const POLL_TIMEOUT_OPTIONS = {
+  'connect-timeout': {
+    type: 'number',
+    default: DEFAULT_CONNECT_TIMEOUT_MS / 1000,
+    describe: 'seconds allowed for each TCP connect',
+  },
+  'cost-timeout': {
+    type: 'number',
+    default: DEFAULT_COST_TIMEOUT_MS / 1000,
+    describe: 'seconds a connected host has to answer a cost query',
+  },
+} as const;
 
 /** The streams and starting directory of one run of the program; specs pass their own. */
 export interface CliIO {

@@ -13,13 +13,15 @@ import { readRakefile } from '../../../grammar/parse.js';
 import { type Endpoint, endpointIdentity, hostKey, parseHostList } from '../../client/endpoint.js';
 import { describePeer, type PeerInfo } from '../../client/negotiate.js';
 import { type CostResult, pollCosts } from '../../client/poll.js';
-import {
-  DEFAULT_CONNECT_TIMEOUT_MS,
-  DEFAULT_COST_TIMEOUT_MS,
-  resolveTargets,
-} from '../../client/run.js';
+import { resolveTargets } from '../../client/run.js';
 import { tcpTransport } from '../../client/transport.js';
-import { type CliIO, cliContext, EXIT_USAGE, UsageError } from '../context.js';
+import {
+  type CliIO,
+  cliContext,
+  EXIT_USAGE,
+  POLL_TIMEOUT_OPTIONS,
+  UsageError,
+} from '../context.js';
 
 /** The flags of `rake-ts hosts`. */
 export interface HostsArgs {
@@ -70,16 +72,7 @@ function withHostsOptions<T>(y: Argv<T>): Argv<T & HostsArgs> {
       describe: 'ask these hosts instead of HOSTS: "h1 h2:port [::1]:7000"',
     })
     .option('port', { type: 'number', describe: 'replace PORT (as for a run)' })
-    .option('connect-timeout', {
-      type: 'number',
-      default: DEFAULT_CONNECT_TIMEOUT_MS / 1000,
-      describe: 'seconds allowed for each TCP connect',
-    })
-    .option('cost-timeout', {
-      type: 'number',
-      default: DEFAULT_COST_TIMEOUT_MS / 1000,
-      describe: 'seconds a connected host has to answer',
-    })
+    .options(POLL_TIMEOUT_OPTIONS)
     .option('json', { type: 'boolean', default: false, describe: 'print the table as JSON' })
     .example([
       ['$0 hosts', "ask every host of ./Rakefile's HOSTS"],

@@ -9,17 +9,10 @@ import { whenSettled } from '../../client/cleanup.js';
 import { parseHostList } from '../../client/endpoint.js';
 import type { RunSummary } from '../../client/events.js';
 import { formatPlan, planRun } from '../../client/plan.js';
-import {
-  DEFAULT_CONNECT_TIMEOUT_MS,
-  DEFAULT_COST_TIMEOUT_MS,
-  DEFAULT_JOBS,
-  DEFAULT_RETRIES,
-  type RunOptions,
-  run,
-} from '../../client/run.js';
+import { DEFAULT_JOBS, DEFAULT_RETRIES, type RunOptions, run } from '../../client/run.js';
 import { ProgressDisplay, progressMode } from '../../observe/progress.js';
 import { loadToken, TOKEN_ENV, TokenError } from '../../protocol/token.js';
-import { cliContext, UsageError } from '../context.js';
+import { cliContext, POLL_TIMEOUT_OPTIONS, UsageError } from '../context.js';
 import { createCliLogger, type LogArgs, withLogOptions } from '../logging.js';
 import { type ObserveArgs, withObserveOptions, writeTimelineFiles } from '../observe.js';
 
@@ -103,16 +96,7 @@ export function withRunOptions<T>(y: Argv<T>): Argv<T & RunArgs> {
       type: 'number',
       describe: 'replace PORT (the local server, and hosts without their own port)',
     })
-    .option('connect-timeout', {
-      type: 'number',
-      default: DEFAULT_CONNECT_TIMEOUT_MS / 1000,
-      describe: 'seconds allowed for each TCP connect',
-    })
-    .option('cost-timeout', {
-      type: 'number',
-      default: DEFAULT_COST_TIMEOUT_MS / 1000,
-      describe: 'seconds a connected host has to answer a cost query',
-    })
+    .options(POLL_TIMEOUT_OPTIONS)
     .option('job-timeout', {
       type: 'number',
       default: 0,
