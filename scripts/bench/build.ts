@@ -19,13 +19,14 @@
  * client; figures are medians with the range.
  */
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
-import { mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { availableParallelism, cpus, loadavg } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { type ClientRun, runClientProcess } from './lib/client-run.js';
+import { checkProgram, cleanBuild, writeCProject } from './lib/project.js';
 import { median } from './lib/stats.js';
 
 const root = fileURLToPath(new URL('../..', import.meta.url));
@@ -144,89 +145,6 @@ function timeCommand(cmd: string, args: string[], cwd: string, input?: string): 
   return (performance.now() - t0) / 1000;
 }
 
-/** A C project: `units` translation units with some real work each, a header, a main. */
-function generateProject(dir: string, units: number, ports: number[]): void {
-  rmSync(dir, { recursive: true, force: true });
-  mkdirSync(join(dir, 'src'), { recursive: true });
-  mkdirSync(join(dir, 'include'), { recursive: true });
-  const decls = Array.from({ length: units }, (_, i) => `long unit${i}(long seed);`).join('\n');
-  writeFileSync(
-    join(dir, 'include/units.h'),
-    `#ifndef UNITS_H\n#define UNITS_H\n${decls}\n#endif\n`,
-  );
-  for (let i = 0; i < units; i++) {
-    writeFileSync(
-      join(dir, `src/unit${i}.c`),
-      `#include <string.h>
-#include "units.h"
-
-typedef struct { long a, b, c; } triple${i};
-
-static long mix${i}(triple${i} *t, long n) {
-  for (long k = 0; k < n; k++) {
-    t->a = (t->a * 31 + t->b) % 1000003;
-    t->b = (t->b ^ (t->a << 3)) % 999983;
-    t->c += t->a % 7 == 0 ? t->b : -t->a;
-  }
-  return t->a + t->b + t->c;
-}
-
-static int cmp${i}(const void *x, const void *y) {
-  long a = *(const long *)x, b = *(const long *)y;
-  return (a > b) - (a < b);
-}
-
-long unit${i}(long seed) {
-  triple${i} t = { seed, ${i} + 1, 0 };
-  long values[16];
-  for (int k = 0; k < 16; k++) values[k] = mix${i}(&t, k + ${i % 5});
-  long best = 0;
-  for (int k = 0; k < 16; k++) for (int j = k + 1; j < 16; j++)
-    if (cmp${i}(&values[k], &values[j]) > 0) { long s = values[k]; values[k] = values[j]; values[j] = s; }
-  for (int k = 0; k < 16; k++) best = best * 3 + values[k] % 97;
-  return best % 1000000007;
-}
-`,
-    );
-  }
-  const calls = Array.from(
-    { length: units },
-    (_, i) => `  total = (total + unit${i}(total)) % 1000000007;`,
-  ).join('\n');
-  writeFileSync(
-    join(dir, 'src/main.c'),
-    `#include <stdio.h>\n#include "units.h"\nint main(void) {\n  long total = 1;\n${calls}\n  printf("%ld\\n", total);\n  return 0;\n}\n`,
-  );
-  const names = [...Array.from({ length: units }, (_, i) => `unit${i}`), 'main'];
-  const objs = names.map((n) => `${n}.o`).join(' ');
-  const cc = 'cc -O2 -Iinclude -c';
-  writeFileSync(
-    join(dir, 'Makefile'),
-    `app: ${objs}\n\tcc -o app ${objs}\n\n%.o: src/%.c include/units.h\n\t${cc} src/$*.c -o $@\n`,
-  );
-  const actions = names
-    .map((n) => `\tremote-${cc} src/${n}.c\n\t\trequires src/${n}.c include/units.h`)
-    .join('\n');
-  writeFileSync(
-    join(dir, 'Rakefile'),
-    `PORT = ${ports[0]}\nHOSTS = ${ports.map((p) => `127.0.0.1:${p}`).join(' ')}\n\ncompile:\n${actions}\n\nlink:\n\tremote-cc -o app ${objs}\n\t\trequires ${objs}\n`,
-  );
-}
-
-function cleanOutputs(dir: string): void {
-  for (const name of readdirSync(dir))
-    if (name.endsWith('.o') || name === 'app') rmSync(join(dir, name));
-}
-
-function checkApp(dir: string, expected: string | undefined): string {
-  const chmod = spawnSync('chmod', ['+x', join(dir, 'app')]);
-  if (chmod.status !== 0) throw new Error('no app was built');
-  const out = spawnSync(join(dir, 'app'), { encoding: 'utf8' }).stdout;
-  if (expected !== undefined && out !== expected)
-    throw new Error(`app printed ${out}, make's printed ${expected}`);
-  return out;
-}
-
 function truesRakefile(dir: string, n: number, ports: number[]): void {
   rmSync(dir, { recursive: true, force: true });
   mkdirSync(dir, { recursive: true });
@@ -252,26 +170,25 @@ async function main(): Promise<void> {
     // 1. The C project.
     const cDir = join(scratch, 'c');
     const units = Number(opts.units);
-    generateProject(cDir, units, ports);
+    // The suite's project (lib/project.ts), as compare.ts builds it.
+    const project = writeCProject(cDir, units, {
+      hosts: ports.map((p) => `127.0.0.1:${p}`),
+      port: ports[0] as number,
+    });
     const make: number[] = [];
     const ours: number[] = [];
-    let expected: string | undefined;
     // One untimed build each first: page cache, compiler, and servers past their start-up.
-    cleanOutputs(cDir);
+    cleanBuild(project);
     timeCommand('make', ['-s', '-j2'], cDir);
-    cleanOutputs(cDir);
+    cleanBuild(project);
     await runClient(cDir);
     for (let i = 0; i < RUNS; i++) {
       const order = i % 2 === 0 ? ['make', 'ours'] : ['ours', 'make'];
       for (const who of order) {
-        cleanOutputs(cDir);
-        if (who === 'make') {
-          make.push(timeCommand('make', ['-s', '-j2'], cDir));
-          expected = checkApp(cDir, expected);
-        } else {
-          ours.push((await runClient(cDir)).seconds);
-          expected = checkApp(cDir, expected);
-        }
+        cleanBuild(project);
+        if (who === 'make') make.push(timeCommand('make', ['-s', '-j2'], cDir));
+        else ours.push((await runClient(cDir)).seconds);
+        checkProgram(project, who);
       }
       process.stderr.write(
         `C run ${i + 1}: make ${make.at(-1)?.toFixed(2)} s, rake-ts ${ours.at(-1)?.toFixed(2)} s\n`,
@@ -355,8 +272,8 @@ async function main(): Promise<void> {
       'The script compiles the TypeScript with tsc first; the 2 servers are separate `rakeserver` processes with',
       'default flags (2 job slots each, so up to 4 jobs at once on 2 cores; logs at info; the spawn helper), after one untimed build each; the client is a separate process per run, through the CLI',
       '(`runRake`, `-q`, default `-j`), timed from spawn to exit, so its start-up counts. Both sides compile with',
-      '`cc -O2`; the C project has one header and a `main.c` calling every unit, and the program each build makes',
-      'is run and its output compared.',
+      "`cc -O2`; the C project is the suite's (scripts/bench/lib/project.ts: one small function per unit, a header,",
+      'a `main.c` calling every unit), and the program each build makes is run and must print the expected sum.',
       '',
       `Reading the figures: load average ${loadBefore} before this script and ${loadavg()[0]?.toFixed(1)} after it, on 2 cores; the ratios come from`,
       'interleaved runs. `remote-true` is bound by the servers: the minimal client that skips the cost polls shows',
