@@ -1,6 +1,7 @@
 #!/usr/bin/env node
-// The compiled CLI lives in dist/ (built by `npm run build`, which `npm install` runs via `prepare`).
-import { main } from '../dist/src/cli/main.js';
+// The CLI, bundled into one module (dist/rake-ts.mjs) by `npm run build`, which `npm install`
+// runs via `prepare`: one file to load at start instead of some 300 (scripts/bundle.mjs).
+import { main } from '../dist/rake-ts.mjs';
 
 main(process.argv.slice(2)).then(
   (code) => {

@@ -1,6 +1,7 @@
 #!/usr/bin/env node
-// The compiled server lives in dist/ (built by `npm run build`, which `npm install` runs via `prepare`).
-import { main } from '../dist/src/cli/rakeserver.js';
+// The server, bundled into one module (dist/rakeserver.mjs) by `npm run build`, which
+// `npm install` runs via `prepare` (scripts/bundle.mjs).
+import { main } from '../dist/rakeserver.mjs';
 
 main(process.argv.slice(2)).then(
   (code) => {

@@ -11,11 +11,11 @@
  *    `xargs -P2 sh -c true` run as many times. Target: ratio at most 1.5; actions/s.
  * 3. Peak client RSS (VmHWM) for a Rakefile of `--big` `remote-true` actions.
  *
- * The TypeScript is compiled first (tsc, into .bench/build/dist) so neither side pays for
- * tsx. The 2 servers are separate processes (src/cli/rakeserver.ts's `main`, default flags:
- * 2 job slots each, NDJSON logs at info, drained here). The client is a separate process
- * per run, through the CLI's `runRake` (action output printed, as a user sees it), timed
- * from spawn to exit; its peak RSS is its own `maxRSS` at exit. Runs alternate baseline and
+ * The programs are built first as `npm run build` builds them (tsc, then the one-file bundles
+ * of scripts/bundle.mjs, into .bench/build/programs) so neither side pays for tsx. The 2
+ * servers are `bin/rakeserver.js` processes (default flags: 2 job slots each, NDJSON logs at
+ * info, drained here). The client is `bin/rake-ts.js`, a separate process per run, as a
+ * user starts it, timed from spawn to exit; its peak RSS is its own `maxRSS` at exit. Runs alternate baseline and
  * client; figures are medians with the range.
  */
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
@@ -25,13 +25,15 @@ import { availableParallelism, cpus, loadavg } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { type ClientRun, runClientProcess } from './lib/client-run.js';
+import { type ClientRun, runRakeProgram } from './lib/client-run.js';
+import { compilePrograms, type Programs } from './lib/proc.js';
 import { checkProgram, cleanBuild, writeCProject } from './lib/project.js';
 import { median } from './lib/stats.js';
 
 const root = fileURLToPath(new URL('../..', import.meta.url));
 const scratch = join(root, '.bench', 'build');
-const dist = join(scratch, 'dist');
+/** The programs as `npm run build` makes them (tsc, then the bundles), compiled by main(). */
+let programs: Programs;
 
 const { values: opts } = parseArgs({
   options: {
@@ -47,36 +49,20 @@ const RUNS = Number(opts.runs);
 const range = (v: number[], digits = 2) =>
   `${Math.min(...v).toFixed(digits)}–${Math.max(...v).toFixed(digits)}`;
 
-/** Compiles src/ and grammar/ with the build tsconfig into the bench's own directory. */
-function compile(): void {
-  rmSync(dist, { recursive: true, force: true });
-  const tsc = spawnSync(
-    process.execPath,
-    [join(root, 'node_modules/typescript/bin/tsc'), '-p', 'tsconfig.build.json', '--outDir', dist],
-    { cwd: root, encoding: 'utf8' },
-  );
-  // tsc emits even with type errors elsewhere in a tree under work; the files we run exist.
-  for (const f of ['src/client/run.js', 'src/cli/commands/run.js', 'src/cli/rakeserver.js']) {
-    try {
-      readFileSync(join(dist, f));
-    } catch {
-      throw new Error(`compile failed, ${f} missing:\n${tsc.stdout}${tsc.stderr}`);
-    }
-  }
-}
-
-/** Starts a rakeserver process on a free port; resolves once it listens. */
 /**
- * A rakeserver with default flags (a job slot per core: two here), as a user starts it.
- * (compare.ts, the suite's build comparison, gives each server one slot instead.)
+ * A rakeserver with default flags (a job slot per core: two here), as a user starts it, on a
+ * free port; resolves once it listens. (compare.ts, the suite's build comparison, gives each
+ * server one slot instead.)
  */
 function startServer(spawner = 'auto'): Promise<{ child: ChildProcess; port: number }> {
-  const argv = JSON.stringify(['--port', '0', '--spawner', spawner]);
-  const code = `import(${JSON.stringify(join(dist, 'src/cli/rakeserver.js'))}).then((m) => m.main(${argv})).then((c) => process.exit(c));`;
-  const child = spawn(process.execPath, ['--input-type=module', '-e', code], {
-    cwd: root,
-    stdio: ['ignore', 'ignore', 'pipe'],
-  });
+  const child = spawn(
+    process.execPath,
+    [programs.rakeserver, '--port', '0', '--spawner', spawner],
+    {
+      cwd: root,
+      stdio: ['ignore', 'ignore', 'pipe'],
+    },
+  );
   return new Promise((resolve, reject) => {
     let buf = '';
     const onData = (chunk: Buffer) => {
@@ -97,9 +83,9 @@ function startServer(spawner = 'auto'): Promise<{ child: ChildProcess; port: num
   });
 }
 
-/** Runs the client CLI (`runRake`) in a child process; wall time from spawn to exit. */
+/** Runs the client program (`bin/rake-ts.js`) in a child process; wall time from spawn to exit. */
 function runClient(dir: string): Promise<ClientRun> {
-  return runClientProcess(dist, dir, join(scratch, `report-${process.pid}.json`));
+  return runRakeProgram(programs.rake, dir, join(scratch, `report-${process.pid}.json`));
 }
 
 /**
@@ -159,7 +145,7 @@ async function main(): Promise<void> {
   const loadBefore = loadavg()[0]?.toFixed(1);
   mkdirSync(scratch, { recursive: true });
   process.stderr.write('compiling...\n');
-  compile();
+  programs = compilePrograms(join(scratch, 'programs'));
   const servers = await Promise.all([startServer(), startServer()]);
   const ports = servers.map((s) => s.port);
   // The same servers starting jobs the old way (child_process.spawn, a fork of the server
@@ -269,9 +255,9 @@ async function main(): Promise<void> {
       `Client peak RSS (VmHWM) for a Rakefile of ${big.toLocaleString('en')} \`remote-true\` actions in one actionset: **${(bigRun.maxRss / 2 ** 20).toFixed(1)} MiB** (${bigRun.seconds.toFixed(1)} s, ${(big / bigRun.seconds).toFixed(0)} actions/s); for a Rakefile of 1 action: ${(oneRun.maxRss / 2 ** 20).toFixed(1)} MiB.`,
       '',
       `Reproduce: \`node --import tsx scripts/bench/build.ts [--runs ${RUNS}] [--units ${units}] [--trues ${trues}] [--big ${big}] [--write-docs]\`.`,
-      'The script compiles the TypeScript with tsc first; the 2 servers are separate `rakeserver` processes with',
+      'The script builds the programs first (tsc, then the bundles, as `npm run build`); the 2 servers are separate `bin/rakeserver.js` processes with',
       'default flags (2 job slots each, so up to 4 jobs at once on 2 cores; logs at info; the spawn helper), after one untimed build each; the client is a separate process per run, through the CLI',
-      '(`runRake`, `-q`, default `-j`), timed from spawn to exit, so its start-up counts. Both sides compile with',
+      '(`bin/rake-ts.js -q`, default `-j`), timed from spawn to exit, so its start-up counts. Both sides compile with',
       "`cc -O2`; the C project is the suite's (scripts/bench/lib/project.ts: one small function per unit, a header,",
       'a `main.c` calling every unit), and the program each build makes is run and must print the expected sum.',
       '',

@@ -138,7 +138,7 @@ describe('rake-ts check', () => {
 });
 
 const bin = join(root, 'bin/rake-ts.js');
-const built = existsSync(join(root, 'dist/src/cli/main.js'));
+const built = existsSync(join(root, 'dist/rake-ts.mjs'));
 
 describe('the built rake-ts binary', { skip: built ? false : 'run `npm run build` first' }, () => {
   it('checks a Rakefile and exits with its status', () => {
@@ -156,5 +156,12 @@ describe('the built rake-ts binary', { skip: built ? false : 'run `npm run build
       /^Rakefile:1:8: error: PORT `99999` is out of range \[invalid-port\]$/m,
     );
     assert.equal((JSON.parse(bad.stdout) as { ok: boolean }).ok, false);
+  });
+
+  it("prints package.json's version (found from the bundle in dist/)", () => {
+    const pkg = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as { version: string };
+    const r = spawnSync(process.execPath, [bin, '--version'], { encoding: 'utf8' });
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(r.stdout, `${pkg.version}\n`);
   });
 });

@@ -2,8 +2,8 @@
  * The `rake-ts` program: yargs with one module per subcommand under src/cli/commands/.
  * bin/rake-ts.js calls `main` and exits with the status it resolves.
  */
-import { readFileSync } from 'node:fs';
 import yargs, { type CommandModule } from 'yargs';
+import { packageVersion } from '../util/version.js';
 import { checkCommand } from './commands/check.js';
 import { hostsCommand } from './commands/hosts.js';
 import { runCommand } from './commands/run.js';
@@ -34,7 +34,7 @@ export async function main(argv: readonly string[], io: CliIO = processIO()): Pr
     .strict()
     .help()
     .alias('h', 'help')
-    .version(packageVersion())
+    .version(packageVersion() ?? 'unknown')
     .alias('V', 'version')
     // yargs answers --get-yargs-completions; its own `completion` command would be taken for
     // a Rakefile by the default command, so `completion` is registered below instead.
@@ -83,20 +83,4 @@ export async function main(argv: readonly string[], io: CliIO = processIO()): Pr
   }
   io.stderr.write(`${await parser.getHelp()}\n\nrake-ts: name a command\n`);
   return EXIT_USAGE;
-}
-
-/** The version in package.json, found from this file in src/ (tsx) or dist/src/ (built). */
-function packageVersion(): string {
-  for (const up of ['../../package.json', '../../../package.json']) {
-    try {
-      const pkg = JSON.parse(readFileSync(new URL(up, import.meta.url), 'utf8')) as {
-        name?: string;
-        version?: string;
-      };
-      if (pkg.name === 'rake-ts' && pkg.version !== undefined) return pkg.version;
-    } catch {
-      // Not at this depth; try the next.
-    }
-  }
-  return 'unknown';
 }

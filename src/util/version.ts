@@ -3,12 +3,13 @@ import { readFileSync } from 'node:fs';
 let cached: string | undefined;
 
 /**
- * This package's version from package.json, found from this file in src/ (tsx) or
- * dist/src/ (built); `undefined` if neither is there. Servers announce it to our clients.
+ * This package's version from package.json, found from this file in src/ (tsx), dist/src/
+ * (built) or a program bundled into dist/ (scripts/bundle.mjs); `undefined` if none is there.
+ * Servers announce it to our clients; `rake-ts --version` prints it.
  */
 export function packageVersion(): string | undefined {
   if (cached !== undefined) return cached;
-  for (const up of ['../../package.json', '../../../package.json']) {
+  for (const up of ['../package.json', '../../package.json', '../../../package.json']) {
     try {
       const pkg = JSON.parse(readFileSync(new URL(up, import.meta.url), 'utf8')) as {
         name?: string;

@@ -1,10 +1,10 @@
 /**
- * The client CLI's `runRake`, compiled into `dist`, run in a child process of its own (so
- * its start-up counts, and its resource use is its own). Shared by build.ts and
- * client-cpu.ts.
+ * The client run in a child process of its own (so its start-up counts, and its resource
+ * use is its own): the program as users start it (build.ts), or the CLI's `runRake` from a
+ * compiled module tree (client-cpu.ts).
  */
 import { spawn } from 'node:child_process';
-import { readFileSync, rmSync } from 'node:fs';
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 /** What a client run reported about itself at exit, and its wall time from spawn to exit. */
@@ -19,9 +19,47 @@ export interface ClientRun {
   readonly switches: number;
 }
 
+/** The benchmarks' client flags: quiet, no progress, no embedded server, no fallback. */
+export const CLIENT_FLAGS = [
+  '--connect-timeout=2',
+  '--cost-timeout=2',
+  '--job-timeout=0',
+  '--retries=1',
+  '--no-fail-fast',
+  '--no-embedded',
+  '--no-fallback',
+  '--quiet',
+  '--progress=never',
+] as const;
+
 /**
- * Runs `runRake` in `dir` with the benchmarks' flags (quiet, no progress, no embedded server,
- * no fallback), plus `extra` flags (e.g. `rakefile`, `jobs`); rejects unless it exits 0.
+ * Runs the program `rake` (a `bin/rake-ts.js`, as users start it: the bundle, see
+ * scripts/bundle.mjs) in `dir` with {@link CLIENT_FLAGS} and `extra` flags; rejects unless
+ * it exits 0. A preloaded module writes the process's resource use to `report` at exit.
+ */
+export function runRakeProgram(
+  rake: string,
+  dir: string,
+  report: string,
+  extra: readonly string[] = [],
+): Promise<ClientRun> {
+  const preload = `${report}.preload.mjs`;
+  writeFileSync(
+    preload,
+    `import { writeFileSync } from 'node:fs';
+process.on('exit', () => {
+  const u = process.resourceUsage();
+  writeFileSync(${JSON.stringify(report)}, JSON.stringify({ maxRss: u.maxRSS * 1024, user: u.userCPUTime, system: u.systemCPUTime, switches: u.voluntaryContextSwitches }));
+});
+`,
+  );
+  return spawnMeasured(['--import', preload, rake, ...CLIENT_FLAGS, ...extra], dir, report);
+}
+
+/**
+ * Runs `runRake` from the module tree tsc wrote into `dist` (no bundle: client-cpu.ts
+ * compares source trees, some older than the bundle) in `dir` with the benchmarks' flags,
+ * plus `extra` flags (e.g. `rakefile`, `jobs`); rejects unless it exits 0.
  */
 export function runClientProcess(
   dist: string,
@@ -29,7 +67,6 @@ export function runClientProcess(
   report: string,
   extra: Record<string, string | number> = {},
 ): Promise<ClientRun> {
-  rmSync(report, { force: true });
   const args = {
     'dry-run': false,
     'connect-timeout': 2,
@@ -51,8 +88,14 @@ export function runClientProcess(
     const u = process.resourceUsage();
     writeFileSync(${JSON.stringify(report)}, JSON.stringify({ maxRss: u.maxRSS * 1024, user: u.userCPUTime, system: u.systemCPUTime, switches: u.voluntaryContextSwitches }));
     process.exit(status);`;
+  return spawnMeasured(['--input-type=module', '-e', code], dir, report);
+}
+
+/** Runs `node ...args` in `dir`; wall time from spawn to exit, the rest from `report`. */
+function spawnMeasured(args: readonly string[], dir: string, report: string): Promise<ClientRun> {
+  rmSync(report, { force: true });
   const t0 = performance.now();
-  const child = spawn(process.execPath, ['--input-type=module', '-e', code], {
+  const child = spawn(process.execPath, [...args], {
     cwd: dir,
     stdio: ['ignore', 'ignore', 'inherit'],
   });

@@ -37,9 +37,9 @@ export interface Programs {
 }
 
 /**
- * Compiles src/ and grammar/ (tsconfig.build.json) into `<dir>/dist` and copies bin/ beside
- * it, so `<dir>/bin/rake-ts.js` is the program `npm run build` makes, without touching the
- * tree's own dist/ (others may be using it).
+ * Compiles src/ and grammar/ (tsconfig.build.json) into `<dir>/dist`, bundles the programs
+ * there (scripts/bundle.mjs) and copies bin/ beside it, so `<dir>/bin/rake-ts.js` is the
+ * program `npm run build` makes, without touching the tree's own dist/ (others may be using it).
  */
 export function compilePrograms(dir = join(SCRATCH, 'build')): Programs {
   const dist = join(dir, 'dist');
@@ -56,6 +56,12 @@ export function compilePrograms(dir = join(SCRATCH, 'build')): Programs {
       throw new Error(`compiling failed, ${f} missing:\n${tsc.stdout}${tsc.stderr}`);
     }
   }
+  // The one-file bundles bin/ loads, as `npm run build` makes them.
+  const bundled = spawnSync(process.execPath, [join(ROOT, 'scripts/bundle.mjs'), dist], {
+    cwd: ROOT,
+    encoding: 'utf8',
+  });
+  if (bundled.status !== 0) throw new Error(`bundling failed:\n${bundled.stdout}${bundled.stderr}`);
   for (const b of ['rake-ts.js', 'rakeserver.js']) {
     copyFileSync(join(ROOT, 'bin', b), join(dir, 'bin', b));
   }
