@@ -16,6 +16,7 @@ import { Connection, type ServerLimits } from './connection.js';
 import { JobDirs } from './jobdirs.js';
 import { createLauncher, type SpawnerChoice } from './launcher.js';
 import { removeTree } from './outputs.js';
+import { scratchRoot } from './scratch.js';
 import { JobSlots } from './slots.js';
 import { OWNER_TAG, removeStale } from './stale.js';
 
@@ -44,7 +45,10 @@ export interface ServeOptions {
   readonly host?: string;
   /** Port to bind (default 6238; 0 = any free port). */
   readonly port?: number;
-  /** Parent of the job directories (default: a fresh temporary directory, removed on close). */
+  /**
+   * Parent of the job directories and the input cache (default: a fresh directory, removed
+   * on close, in memory where it can be: see `scratchRoot` in scratch.ts).
+   */
   readonly workdir?: string;
   /** Jobs run at once; more commands wait in a queue (default: available parallelism). */
   readonly maxJobs?: number;
@@ -111,10 +115,11 @@ export async function serve(options: ServeOptions = {}): Promise<ServerHandle> {
   const host = options.host ?? '127.0.0.1';
   const limits: ServerLimits = { ...DEFAULT_SERVER_LIMITS, ...options.limits };
   const ownsWorkdir = options.workdir === undefined;
+  const scratch = ownsWorkdir ? scratchRoot() : undefined;
   const workdir =
-    options.workdir === undefined
-      ? await mkdtemp(join(tmpdir(), `rakeserver-${OWNER_TAG}-`))
-      : resolve(options.workdir);
+    scratch !== undefined
+      ? await mkdtemp(join(scratch.dir, `rakeserver-${OWNER_TAG}-`))
+      : resolve(options.workdir as string);
   if (!ownsWorkdir) await mkdir(workdir, { recursive: true });
   const costOffset = options.costOffset ?? 0;
   const maxJobs = options.maxJobs ?? availableParallelism();
@@ -213,14 +218,16 @@ export async function serve(options: ServeOptions = {}): Promise<ServerHandle> {
       cacheSize: cache ? cacheSize : 0,
       spawner: launcher.kind,
       description,
+      ...(scratch === undefined
+        ? {}
+        : { scratch: scratch.reason, ...(scratch.why === undefined ? {} : { why: scratch.why }) }),
     },
     'listening',
   );
   // In the background: what servers killed before they could clean up left here.
-  const sweeping = Promise.all([
-    removeStale(tmpdir(), log),
-    ownsWorkdir ? Promise.resolve(0) : removeStale(workdir, log),
-  ]);
+  // (The spawn helper's socket directory is always in the temp dir.)
+  const sweepDirs = new Set([tmpdir(), scratch?.dir ?? workdir]);
+  const sweeping = Promise.all([...sweepDirs].map((dir) => removeStale(dir, log)));
 
   const shutdown = async (graceSeconds: number): Promise<void> => {
     log.info({ graceSeconds, connections: connections.size, managing }, 'shutting down');

@@ -41,7 +41,8 @@ export function withServeOptions<T>(y: Argv<T>): Argv<T & ServeArgs> {
     })
     .option('workdir', {
       type: 'string',
-      describe: 'parent of the per-connection job directories (default: a fresh temp dir)',
+      describe:
+        'parent of the job directories and input cache (default: a fresh dir in /dev/shm when it is a roomy tmpfs, else in $TMPDIR or the temp dir)',
     })
     .option('max-jobs', {
       alias: 'j',
