@@ -1,8 +1,8 @@
 #!/usr/bin/env node
 /**
- * Bundles the two programs into one ES module each, `dist/rake-ts.mjs` and
- * `dist/rakeserver.mjs`, from the JavaScript tsc wrote under `dist/` (run after tsc:
- * `npm run build`). bin/rake-ts.js and bin/rakeserver.js load these.
+ * Bundles the two programs into one file each, `dist/rake-ts.cjs` (a script, which
+ * bin/rake-ts.js runs through V8's code cache) and `dist/rakeserver.mjs` (an ES module),
+ * from the JavaScript tsc wrote under `dist/` (run after tsc: `npm run build`).
  *
  * Why: the client is started once per build, and before its first connection Node used to
  * resolve, read and compile some 300 modules (rxjs alone is over 200 files), which was about
@@ -12,7 +12,7 @@
  *
  *   node scripts/bundle.mjs [distDir]      (default: dist/ of this tree)
  */
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { build } from 'esbuild';
@@ -21,9 +21,25 @@ const root = fileURLToPath(new URL('..', import.meta.url));
 
 /** The entry points under a dist directory, and the bundle each becomes. */
 export const PROGRAMS = [
-  { entry: 'src/cli/main.js', out: 'rake-ts.mjs' },
-  { entry: 'src/cli/rakeserver.js', out: 'rakeserver.mjs' },
+  // A script, not a module: bin/rake-ts.js runs it through V8's code cache (vm.Script).
+  { entry: 'src/cli/main.js', out: 'rake-ts.cjs', format: 'cjs' },
+  { entry: 'src/cli/rakeserver.js', out: 'rakeserver.mjs', format: 'esm' },
 ];
+
+/** What each format needs: `require` in an ES module, `import.meta.url` in a script. */
+const SHIMS = {
+  esm: {
+    banner: {
+      js: "import { createRequire as __rakeRequire } from 'node:module'; const require = __rakeRequire(import.meta.url);",
+    },
+  },
+  cjs: {
+    banner: {
+      js: "const __rakeImportMetaUrl = require('node:url').pathToFileURL(__filename).href;",
+    },
+    define: { 'import.meta.url': '__rakeImportMetaUrl' },
+  },
+};
 
 /**
  * grammar/chevrotain.ts loads chevrotain's own single-file build at run time (a dynamic
@@ -50,7 +66,7 @@ const staticChevrotain = {
 /** Bundles every program under `dist` (tsc's output). Resolves the files written. */
 export async function bundle(dist = join(root, 'dist')) {
   const written = [];
-  for (const { entry, out } of PROGRAMS) {
+  for (const { entry, out, format } of PROGRAMS) {
     const input = join(dist, entry);
     if (!existsSync(input)) throw new Error(`bundle: ${input} is missing; run tsc first`);
     const outfile = join(dist, out);
@@ -59,19 +75,22 @@ export async function bundle(dist = join(root, 'dist')) {
       outfile,
       bundle: true,
       platform: 'node',
-      format: 'esm',
+      format,
       target: 'node20',
-      // Modules of the dependencies that use require() (yargs's and pino's CommonJS parts)
-      // get a real one.
-      banner: {
-        js: "import { createRequire as __rakeRequire } from 'node:module'; const require = __rakeRequire(import.meta.url);",
-      },
+      ...SHIMS[format],
+      // No comments or indentation to read at start; names are kept for stack traces.
+      minifyWhitespace: true,
+      charset: 'ascii',
       // The dependencies are resolved from this tree's node_modules, wherever dist is.
       nodePaths: [join(root, 'node_modules')],
       plugins: [staticChevrotain],
       legalComments: 'none',
       logLevel: 'warning',
     });
+    // bin/rake-ts.js reads the bundle as latin1, exact only for ASCII.
+    const text = readFileSync(outfile);
+    const at = text.findIndex((b) => b > 0x7f);
+    if (at >= 0) throw new Error(`bundle: ${outfile} has a non-ASCII byte at offset ${at}`);
     written.push(outfile);
   }
   return written;

@@ -138,7 +138,7 @@ describe('rake-ts check', () => {
 });
 
 const bin = join(root, 'bin/rake-ts.js');
-const built = existsSync(join(root, 'dist/rake-ts.mjs'));
+const built = existsSync(join(root, 'dist/rake-ts.cjs'));
 
 describe('the built rake-ts binary', { skip: built ? false : 'run `npm run build` first' }, () => {
   it('checks a Rakefile and exits with its status', () => {

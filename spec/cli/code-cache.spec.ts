@@ -1,0 +1,98 @@
+// bin/rake-ts.js runs the bundled CLI through V8's code cache (see the comment there).
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import {
+  copyFileSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, describe, it } from 'node:test';
+import { freePort } from '../client/support.js';
+
+const root = new URL('../../', import.meta.url).pathname;
+const built = existsSync(join(root, 'dist/rake-ts.cjs'));
+const pkg = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as { version: string };
+
+describe('the code cache of the built rake-ts', {
+  skip: built ? false : 'run `npm run build` first',
+}, () => {
+  // A copy of the program (bin/ and the bundle), so these runs own their cache files.
+  const home = mkdtempSync(join(tmpdir(), 'rake-code-cache-'));
+  mkdirSync(join(home, 'bin'));
+  mkdirSync(join(home, 'dist'));
+  copyFileSync(join(root, 'bin/rake-ts.js'), join(home, 'bin/rake-ts.js'));
+  copyFileSync(join(root, 'dist/rake-ts.cjs'), join(home, 'dist/rake-ts.cjs'));
+  writeFileSync(
+    join(home, 'package.json'),
+    JSON.stringify({ name: 'rake-ts', version: pkg.version }),
+  );
+  after(() => rmSync(home, { recursive: true, force: true }));
+
+  const rake = (args: string[]) =>
+    spawnSync(process.execPath, [join(home, 'bin/rake-ts.js'), ...args], {
+      encoding: 'utf8',
+      cwd: home,
+      env: { ...process.env, XDG_CACHE_HOME: join(home, 'xdg') },
+    });
+  const caches = (kind: string) =>
+    readdirSync(join(home, 'dist')).filter((n) => n.endsWith(`.${kind}.v8cache`));
+
+  it('is written beside the bundle by the first run and read by the next', () => {
+    assert.deepEqual(caches('other'), []);
+    const first = rake(['--version']);
+    assert.equal(first.status, 0, first.stderr);
+    assert.equal(first.stdout, `${pkg.version}\n`);
+    const [name] = caches('other');
+    assert.ok(name, 'no cache written');
+    // Named by the bundle's size, time and inode, and V8's version.
+    assert.match(name, /^rake-ts\.\d+-\d+-\d+-v8-[\d.a-z-]+\.other\.v8cache$/);
+    const bytes = readFileSync(join(home, 'dist', name));
+    const second = rake(['--version']);
+    assert.equal(second.status, 0, second.stderr);
+    assert.equal(second.stdout, first.stdout);
+    // Accepted, so not written again.
+    assert.deepEqual(readFileSync(join(home, 'dist', name)), bytes);
+    assert.deepEqual(caches('other'), [name]);
+  });
+
+  it('keeps a build apart from the other commands', async () => {
+    const r = rake(['check', '--help']);
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(caches('run').length, 0);
+    writeFileSync(join(home, 'Rakefile'), `PORT = ${await freePort()}\n\nlocal:\n\techo hi\n`);
+    // Nothing listens on PORT and the embedded server is allowed: the build runs.
+    const build = rake([]);
+    assert.equal(build.status, 0, build.stderr);
+    assert.match(build.stdout, /hi\n/);
+    assert.equal(caches('run').length, 1);
+  });
+
+  it('is replaced when V8 rejects it, and the program runs all the same', () => {
+    const [name] = caches('other');
+    assert.ok(name);
+    const garbage = Buffer.alloc(4096, 0x5a);
+    writeFileSync(join(home, 'dist', name), garbage);
+    const r = rake(['--version']);
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(r.stdout, `${pkg.version}\n`);
+    assert.notDeepEqual(readFileSync(join(home, 'dist', name)), garbage);
+  });
+
+  it('is never one written for another bundle', () => {
+    const before = caches('other');
+    // Rebuilt: same length, other bytes (V8 alone would take the old cache for it).
+    const bundle = join(home, 'dist/rake-ts.cjs');
+    writeFileSync(bundle, readFileSync(bundle, 'latin1').replace('rake-ts', 'rake-TS'), 'latin1');
+    const r = rake(['--version']);
+    assert.equal(r.status, 0, r.stderr);
+    const now = caches('other');
+    assert.equal(now.length, before.length + 1, 'a new cache for the new bundle');
+  });
+});
