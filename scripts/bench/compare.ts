@@ -32,6 +32,9 @@ import {
 import { type CProject, checkProgram, cleanBuild, writeCProject } from './lib/project.js';
 import { formatSpread, ratios, spread } from './lib/stats.js';
 
+/** Untimed builds by each rake-ts before the first size (make gets one). */
+const WARMUP_BUILDS = 3;
+
 /** The flags every benchmarked rakeserver gets: one job at a time, as `distccd --jobs 1`. */
 export const SERVER_FLAGS = ['--max-jobs', '1'] as const;
 
@@ -86,7 +89,6 @@ export interface BuildTimes {
     serversBefore: number[];
   };
   /** The `--trace` file of each rake-ts build. */
-  readonly rakeTraces: string[];
 }
 
 export interface CompareResult {
@@ -216,24 +218,17 @@ export async function runCompare(o: CompareOptions): Promise<CompareResult> {
       if (o.baseline !== undefined && (o.baselineUnits ?? []).includes(units)) {
         tools.push('before');
       }
-      // One untimed build before the first size: page cache and compiler warm, and the
-      // rakeservers (both versions) past their start-up (JIT, spawn helper, job directories).
+      // Untimed builds before the first size: page cache and compiler warm, and the
+      // rakeservers (both versions) past their start-up (spawn helper, job directories, and
+      // V8's optimizing compiles, about a sixth of a young server's CPU: a rakeserver is a
+      // daemon, so its steady state is what users get).
       if (units === o.units[0]) {
         cleanBuild(project);
         await runChecked(['make', '-s', `-j${o.hosts}`], { cwd: project.dir });
         const warm = emptyTimes(units); // what the warm-up builds measure is dropped
-        for (const tool of tools.filter((t) => t === 'rake' || t === 'before')) {
-          await buildOnce(
-            tool,
-            project,
-            o,
-            distcc,
-            warm,
-            0,
-            baselineHosts,
-            servers,
-            baselineServers,
-          );
+        const warmups = tools.filter((t) => t === 'rake' || t === 'before');
+        for (const tool of Array.from({ length: WARMUP_BUILDS }, () => warmups).flat()) {
+          await buildOnce(tool, project, o, distcc, warm, baselineHosts, servers, baselineServers);
         }
       }
       for (let r = 0; r < o.runs; r++) {
@@ -248,7 +243,6 @@ export async function runCompare(o: CompareOptions): Promise<CompareResult> {
             o,
             distcc,
             times,
-            r,
             baselineHosts,
             servers,
             baselineServers,
@@ -276,7 +270,6 @@ async function buildOnce(
   o: CompareOptions,
   distcc: Distcc | undefined,
   times: BuildTimes,
-  round: number,
   baselineHosts: { hosts: readonly string[]; port: number },
   servers: readonly Daemon[],
   baselineServers: readonly Daemon[],
@@ -309,19 +302,19 @@ async function buildOnce(
       break;
     }
     case 'rake': {
-      // Beside the project, not in it: a new round rewrites the project directory.
-      const trace = join(`${cwd}-traces`, `round-${round + 1}.json`);
+      // As a user runs it: no --trace (the phases are overhead.ts's business).
       const cpu0 = servers.map((s) => serverCpu(s.child.pid ?? 0));
       const r = await runWithCpu(
-        [process.execPath, o.programs.rake, '-f', 'Rakefile', ...RAKE_FLAGS, '--trace', trace],
-        { cwd },
+        [process.execPath, o.programs.rake, '-f', 'Rakefile', ...RAKE_FLAGS],
+        {
+          cwd,
+        },
       );
       const cpu1 = servers.map((s) => serverCpu(s.child.pid ?? 0));
       seconds = r.seconds;
       times.cpu.client.push(r.cpuSeconds);
       times.cpu.servers.push(cpuDelta(cpu0, cpu1, (c) => c.self));
       times.cpu.commands.push(cpuDelta(cpu0, cpu1, (c) => c.children));
-      times.rakeTraces.push(trace);
       break;
     }
     case 'before': {
@@ -406,13 +399,13 @@ export function compareMarkdown(r: CompareResult): string {
     '',
     `- \`make -j${k}\`: local, ${r.ccVersion}, \`cc -O2 -c\` per unit, then \`cc -o prog *.o\`, each compile started by make in make's session (the first suite runs wrapped each in \`setsid -w\`, when rakeserver still gave every job a session of its own; with the spawn helper its jobs share one session, as make's do).`,
     `- distcc: ${distcc}.`,
-    `- rake-ts: the CLI (\`node bin/rake-ts.js -f Rakefile ${RAKE_FLAGS.join(' ')} --trace …\`), a new process per build, timed from spawn to exit; ${k} \`rakeserver ${SERVER_FLAGS.join(' ')}\` processes on loopback (default logging at info). Actionset \`compile\` (N + 1 \`remote-cc -O2 -c uK.c\`, each \`requires uK.c common.h\`), then \`link\` (\`remote-cc -o prog *.o\`, requiring every object).`,
+    `- rake-ts: the CLI (\`node bin/rake-ts.js -f Rakefile ${RAKE_FLAGS.join(' ')}\`), a new process per build, timed from spawn to exit; ${k} \`rakeserver ${SERVER_FLAGS.join(' ')}\` processes on loopback (default logging at info). Actionset \`compile\` (N + 1 \`remote-cc -O2 -c uK.c\`, each \`requires uK.c common.h\`), then \`link\` (\`remote-cc -o prog *.o\`, requiring every object).`,
     ...(withBefore
       ? [
           `- rake-ts before the speed-ups: rake-ts as it was at commit ${SPEEDUP_BASELINE.rev} (lib/proc.ts \`SPEEDUP_BASELINE\`), compiled whole, with ${k} servers of their own (the same flags), in the same rounds.`,
         ]
       : []),
-    '- Every build starts clean, from new sources each round; its program is run and must print the sum computed by the generator. Before the first size, one untimed build by make and by each rake-ts, so that the page cache, the compiler and the servers (JIT, spawn helper, job directories) are past their start-up.',
+    `- Every build starts clean, from new sources each round; its program is run and must print the sum computed by the generator. Before the first size, one untimed build by make and ${WARMUP_BUILDS} by each rake-ts, so that the page cache, the compiler and the servers (spawn helper, job directories, V8's optimizing compiles: a rakeserver is a daemon) are past their start-up.`,
   ].join('\n');
 }
 
@@ -471,6 +464,5 @@ function emptyTimes(units: number): BuildTimes {
     rake: [],
     before: [],
     cpu: { make: [], commands: [], servers: [], client: [], clientBefore: [], serversBefore: [] },
-    rakeTraces: [],
   };
 }

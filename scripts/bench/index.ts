@@ -509,9 +509,8 @@ function overheadReading(r: OverheadResult, compare: CompareResult | undefined):
   const m = (f: (x: OverheadRun) => number, w: OverheadWorkload = seq) => median(w.runs.map(f));
   const startup = m((x) => x.processSeconds - x.spanSeconds);
   const b = compare?.builds[0];
-  const trace = b?.rakeTraces[0];
   const buildNote =
-    b === undefined || trace === undefined
+    b === undefined
       ? ''
       : ` In the N = ${b.units} build that is ${((startup / median(b.rake)) * 100).toFixed(0)}% of rake-ts's median wall time, paid once; the rest is the compiles themselves on ${K} job slots, the link step (which waits for every compile and then uploads N + 1 objects), and the client's and servers' own CPU on the same 2 cores the compilers need.`;
   return [

@@ -6,8 +6,8 @@ import { describe, it } from 'node:test';
 import { pino } from 'pino';
 import {
   MIN_MEMORY_SCRATCH_BYTES,
-  SHM_DIR,
   type ScratchProbe,
+  SHM_DIR,
   scratchRoot,
   TMPFS_MAGIC,
 } from '../../src/server/scratch.js';

@@ -79,7 +79,7 @@ export function compilePrograms(dir = join(SCRATCH, 'build')): Programs {
  * pipelined filestream) are in both.
  */
 export const SPEEDUP_BASELINE = {
-  rev: '6e5b848',
+  rev: '3047200',
   parts: ['src', 'grammar', 'bin', 'tsconfig.json', 'tsconfig.build.json', 'package.json'],
 } as const;
 
