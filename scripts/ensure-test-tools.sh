@@ -3,7 +3,10 @@
 # apt-get when it can (root, Debian). Run by `npm test` (pretest) and so by .ci/run.
 #   cc, libc headers: the example C build (examples/hello-c) and the build specs
 #   python3 >= 3.8:   rakeserver's spawn helper (src/server/spawn-helper.ts; os.posix_spawn)
+# Then the test bed's tools (ip, tc, iptables: scripts/testbed/install-tools.sh, which never
+# fails): without iptables six test-bed specs skip, saying why.
 set -euo pipefail
+bash "$(dirname "$0")/testbed/install-tools.sh"
 missing=()
 command -v cc >/dev/null 2>&1 || missing+=(gcc libc6-dev)
 command -v make >/dev/null 2>&1 || missing+=(make)
