@@ -25,7 +25,7 @@ import vm from 'node:vm';
 // of its CPU optimizing functions the build then barely used; that CPU is taken from the
 // compilers on the same cores. Functions now run 4 times longer before they are optimized
 // (V8's default budget is 66 KiB of bytecode): a build of 300 actions took 20% less client
-// CPU, a 100,000-action Rakefile about 10% longer to check (docs/benchmarks.md). Set before
+// CPU, and checking a 100,000-action Rakefile took no longer (docs/benchmarks.md). Set before
 // the bundle is compiled, so the code cache is always made and read under the same flags.
 if (!process.execArgv.some((a) => a.startsWith('--interrupt-budget'))) {
   v8.setFlagsFromString('--interrupt-budget=270336');
