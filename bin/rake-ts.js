@@ -11,6 +11,7 @@ import {
   openSync,
   readFileSync,
   renameSync,
+  rmSync,
   statSync,
   writeSync,
 } from 'node:fs';
@@ -89,7 +90,8 @@ function writeCache(paths, data) {
       renameSync(tmp, path);
       return;
     } catch {
-      // Read-only or full: try the next place, or go without.
+      // Read-only or full: try the next place, or go without, leaving no partial file.
+      rmSync(tmp, { force: true });
     }
   }
 }

@@ -15,8 +15,8 @@
  * of scripts/bundle.mjs, into .bench/build/programs) so neither side pays for tsx. The 2
  * servers are `bin/rakeserver.js` processes (default flags: 2 job slots each, NDJSON logs at
  * info, drained here). The client is `bin/rake-ts.js`, a separate process per run, as a
- * user starts it, timed from spawn to exit; its peak RSS is its own `maxRSS` at exit. Runs alternate baseline and
- * client; figures are medians with the range.
+ * user starts it, timed from spawn to exit; its peak RSS is its own `maxRSS` at exit. Runs
+ * alternate baseline and client; figures are medians with the range.
  */
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';

@@ -13,9 +13,9 @@
  * Each server is `serve()` in a child process of its own, started fresh for every client run
  * with an empty work directory, so its input cache is cold and every requirement is uploaded
  * (`--warm` keeps the work directories: the cache holds every file, as for a rebuild, and
- * only `have`/`need` cross). The client is a child process too: the CLI's
- * `runRake` with `-q --progress never --no-embedded`. The client writes its own
- * `process.resourceUsage()` (user + system CPU) to a file before it exits; server CPU is
+ * only `have`/`need` cross). The client is a child process too: the CLI's `main` with
+ * lib/client-run.ts's `CLIENT_FLAGS` (`-q --progress=never --no-embedded` ...). A preloaded
+ * module writes its `process.resourceUsage()` (user + system CPU) to a file at exit; server CPU is
  * never counted. Runs alternate the 1-action and the N-action Rakefile.
  *
  * CPU per action = (CPU of N actions − CPU of 1 action) / (N − 1), per pair of runs; printed
@@ -140,12 +140,13 @@ function cleanOutputs(dir: string): void {
   for (let i = 0; i < ACTIONS; i++) rmSync(join(dir, `u${i}.o`), { force: true });
 }
 
-/** Runs the CLI's `runRake` in a child process; its CPU as it reported it at exit. */
+/** Runs the CLI's `main` in a child process; its CPU as it reported it at exit. */
 function runClient(dist: string, dir: string, rakefile: string): Promise<ClientRun> {
-  return runClientProcess(dist, dir, join(scratch, `usage-${process.pid}.json`), {
+  return runClientProcess(dist, dir, join(scratch, `usage-${process.pid}.json`), [
+    '-f',
     rakefile,
-    ...(opts.jobs === undefined ? {} : { jobs: Number(opts.jobs) }),
-  });
+    ...(opts.jobs === undefined ? [] : ['-j', opts.jobs]),
+  ]);
 }
 
 /** User + system CPU seconds of a client run. */

@@ -16,7 +16,7 @@ import { Connection, type ServerLimits } from './connection.js';
 import { JobDirs } from './jobdirs.js';
 import { createLauncher, type SpawnerChoice } from './launcher.js';
 import { removeTree } from './outputs.js';
-import { scratchRoot } from './scratch.js';
+import { type ScratchRoot, scratchRoot } from './scratch.js';
 import { JobSlots } from './slots.js';
 import { OWNER_TAG, removeStale } from './stale.js';
 
@@ -109,17 +109,22 @@ export interface ServerHandle {
 export const isLoopback = (host: string) =>
   host === 'localhost' || host === '::1' || /^127\.\d+\.\d+\.\d+$/.test(host);
 
+/** A new workdir of this server's own, where {@link scratchRoot} says, and why there. */
+async function freshWorkdir(): Promise<{ workdir: string; scratch: ScratchRoot }> {
+  const scratch = scratchRoot();
+  return { workdir: await mkdtemp(join(scratch.dir, `rakeserver-${OWNER_TAG}-`)), scratch };
+}
+
 /** Starts a rakeserver (docs/server.md). Resolves once it is listening. */
 export async function serve(options: ServeOptions = {}): Promise<ServerHandle> {
   const log = (options.logger ?? pino({ level: 'silent' })).child({ component: 'server' });
   const host = options.host ?? '127.0.0.1';
   const limits: ServerLimits = { ...DEFAULT_SERVER_LIMITS, ...options.limits };
-  const ownsWorkdir = options.workdir === undefined;
-  const scratch = ownsWorkdir ? scratchRoot() : undefined;
-  const workdir =
-    scratch !== undefined
-      ? await mkdtemp(join(scratch.dir, `rakeserver-${OWNER_TAG}-`))
-      : resolve(options.workdir as string);
+  const { workdir, scratch } =
+    options.workdir === undefined
+      ? await freshWorkdir()
+      : { workdir: resolve(options.workdir), scratch: undefined };
+  const ownsWorkdir = scratch !== undefined;
   if (!ownsWorkdir) await mkdir(workdir, { recursive: true });
   const costOffset = options.costOffset ?? 0;
   const maxJobs = options.maxJobs ?? availableParallelism();

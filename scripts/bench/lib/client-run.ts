@@ -1,7 +1,7 @@
 /**
  * The client run in a child process of its own (so its start-up counts, and its resource
- * use is its own): the program as users start it (build.ts), or the CLI's `runRake` from a
- * compiled module tree (client-cpu.ts).
+ * use is its own): the program as users start it (build.ts), or the CLI's `main` from a
+ * compiled module tree (client-cpu.ts), both with the same flags.
  */
 import { spawn } from 'node:child_process';
 import { readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -35,7 +35,7 @@ export const CLIENT_FLAGS = [
 /**
  * Runs the program `rake` (a `bin/rake-ts.js`, as users start it: the bundle, see
  * scripts/bundle.mjs) in `dir` with {@link CLIENT_FLAGS} and `extra` flags; rejects unless
- * it exits 0. A preloaded module writes the process's resource use to `report` at exit.
+ * it exits 0.
  */
 export function runRakeProgram(
   rake: string,
@@ -43,6 +43,32 @@ export function runRakeProgram(
   report: string,
   extra: readonly string[] = [],
 ): Promise<ClientRun> {
+  return spawnMeasured([rake, ...CLIENT_FLAGS, ...extra], dir, report);
+}
+
+/**
+ * Runs the CLI's `main` from the module tree tsc wrote into `dist` (no bundle: client-cpu.ts
+ * compares source trees, some older than the bundle) in `dir` with {@link CLIENT_FLAGS} and
+ * `extra` flags (e.g. `-f Rakefile.one`, `-j 8`); rejects unless it exits 0.
+ */
+export function runClientProcess(
+  dist: string,
+  dir: string,
+  report: string,
+  extra: readonly string[] = [],
+): Promise<ClientRun> {
+  const main = JSON.stringify(join(dist, 'src/cli/main.js'));
+  const argv = JSON.stringify([...CLIENT_FLAGS, ...extra]);
+  const code = `const { main } = await import(${main}); process.exitCode = await main(${argv});`;
+  return spawnMeasured(['--input-type=module', '-e', code], dir, report);
+}
+
+/**
+ * Runs `node ...args` in `dir`, with a preloaded module that writes the process's resource
+ * use to `report` at exit; wall time from spawn to exit.
+ */
+function spawnMeasured(args: readonly string[], dir: string, report: string): Promise<ClientRun> {
+  rmSync(report, { force: true });
   const preload = `${report}.preload.mjs`;
   writeFileSync(
     preload,
@@ -53,49 +79,8 @@ process.on('exit', () => {
 });
 `,
   );
-  return spawnMeasured(['--import', preload, rake, ...CLIENT_FLAGS, ...extra], dir, report);
-}
-
-/**
- * Runs `runRake` from the module tree tsc wrote into `dist` (no bundle: client-cpu.ts
- * compares source trees, some older than the bundle) in `dir` with the benchmarks' flags,
- * plus `extra` flags (e.g. `rakefile`, `jobs`); rejects unless it exits 0.
- */
-export function runClientProcess(
-  dist: string,
-  dir: string,
-  report: string,
-  extra: Record<string, string | number> = {},
-): Promise<ClientRun> {
-  const args = {
-    'dry-run': false,
-    'connect-timeout': 2,
-    'cost-timeout': 2,
-    'job-timeout': 0,
-    retries: 1,
-    'fail-fast': false,
-    embedded: false,
-    fallback: false,
-    verbose: 0,
-    quiet: true,
-    progress: 'never',
-    ...extra,
-  };
-  const code = `
-    const { runRake } = await import(${JSON.stringify(join(dist, 'src/cli/commands/run.js'))});
-    const { writeFileSync } = await import('node:fs');
-    const status = await runRake(${JSON.stringify(args)}, { stdout: process.stdout, stderr: process.stderr, cwd: ${JSON.stringify(dir)} });
-    const u = process.resourceUsage();
-    writeFileSync(${JSON.stringify(report)}, JSON.stringify({ maxRss: u.maxRSS * 1024, user: u.userCPUTime, system: u.systemCPUTime, switches: u.voluntaryContextSwitches }));
-    process.exit(status);`;
-  return spawnMeasured(['--input-type=module', '-e', code], dir, report);
-}
-
-/** Runs `node ...args` in `dir`; wall time from spawn to exit, the rest from `report`. */
-function spawnMeasured(args: readonly string[], dir: string, report: string): Promise<ClientRun> {
-  rmSync(report, { force: true });
   const t0 = performance.now();
-  const child = spawn(process.execPath, [...args], {
+  const child = spawn(process.execPath, ['--import', preload, ...args], {
     cwd: dir,
     stdio: ['ignore', 'ignore', 'inherit'],
   });
