@@ -9,6 +9,7 @@ import {
   closeSync,
   mkdirSync,
   openSync,
+  readdirSync,
   readFileSync,
   renameSync,
   rmSync,
@@ -60,9 +61,28 @@ const kind = process.argv.slice(2).some((a) => OTHER.has(a)) ? 'other' : 'run';
  * V8's version.
  */
 function cachePaths(st) {
-  const name = `rake-ts.${st.size}-${Math.trunc(st.mtimeMs)}-${st.ino}-v8-${process.versions.v8}.${kind}.v8cache`;
+  const identity = `${st.size}-${Math.trunc(st.mtimeMs)}-${st.ino}-v8-${process.versions.v8}`;
+  const name = `rake-ts.${identity}.${kind}.v8cache`;
   const home = process.env.XDG_CACHE_HOME || join(homedir(), '.cache');
-  return [join(dirname(bundle), name), join(home, 'rake-ts', name)];
+  return { identity, paths: [join(dirname(bundle), name), join(home, 'rake-ts', name)] };
+}
+
+/**
+ * Removes, beside the bundle, the caches of earlier builds of it (each rebuild or upgrade
+ * would otherwise leave a few megabytes behind). Only there: that directory holds one
+ * bundle, while the user's cache directory may serve several installations.
+ */
+function removeStaleCaches(identity) {
+  try {
+    const dir = dirname(bundle);
+    for (const name of readdirSync(dir)) {
+      if (/^rake-ts\..+\.v8cache$/.test(name) && !name.startsWith(`rake-ts.${identity}.`)) {
+        rmSync(join(dir, name), { force: true });
+      }
+    }
+  } catch {
+    // Read-only, or gone: nothing to tidy.
+  }
 }
 
 function readCache(paths) {
@@ -76,8 +96,8 @@ function readCache(paths) {
   return undefined;
 }
 
-function writeCache(paths, data) {
-  for (const path of paths) {
+function writeCache({ identity, paths }, data) {
+  for (const [i, path] of paths.entries()) {
     const tmp = `${path}.${process.pid}.tmp`;
     try {
       mkdirSync(dirname(path), { recursive: true });
@@ -88,6 +108,7 @@ function writeCache(paths, data) {
         closeSync(fd);
       }
       renameSync(tmp, path);
+      if (i === 0) removeStaleCaches(identity);
       return;
     } catch {
       // Read-only or full: try the next place, or go without, leaving no partial file.
@@ -100,8 +121,8 @@ function load() {
   const st = statSync(bundle);
   // The bundle is ASCII (scripts/bundle.mjs checks), so latin1 reads it exactly, and fast.
   const source = readFileSync(bundle, 'latin1');
-  const paths = cachePaths(st);
-  const cachedData = readCache(paths);
+  const cache = cachePaths(st);
+  const cachedData = readCache(cache.paths);
   const script = new vm.Script(
     `(function (exports, require, module, __filename, __dirname) {${source}\n})`,
     {
@@ -115,7 +136,7 @@ function load() {
   const fresh = cachedData === undefined || script.cachedDataRejected === true;
   return {
     main: module.exports.main,
-    save: fresh ? () => writeCache(paths, script.createCachedData()) : () => {},
+    save: fresh ? () => writeCache(cache, script.createCachedData()) : () => {},
   };
 }
 

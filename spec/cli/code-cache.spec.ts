@@ -93,6 +93,9 @@ describe('the code cache of the built rake-ts', {
     const r = rake(['--version']);
     assert.equal(r.status, 0, r.stderr);
     const now = caches('other');
-    assert.equal(now.length, before.length + 1, 'a new cache for the new bundle');
+    assert.equal(now.length, 1, `one cache: ${now.join(', ')}`);
+    assert.ok(!before.includes(now[0] as string), 'a new cache for the new bundle');
+    // The old bundle's caches of both kinds are gone with it.
+    assert.deepEqual(caches('run'), []);
   });
 });
