@@ -12,7 +12,6 @@ import {
   shareReplay,
   timeout,
 } from 'rxjs';
-import { serve } from '../server/server.js';
 import { bindAddress, type Endpoint, endpointIdentity, hostKey, isLoopback } from './endpoint.js';
 import { describeError, isConnectionRefused } from './errors.js';
 import type { RakeEvent } from './events.js';
@@ -33,6 +32,8 @@ export type EmbeddedReason = 'local-actions' | 'loopback-host' | 'fallback';
 
 /** The default {@link StartServer}: an in-process `serve()`. */
 export const startEmbeddedServer: StartServer = async (endpoint, logger) => {
+  // Loaded only when a server is started: most runs find theirs listening.
+  const { serve } = await import('../server/server.js');
   const handle = await serve({ host: bindAddress(endpoint.host), port: endpoint.port, logger });
   // By the time a run closes it, its jobs have ended (or their connections were closed, which
   // kills them): the grace period only lets the last connections finish cleanly.

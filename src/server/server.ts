@@ -13,6 +13,7 @@ import {
 import { packageVersion } from '../util/version.js';
 import { InputCache } from './cache.js';
 import { Connection, type ServerLimits } from './connection.js';
+import { DEFAULT_CACHE_SIZE, DEFAULT_PORT, isLoopback } from './defaults.js';
 import { JobDirs } from './jobdirs.js';
 import { createLauncher, type SpawnerChoice } from './launcher.js';
 import { removeTree } from './outputs.js';
@@ -20,8 +21,7 @@ import { type ScratchRoot, scratchRoot } from './scratch.js';
 import { JobSlots } from './slots.js';
 import { OWNER_TAG, removeStale } from './stale.js';
 
-/** The port the reference rakeserver listens on. */
-export const DEFAULT_PORT = 6238;
+export { DEFAULT_CACHE_SIZE, DEFAULT_PORT, isLoopback };
 
 /** The server's limits when not configured: the wire defaults plus 64 MiB of output. */
 export const DEFAULT_SERVER_LIMITS: ServerLimits = {
@@ -35,9 +35,6 @@ export const DEFAULT_SERVER_LIMITS: ServerLimits = {
  * number of job slots; an empty directory costs an inode and a block.
  */
 const SPARE_JOB_DIRS = 256;
-
-/** Default bound of the input cache (`--cache-size`). */
-export const DEFAULT_CACHE_SIZE = 512 * 1024 * 1024;
 
 /** Options for {@link serve}; the `rakeserver` flags map onto these one to one. */
 export interface ServeOptions {
@@ -104,10 +101,6 @@ export interface ServerHandle {
    */
   close(options?: { graceSeconds?: number }): Promise<void>;
 }
-
-/** True for an address only this machine can reach. */
-export const isLoopback = (host: string) =>
-  host === 'localhost' || host === '::1' || /^127\.\d+\.\d+\.\d+$/.test(host);
 
 /** A new workdir of this server's own, where {@link scratchRoot} says, and why there. */
 async function freshWorkdir(): Promise<{ workdir: string; scratch: ScratchRoot }> {

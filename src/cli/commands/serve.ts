@@ -2,9 +2,9 @@ import type { Writable } from 'node:stream';
 import { type Logger, pino } from 'pino';
 import type { Argv, CommandModule } from 'yargs';
 import { loadToken, TOKEN_ENV, TokenError } from '../../protocol/token.js';
-import { DEFAULT_CACHE_SIZE, DEFAULT_PORT, type ServeOptions, serve } from '../../server/index.js';
+import { DEFAULT_CACHE_SIZE, DEFAULT_PORT, isLoopback } from '../../server/defaults.js';
+import type { ServeOptions, ServerHandle } from '../../server/index.js';
 import type { SpawnerChoice } from '../../server/launcher.js';
-import { isLoopback } from '../../server/server.js';
 import { cliContext, UsageError } from '../context.js';
 
 /** The parsed flags of `rakeserver` / `rake-ts serve`; shared so both programs agree. */
@@ -173,8 +173,10 @@ export async function runServe(
       `rakeserver: WARNING: listening on ${args.host} without a token: anyone who can reach this port runs commands as this user. Use --token-file F or set ${TOKEN_ENV}.\n`,
     );
   }
-  let handle: Awaited<ReturnType<typeof serve>>;
+  let handle: ServerHandle;
   try {
+    // Loaded here, not with the CLI: a client run needs none of the server.
+    const { serve } = await import('../../server/server.js');
     handle = await serve({
       ...serveOptionsFrom(args, logger),
       ...(token ? { token: token.token } : {}),

@@ -1,0 +1,12 @@
+// The server's defaults that a program needs before it starts a server (its --help, its
+// checks): kept apart from server.ts so that loading them does not load the whole server.
+
+/** The port the reference rakeserver listens on. */
+export const DEFAULT_PORT = 6238;
+
+/** Default bound of the input cache (`--cache-size`). */
+export const DEFAULT_CACHE_SIZE = 512 * 1024 * 1024;
+
+/** True for an address only this machine can reach. */
+export const isLoopback = (host: string) =>
+  host === 'localhost' || host === '::1' || /^127\.\d+\.\d+\.\d+$/.test(host);
