@@ -23,6 +23,18 @@ const OFFER = Buffer.from(`!E0${' '.repeat(55)}rake/1`, 'latin1');
 const oneHost = (port: number, body: string) =>
   `PORT = ${port}\nHOSTS = 127.0.0.1:${port}\n\n${body}`;
 
+/** A pino logger whose lines are kept, to grep for them. */
+function capture(): { logger: Logger; text: () => string } {
+  let all = '';
+  const sink = new Writable({
+    write(chunk: Buffer, _e, cb) {
+      all += chunk.toString();
+      cb();
+    },
+  });
+  return { logger: pino({ level: 'trace' }, sink), text: () => all };
+}
+
 async function ourServer(options: Parameters<typeof serve>[0] = {}): Promise<ServerHandle> {
   return serve({ port: 0, maxJobs: 4, graceSeconds: 0, ...options });
 }
@@ -199,6 +211,53 @@ describe('our client and our server', () => {
     }
   });
 
+  it(
+    'a host restarted without its cache since the cost poll: the job starts again, plainly',
+    T,
+    async () => {
+      const first = await ourServer();
+      const endpoint = { host: '127.0.0.1', port: first.port };
+      const dir = await project({ 'a.txt': 'x'.repeat(1000) });
+      const transport = tcpTransport();
+      let second: ServerHandle | undefined;
+      try {
+        // The cost reply says `cache`: the next job would send its have behind the hello.
+        const probes = await lastValueFrom(transport.queryCost(endpoint).pipe(toArray()));
+        const cost = probes.find((p) => p.type === 'cost');
+        assert.ok(cost?.type === 'cost' && cost.peer?.kind === 'rake');
+        assert.ok(cost.peer.extensions.includes('cache'));
+        await first.close();
+        const log = capture();
+        second = await ourServer({ port: endpoint.port, cacheSize: 0, logger: log.logger });
+        const job = () =>
+          lastValueFrom(
+            transport
+              .runJob(endpoint, {
+                command: 'wc -c a.txt',
+                files: [{ name: 'a.txt', path: join(dir, 'a.txt') }],
+                outputDir: dir,
+              })
+              .pipe(toArray()),
+          );
+        for (const progress of [await job(), await job()]) {
+          const reply = progress.find((p) => p.type === 'replied');
+          assert.ok(reply?.type === 'replied' && reply.ok, JSON.stringify(progress));
+          assert.equal(reply.stdout, '1000 a.txt\n');
+        }
+        // The first job's have was refused once; the second job sent none.
+        const refused = log
+          .text()
+          .split('\n')
+          .filter((l) => l.includes('"msg":"refused"'));
+        assert.equal(refused.length, 1, log.text());
+        assert.match(refused[0] as string, /have/);
+      } finally {
+        await second?.close();
+        await removeDir(dir);
+      }
+    },
+  );
+
   it('uploads everything, as in base mode, from a server without a cache', T, async () => {
     const server = await ourServer({ cacheSize: 0 });
     const dir = await project({ 'a.txt': 'x'.repeat(1000) });
@@ -221,18 +280,6 @@ describe('our client and our server', () => {
 
 describe('authentication', () => {
   const SECRET = 'a shared secret for this spec only';
-
-  /** A pino logger whose lines are kept, to grep for the token. */
-  function capture(): { logger: Logger; text: () => string } {
-    let all = '';
-    const sink = new Writable({
-      write(chunk: Buffer, _e, cb) {
-        all += chunk.toString();
-        cb();
-      },
-    });
-    return { logger: pino({ level: 'trace' }, sink), text: () => all };
-  }
 
   it(
     'right token: runs; no token or a wrong one: a clear refusal; the token is never logged',

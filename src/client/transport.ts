@@ -1,6 +1,6 @@
 import { connect, type Socket } from 'node:net';
 import { relative, sep } from 'node:path';
-import { catchError, filter, Observable, take, timeout } from 'rxjs';
+import { catchError, filter, Observable, take, throwError, timeout } from 'rxjs';
 import { isProtocolError } from '../protocol/errors.js';
 import { type Extension, OFFER_ANNEX } from '../protocol/extensions.js';
 import {
@@ -355,7 +355,27 @@ function peerOf(
   });
 }
 
+/**
+ * The host granted less than its cost reply promised (no `cache`: it was restarted with
+ * `--cache-size 0` since, or another server took its port), so it will refuse the `have`
+ * already sent behind the hello. The job starts again on a new connection, without one.
+ */
+class StaleOffer extends Error {}
+
 function runJob(endpoint: Endpoint, job: JobSpec, state: TransportState): Observable<JobProgress> {
+  return runJobOnce(endpoint, job, state, true).pipe(
+    catchError((err: unknown) =>
+      err instanceof StaleOffer ? runJobOnce(endpoint, job, state, false) : throwError(() => err),
+    ),
+  );
+}
+
+function runJobOnce(
+  endpoint: Endpoint,
+  job: JobSpec,
+  state: TransportState,
+  mayOfferEarly: boolean,
+): Observable<JobProgress> {
   const { limits, track } = state;
   let replied = false;
   return converse<JobProgress>(
@@ -369,6 +389,7 @@ function runJob(endpoint: Endpoint, job: JobSpec, state: TransportState): Observ
       // To a host that said it has `cache` and wants no token, the `have` goes right behind
       // the hello: the server answers both in one write, one round trip less per job.
       const early =
+        mayOfferEarly &&
         peer.kind === 'rake' &&
         !peer.authRequired &&
         state.token === undefined &&
@@ -385,6 +406,14 @@ function runJob(endpoint: Endpoint, job: JobSpec, state: TransportState): Observ
               ...(early === undefined ? {} : { followUp: early.message }),
             })
           : new Set();
+      if (early !== undefined && !ext.has('cache') && peer.kind === 'rake') {
+        // Believe the hello from now on: later jobs send no early `have` to this host.
+        state.peers.record(endpoint, {
+          ...peer,
+          extensions: peer.extensions.filter((e) => e !== 'cache'),
+        });
+        throw new StaleOffer();
+      }
       const modes = ext.has('mode');
       if (early !== undefined) {
         files = await readNeed(reader, files, early, { endpoint, limits });
@@ -442,7 +471,7 @@ function runJob(endpoint: Endpoint, job: JobSpec, state: TransportState): Observ
         },
       );
     },
-    (err) => classifyJobError(err, replied),
+    (err) => (err instanceof StaleOffer ? err : classifyJobError(err, replied)),
     track,
     state.meter,
   );
