@@ -12,6 +12,7 @@ import {
   openSync,
   readFileSync,
   rmSync,
+  symlinkSync,
 } from 'node:fs';
 import { connect, createServer } from 'node:net';
 import { join } from 'node:path';
@@ -79,8 +80,16 @@ export function compilePrograms(dir = join(SCRATCH, 'build')): Programs {
  * pipelined filestream) are in both.
  */
 export const SPEEDUP_BASELINE = {
-  rev: '3047200',
-  parts: ['src', 'grammar', 'bin', 'tsconfig.json', 'tsconfig.build.json', 'package.json'],
+  rev: '6e497a1',
+  parts: [
+    'src',
+    'grammar',
+    'bin',
+    'scripts/bundle.mjs',
+    'tsconfig.json',
+    'tsconfig.build.json',
+    'package.json',
+  ],
 } as const;
 
 /**
@@ -114,6 +123,16 @@ export function compileBaseline(
   for (const f of ['src/cli/main.js', 'src/cli/rakeserver.js']) {
     if (!existsSync(join(dist, f)))
       return { why: `compiling the baseline failed:\n${tsc.stdout}${tsc.stderr}` };
+  }
+  // Its own bundles, made by its own bundle script, as its `npm run build` made them (with
+  // this tree's node_modules).
+  const bundler = join(tree, 'scripts', 'bundle.mjs');
+  if (existsSync(bundler)) {
+    symlinkSync(join(ROOT, 'node_modules'), join(tree, 'node_modules'), 'dir');
+    const bundled = spawnSync(process.execPath, [bundler, dist], { cwd: tree, encoding: 'utf8' });
+    if (bundled.status !== 0) {
+      return { why: `bundling the baseline failed:\n${bundled.stdout}${bundled.stderr}` };
+    }
   }
   return {
     dir: tree,
