@@ -6,6 +6,9 @@
  * from PROTOCOL.md (stdout, failure, output files), a mutation of it (hostile names such as
  * `../../etc/x`, absolute names, NUL, names through a symlink the project holds, a name that
  * is a directory, wrong sizes, truncations, bad headers, huge lengths), or random bytes.
+ * A third of the sessions speak extension mode instead (docs/protocol.md): a rake/1 cost
+ * reply, then `!X ok` with some of `stderr,mode,cache` granted, `!X need`, `!M` questions
+ * and answers, `!X stderr`, valid or mutated in the same ways.
  *
  * Checked after every session: the Observable completed with `done` and exactly one
  * `action-succeeded` or `action-failed` (with a reason) within a bound — no hang, no error,
@@ -68,7 +71,7 @@ export interface ClientFuzzReport {
 type Ending = 'linger' | 'close' | 'reset' | 'trickle';
 
 interface Session {
-  readonly generator: 'valid' | 'mutated' | 'random' | 'cost';
+  readonly generator: 'valid' | 'mutated' | 'random' | 'cost' | 'extended' | 'extended-mutated';
   readonly label: string;
   /** Reply to each cost query (the connection is closed after it, or held when `hold`). */
   readonly cost: Buffer | 'hold';
@@ -89,6 +92,10 @@ type Expected =
       readonly result: 'succeeded';
       readonly stdout: string;
       readonly files: Record<string, string>;
+      /** A successful command's stderr, carried by `!X stderr`. */
+      readonly stderr?: string;
+      /** Files that must come back executable (`!M` with an execute bit). */
+      readonly executable?: readonly string[];
     }
   | {
       readonly result: 'failed';
@@ -173,6 +180,105 @@ function replyTemplates(): ReplyTemplate[] {
       expect: ok('x'),
     },
   ];
+}
+
+/**
+ * The extensions a fake rake/1 server grants in its `ok` (its cost reply always offers
+ * `stderr,mode,cache`: a host restarted with less since is one of the cases).
+ */
+const GRANTS: ReadonlyArray<readonly string[]> = [
+  ['stderr', 'mode', 'cache'],
+  ['stderr', 'mode'],
+  ['mode', 'cache'],
+  ['cache'],
+  [],
+];
+
+/** The cost reply of a rake/1 server: `!E1`, its self-description in the padding, `0`. */
+const EXTENDED_COST = (() => {
+  const annex = 'rake/1 v=fuzz ext=stderr,mode,cache';
+  return Buffer.from(`${'!E1'.padEnd(64 - annex.length, ' ')}${annex}0`, 'latin1');
+})();
+
+/**
+ * A job conversation in extension mode (docs/protocol.md, "Extensions"), from the server's
+ * side and in the order the client reads it: `ok` with the granted extensions; for an action
+ * with a requirement, `need` (when `cache` is granted: the client's `have` came right behind
+ * its hello) and the questions that pull the file (`!M` too when `mode` is granted); then the
+ * reply, with `!X stderr` before a success when `stderr` is granted and `!M` answers in the
+ * downloaded filestream when `mode` is.
+ */
+function extendedTemplates(grant: readonly string[], requires: boolean): ReplyTemplate[] {
+  const mode = grant.includes('mode');
+  const stderr = grant.includes('stderr');
+  const pre: Piece[] = [...packet('!X', 'content', `ok ext=${grant.join(',')}`)];
+  const pull = [request('!N'), request('!Z'), ...(mode ? [request('!M')] : []), request('!T')];
+  const withNeed = (needed: boolean): Piece[] => {
+    if (!requires) return pre;
+    if (!grant.includes('cache')) return [...pre, ...pull];
+    return needed
+      ? [...pre, ...packet('!X', 'content', 'need\nin.txt'), ...pull]
+      : [...pre, ...packet('!X', 'content', 'need')];
+  };
+  const files = (list: ReadonlyArray<readonly [string, string, string]>): Piece[] => [
+    header(`!SSIF${list.length}`),
+    ...list.flatMap(([name, content, bits]) => [
+      ...packet('!S!NF', 'name', name),
+      ...packet('!S!ZF', 'size', String(Buffer.byteLength(content))),
+      ...(mode ? packet('!S!MF', 'size', bits) : []),
+      { kind: 'content' as const, bytes: Buffer.from(content) },
+    ]),
+  ];
+  const warn = stderr ? packet('!X', 'content', 'stderr\nwarning: w\n') : [];
+  const ok = (stdout: string, names: Record<string, string>, executable: string[] = []) =>
+    ({
+      result: 'succeeded',
+      stdout,
+      files: names,
+      ...(stderr ? { stderr: 'warning: w\n' } : {}),
+      ...(mode && executable.length > 0 ? { executable } : {}),
+    }) as const;
+  const label = (what: string, needed: boolean) =>
+    `ext[${grant.join(',')}]${requires ? (needed ? '+need' : '+cached') : ''}:${what}`;
+  return [true, false].flatMap((needed) => [
+    {
+      label: label('stdout', needed),
+      pieces: [...withNeed(needed), ...warn, ...packet('!SS  ', 'content', 'hi\n')],
+      expect: ok('hi\n', {}),
+    },
+    {
+      label: label('failure', needed),
+      pieces: [
+        ...withNeed(needed),
+        ...packet('!F', 'content', 'oops\n'),
+        ...packet('!F', 'size', '3'),
+      ],
+      expect: { result: 'failed', reason: 'exit-non-zero', exitStatus: 3, stderr: 'oops\n' },
+    },
+    {
+      label: label('files', needed),
+      pieces: [
+        ...withNeed(needed),
+        ...warn,
+        ...packet('!SSI ', 'content', ''),
+        ...files([
+          ['run.sh', '#!/bin/sh\n', '755'],
+          ['sub/o.txt', 'abc', '644'],
+        ]),
+      ],
+      expect: ok('', { 'run.sh': '#!/bin/sh\n', 'sub/o.txt': 'abc' }, ['run.sh']),
+    },
+    {
+      label: label('setuid-dropped', needed),
+      pieces: [
+        ...withNeed(needed),
+        ...warn,
+        ...packet('!SSI ', 'content', ''),
+        ...files([['s', 'x', '4777']]),
+      ],
+      expect: ok('', { s: 'x' }, ['s']),
+    },
+  ]);
 }
 
 /** Names a hostile server may send; any that could resolve somewhere stays inside `root`. */
@@ -304,11 +410,46 @@ function sessionArbitrary(templates: readonly ReplyTemplate[], names: readonly B
         ...common,
       }),
     );
+  // Extension mode: a rake/1 cost reply, then a conversation from extendedTemplates().
+  const extended = (requires: boolean, g: number) => extendedTemplates(pick(GRANTS, g), requires);
+  const validExtended = fc
+    .record({ g: fc.nat(GRANTS.length - 1), t: fc.nat(1_000), common })
+    .map(({ g, t, common }): Session => {
+      const template = pick(extended(common.requires, g), t);
+      const exact = common.ending === 'linger' || common.ending === 'trickle';
+      return {
+        generator: 'extended',
+        label: template.label,
+        cost: EXTENDED_COST,
+        reply: Buffer.concat(template.pieces.map((p) => p.bytes)),
+        ...common,
+        ...(exact ? { expect: template.expect } : {}),
+      };
+    });
+  const mutatedExtended = fc
+    .record({
+      g: fc.nat(GRANTS.length - 1),
+      t: fc.nat(1_000),
+      mutations: fc.array(mutation, { minLength: 1, maxLength: 4 }),
+      common,
+    })
+    .map(({ g, t, mutations, common }): Session => {
+      const template = pick(extended(common.requires, g), t);
+      return {
+        generator: 'extended-mutated',
+        label: `${template.label}:${mutations.map((m) => m.op).join('+')}`,
+        cost: EXTENDED_COST,
+        reply: applyMutations(template.pieces, mutations, sources),
+        ...common,
+      };
+    });
   return fc.oneof(
     { weight: 3, arbitrary: valid },
     { weight: 6, arbitrary: mutated },
     { weight: 2, arbitrary: random },
     { weight: 1, arbitrary: cost },
+    { weight: 3, arbitrary: validExtended },
+    { weight: 5, arbitrary: mutatedExtended },
   );
 }
 
@@ -624,6 +765,13 @@ async function checkExpected(
       const st = await lstat(join(dir, name)).catch(() => undefined);
       if (!st?.isFile()) return `${name} is not a regular file`;
       if (readFileSync(join(dir, name), 'utf8') !== content) return `${name} has other bytes`;
+      if (st.mode & 0o7000) return `${name} has mode ${(st.mode & 0o7777).toString(8)}`;
+      if (expect.executable?.includes(name) && (st.mode & 0o100) === 0) {
+        return `${name} is not executable (mode ${(st.mode & 0o777).toString(8)})`;
+      }
+    }
+    if (expect.stderr !== undefined && end.stderr !== expect.stderr) {
+      return `stderr ${JSON.stringify(end.stderr)}`;
     }
     return undefined;
   }

@@ -29,7 +29,7 @@ describe('client fuzzing', { timeout: TIME_LIMIT_MS + SESSION_BOUND_MS + 30_000 
     assert.deepEqual(report.findings, [], replay);
     assert.ok(report.sessions >= Math.min(SESSIONS, 500), `only ${report.sessions} sessions ran`);
     assert.ok(report.slowestMs < SESSION_BOUND_MS);
-    for (const g of ['valid', 'mutated', 'random', 'cost']) {
+    for (const g of ['valid', 'mutated', 'random', 'cost', 'extended', 'extended-mutated']) {
       assert.ok((report.generators[g] ?? 0) > 0, `no ${g} sessions`);
     }
     // Every way an action can end against a hostile server was reached.
