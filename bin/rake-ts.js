@@ -23,14 +23,18 @@ import { fileURLToPath } from 'node:url';
 import v8 from 'node:v8';
 import vm from 'node:vm';
 
+const args = process.argv.slice(2);
+const serving = args.includes('serve');
+
 // A client lives for one build, and V8's optimizing compiler (TurboFan) spent about a sixth
 // of its CPU optimizing functions the build then barely used; that CPU is taken from the
 // compilers on the same cores. Functions now run 4 times longer before they are optimized
 // (V8's default budget is 66 KiB of bytecode): a build of 300 actions took 20% less client
-// CPU, and checking a 100,000-action Rakefile took no longer (docs/benchmarks.md). Set before
-// the bundle is compiled, so the code cache is always made and read under the same flags.
+// CPU, and checking a 100,000-action Rakefile took no longer (docs/benchmarks.md). `serve`
+// is a daemon and gets the opposite, as bin/rakeserver.js does. Set before the bundle is
+// compiled, so each cache is always made and read under the same flags.
 if (!process.execArgv.some((a) => a.startsWith('--interrupt-budget'))) {
-  v8.setFlagsFromString('--interrupt-budget=270336');
+  v8.setFlagsFromString(`--interrupt-budget=${serving ? 8192 : 270336}`);
 }
 
 const bundle = fileURLToPath(new URL('../dist/rake-ts.cjs', import.meta.url));
@@ -38,21 +42,21 @@ const bundle = fileURLToPath(new URL('../dist/rake-ts.cjs', import.meta.url));
 /**
  * Which functions a run compiles depends on what it does, and the cache holds only those the
  * run that wrote it compiled: a build keeps a cache apart from the other commands (a
- * misjudged command line only costs speed).
+ * misjudged command line only costs speed), and `serve`, compiled under another tier-up
+ * budget (which V8 checks a cache against), keeps one of its own.
  */
 const OTHER = new Set([
   '-n',
   '--dry-run',
   'check',
   'hosts',
-  'serve',
   'completion',
   '-h',
   '--help',
   '-V',
   '--version',
 ]);
-const kind = process.argv.slice(2).some((a) => OTHER.has(a)) ? 'other' : 'run';
+const kind = serving ? 'serve' : args.some((a) => OTHER.has(a)) ? 'other' : 'run';
 
 /**
  * Where this bundle's cache lives: beside it, or in the user's cache directory when dist/
@@ -141,7 +145,7 @@ function load() {
 }
 
 const { main, save } = load();
-main(process.argv.slice(2)).then(
+main(args).then(
   (code) => {
     process.exitCode = code;
     // After the run, the cache holds every function it compiled, not just the top level.
