@@ -72,6 +72,10 @@ describe('the code cache of the built rake-ts', {
     assert.equal(build.status, 0, build.stderr);
     assert.match(build.stdout, /hi\n/);
     assert.equal(caches('run').length, 1);
+    // serve runs under the daemon's tier-up budget, and V8 checks a cache against the flags.
+    const serve = rake(['serve', '--help']);
+    assert.equal(serve.status, 0, serve.stderr);
+    assert.equal(caches('serve').length, 1);
   });
 
   it('is replaced when V8 rejects it, and the program runs all the same', () => {
