@@ -11,6 +11,7 @@ import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } f
 import { connect, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { after, afterEach, before, describe, it } from 'node:test';
 import { startTestbed, type Testbed, type TestbedHost } from '../../scripts/testbed/netns.js';
 import { queryCost } from '../../scripts/testbed/probe.js';
@@ -345,20 +346,27 @@ describe('faults on a 3-host test bed', () => {
       'tr a-z A-Z < in.txt > 3.txt',
     ];
     const connectTimeoutMs = 1500;
+    // Inside `npm test` this file may run beside the 20-client load spec (load average ~26 on
+    // 2 cores), where a timer can fire seconds late: its lateness is measured, and allowed.
+    const lag = monitorEventLoopDelay({ resolution: 20 });
+    lag.enable();
     const events = await runRakefile(
       dir,
       await rakefile([commands.map((c) => [c, ['in.txt']] as const)]),
       { connectTimeoutMs },
     );
+    lag.disable();
+    const lateMs = Math.round(lag.max / 1e6);
     gone.dropSyn(false);
     assert.equal(done(events).exitStatus, 0, failures(events));
     const polls = only(events, 'cost-polled').filter((e) => e.cost.host === keyOf(gone));
     assert.ok(polls.length > 0);
     for (const p of polls) {
       assert.ok(p.cost.error !== undefined, 'a host dropping SYNs answered');
+      // Without its own timeout the poll would wait for the kernel's SYN retries (over 2 min).
       assert.ok(
-        p.cost.rttMs >= connectTimeoutMs - 50 && p.cost.rttMs < connectTimeoutMs + 1000,
-        `gave up after ${p.cost.rttMs} ms`,
+        p.cost.rttMs >= connectTimeoutMs - 50 && p.cost.rttMs < connectTimeoutMs + 1000 + lateMs,
+        `gave up after ${p.cost.rttMs} ms (timers were up to ${lateMs} ms late)`,
       );
     }
     for (const s of only(events, 'action-succeeded')) assert.notEqual(s.host, keyOf(gone));
