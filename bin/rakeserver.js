@@ -5,9 +5,9 @@ import v8 from 'node:v8';
 
 // A server is a daemon: the sooner V8 optimizes its per-job code, the less CPU each job
 // takes from the commands beside it. Functions are optimized after an eighth of V8's default
-// budget (66 KiB of bytecode): the first build a server serves costs it more (about 0.5 s of
-// CPU more for 100 compiles), and from the fifth its CPU per build was about 15% lower
-// (docs/benchmarks.md). Set before the bundle is loaded.
+// budget (66 KiB of bytecode): the first build a server serves costs it more (0.7-0.9 s of
+// CPU more for 100 compiles), and from the fifth its CPU per build was 9-16% lower
+// (scripts/bench/server-warmup.ts; docs/server.md). Set before the bundle is loaded.
 if (!process.execArgv.some((a) => a.startsWith('--interrupt-budget'))) {
   v8.setFlagsFromString('--interrupt-budget=8192');
 }
