@@ -1,4 +1,7 @@
 import { isIP } from 'node:net';
+import { isLoopback } from '../util/loopback.js';
+
+export { isLoopback };
 
 /** A server address: a host name or IP (IPv6 without brackets) and a port. */
 export interface Endpoint {
@@ -13,16 +16,6 @@ export interface Endpoint {
  */
 export function hostKey(e: Endpoint): string {
   return e.host.includes(':') ? `[${e.host}]:${e.port}` : `${e.host}:${e.port}`;
-}
-
-const IPV4 = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/;
-
-/** True for names that can only mean this machine: `localhost`, `127.0.0.0/8`, `::1`. */
-export function isLoopback(host: string): boolean {
-  const h = host.toLowerCase();
-  if (h === 'localhost' || h.endsWith('.localhost') || h === '::1') return true;
-  const v4 = IPV4.exec(h);
-  return v4 !== null && v4[1] === '127' && v4.slice(2).every((octet) => Number(octet) <= 255);
 }
 
 /**

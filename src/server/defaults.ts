@@ -7,6 +7,4 @@ export const DEFAULT_PORT = 6238;
 /** Default bound of the input cache (`--cache-size`). */
 export const DEFAULT_CACHE_SIZE = 512 * 1024 * 1024;
 
-/** True for an address only this machine can reach. */
-export const isLoopback = (host: string) =>
-  host === 'localhost' || host === '::1' || /^127\.\d+\.\d+\.\d+$/.test(host);
+export { isLoopback } from '../util/loopback.js';
