@@ -32,6 +32,7 @@ import { run } from '../../src/client/run.js';
 import { count, diffTrees, type Finding, preview, snapshotTree, waitFor } from './common.js';
 import {
   applyMutations,
+  download,
   filestream,
   header,
   type Mutation,
@@ -39,7 +40,6 @@ import {
   type Piece,
   packet,
   pick,
-  request,
 } from './transcript.js';
 
 /** Options of {@link fuzzClient}. */
@@ -116,7 +116,7 @@ const COST_TIMEOUT_MS = 800;
 /** No session may take longer than this (cost poll twice, job timeout, margin). */
 export const SESSION_BOUND_MS = 12_000;
 
-const pulled = [request('!N'), request('!Z'), request('!T')];
+const pulled = download(1);
 
 function replyTemplates(): ReplyTemplate[] {
   const ok = (stdout: string, files: Record<string, string> = {}): Expected => ({
@@ -212,7 +212,7 @@ function extendedTemplates(grant: readonly string[], requires: boolean): ReplyTe
   const mode = grant.includes('mode');
   const stderr = grant.includes('stderr');
   const pre: Piece[] = [...packet('!X', 'content', `ok ext=${grant.join(',')}`)];
-  const pull = [request('!N'), request('!Z'), ...(mode ? [request('!M')] : []), request('!T')];
+  const pull = download(1, mode);
   const withNeed = (needed: boolean): Piece[] => {
     if (!requires) return pre;
     if (!grant.includes('cache')) return [...pre, ...pull];
@@ -220,15 +220,11 @@ function extendedTemplates(grant: readonly string[], requires: boolean): ReplyTe
       ? [...pre, ...packet('!X', 'content', 'need\nin.txt'), ...pull]
       : [...pre, ...packet('!X', 'content', 'need')];
   };
-  const files = (list: ReadonlyArray<readonly [string, string, string]>): Piece[] => [
-    header(`!SSIF${list.length}`),
-    ...list.flatMap(([name, content, bits]) => [
-      ...packet('!S!NF', 'name', name),
-      ...packet('!S!ZF', 'size', String(Buffer.byteLength(content))),
-      ...(mode ? packet('!S!MF', 'size', bits) : []),
-      { kind: 'content' as const, bytes: Buffer.from(content) },
-    ]),
-  ];
+  /** Output files with their permission bits, which only a `mode` connection carries. */
+  const files = (list: ReadonlyArray<readonly [string, string, string]>): Piece[] =>
+    filestream(
+      list.map(([name, content, bits]) => (mode ? [name, content, bits] : [name, content])),
+    );
   const warn = stderr ? packet('!X', 'content', 'stderr\nwarning: w\n') : [];
   const ok = (stdout: string, names: Record<string, string>, executable: string[] = []) =>
     ({

@@ -28,20 +28,35 @@ export const packet = (head: string, kind: PieceKind, payload: Buffer | string):
 /** A 2-byte filestream request (`!N`, `!Z`, `!T`). */
 export const request = (r: string): Piece => ({ kind: 'request', bytes: Buffer.from(r, 'latin1') });
 
-/** The receiver's side of a filestream of `files` files: `!N`, `!Z`, `!T` for each. */
-export const download = (files: number): Piece[] =>
-  Array.from({ length: files }, () => [request('!N'), request('!Z'), request('!T')]).flat();
+/**
+ * The receiver's side of a filestream of `files` files: `!N`, `!Z`, `!T` for each (and `!M`
+ * before `!T` on a connection with the `mode` extension).
+ */
+export const download = (files: number, modes = false): Piece[] =>
+  Array.from({ length: files }, () => [
+    request('!N'),
+    request('!Z'),
+    ...(modes ? [request('!M')] : []),
+    request('!T'),
+  ]).flat();
 
-/** The sender's side of a filestream: `!SSIF<n>`, then each file's name, size and bytes. */
+/**
+ * The sender's side of a filestream: `!SSIF<n>`, then each file's name, size and bytes; a
+ * file given with permission bits (octal text) also answers `!M` with them before its bytes.
+ */
 export const filestream = (
-  files: ReadonlyArray<readonly [string | Buffer, string | Buffer]>,
+  files: ReadonlyArray<
+    | readonly [string | Buffer, string | Buffer]
+    | readonly [string | Buffer, string | Buffer, string]
+  >,
 ): Piece[] => [
   header(`!SSIF${files.length}`),
-  ...files.flatMap(([name, content]) => {
+  ...files.flatMap(([name, content, mode]) => {
     const body = typeof content === 'string' ? Buffer.from(content) : content;
     return [
       ...packet('!S!NF', 'name', name),
       ...packet('!S!ZF', 'size', String(body.length)),
+      ...(mode === undefined ? [] : packet('!S!MF', 'size', mode)),
       { kind: 'content' as const, bytes: body },
     ];
   }),
