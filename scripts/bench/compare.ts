@@ -399,7 +399,7 @@ export function compareMarkdown(r: CompareResult): string {
     '',
     `- \`make -j${k}\`: local, ${r.ccVersion}, \`cc -O2 -c\` per unit, then \`cc -o prog *.o\`, each compile started by make in make's session (the first suite runs wrapped each in \`setsid -w\`, when rakeserver still gave every job a session of its own; with the spawn helper its jobs share one session, as make's do).`,
     `- distcc: ${distcc}.`,
-    `- rake-ts: the CLI (\`node bin/rake-ts.js -f Rakefile ${RAKE_FLAGS.join(' ')}\`), a new process per build, timed from spawn to exit; ${k} \`rakeserver ${SERVER_FLAGS.join(' ')}\` processes on loopback (default logging at info). Actionset \`compile\` (N + 1 \`remote-cc -O2 -c uK.c\`, each \`requires uK.c common.h\`), then \`link\` (\`remote-cc -o prog *.o\`, requiring every object).`,
+    `- rake-ts: the CLI (\`node bin/rake-ts.js -f Rakefile ${RAKE_FLAGS.join(' ')}\`), a new process per build, timed from spawn to exit; ${k} \`rakeserver ${SERVER_FLAGS.join(' ')}\` processes on loopback (default logging at info; each in the workdir a server picks by default, here a fresh directory in /dev/shm: docs/server.md, "Where jobs run"). Actionset \`compile\` (N + 1 \`remote-cc -O2 -c uK.c\`, each \`requires uK.c common.h\`), then \`link\` (\`remote-cc -o prog *.o\`, requiring every object).`,
     ...(withBefore
       ? [
           `- rake-ts before the speed-ups: rake-ts as it was at commit ${SPEEDUP_BASELINE.rev} (lib/proc.ts \`SPEEDUP_BASELINE\`), compiled whole, with ${k} servers of their own (the same flags), in the same rounds.`,

@@ -13,19 +13,18 @@
  * and its spawn helper, read from /proc; not the compilers). Printed: every build, and the
  * medians of builds `--from` to the last, when both servers are past their first builds.
  */
-import { mkdirSync, rmSync } from 'node:fs';
+import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { runPartAsMain } from './lib/cli.js';
 import { markdownTable } from './lib/markdown.js';
 import {
   type Daemon,
-  freePort,
   type Programs,
   progress,
   runChecked,
   SCRATCH,
   serverCpu,
-  startDaemon,
+  startRakeservers,
 } from './lib/proc.js';
 import { type CProject, checkProgram, cleanBuild, writeCProject } from './lib/project.js';
 import { median } from './lib/stats.js';
@@ -50,30 +49,6 @@ interface Pair {
   readonly builds: Build[];
 }
 
-async function startPair(programs: Programs, nodeFlags: readonly string[], dir: string) {
-  const servers: Daemon[] = [];
-  for (let i = 1; i <= 2; i++) {
-    const port = await freePort();
-    servers.push(
-      await startDaemon(
-        [
-          process.execPath,
-          ...nodeFlags,
-          programs.rakeserver,
-          '--host',
-          '127.0.0.1',
-          '--port',
-          String(port),
-          '--max-jobs',
-          '1',
-        ],
-        { host: '127.0.0.1', port, logFile: join(dir, `server${i}.log`) },
-      ),
-    );
-  }
-  return servers;
-}
-
 /** The servers' own CPU seconds so far (server and spawn helper, not their jobs). */
 const ownCpu = (servers: readonly Daemon[]) =>
   servers.reduce((sum, s) => sum + (serverCpu(s.child.pid as number)?.self ?? Number.NaN), 0);
@@ -87,8 +62,7 @@ export async function measureServerWarmup(
   for (const [i, v] of VARIANTS.entries()) {
     const dir = join(root, `variant${i + 1}`);
     rmSync(dir, { recursive: true, force: true });
-    mkdirSync(dir, { recursive: true });
-    const servers = await startPair(programs, v.nodeFlags, dir);
+    const servers = await startRakeservers(programs, 2, ['--max-jobs', '1'], dir, v.nodeFlags);
     const project = writeCProject(join(dir, 'project'), flags.units, {
       hosts: servers.map((s) => `127.0.0.1:${s.port}`),
       port: servers[0]?.port ?? 0,

@@ -228,31 +228,33 @@ export async function startDaemon(
   return { child, host: at.host, port: at.port, logFile: at.logFile, stop };
 }
 
-/** Starts `count` rakeservers on loopback, each with its own workdir and `extra` flags. */
+/**
+ * Starts `count` rakeservers on loopback with `extra` flags (and `nodeFlags` for node itself,
+ * before the program), their logs in `dir`. Each works where a server does by default (a
+ * fresh directory of its own, in /dev/shm when that is a roomy tmpfs: docs/server.md,
+ * "Where jobs run"), as a user's would, and removes it when stopped.
+ */
 export async function startRakeservers(
   programs: Programs,
   count: number,
   extra: readonly string[],
   dir: string,
+  nodeFlags: readonly string[] = [],
 ): Promise<Daemon[]> {
   mkdirSync(dir, { recursive: true });
   const servers: Daemon[] = [];
   for (let i = 0; i < count; i++) {
     const port = await freePort();
-    const workdir = join(dir, `server${i + 1}`);
-    rmSync(workdir, { recursive: true, force: true });
-    mkdirSync(workdir, { recursive: true });
     servers.push(
       await startDaemon(
         [
           process.execPath,
+          ...nodeFlags,
           programs.rakeserver,
           '--host',
           '127.0.0.1',
           '--port',
           String(port),
-          '--workdir',
-          workdir,
           ...extra,
         ],
         { host: '127.0.0.1', port, logFile: join(dir, `server${i + 1}.log`) },
