@@ -42,7 +42,7 @@ export function withServeOptions<T>(y: Argv<T>): Argv<T & ServeArgs> {
     .option('workdir', {
       type: 'string',
       describe:
-        'parent of the job directories and input cache (default: a fresh dir in /dev/shm when it is a roomy tmpfs, else in $TMPDIR or the temp dir)',
+        'parent of the job directories and input cache (default: a fresh dir in $TMPDIR if set, else in /dev/shm when it is a roomy tmpfs, else in the temp dir)',
     })
     .option('max-jobs', {
       alias: 'j',
