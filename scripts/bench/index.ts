@@ -351,7 +351,11 @@ namespaces and \`iptables\`). \`scripts/bench/install-tools.sh\` runs first: it 
 \`cc\` and distcc, and installs Debian's \`distcc\` with apt-get if it is missing. Options:
 \`--quick\` (a smoke run with small sizes that does not write this page), \`--skip
 build,overhead,scaling,transfer,parse,client,cache\`. Each part also runs on its own, e.g.
-\`node --import tsx scripts/bench/compare.ts --units 100 --runs 3\`.
+\`node --import tsx scripts/bench/compare.ts --units 100 --runs 3\`. The suite runs the client
+part at cut sizes to fit its budget; the sizes the client's own targets are set for (a
+100-unit project, 500 actions, 10,000 actions) take \`npm run bench:client\` (\`build.ts --runs 5
+--write-docs\`, about 7 minutes), which rewrites the "Client" section of this page in place:
+run it after \`npm run bench\`, as was done for this page.
 `;
 
 async function main(): Promise<void> {
