@@ -12,11 +12,15 @@
  * 3. Peak client RSS (VmHWM) for a Rakefile of `--big` `remote-true` actions.
  *
  * The programs are built first as `npm run build` builds them (tsc, then the one-file bundles
- * of scripts/bundle.mjs, into .bench/build/programs) so neither side pays for tsx. The 2
- * servers are `bin/rakeserver.js` processes (default flags: 2 job slots each, NDJSON logs at
- * info, drained here). The client is `bin/rake-ts.js`, a separate process per run, as a
- * user starts it, timed from spawn to exit; its peak RSS is its own `maxRSS` at exit. Runs
- * alternate baseline and client; figures are medians with the range.
+ * of scripts/bundle.mjs, into .bench/build/programs) so neither side pays for tsx. The
+ * servers are `bin/rakeserver.js` processes (NDJSON logs at info, drained here). The C
+ * project is built on 2 servers with one job slot each (`--max-jobs 1`, as the suite's
+ * compare.ts and `distccd --jobs 1`: at most 2 compiles at once, as `make -j2`), and, as a
+ * second row, on 2 servers with default flags (a slot per core: 4 compiles at once on these
+ * 2 cores). The `remote-true` rows use the default servers. The client is `bin/rake-ts.js`,
+ * a separate process per run, as a user starts it, timed from spawn to exit; its peak RSS is
+ * its own `maxRSS` at exit. Runs rotate baseline and clients; figures are medians with the
+ * range.
  */
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -25,10 +29,11 @@ import { availableParallelism, cpus, loadavg } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { SERVER_FLAGS, WARMUP_BUILDS } from './compare.js';
 import { type ClientRun, runRakeProgram } from './lib/client-run.js';
 import { compilePrograms, type Programs } from './lib/proc.js';
 import { checkProgram, cleanBuild, writeCProject } from './lib/project.js';
-import { median } from './lib/stats.js';
+import { formatSpread, median, ratios, spread } from './lib/stats.js';
 
 const root = fileURLToPath(new URL('../..', import.meta.url));
 const scratch = join(root, '.bench', 'build');
@@ -45,21 +50,21 @@ const { values: opts } = parseArgs({
   },
 });
 const RUNS = Number(opts.runs);
-/** Untimed rake-ts builds before the timed ones (make gets one). */
-const WARMUP_BUILDS = 3;
 
 const range = (v: number[], digits = 2) =>
   `${Math.min(...v).toFixed(digits)}–${Math.max(...v).toFixed(digits)}`;
 
 /**
- * A rakeserver with default flags (a job slot per core: two here), as a user starts it, on a
- * free port; resolves once it listens. (compare.ts, the suite's build comparison, gives each
- * server one slot instead.)
+ * A rakeserver on a free port, by default with default flags (a job slot per core: two
+ * here), as a user starts it; resolves once it listens.
  */
-function startServer(spawner = 'auto'): Promise<{ child: ChildProcess; port: number }> {
+function startServer(
+  spawner = 'auto',
+  flags: readonly string[] = [],
+): Promise<{ child: ChildProcess; port: number }> {
   const child = spawn(
     process.execPath,
-    [programs.rakeserver, '--port', '0', '--spawner', spawner],
+    [programs.rakeserver, '--port', '0', '--spawner', spawner, ...flags],
     {
       cwd: root,
       stdio: ['ignore', 'ignore', 'pipe'],
@@ -154,36 +159,56 @@ async function main(): Promise<void> {
   // per job): the spawn helper's share of the remote-true figure, in the same run.
   const nodeServers = await Promise.all([startServer('node'), startServer('node')]);
   const nodePorts = nodeServers.map((s) => s.port);
+  // The C project's servers: one job slot each, as the suite's (compare.ts).
+  const oneSlot = await Promise.all([
+    startServer('auto', SERVER_FLAGS),
+    startServer('auto', SERVER_FLAGS),
+  ]);
   try {
-    // 1. The C project.
-    const cDir = join(scratch, 'c');
+    // 1. The C project, twice: the same sources in two directories, one Rakefile naming the
+    // one-slot servers, the other the default ones.
     const units = Number(opts.units);
     // The suite's project (lib/project.ts), as compare.ts builds it.
-    const project = writeCProject(cDir, units, {
-      hosts: ports.map((p) => `127.0.0.1:${p}`),
-      port: ports[0] as number,
-    });
-    const make: number[] = [];
-    const ours: number[] = [];
+    const cProject = (name: string, hostPorts: number[]) =>
+      writeCProject(join(scratch, name), units, {
+        hosts: hostPorts.map((p) => `127.0.0.1:${p}`),
+        port: hostPorts[0] as number,
+      });
+    const project = cProject(
+      'c',
+      oneSlot.map((s) => s.port),
+    );
+    const projectDefault = cProject('c-default', ports);
+    const times: Record<'make' | 'ours' | 'oursDefault', number[]> = {
+      make: [],
+      ours: [],
+      oursDefault: [],
+    };
+    const { make, ours, oursDefault } = times;
     // Untimed builds first: page cache and compiler warm, and the servers past their
     // start-up (spawn helper, job directories, V8's optimizing compiles: a rakeserver is a
-    // daemon, so its steady state is what users get); the client's code cache written.
+    // daemon, so its steady state is what users get; compare.ts, WARMUP_BUILDS); the
+    // client's code cache written.
     cleanBuild(project);
-    timeCommand('make', ['-s', '-j2'], cDir);
+    timeCommand('make', ['-s', '-j2'], project.dir);
     for (let w = 0; w < WARMUP_BUILDS; w++) {
-      cleanBuild(project);
-      await runClient(cDir);
+      for (const p of [project, projectDefault]) {
+        cleanBuild(p);
+        await runClient(p.dir);
+      }
     }
+    const sides = ['make', 'ours', 'oursDefault'] as const;
     for (let i = 0; i < RUNS; i++) {
-      const order = i % 2 === 0 ? ['make', 'ours'] : ['ours', 'make'];
+      const order = sides.map((_, k) => sides[(k + i) % sides.length] as (typeof sides)[number]);
       for (const who of order) {
-        cleanBuild(project);
-        if (who === 'make') make.push(timeCommand('make', ['-s', '-j2'], cDir));
-        else ours.push((await runClient(cDir)).seconds);
-        checkProgram(project, who);
+        const p = who === 'oursDefault' ? projectDefault : project;
+        cleanBuild(p);
+        if (who === 'make') make.push(timeCommand('make', ['-s', '-j2'], p.dir));
+        else times[who].push((await runClient(p.dir)).seconds);
+        checkProgram(p, who);
       }
       process.stderr.write(
-        `C run ${i + 1}: make ${make.at(-1)?.toFixed(2)} s, rake-ts ${ours.at(-1)?.toFixed(2)} s\n`,
+        `C run ${i + 1}: make ${make.at(-1)?.toFixed(2)} s, rake-ts ${ours.at(-1)?.toFixed(2)} s (servers with default flags ${oursDefault.at(-1)?.toFixed(2)} s)\n`,
       );
     }
 
@@ -221,39 +246,48 @@ async function main(): Promise<void> {
     );
 
     const cpu = cpus()[0]?.model.trim() ?? 'unknown CPU';
-    const cRatio = median(ours) / median(make);
-    const tRatio = median(truesOurs) / median(xargs);
+    // Per round, as compare.ts: each build against make's build of the same round.
+    const cRatio = formatSpread(spread(ratios(ours, make)));
+    const cRatioDefault = formatSpread(spread(ratios(oursDefault, make)));
+    const vsXargs = (v: number[]) => formatSpread(spread(ratios(v, xargs)));
     const body = [
       `Machine: ${availableParallelism()} × ${cpu}, Node ${process.version}, loopback; medians of ${RUNS} runs (range in brackets), measured ${new Date().toISOString().slice(0, 10)}.`,
       '',
       markdownTable([
         ['workload', 'baseline', 'rake-ts', 'rake-ts / baseline', 'target'],
         [
-          `C project, ${units} units + link, 2 servers`,
+          `C project, ${units} units + link, 2 servers \`${SERVER_FLAGS.join(' ')}\``,
           `\`make -j2\` ${median(make).toFixed(2)} s (${range(make)})`,
           `${median(ours).toFixed(2)} s (${range(ours)})`,
-          `**${cRatio.toFixed(2)}**`,
+          `**${cRatio}**`,
           '≤ 1.25',
+        ],
+        [
+          'the same, servers with default flags (2 job slots each: 4 compiles at once on 2 cores)',
+          '',
+          `${median(oursDefault).toFixed(2)} s (${range(oursDefault)})`,
+          cRatioDefault,
+          '',
         ],
         [
           `${trues} × \`remote-true\`, 1 actionset, 2 servers`,
           `\`xargs -P2 sh -c true\` ${median(xargs).toFixed(2)} s (${range(xargs)})`,
           `${median(truesOurs).toFixed(2)} s (${range(truesOurs)}), **${(trues / median(truesOurs)).toFixed(0)} actions/s**`,
-          `**${tRatio.toFixed(2)}**`,
+          `**${vsXargs(truesOurs)}**`,
           '≤ 1.5',
         ],
         [
           `the same, servers with \`--spawner node\` (a fork of the server per job, as before the spawn helper)`,
           '',
           `${median(truesNode).toFixed(2)} s (${range(truesNode)}), ${(trues / median(truesNode)).toFixed(0)} actions/s`,
-          (median(truesNode) / median(xargs)).toFixed(2),
+          vsXargs(truesNode),
           '',
         ],
         [
           `the same ${trues} jobs from a minimal base-protocol client (no polls, 16 at a time)`,
           '',
           `${median(raw).toFixed(2)} s (${range(raw)}), ${(trues / median(raw)).toFixed(0)} jobs/s`,
-          (median(raw) / median(xargs)).toFixed(2),
+          vsXargs(raw),
           "(the servers' own limit)",
         ],
       ]),
@@ -261,14 +295,16 @@ async function main(): Promise<void> {
       `Client peak RSS (VmHWM) for a Rakefile of ${big.toLocaleString('en')} \`remote-true\` actions in one actionset: **${(bigRun.maxRss / 2 ** 20).toFixed(1)} MiB** (${bigRun.seconds.toFixed(1)} s, ${(big / bigRun.seconds).toFixed(0)} actions/s); for a Rakefile of 1 action: ${(oneRun.maxRss / 2 ** 20).toFixed(1)} MiB.`,
       '',
       `Reproduce: \`node --import tsx scripts/bench/build.ts [--runs ${RUNS}] [--units ${units}] [--trues ${trues}] [--big ${big}] [--write-docs]\`.`,
-      'The script builds the programs first (tsc, then the bundles, as `npm run build`); the 2 servers are separate `bin/rakeserver.js` processes with',
-      `default flags (2 job slots each, so up to 4 jobs at once on 2 cores; logs at info; the spawn helper), after ${WARMUP_BUILDS} untimed builds (make: 1); the client is a separate process per run, through the CLI`,
+      'The script builds the programs first (tsc, then the bundles, as `npm run build`); the servers are separate `bin/rakeserver.js` processes (logs at info; the spawn helper).',
+      `The C project's are \`${SERVER_FLAGS.join(' ')}\`, as in the suite (a job slot each: at most 2 compiles at once, as \`make -j2\` and \`distccd --jobs 1\`); the second row gives the same build to servers with`,
+      `default flags (2 job slots each, so up to 4 compiles at once on 2 cores), which also run the \`remote-true\` rows. Each C configuration first gets ${WARMUP_BUILDS} untimed builds (make: 1; a rakeserver is a daemon,`,
+      'and its CPU per build falls for about its first 10 builds: `scripts/bench/server-warmup.ts`); the client is a separate process per run, through the CLI',
       '(`bin/rake-ts.js -q`, default `-j`), timed from spawn to exit, so its start-up counts. Both sides compile with',
       "`cc -O2`; the C project is the suite's (scripts/bench/lib/project.ts: one small function per unit, a header,",
       'a `main.c` calling every unit), and the program each build makes is run and must print the expected sum.',
       '',
       `Reading the figures: load average ${loadBefore} before this script and ${loadavg()[0]?.toFixed(1)} after it, on 2 cores; the ratios come from`,
-      'interleaved runs. `remote-true` is bound by the servers: the minimal client that skips the cost polls shows',
+      "interleaved runs; a ratio is the median of the rounds' ratios (each run against the baseline's run of the same round; the C builds' order rotates every round), with their range. `remote-true` is bound by the servers: the minimal client that skips the cost polls shows",
       "the servers' own limit, and the `--spawner node` row shows what starting each job with `child_process.spawn`",
       '(a fork of the whole server) costs. Most of the peak RSS is the process itself (the 1-action figure); the',
       'many actions add the rest.',
@@ -276,7 +312,7 @@ async function main(): Promise<void> {
     process.stdout.write(`${body}\n`);
     if (opts['write-docs']) writeDocs(body);
   } finally {
-    for (const s of [...servers, ...nodeServers]) s.child.kill('SIGTERM');
+    for (const s of [...servers, ...nodeServers, ...oneSlot]) s.child.kill('SIGTERM');
   }
 }
 

@@ -32,8 +32,15 @@ import {
 import { type CProject, checkProgram, cleanBuild, writeCProject } from './lib/project.js';
 import { formatSpread, ratios, spread } from './lib/stats.js';
 
-/** Untimed builds by each rake-ts before the first size (make gets one). */
-const WARMUP_BUILDS = 3;
+/**
+ * Untimed builds by each rake-ts before the first size (make gets one). A rakeserver is a
+ * daemon and its CPU per build keeps falling for about its first 10 builds, as V8 optimizes
+ * its per-job code (scripts/bench/server-warmup.ts, 2026-12-03: two servers spent 0.74 s of CPU
+ * on their 4th build, a median 0.56 s on builds 5–10 and 0.47 s on builds 11–14). Timing
+ * builds 4 onwards would charge rake-ts for a young server, which a user's long-running one
+ * is not.
+ */
+export const WARMUP_BUILDS = 10;
 
 /** The flags every benchmarked rakeserver gets: one job at a time, as `distccd --jobs 1`. */
 export const SERVER_FLAGS = ['--max-jobs', '1'] as const;
