@@ -2,11 +2,12 @@
 // virtual time. The TCP transport is tested against real servers in the e2e specs.
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { filter, map, type Observable } from 'rxjs';
+import { concat, defer, filter, finalize, map, type Observable, of, timer } from 'rxjs';
 import { TestScheduler } from 'rxjs/testing';
 import { type Endpoint, hostKey } from '../../src/client/endpoint.js';
 import { JobError } from '../../src/client/errors.js';
 import type { RakeEvent } from '../../src/client/events.js';
+import type { PeerInfo } from '../../src/client/negotiate.js';
 import { type CostProbe, pollCosts } from '../../src/client/poll.js';
 import { run } from '../../src/client/run.js';
 import type { JobProgress, Transport } from '../../src/client/transport.js';
@@ -15,10 +16,20 @@ import { model } from './helpers.js';
 const scheduler = () =>
   new TestScheduler((actual, expected) => assert.deepStrictEqual(actual, expected));
 
-/** Cost marbles: `c` connected, a digit the cost. */
+/** A server of ours that runs one job at a time (`slots=1` in its cost reply). */
+const ONE_SLOT: PeerInfo = {
+  kind: 'rake',
+  protocol: 'rake/1',
+  extensions: [],
+  authRequired: false,
+  slots: 1,
+};
+
+/** Cost marbles: `c` connected, a digit the cost, `S` cost 0 from a one-slot server. */
 const COST_VALUES: Record<string, CostProbe> = {
   c: { type: 'connected' },
   ...Object.fromEntries([...'0123456789'].map((d) => [d, { type: 'cost', cost: Number(d) }])),
+  S: { type: 'cost', cost: 0, peer: ONE_SLOT },
 };
 
 /** Job marbles: `c` connected, `u` uploaded, `s` success with stdout, `f` failure reply. */
@@ -217,6 +228,75 @@ describe('run (marbles): selection', () => {
       // All the actions joined one poll round: 4 cost connections, not 4 per action.
       assert.equal(t.costCalls.length, 4);
     }
+  });
+});
+
+describe('run (marbles): late binding', () => {
+  /**
+   * Hosts that run one job at a time, as a one-slot server does: a job sent while another
+   * runs waits for it. A job on `a` takes 10 frames, on `b` 40. Records the most of our jobs
+   * each host held at once.
+   */
+  function oneSlotHosts(ts: TestScheduler, costs: Record<string, string>) {
+    const took: Record<string, number> = { 'a:1': 10, 'b:1': 40 };
+    const busyUntil = new Map<string, number>();
+    const held = new Map<string, number>();
+    const most = new Map<string, number>();
+    const t = scripted(ts, costs, {});
+    const transport: Transport = {
+      ...t,
+      runJob: (e) =>
+        defer(() => {
+          const host = hostKey(e);
+          const now = ts.now();
+          const end = Math.max(now, busyUntil.get(host) ?? 0) + (took[host] as number);
+          busyUntil.set(host, end);
+          held.set(host, (held.get(host) ?? 0) + 1);
+          most.set(host, Math.max(most.get(host) ?? 0, held.get(host) as number));
+          return concat(
+            of(JOB_VALUES.c as JobProgress),
+            timer(end - now, ts).pipe(map(() => JOB_VALUES.s as JobProgress)),
+          ).pipe(finalize(() => held.set(host, (held.get(host) ?? 0) - 1)));
+        }),
+    };
+    return { transport, costCalls: t.costCalls, most };
+  }
+  const rakefile = model({
+    hosts: ['a:1', 'b:1'],
+    sets: { build: Array.from({ length: 8 }, () => 'remote-true') },
+  });
+  const perHost = (ts: TestScheduler, transport: Transport) =>
+    run(rakefile, opts(ts, transport)).pipe(
+      filter((e) => e.type === 'done'),
+      map((e) => e.summary.perHost),
+    );
+
+  it('gives a host that says its slots twice as many jobs, the rest as jobs end', () => {
+    const ts = scheduler();
+    // Both answer cost 0 and slots=1: each is given 2 of our jobs (one runs, one waits
+    // there); the other 4 wait in the client and go where a job ended: the fast host.
+    const hosts = oneSlotHosts(ts, { 'a:1': 'cS', 'b:1': 'c-S' });
+    ts.run(({ expectObservable }) => {
+      // a's 6 jobs end at frames 12, 22, ..., 62; b's 2 at 42 and 82.
+      expectObservable(perHost(ts, hosts.transport)).toBe('82ms (y|)', {
+        y: { 'a:1': 6, 'b:1': 2 },
+      });
+    });
+    assert.deepEqual(Object.fromEntries(hosts.most), { 'a:1': 2, 'b:1': 2 });
+    // Waiting reuses the answers of the one poll all 8 joined: 2 cost queries in all.
+    assert.equal(hosts.costCalls.length, 2);
+  });
+
+  it('without slots in the answers, deals every action out at once, as before', () => {
+    const ts = scheduler();
+    const hosts = oneSlotHosts(ts, { 'a:1': 'c0', 'b:1': 'c-0' });
+    ts.run(({ expectObservable }) => {
+      // 4 each, queued on the host: b's last ends at 2 + 4 × 40.
+      expectObservable(perHost(ts, hosts.transport)).toBe('162ms (y|)', {
+        y: { 'a:1': 4, 'b:1': 4 },
+      });
+    });
+    assert.deepEqual(Object.fromEntries(hosts.most), { 'a:1': 4, 'b:1': 4 });
   });
 });
 

@@ -83,6 +83,28 @@ describe('the annex of an !E header', () => {
     assert.equal(parseServerDescription('rake/2 ext=stderr'), undefined);
     assert.equal(parseServerDescription(undefined), undefined);
   });
+
+  it('says how many jobs the server runs at once, and drops that before the extensions', () => {
+    const annex = describeServer('0.1.0', ['auth', 'stderr', 'mode', 'cache'], 16);
+    assert.equal(annex, 'rake/1 v=0.1.0 slots=16 ext=stderr,mode,cache,auth');
+    // The whole cost reply header still fits its 64 bytes.
+    assert.equal(encodeHeader({ kind: 'plain', code: '!E', length: 1, annex }).length, 64);
+    assert.deepEqual(parseServerDescription(annex), {
+      protocol: 'rake/1',
+      version: '0.1.0',
+      extensions: ['stderr', 'mode', 'cache', 'auth'],
+      slots: 16,
+    });
+    assert.equal(describeServer('9'.repeat(40), ['mode'], 2), 'rake/1 slots=2 ext=mode');
+    assert.equal(describeServer('9'.repeat(60), ['mode'], 2), 'rake/1 slots=2 ext=mode');
+    // Not a count of slots: not said, and not believed.
+    assert.equal(describeServer(undefined, ['mode'], 0), 'rake/1 ext=mode');
+    assert.equal(describeServer(undefined, ['mode'], 1.5), 'rake/1 ext=mode');
+    for (const bad of ['0', '-1', '2.5', 'x', '01', '99999999', '']) {
+      assert.equal(parseServerDescription(`rake/1 slots=${bad} ext=mode`)?.slots, undefined, bad);
+    }
+    assert.equal(parseServerDescription('rake/1 slots=1000000 ext=mode')?.slots, 1_000_000);
+  });
 });
 
 describe('!X messages', () => {

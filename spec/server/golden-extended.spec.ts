@@ -31,7 +31,7 @@ async function hello(port: number, ext: string, granted = ext): Promise<RawPeer>
 describe('golden transcripts: extended mode', () => {
   let server: TestServer;
   before(async () => {
-    server = await startServer({ version: VERSION, cacheSize: 1024 * 1024 });
+    server = await startServer({ version: VERSION, cacheSize: 1024 * 1024, maxJobs: 3 });
   });
   after(async () => {
     await server.close();
@@ -42,7 +42,7 @@ describe('golden transcripts: extended mode', () => {
     assert.equal(OFFER.toString('latin1'), `!E0${' '.repeat(55)}rake/1`);
     const peer = await RawPeer.connect(server.port);
     await peer.send(OFFER);
-    await peer.expect(cat(annexed('!E1', 'rake/1 v=0.1.0 ext=stderr,mode,cache'), '0'));
+    await peer.expect(cat(annexed('!E1', 'rake/1 v=0.1.0 slots=3 ext=stderr,mode,cache'), '0'));
     // A plain cost query on the same connection is answered as in base mode.
     await peer.send(hdr('!E0'));
     await peer.expect(cat(hdr('!E1'), '0'));
@@ -220,7 +220,7 @@ describe('golden transcripts: authentication', () => {
   const TOKEN = 'correct horse battery staple 0123456789';
   let server: TestServer;
   before(async () => {
-    server = await startServer({ version: VERSION, token: TOKEN });
+    server = await startServer({ version: VERSION, token: TOKEN, maxJobs: 3 });
   });
   after(async () => {
     await server.close();
@@ -245,7 +245,7 @@ describe('golden transcripts: authentication', () => {
     const peer = await RawPeer.connect(server.port);
     await peer.send(OFFER, hdr('!E0'));
     await peer.expect(
-      cat(annexed('!E1', 'rake/1 v=0.1.0 ext=stderr,mode,cache,auth'), '0', hdr('!E1'), '0'),
+      cat(annexed('!E1', 'rake/1 v=0.1.0 slots=3 ext=stderr,mode,cache,auth'), '0', hdr('!E1'), '0'),
     );
     peer.destroy();
   });

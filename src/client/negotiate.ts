@@ -33,6 +33,8 @@ export type PeerInfo =
       /** Extensions the server has on (`auth` included when it requires a token). */
       readonly extensions: readonly Extension[];
       readonly authRequired: boolean;
+      /** The jobs the server runs at once, when it said (`slots=`). */
+      readonly slots?: number;
     };
 
 /** Reads the annex of a cost reply (docs/protocol.md, "Offer and self-description"). */
@@ -45,13 +47,15 @@ export function peerFromAnnex(annex: string | undefined): PeerInfo {
     ...(d.version === undefined ? {} : { version: d.version }),
     extensions: d.extensions,
     authRequired: d.extensions.includes('auth'),
+    ...(d.slots === undefined ? {} : { slots: d.slots }),
   };
 }
 
-/** `base`, or `rake/1 0.1.0 stderr,mode,cache,auth`: one line for logs and `hosts`. */
+/** `base`, or `rake/1 0.1.0 slots=2 stderr,mode,cache,auth`: one line for logs and `hosts`. */
 export function describePeer(peer: PeerInfo): string {
   if (peer.kind === 'base') return 'base protocol';
-  return [peer.protocol, peer.version, peer.extensions.join(',') || 'no extensions']
+  const slots = peer.slots === undefined ? undefined : `slots=${peer.slots}`;
+  return [peer.protocol, peer.version, slots, peer.extensions.join(',') || 'no extensions']
     .filter((s) => s !== undefined)
     .join(' ');
 }

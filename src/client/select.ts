@@ -71,6 +71,41 @@ export function pickCheapestHost(
   return { host: best.host, effectiveCost: best.cost, reason };
 }
 
+/**
+ * How many of this run's jobs a host that runs `slots` jobs at once is given before an
+ * action waits for one of them to end (late binding, docs/client.md): its slots, and as
+ * many again queued there, so a freed slot never waits for the client. A host that does not
+ * say (the base protocol, older servers) gets every job it is the cheapest for, as before.
+ */
+export function hostCapacity(slots: number | undefined): number {
+  return slots === undefined ? Number.POSITIVE_INFINITY : 2 * slots;
+}
+
+/**
+ * Like {@link pickCheapestHost}, but a host whose capacity (`capacity(host)`) our jobs
+ * already fill is passed over for one at the same effective cost that has room. `full`:
+ * the cheapest hosts are all full, and the action should wait for a job to end rather than
+ * go to a dearer host.
+ */
+export function pickHostWithRoom(
+  answers: readonly CostAnswer[],
+  loads: (host: string) => HostLoad,
+  capacity: (host: string) => number,
+  exclude: ReadonlySet<string> = new Set(),
+): HostChoice | 'full' | undefined {
+  const best = pickCheapestHost(answers, loads, exclude);
+  if (best === undefined) return undefined;
+  const hasRoom = (host: string) => loads(host).inFlight < capacity(host);
+  if (hasRoom(best.host)) return best;
+  for (const a of answers) {
+    if (exclude.has(a.host) || a.host === best.host || !hasRoom(a.host)) continue;
+    if (effectiveCost(a.cost, loads(a.host)) === best.effectiveCost) {
+      return { host: a.host, effectiveCost: best.effectiveCost, reason: 'tie-first-answer' };
+    }
+  }
+  return 'full';
+}
+
 /** A job this client has placed on a host; release it when the job's connection ends. */
 export interface Assignment {
   readonly host: string;
@@ -89,6 +124,8 @@ export class Assignments {
   readonly #running = new Map<string, number[]>();
   /** Every assignment ever made per host (for the summary). */
   readonly #total = new Map<string, number>();
+  /** Actions waiting for room on a host (late binding), first come, first served. */
+  readonly #waiting: Waiter[] = [];
 
   /** Marks the instant a poll's queries go out; pass the result to {@link load}. */
   mark(): number {
@@ -115,6 +152,7 @@ export class Assignments {
         const l = this.#running.get(host);
         const i = l === undefined ? -1 : lowerBound(l, seq);
         if (l !== undefined && l[i] === seq) l.splice(i, 1);
+        this.#wakeOne();
       },
     };
   }
@@ -131,10 +169,41 @@ export class Assignments {
     return this.#running.get(host)?.length ?? 0;
   }
 
+  /**
+   * Queues an action that found its hosts full. After each release, the first waiter whose
+   * `ready()` says it can now choose a host leaves the queue and `go()` is called, at once;
+   * the others keep their places. Returns the function that leaves the queue (idempotent).
+   */
+  waitForRoom(ready: () => boolean, go: () => void): () => void {
+    const waiter: Waiter = { ready, go };
+    this.#waiting.push(waiter);
+    return () => {
+      const i = this.#waiting.indexOf(waiter);
+      if (i >= 0) this.#waiting.splice(i, 1);
+    };
+  }
+
+  /** Actions waiting for room now. */
+  get waiting(): number {
+    return this.#waiting.length;
+  }
+
+  #wakeOne(): void {
+    const i = this.#waiting.findIndex((w) => w.ready());
+    if (i < 0) return;
+    const [waiter] = this.#waiting.splice(i, 1);
+    waiter?.go();
+  }
+
   /** Every assignment made so far per host. */
   totals(): Record<string, number> {
     return Object.fromEntries(this.#total);
   }
+}
+
+interface Waiter {
+  readonly ready: () => boolean;
+  readonly go: () => void;
 }
 
 /** Index of the first element >= `x` in ascending `list`. */

@@ -31,7 +31,12 @@ export interface PeerDescription {
   readonly version?: string;
   /** Extensions the server has switched on; `auth` means it requires a token. */
   readonly extensions: readonly Extension[];
+  /** The jobs the server runs at once (`slots=`), when it said. */
+  readonly slots?: number;
 }
+
+/** Largest `slots=` a description may carry; a larger one is not believed. */
+export const MAX_SLOTS = 1_000_000;
 
 /** True when a cost query's annex offers our protocol. */
 export function isOffer(annex: string | undefined): boolean {
@@ -39,19 +44,25 @@ export function isOffer(annex: string | undefined): boolean {
 }
 
 /**
- * A server's annex: `rake/1 v=0.1.0 ext=stderr,mode,cache,auth`. The version is left out
- * when it would not fit the header (or is not printable without spaces).
+ * A server's annex: `rake/1 v=0.1.0 slots=2 ext=stderr,mode,cache,auth`. What does not fit
+ * the header is left out, the version first, then the slots (and a version that is not
+ * printable without spaces always).
  */
 export function describeServer(
   version: string | undefined,
   extensions: readonly Extension[],
+  slots?: number,
 ): string {
   const ext = `ext=${sortExtensions(extensions).join(',')}`;
-  const withVersion =
-    version !== undefined && /^[!-~]+$/.test(version)
-      ? `${PROTOCOL_TAG} v=${version} ${ext}`
+  const v = version !== undefined && /^[!-~]+$/.test(version) ? `v=${version}` : undefined;
+  const n =
+    slots !== undefined && Number.isSafeInteger(slots) && slots >= 1 && slots <= MAX_SLOTS
+      ? `slots=${slots}`
       : undefined;
-  if (withVersion !== undefined && withVersion.length <= MAX_ANNEX) return withVersion;
+  for (const fields of [[v, n], [n], []]) {
+    const annex = [PROTOCOL_TAG, ...fields.filter((f) => f !== undefined), ext].join(' ');
+    if (annex.length <= MAX_ANNEX) return annex;
+  }
   return `${PROTOCOL_TAG} ${ext}`;
 }
 
@@ -64,6 +75,7 @@ export function parseServerDescription(annex: string | undefined): PeerDescripti
   const [tag, ...fields] = annex.split(' ');
   if (tag !== PROTOCOL_TAG) return undefined;
   let version: string | undefined;
+  let slots: number | undefined;
   let extensions: Extension[] = [];
   for (const field of fields) {
     const eq = field.indexOf('=');
@@ -72,8 +84,16 @@ export function parseServerDescription(annex: string | undefined): PeerDescripti
     const value = field.slice(eq + 1);
     if (key === 'v') version = value;
     else if (key === 'ext') extensions = parseExtensionList(value);
+    else if (key === 'slots' && /^[1-9][0-9]{0,6}$/.test(value) && Number(value) <= MAX_SLOTS) {
+      slots = Number(value);
+    }
   }
-  return { protocol: tag, ...(version === undefined ? {} : { version }), extensions };
+  return {
+    protocol: tag,
+    ...(version === undefined ? {} : { version }),
+    extensions,
+    ...(slots === undefined ? {} : { slots }),
+  };
 }
 
 /** `stderr,mode,bogus` → `['stderr', 'mode']`: unknown names are ignored. */

@@ -133,10 +133,11 @@ export async function serve(options: ServeOptions = {}): Promise<ServerHandle> {
   }
   const granted = new Set<Extension>((['stderr', 'mode'] as const).filter((e) => wanted.has(e)));
   if (cache) granted.add('cache');
-  const description = describeServer(options.version ?? packageVersion(), [
-    ...granted,
-    ...(token ? (['auth'] as const) : []),
-  ]);
+  const description = describeServer(
+    options.version ?? packageVersion(),
+    [...granted, ...(token ? (['auth'] as const) : [])],
+    maxJobs,
+  );
   const slots = new JobSlots(maxJobs);
   const jobDirs = new JobDirs(workdir, SPARE_JOB_DIRS);
   let launcher: Awaited<ReturnType<typeof createLauncher>>;
