@@ -245,7 +245,12 @@ describe('golden transcripts: authentication', () => {
     const peer = await RawPeer.connect(server.port);
     await peer.send(OFFER, hdr('!E0'));
     await peer.expect(
-      cat(annexed('!E1', 'rake/1 v=0.1.0 slots=3 ext=stderr,mode,cache,auth'), '0', hdr('!E1'), '0'),
+      cat(
+        annexed('!E1', 'rake/1 v=0.1.0 slots=3 ext=stderr,mode,cache,auth'),
+        '0',
+        hdr('!E1'),
+        '0',
+      ),
     );
     peer.destroy();
   });
