@@ -237,11 +237,18 @@ describe('run (marbles): late binding', () => {
    * runs waits for it. A job on `a` takes 10 frames, on `b` 40. Records the most of our jobs
    * each host held at once.
    */
-  function oneSlotHosts(ts: TestScheduler, costs: Record<string, string>) {
+  function oneSlotHosts(
+    ts: TestScheduler,
+    costs: Record<string, string>,
+    /** The n-th job overall (from 0) that replies with a failure. */
+    failing?: number,
+  ) {
     const took: Record<string, number> = { 'a:1': 10, 'b:1': 40 };
     const busyUntil = new Map<string, number>();
     const held = new Map<string, number>();
     const most = new Map<string, number>();
+    /** When each job was sent, and when its connection ended. */
+    const jobs: { host: string; sent: number; ended?: number }[] = [];
     const t = scripted(ts, costs, {});
     const transport: Transport = {
       ...t,
@@ -250,16 +257,24 @@ describe('run (marbles): late binding', () => {
           const host = hostKey(e);
           const now = ts.now();
           const end = Math.max(now, busyUntil.get(host) ?? 0) + (took[host] as number);
+          const reply = jobs.length === failing ? JOB_VALUES.f : JOB_VALUES.s;
+          const job: { host: string; sent: number; ended?: number } = { host, sent: now };
+          jobs.push(job);
           busyUntil.set(host, end);
           held.set(host, (held.get(host) ?? 0) + 1);
           most.set(host, Math.max(most.get(host) ?? 0, held.get(host) as number));
           return concat(
             of(JOB_VALUES.c as JobProgress),
-            timer(end - now, ts).pipe(map(() => JOB_VALUES.s as JobProgress)),
-          ).pipe(finalize(() => held.set(host, (held.get(host) ?? 0) - 1)));
+            timer(end - now, ts).pipe(map(() => reply as JobProgress)),
+          ).pipe(
+            finalize(() => {
+              held.set(host, (held.get(host) ?? 0) - 1);
+              job.ended = ts.now();
+            }),
+          );
         }),
     };
-    return { transport, costCalls: t.costCalls, most };
+    return { transport, costCalls: t.costCalls, most, jobs };
   }
   const rakefile = model({
     hosts: ['a:1', 'b:1'],
@@ -285,6 +300,24 @@ describe('run (marbles): late binding', () => {
     assert.deepEqual(Object.fromEntries(hosts.most), { 'a:1': 2, 'b:1': 2 });
     // Waiting reuses the answers of the one poll all 8 joined: 2 cost queries in all.
     assert.equal(hosts.costCalls.length, 2);
+  });
+
+  it('--fail-fast cancels the actions waiting for room too: none of them is sent', () => {
+    const ts = scheduler();
+    // The first job (on a) fails at frame 11; 4 jobs are out, the other 4 actions wait.
+    const hosts = oneSlotHosts(ts, { 'a:1': 'cS', 'b:1': 'c-S' }, 0);
+    ts.run(({ expectObservable }) => {
+      const counts = run(rakefile, { ...opts(ts, hosts.transport), failFast: true }).pipe(
+        filter((e) => e.type === 'done'),
+        map((e) => [e.summary.exitStatus, e.summary.failed, e.summary.cancelled]),
+      );
+      expectObservable(counts).toBe('11ms (y|)', { y: [1, 1, 7] });
+    });
+    assert.equal(hosts.jobs.length, 4);
+    assert.deepEqual(
+      hosts.jobs.map((j) => j.ended),
+      [11, 11, 11, 11],
+    );
   });
 
   it('without slots in the answers, deals every action out at once, as before', () => {

@@ -126,6 +126,20 @@ export class Assignments {
   readonly #total = new Map<string, number>();
   /** Actions waiting for room on a host (late binding), first come, first served. */
   readonly #waiting: Waiter[] = [];
+  /** Releases not yet passed on to a waiter. */
+  #wakes = 0;
+  #flushing = false;
+  readonly #later: (task: () => void) => void;
+
+  /**
+   * `later` runs a task after the current one: waiters are woken there, not inside the
+   * release, so that tearing a run down (Ctrl-C, `--fail-fast`), which releases the running
+   * jobs one by one, never starts a waiting action it is about to cancel (default:
+   * `queueMicrotask`; tests pass their scheduler's).
+   */
+  constructor(later: (task: () => void) => void = queueMicrotask) {
+    this.#later = later;
+  }
 
   /** Marks the instant a poll's queries go out; pass the result to {@link load}. */
   mark(): number {
@@ -152,7 +166,12 @@ export class Assignments {
         const l = this.#running.get(host);
         const i = l === undefined ? -1 : lowerBound(l, seq);
         if (l !== undefined && l[i] === seq) l.splice(i, 1);
-        this.#wakeOne();
+        if (this.#waiting.length === 0) return;
+        this.#wakes++;
+        if (!this.#flushing) {
+          this.#flushing = true;
+          this.#later(() => this.#flush());
+        }
       },
     };
   }
@@ -170,9 +189,10 @@ export class Assignments {
   }
 
   /**
-   * Queues an action that found its hosts full. After each release, the first waiter whose
-   * `ready()` says it can now choose a host leaves the queue and `go()` is called, at once;
-   * the others keep their places. Returns the function that leaves the queue (idempotent).
+   * Queues an action that found its hosts full. For each release, the first waiter whose
+   * `ready()` says it can now choose a host leaves the queue and `go()` is called (soon
+   * after the release, see the constructor); the others keep their places. Returns the
+   * function that leaves the queue (idempotent).
    */
   waitForRoom(ready: () => boolean, go: () => void): () => void {
     const waiter: Waiter = { ready, go };
@@ -188,11 +208,18 @@ export class Assignments {
     return this.#waiting.length;
   }
 
-  #wakeOne(): void {
-    const i = this.#waiting.findIndex((w) => w.ready());
-    if (i < 0) return;
-    const [waiter] = this.#waiting.splice(i, 1);
-    waiter?.go();
+  #flush(): void {
+    this.#flushing = false;
+    // One waiter per release: each takes the room one job left. (A release while a waiter
+    // starts counts afresh, and schedules a flush of its own.)
+    const wakes = this.#wakes;
+    this.#wakes = 0;
+    for (let n = wakes; n > 0; n--) {
+      const i = this.#waiting.findIndex((w) => w.ready());
+      if (i < 0) break;
+      const [waiter] = this.#waiting.splice(i, 1);
+      waiter?.go();
+    }
   }
 
   /** Every assignment made so far per host. */
