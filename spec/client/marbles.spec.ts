@@ -2,7 +2,7 @@
 // virtual time. The TCP transport is tested against real servers in the e2e specs.
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { concat, defer, filter, finalize, map, type Observable, of, timer } from 'rxjs';
+import { concat, defer, filter, finalize, map, type Observable, of, tap, timer } from 'rxjs';
 import { TestScheduler } from 'rxjs/testing';
 import { type Endpoint, hostKey } from '../../src/client/endpoint.js';
 import { JobError } from '../../src/client/errors.js';
@@ -25,11 +25,12 @@ const ONE_SLOT: PeerInfo = {
   slots: 1,
 };
 
-/** Cost marbles: `c` connected, a digit the cost, `S` cost 0 from a one-slot server. */
+/** Cost marbles: `c` connected, a digit the cost, `S` and `T` cost 0 and 3 from one-slot servers. */
 const COST_VALUES: Record<string, CostProbe> = {
   c: { type: 'connected' },
   ...Object.fromEntries([...'0123456789'].map((d) => [d, { type: 'cost', cost: Number(d) }])),
   S: { type: 'cost', cost: 0, peer: ONE_SLOT },
+  T: { type: 'cost', cost: 3, peer: ONE_SLOT },
 };
 
 /** Job marbles: `c` connected, `u` uploaded, `s` success with stdout, `f` failure reply. */
@@ -300,6 +301,27 @@ describe('run (marbles): late binding', () => {
     assert.deepEqual(Object.fromEntries(hosts.most), { 'a:1': 2, 'b:1': 2 });
     // Waiting reuses the answers of the one poll all 8 joined: 2 cost queries in all.
     assert.equal(hosts.costCalls.length, 2);
+  });
+
+  it('still gives a host busy with other clients its share, as queueing everything did', () => {
+    const ts = scheduler();
+    // b answers cost 3: 3 jobs of other clients. Waiting for a is worth one more job queued
+    // there per action already waiting, so b gets actions 4 and 6 (then it is full too);
+    // without that, a would get all 8 and b none.
+    const hosts = oneSlotHosts(ts, { 'a:1': 'cS', 'b:1': 'c-T' });
+    const chosen: string[] = [];
+    ts.run(({ expectObservable }) => {
+      const perHost = run(rakefile, opts(ts, hosts.transport)).pipe(
+        tap((e) => {
+          if (e.type === 'host-chosen') chosen.push(e.host);
+        }),
+        filter((e) => e.type === 'done'),
+        map((e) => e.summary.perHost),
+      );
+      expectObservable(perHost).toBe('82ms (y|)', { y: { 'a:1': 6, 'b:1': 2 } });
+    });
+    assert.deepEqual(chosen.slice(0, 4), ['a:1', 'a:1', 'b:1', 'b:1']);
+    assert.deepEqual(Object.fromEntries(hosts.most), { 'a:1': 2, 'b:1': 2 });
   });
 
   it('--fail-fast cancels the actions waiting for room too: none of them is sent', () => {

@@ -184,11 +184,12 @@ function remoteAction(ctx: ActionContext, action: PlannedAction): Observable<Rak
           lostHost: string | undefined,
         ): Observable<RakeEvent> => {
           const pollMs = scheduler.now() - started;
-          const picked = pickHostWithRoom(answers, load, capacity, tried);
+          const picked = pickHostWithRoom(answers, load, capacity, tried, ledger.waiting);
           if (picked === 'full') {
             // Late binding: the cheapest hosts hold all the jobs they can run and as many
-            // queued, so wait for one of our jobs to end, then choose again with the same
-            // answers (the ledger has moved on) rather than queue behind them now.
+            // queued, and no host with room is as cheap counting the actions already waiting,
+            // so wait for one of our jobs to end, then choose again with the same answers
+            // (the ledger has moved on) rather than queue behind them now.
             waited = true;
             return new Observable<RakeEvent>((sub) => {
               let chosen: Subscription | undefined;

@@ -83,25 +83,29 @@ export function hostCapacity(slots: number | undefined): number {
 
 /**
  * Like {@link pickCheapestHost}, but a host whose capacity (`capacity(host)`) our jobs
- * already fill is passed over for one at the same effective cost that has room. `full`:
- * the cheapest hosts are all full, and the action should wait for a job to end rather than
- * go to a dearer host.
+ * already fill is not taken. Waiting for it is worth as much as `waitingAhead` more jobs
+ * queued there (the actions already waiting go first), so the cheapest host with room is
+ * taken if its effective cost is no higher than the full one's plus `waitingAhead`: a host
+ * that was busy with other clients' jobs when polled still gets its share, as it did when
+ * every action queued on a host at once. `full`: the action should wait for one of our
+ * jobs to end.
  */
 export function pickHostWithRoom(
   answers: readonly CostAnswer[],
   loads: (host: string) => HostLoad,
   capacity: (host: string) => number,
   exclude: ReadonlySet<string> = new Set(),
+  waitingAhead = 0,
 ): HostChoice | 'full' | undefined {
   const best = pickCheapestHost(answers, loads, exclude);
   if (best === undefined) return undefined;
   const hasRoom = (host: string) => loads(host).inFlight < capacity(host);
   if (hasRoom(best.host)) return best;
-  for (const a of answers) {
-    if (exclude.has(a.host) || a.host === best.host || !hasRoom(a.host)) continue;
-    if (effectiveCost(a.cost, loads(a.host)) === best.effectiveCost) {
-      return { host: a.host, effectiveCost: best.effectiveCost, reason: 'tie-first-answer' };
-    }
+  const roomy = answers.filter((a) => !exclude.has(a.host) && hasRoom(a.host));
+  const alternative = pickCheapestHost(roomy, loads);
+  if (alternative !== undefined && alternative.effectiveCost <= best.effectiveCost + waitingAhead) {
+    const tie = alternative.effectiveCost === best.effectiveCost;
+    return { ...alternative, reason: tie ? 'tie-first-answer' : 'cheapest' };
   }
   return 'full';
 }
