@@ -7,6 +7,7 @@
  * every build's program is run and its output checked before its time counts.
  *
  *   node --import tsx scripts/bench/compare.ts [--units 100,400] [--hosts 2] [--runs 3]
+ *                                              [--baseline REV]
  *
  * (standalone it prints its table; `npm run bench` runs it as part of the suite).
  */
@@ -15,6 +16,7 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { markdownTable } from './lib/markdown.js';
 import {
+  compileBaseline,
   compilePrograms,
   type Daemon,
   freePort,
@@ -69,6 +71,8 @@ export interface CompareOptions {
    */
   readonly baseline?: Programs;
   readonly baselineUnits?: readonly number[];
+  /** The commit the baseline was compiled from (default: `SPEEDUP_BASELINE.rev`). */
+  readonly baselineRev?: string;
 }
 
 type Tool = 'make' | 'distcc' | 'rake' | 'before';
@@ -101,6 +105,8 @@ export interface BuildTimes {
 export interface CompareResult {
   readonly hosts: number;
   readonly runs: number;
+  /** The commit the "before" builds were compiled from, when there are any. */
+  readonly baselineRev: string;
   readonly builds: readonly BuildTimes[];
   /** `distcc 3.4 x86_64-pc-linux-gnu`, or why distcc was not measured. */
   readonly distcc:
@@ -267,7 +273,14 @@ export async function runCompare(o: CompareOptions): Promise<CompareResult> {
       [...servers, ...baselineServers, ...(distcc?.daemons ?? [])].map((d) => d.stop()),
     );
   }
-  return { hosts: o.hosts, runs: o.runs, builds, distcc: distccInfo, ccVersion };
+  return {
+    hosts: o.hosts,
+    runs: o.runs,
+    baselineRev: o.baselineRev ?? SPEEDUP_BASELINE.rev,
+    builds,
+    distcc: distccInfo,
+    ccVersion,
+  };
 }
 
 /** One clean build by `tool`, checked; resolves its wall time in seconds. */
@@ -409,7 +422,7 @@ export function compareMarkdown(r: CompareResult): string {
     `- rake-ts: the CLI (\`node bin/rake-ts.js -f Rakefile ${RAKE_FLAGS.join(' ')}\`), a new process per build, timed from spawn to exit; ${k} \`rakeserver ${SERVER_FLAGS.join(' ')}\` processes on loopback (default logging at info; each in the workdir a server picks by default, here a fresh directory in /dev/shm: docs/server.md, "Where jobs run"). Actionset \`compile\` (N + 1 \`remote-cc -O2 -c uK.c\`, each \`requires uK.c common.h\`), then \`link\` (\`remote-cc -o prog *.o\`, requiring every object).`,
     ...(withBefore
       ? [
-          `- rake-ts before the speed-ups: rake-ts as it was at commit ${SPEEDUP_BASELINE.rev} (lib/proc.ts \`SPEEDUP_BASELINE\`), compiled whole, with ${k} servers of their own (the same flags), in the same rounds.`,
+          `- rake-ts before the speed-ups: rake-ts as it was at commit ${r.baselineRev}${r.baselineRev === SPEEDUP_BASELINE.rev ? ' (lib/proc.ts `SPEEDUP_BASELINE`)' : ' (`--baseline`)'}, compiled whole, with ${k} servers of their own (the same flags), in the same rounds.`,
         ]
       : []),
     `- Every build starts clean, from new sources each round; its program is run and must print the sum computed by the generator. Before the first size, one untimed build by make and ${WARMUP_BUILDS} by each rake-ts, so that the page cache, the compiler and the servers (spawn helper, job directories, V8's optimizing compiles: a rakeserver is a daemon) are past their start-up.`,
@@ -436,15 +449,31 @@ async function main(): Promise<void> {
       units: { type: 'string', default: '100,400' },
       hosts: { type: 'string', default: '2' },
       runs: { type: 'string', default: '3' },
+      // A commit to build as a fourth tool in the same rounds, at every size: what a change
+      // since then did (as the suite does with SPEEDUP_BASELINE).
+      baseline: { type: 'string' },
     },
   });
   progress('compiling rake-ts');
   const programs = compilePrograms();
+  const units = (values.units ?? '100').split(',').map(Number);
+  const rev = values.baseline;
+  let baseline: Programs | undefined;
+  if (rev !== undefined) {
+    progress(`compiling rake-ts at ${rev}`);
+    const base = compileBaseline(join(SCRATCH, 'compare-baseline'), {
+      rev,
+      parts: SPEEDUP_BASELINE.parts,
+    });
+    if ('why' in base) throw new Error(`cannot build --baseline ${rev}: ${base.why}`);
+    baseline = base;
+  }
   const result = await runCompare({
     programs,
-    units: (values.units ?? '100').split(',').map(Number),
+    units,
     hosts: Number(values.hosts),
     runs: Number(values.runs),
+    ...(baseline === undefined ? {} : { baseline, baselineUnits: units, baselineRev: rev }),
   });
   process.stdout.write(`${compareMarkdown(result)}\n`);
 }

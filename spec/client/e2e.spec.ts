@@ -354,39 +354,6 @@ describe('e2e: spreading parallel actions', () => {
   }
 });
 
-describe('e2e: late binding', () => {
-  it('gives a one-slot server 2 of its jobs at a time, and the rest as they end', T, async () => {
-    const servers = await startServers(2, { maxJobs: 1 });
-    const dir = await project();
-    try {
-      const ports = servers.map((s) => s.port);
-      const lines = Array.from({ length: 8 }, () => '\tremote-sleep 0.1\n').join('');
-      const text = `PORT = ${ports[0]}\nHOSTS = ${ports.map((p) => `127.0.0.1:${p}`).join(' ')}\n\nset:\n${lines}`;
-      const events = await runAll(dir, text);
-      assert.equal(summary(events).exitStatus, 0);
-      // Our jobs on each host at once, from the events: chosen, then ended.
-      const held = new Map<string, number>();
-      const most = new Map<string, number>();
-      for (const e of events) {
-        if (e.type === 'host-chosen') {
-          held.set(e.host, (held.get(e.host) ?? 0) + 1);
-          most.set(e.host, Math.max(most.get(e.host) ?? 0, held.get(e.host) as number));
-        } else if (e.type === 'action-succeeded' && e.host !== undefined) {
-          held.set(e.host, (held.get(e.host) ?? 0) - 1);
-        }
-      }
-      assert.deepEqual([...most.values()], [2, 2], JSON.stringify(Object.fromEntries(most)));
-      assert.equal(
-        Object.values(summary(events).perHost).reduce((a, b) => a + b, 0),
-        8,
-      );
-    } finally {
-      await closeAll(servers);
-      await removeDir(dir);
-    }
-  });
-});
-
 describe('e2e: --fail-fast', () => {
   it(
     'cancels the other actions of the actionset; their remote processes are killed',

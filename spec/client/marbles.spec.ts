@@ -2,12 +2,11 @@
 // virtual time. The TCP transport is tested against real servers in the e2e specs.
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { concat, defer, filter, finalize, map, type Observable, of, tap, timer } from 'rxjs';
+import { filter, map, type Observable } from 'rxjs';
 import { TestScheduler } from 'rxjs/testing';
 import { type Endpoint, hostKey } from '../../src/client/endpoint.js';
 import { JobError } from '../../src/client/errors.js';
 import type { RakeEvent } from '../../src/client/events.js';
-import type { PeerInfo } from '../../src/client/negotiate.js';
 import { type CostProbe, pollCosts } from '../../src/client/poll.js';
 import { run } from '../../src/client/run.js';
 import type { JobProgress, Transport } from '../../src/client/transport.js';
@@ -16,21 +15,10 @@ import { model } from './helpers.js';
 const scheduler = () =>
   new TestScheduler((actual, expected) => assert.deepStrictEqual(actual, expected));
 
-/** A server of ours that runs one job at a time (`slots=1` in its cost reply). */
-const ONE_SLOT: PeerInfo = {
-  kind: 'rake',
-  protocol: 'rake/1',
-  extensions: [],
-  authRequired: false,
-  slots: 1,
-};
-
-/** Cost marbles: `c` connected, a digit the cost, `S` and `T` cost 0 and 3 from one-slot servers. */
+/** Cost marbles: `c` connected, a digit the cost. */
 const COST_VALUES: Record<string, CostProbe> = {
   c: { type: 'connected' },
   ...Object.fromEntries([...'0123456789'].map((d) => [d, { type: 'cost', cost: Number(d) }])),
-  S: { type: 'cost', cost: 0, peer: ONE_SLOT },
-  T: { type: 'cost', cost: 3, peer: ONE_SLOT },
 };
 
 /** Job marbles: `c` connected, `u` uploaded, `s` success with stdout, `f` failure reply. */
@@ -229,129 +217,6 @@ describe('run (marbles): selection', () => {
       // All the actions joined one poll round: 4 cost connections, not 4 per action.
       assert.equal(t.costCalls.length, 4);
     }
-  });
-});
-
-describe('run (marbles): late binding', () => {
-  /**
-   * Hosts that run one job at a time, as a one-slot server does: a job sent while another
-   * runs waits for it. A job on `a` takes 10 frames, on `b` 40. Records the most of our jobs
-   * each host held at once.
-   */
-  function oneSlotHosts(
-    ts: TestScheduler,
-    costs: Record<string, string>,
-    /** The n-th job overall (from 0) that replies with a failure. */
-    failing?: number,
-  ) {
-    const took: Record<string, number> = { 'a:1': 10, 'b:1': 40 };
-    const busyUntil = new Map<string, number>();
-    const held = new Map<string, number>();
-    const most = new Map<string, number>();
-    /** When each job was sent, and when its connection ended. */
-    const jobs: { host: string; sent: number; ended?: number }[] = [];
-    const t = scripted(ts, costs, {});
-    const transport: Transport = {
-      ...t,
-      runJob: (e) =>
-        defer(() => {
-          const host = hostKey(e);
-          const now = ts.now();
-          const end = Math.max(now, busyUntil.get(host) ?? 0) + (took[host] as number);
-          const reply = jobs.length === failing ? JOB_VALUES.f : JOB_VALUES.s;
-          const job: { host: string; sent: number; ended?: number } = { host, sent: now };
-          jobs.push(job);
-          busyUntil.set(host, end);
-          held.set(host, (held.get(host) ?? 0) + 1);
-          most.set(host, Math.max(most.get(host) ?? 0, held.get(host) as number));
-          return concat(
-            of(JOB_VALUES.c as JobProgress),
-            timer(end - now, ts).pipe(map(() => reply as JobProgress)),
-          ).pipe(
-            finalize(() => {
-              held.set(host, (held.get(host) ?? 0) - 1);
-              job.ended = ts.now();
-            }),
-          );
-        }),
-    };
-    return { transport, costCalls: t.costCalls, most, jobs };
-  }
-  const rakefile = model({
-    hosts: ['a:1', 'b:1'],
-    sets: { build: Array.from({ length: 8 }, () => 'remote-true') },
-  });
-  const perHost = (ts: TestScheduler, transport: Transport) =>
-    run(rakefile, opts(ts, transport)).pipe(
-      filter((e) => e.type === 'done'),
-      map((e) => e.summary.perHost),
-    );
-
-  it('gives a host that says its slots twice as many jobs, the rest as jobs end', () => {
-    const ts = scheduler();
-    // Both answer cost 0 and slots=1: each is given 2 of our jobs (one runs, one waits
-    // there); the other 4 wait in the client and go where a job ended: the fast host.
-    const hosts = oneSlotHosts(ts, { 'a:1': 'cS', 'b:1': 'c-S' });
-    ts.run(({ expectObservable }) => {
-      // a's 6 jobs end at frames 12, 22, ..., 62; b's 2 at 42 and 82.
-      expectObservable(perHost(ts, hosts.transport)).toBe('82ms (y|)', {
-        y: { 'a:1': 6, 'b:1': 2 },
-      });
-    });
-    assert.deepEqual(Object.fromEntries(hosts.most), { 'a:1': 2, 'b:1': 2 });
-    // Waiting reuses the answers of the one poll all 8 joined: 2 cost queries in all.
-    assert.equal(hosts.costCalls.length, 2);
-  });
-
-  it('still gives a host busy with other clients its share, as queueing everything did', () => {
-    const ts = scheduler();
-    // b answers cost 3: 3 jobs of other clients. Waiting for a is worth one more job queued
-    // there per action already waiting, so b gets actions 4 and 6 (then it is full too);
-    // without that, a would get all 8 and b none.
-    const hosts = oneSlotHosts(ts, { 'a:1': 'cS', 'b:1': 'c-T' });
-    const chosen: string[] = [];
-    ts.run(({ expectObservable }) => {
-      const perHost = run(rakefile, opts(ts, hosts.transport)).pipe(
-        tap((e) => {
-          if (e.type === 'host-chosen') chosen.push(e.host);
-        }),
-        filter((e) => e.type === 'done'),
-        map((e) => e.summary.perHost),
-      );
-      expectObservable(perHost).toBe('82ms (y|)', { y: { 'a:1': 6, 'b:1': 2 } });
-    });
-    assert.deepEqual(chosen.slice(0, 4), ['a:1', 'a:1', 'b:1', 'b:1']);
-    assert.deepEqual(Object.fromEntries(hosts.most), { 'a:1': 2, 'b:1': 2 });
-  });
-
-  it('--fail-fast cancels the actions waiting for room too: none of them is sent', () => {
-    const ts = scheduler();
-    // The first job (on a) fails at frame 11; 4 jobs are out, the other 4 actions wait.
-    const hosts = oneSlotHosts(ts, { 'a:1': 'cS', 'b:1': 'c-S' }, 0);
-    ts.run(({ expectObservable }) => {
-      const counts = run(rakefile, { ...opts(ts, hosts.transport), failFast: true }).pipe(
-        filter((e) => e.type === 'done'),
-        map((e) => [e.summary.exitStatus, e.summary.failed, e.summary.cancelled]),
-      );
-      expectObservable(counts).toBe('11ms (y|)', { y: [1, 1, 7] });
-    });
-    assert.equal(hosts.jobs.length, 4);
-    assert.deepEqual(
-      hosts.jobs.map((j) => j.ended),
-      [11, 11, 11, 11],
-    );
-  });
-
-  it('without slots in the answers, deals every action out at once, as before', () => {
-    const ts = scheduler();
-    const hosts = oneSlotHosts(ts, { 'a:1': 'c0', 'b:1': 'c-0' });
-    ts.run(({ expectObservable }) => {
-      // 4 each, queued on the host: b's last ends at 2 + 4 × 40.
-      expectObservable(perHost(ts, hosts.transport)).toBe('162ms (y|)', {
-        y: { 'a:1': 4, 'b:1': 4 },
-      });
-    });
-    assert.deepEqual(Object.fromEntries(hosts.most), { 'a:1': 4, 'b:1': 4 });
   });
 });
 

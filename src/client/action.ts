@@ -11,7 +11,6 @@ import {
   Observable,
   of,
   type SchedulerLike,
-  type Subscription,
   takeWhile,
   throwError,
   timeout,
@@ -35,8 +34,7 @@ import {
   type CostAnswer,
   effectiveCost,
   type HostChoice,
-  hostCapacity,
-  pickHostWithRoom,
+  pickCheapestHost,
 } from './select.js';
 import type { Transport } from './transport.js';
 
@@ -117,12 +115,8 @@ function remoteAction(ctx: ActionContext, action: PlannedAction): Observable<Rak
         const slow: string[] = [];
         const endpoints = new Map<string, Endpoint>();
         const seen: CostSeen[] = [];
-        /** What each answering host can take of our jobs before an action waits for one. */
-        const capacities = new Map<string, number>();
-        const capacity = (host: string) => capacities.get(host) ?? Number.POSITIVE_INFINITY;
         const load = (host: string) => ledger.load(host, round.seq);
         let idle = false;
-        let waited = false;
 
         const polled$ = round.results.pipe(
           map((r): RakeEvent => {
@@ -130,10 +124,6 @@ function remoteAction(ctx: ActionContext, action: PlannedAction): Observable<Rak
             if (r.ok) {
               answers.push({ host: r.host, cost: r.cost });
               endpoints.set(r.host, r.endpoint);
-              capacities.set(
-                r.host,
-                hostCapacity(r.peer?.kind === 'rake' ? r.peer.slots : undefined),
-              );
               const eff = tried.has(r.host) ? undefined : effectiveCost(r.cost, load(r.host));
               cost = {
                 host: r.host,
@@ -184,31 +174,10 @@ function remoteAction(ctx: ActionContext, action: PlannedAction): Observable<Rak
           lostHost: string | undefined,
         ): Observable<RakeEvent> => {
           const pollMs = scheduler.now() - started;
-          const picked = pickHostWithRoom(answers, load, capacity, tried, ledger.waiting);
-          if (picked === 'full') {
-            // Late binding: the cheapest hosts hold all the jobs they can run and as many
-            // queued, and no host with room is as cheap counting the actions already waiting,
-            // so wait for one of our jobs to end, then choose again with the same answers
-            // (the ledger has moved on) rather than queue behind them now.
-            waited = true;
-            return new Observable<RakeEvent>((sub) => {
-              let chosen: Subscription | undefined;
-              const leave = ledger.waitForRoom(
-                () => pickHostWithRoom(answers, load, capacity, tried) !== 'full',
-                () => {
-                  chosen = choose(n, fresh, lostHost).subscribe(sub);
-                },
-              );
-              return () => {
-                leave();
-                chosen?.unsubscribe();
-              };
-            });
-          }
-          const choice = picked ?? (fresh ? leastAssigned() : undefined);
+          const choice =
+            pickCheapestHost(answers, load, tried) ?? (fresh ? leastAssigned() : undefined);
           if (choice !== undefined) {
-            const reason =
-              n > 1 ? 'retry' : idle && fresh && !waited ? 'first-idle' : choice.reason;
+            const reason = n > 1 ? 'retry' : idle && fresh ? 'first-idle' : choice.reason;
             const endpoint = endpoints.get(choice.host) as Endpoint;
             const info = { attempt: n, reason, costs: [...seen], pollMs, started };
             return attemptOn(ctx, action, endpoint, info).pipe(

@@ -150,10 +150,7 @@ export function run(rakefile: Rakefile, options: RunOptions = {}): Observable<Ra
     const transport =
       options.transport ?? tcpTransport({ track: trackCleanup, token: options.token });
     const connectTimeoutMs = options.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS;
-    // Waiters wake in a task of their own: at once in virtual time, a microtask for real.
-    const ledger = new Assignments(
-      options.scheduler === undefined ? queueMicrotask : (task) => scheduler.schedule(task),
-    );
+    const ledger = new Assignments();
     const embedded = new EmbeddedServers({
       transport,
       logger,

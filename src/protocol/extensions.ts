@@ -59,11 +59,11 @@ export function describeServer(
     slots !== undefined && Number.isSafeInteger(slots) && slots >= 1 && slots <= MAX_SLOTS
       ? `slots=${slots}`
       : undefined;
-  for (const fields of [[v, n], [n], []]) {
+  for (const fields of [[v, n], [n]]) {
     const annex = [PROTOCOL_TAG, ...fields.filter((f) => f !== undefined), ext].join(' ');
     if (annex.length <= MAX_ANNEX) return annex;
   }
-  return `${PROTOCOL_TAG} ${ext}`;
+  return `${PROTOCOL_TAG} ${ext}`; // at most 33 characters: every extension fits
 }
 
 /**
