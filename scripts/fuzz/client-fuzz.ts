@@ -7,7 +7,7 @@
  * `../../etc/x`, absolute names, NUL, names through a symlink the project holds, a name that
  * is a directory, wrong sizes, truncations, bad headers, huge lengths), or random bytes.
  * A third of the sessions speak extension mode instead (docs/protocol.md): a rake/1 cost
- * reply, then `!X ok` with some of `stderr,mode,cache` granted, `!X need`, `!M` questions
+ * reply, then `!X ok` with some of `stderr,mode,cache,push` granted, `!X need`, `!M` questions
  * and answers, `!X stderr`, valid or mutated in the same ways.
  *
  * Checked after every session: the Observable completed with `done` and exactly one
@@ -184,19 +184,23 @@ function replyTemplates(): ReplyTemplate[] {
 
 /**
  * The extensions a fake rake/1 server grants in its `ok` (its cost reply always offers
- * `stderr,mode,cache`: a host restarted with less since is one of the cases).
+ * `stderr,mode,cache,push`: a host restarted with less since is one of the cases).
  */
 const GRANTS: ReadonlyArray<readonly string[]> = [
+  ['stderr', 'mode', 'cache', 'push'],
   ['stderr', 'mode', 'cache'],
   ['stderr', 'mode'],
   ['mode', 'cache'],
+  ['mode', 'push'],
+  ['cache', 'push'],
   ['cache'],
+  ['push'],
   [],
 ];
 
 /** The cost reply of a rake/1 server: `!E1`, its self-description in the padding, `0`. */
 const EXTENDED_COST = (() => {
-  const annex = 'rake/1 v=fuzz ext=stderr,mode,cache';
+  const annex = 'rake/1 v=fuzz ext=stderr,mode,cache,push';
   return Buffer.from(`${'!E1'.padEnd(64 - annex.length, ' ')}${annex}0`, 'latin1');
 })();
 
@@ -204,15 +208,16 @@ const EXTENDED_COST = (() => {
  * A job conversation in extension mode (docs/protocol.md, "Extensions"), from the server's
  * side and in the order the client reads it: `ok` with the granted extensions; for an action
  * with a requirement, `need` (when `cache` is granted: the client's `have` came right behind
- * its hello) and the questions that pull the file (`!M` too when `mode` is granted); then the
- * reply, with `!X stderr` before a success when `stderr` is granted and `!M` answers in the
- * downloaded filestream when `mode` is.
+ * its hello) and the questions that pull the file (`!M` too when `mode` is granted; none when
+ * `push` is: the client sends it unasked); then the reply, with `!X stderr` before a success
+ * when `stderr` is granted and `!M` answers in the downloaded filestream when `mode` is (the
+ * fake sends a filestream's packets without waiting for requests either way).
  */
 function extendedTemplates(grant: readonly string[], requires: boolean): ReplyTemplate[] {
   const mode = grant.includes('mode');
   const stderr = grant.includes('stderr');
   const pre: Piece[] = [...packet('!X', 'content', `ok ext=${grant.join(',')}`)];
-  const pull = download(1, mode);
+  const pull = grant.includes('push') ? [] : download(1, mode);
   const withNeed = (needed: boolean): Piece[] => {
     if (!requires) return pre;
     if (!grant.includes('cache')) return [...pre, ...pull];

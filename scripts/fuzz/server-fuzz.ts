@@ -4,7 +4,7 @@
  * purely random bytes, the valid transcripts of PROTOCOL.md (cost query, `!C`, `!E` + command,
  * `!R` + filestream, output filestreams, symlinks planted by a job), mutations of those
  * (lengths, codes, flags, hostile names and sizes, truncation, spliced and dropped packets,
- * junk) and random packet sequences. Each session ends one of four ways (wait for the
+ * junk) and random packet sequences; a few speak the `push` extension after a hello. Each session ends one of four ways (wait for the
  * server, FIN at once, reset, trickled in chunks). After every session a normal request on a
  * new connection must succeed; after every batch the server must manage no job, hold no job
  * directory, have left no process alive, and nothing may have changed outside the workdir.
@@ -38,6 +38,7 @@ import {
   applyMutations,
   disconnect,
   download,
+  filestream,
   header,
   type Mutation,
   OPS,
@@ -257,8 +258,50 @@ function templates(sentinel: string): Template[] {
       expect: new RegExp(`^${pad('!SS  0')}$`),
     },
     { label: 'disconnect', pieces: [disconnect], expect: /^$/ },
+    // The `push` extension (docs/protocol.md): after the hello, filestreams cross unasked.
+    {
+      label: 'push-upload-cat',
+      pieces: [
+        ...hello('push'),
+        ...upload([
+          ['a.txt', fileA],
+          ['sub/b.txt', 'bee'],
+        ]),
+        ...command('>sub/o.txt cat a.txt sub/b.txt #'),
+        disconnect,
+      ],
+      expect: new RegExp(
+        `^${pad('!X11')}ok ext=push${pad('!SSI 0')}${pad('!SSIF1')}${pad('!S!NF9')}sub/o\\.txt${pad(`!S!ZF${String(fileA.length + 3).length}`)}${fileA.length + 3}[\\s\\S]{${fileA.length}}bee$`,
+      ),
+    },
+    {
+      label: 'push-mode',
+      pieces: [
+        ...hello('mode,push'),
+        header('!R0'),
+        ...filestream([['run.sh', '#!/bin/sh\necho ran #\n', '755']]),
+        ...command('./run.sh >o.txt #'),
+        disconnect,
+      ],
+      expect: new RegExp(
+        `^${pad('!X16')}ok ext=mode,push${pad('!SSI 0')}${pad('!SSIF1')}${pad('!S!NF5')}o\\.txt${pad('!S!ZF1')}4${pad('!S!MF3')}644ran\\n$`,
+      ),
+    },
+    {
+      label: 'push-symlink-dir',
+      pieces: [
+        ...hello('push'),
+        ...command(`ln -s ${sentinel} lnk #`),
+        ...upload([['lnk/evil', 'x']]),
+        disconnect,
+      ],
+      expect: new RegExp(`^${pad('!X11')}ok ext=push${pad('!SS  0')}${REFUSAL('bad-name')}$`),
+    },
   ];
 }
+
+/** The hello of a rake/1 client asking for `ext` (a comma-separated list). */
+const hello = (ext: string): Piece[] => packet('!X', 'content', `hello rake/1 ext=${ext}`);
 
 /** Names a hostile client may send; every one that could resolve somewhere stays in `root`. */
 function hostileNames(root: string): Buffer[] {

@@ -212,6 +212,41 @@ describe('our client and our server', () => {
   });
 
   it(
+    'push: files cross both ways unasked; a server without push is asked, with the same result',
+    T,
+    async () => {
+      for (const push of [true, false]) {
+        const server = await ourServer(
+          push ? {} : { extensions: ['stderr', 'mode', 'cache', 'auth'] },
+        );
+        const proxy = await startRecordingProxy(server.port);
+        const dir = await project({ 'a.txt': 'x'.repeat(1000) });
+        try {
+          const text = oneHost(
+            proxy.port,
+            'set:\n\tremote-wc -c a.txt > n.txt\n\t\trequires a.txt\n',
+          );
+          await runAll(dir, text, { embedded: false });
+          assert.equal(await readFile(join(dir, 'n.txt'), 'utf8'), '1000 a.txt\n');
+          await proxy.settled();
+          const job = proxy.connections.find((c) => c.toServer.includes('hello rake/1'));
+          assert.ok(job, 'a job connection with a hello');
+          const ok = job.toClient.toString('latin1');
+          assert.equal(ok.includes('ext=stderr,mode,cache,push'), push, ok);
+          // `!T` is only ever a request: the receiver of a pulled filestream sends it per file.
+          const up = job.toClient.includes('!T');
+          const down = job.toServer.includes('!T');
+          assert.deepEqual([up, down], push ? [false, false] : [true, true]);
+        } finally {
+          await proxy.close();
+          await server.close();
+          await removeDir(dir);
+        }
+      }
+    },
+  );
+
+  it(
     'a host restarted without its cache since the cost poll: the job starts again, plainly',
     T,
     async () => {

@@ -71,6 +71,37 @@ describe('filestream: pipelined requests (connections with extensions)', () => {
     assert.equal(received[2]?.mode, 0o755);
   });
 
+  it('with push, the receiver writes nothing and the sender never waits to be asked', async () => {
+    const src = await scratch('rake-fsp-src-');
+    const dst = await scratch('rake-fsp-dst-');
+    const names = ['a.c', 'dir/b.h', 'tool'];
+    for (const [i, n] of names.entries()) await writeFile(join(src, `f${i}`), `file ${n}\n`);
+    await chmod(join(src, 'f2'), 0o755);
+    const files = names.map((name, i) => ({ name, path: join(src, `f${i}`) }));
+    const { a, b, server } = await socketPair();
+    const received = recordWrites(b);
+    const sent = recordWrites(a);
+    // The whole filestream is sent before the receiver even starts reading.
+    await sendFilestream(a, new FramedReader(a), files, { modes: true, push: true });
+    const got = await receiveFilestream(new FramedReader(b), b, {
+      resolve: (n) => prepareInside(dst, n),
+      modes: true,
+      push: true,
+    });
+    a.destroy();
+    b.destroy();
+    server.close();
+    assert.deepEqual(received, []);
+    // Every name went out although nobody asked for one.
+    assert.equal(sent.join('').split('!S!NF').length, 4);
+    assert.deepEqual(
+      got.map((f) => f.name),
+      names,
+    );
+    for (const n of names) assert.equal(await readFile(join(dst, n), 'utf8'), `file ${n}\n`);
+    assert.equal(got[2]?.mode, 0o755);
+  });
+
   it('stays in lockstep without extensions (a base-mode peer)', async () => {
     const src = await scratch('rake-fsp-src-');
     const dst = await scratch('rake-fsp-dst-');

@@ -42,7 +42,9 @@ describe('golden transcripts: extended mode', () => {
     assert.equal(OFFER.toString('latin1'), `!E0${' '.repeat(55)}rake/1`);
     const peer = await RawPeer.connect(server.port);
     await peer.send(OFFER);
-    await peer.expect(cat(annexed('!E1', 'rake/1 v=0.1.0 slots=3 ext=stderr,mode,cache'), '0'));
+    await peer.expect(
+      cat(annexed('!E1', 'rake/1 v=0.1.0 slots=3 ext=stderr,mode,cache,push'), '0'),
+    );
     // A plain cost query on the same connection is answered as in base mode.
     await peer.send(hdr('!E0'));
     await peer.expect(cat(hdr('!E1'), '0'));
@@ -118,6 +120,83 @@ describe('golden transcripts: extended mode', () => {
     );
     await peer.send(hdr('!D0'));
     assert.equal((await peer.readToEnd()).length, 0);
+  });
+
+  it('push: files go both ways unasked, the command right behind the upload', async () => {
+    const script = Buffer.from('#!/bin/sh\necho ran\n');
+    const data = Buffer.from('two\n');
+    const peer = await hello(server.port, 'mode,push');
+    // One write: !R, the announcement, each file's name, size, mode and bytes, then !C.
+    await peer.send(
+      cat(
+        hdr('!R0'),
+        hdr('!SSIF2'),
+        hdr('!S!NF6'),
+        'run.sh',
+        hdr('!S!ZF2'),
+        String(script.length),
+        hdr('!S!MF3'),
+        '755',
+        script,
+        hdr('!S!NF10'),
+        'in/two.txt',
+        hdr('!S!ZF1'),
+        '4',
+        hdr('!S!MF3'),
+        '644',
+        data,
+        pkt('!C', './run.sh > out.txt && cat in/two.txt && chmod 640 out.txt'),
+      ),
+    );
+    // The reply, then its output file with no !N, !Z, !M or !T asked.
+    await peer.expect(
+      cat(
+        hdr('!SSI 4'),
+        'two\n',
+        hdr('!SSIF1'),
+        hdr('!S!NF7'),
+        'out.txt',
+        hdr('!S!ZF1'),
+        '4',
+        hdr('!S!MF3'),
+        '640',
+        'ran\n',
+      ),
+    );
+    await peer.send(hdr('!D0'));
+    assert.equal((await peer.readToEnd()).length, 0);
+  });
+
+  it('push without mode: name, size and bytes only', async () => {
+    const peer = await hello(server.port, 'push');
+    await peer.send(
+      cat(hdr('!R0'), hdr('!SSIF1'), hdr('!S!NF3'), 'a.c', hdr('!S!ZF2'), '10', 'int a = 1;'),
+      pkt('!C', 'cp a.c b.c'),
+    );
+    await peer.expect(
+      cat(hdr('!SSI 0'), hdr('!SSIF1'), hdr('!S!NF3'), 'b.c', hdr('!S!ZF2'), '10', 'int a = 1;'),
+    );
+    await peer.send(hdr('!D0'));
+    assert.equal((await peer.readToEnd()).length, 0);
+  });
+
+  it('push: a hostile name is refused with !F although its bytes follow unasked', async () => {
+    const peer = await hello(server.port, 'push');
+    await peer.send(
+      cat(hdr('!R0'), hdr('!SSIF1'), hdr('!S!NF9'), '../escape', hdr('!S!ZF5'), '5', 'evil!'),
+      pkt('!C', 'true'),
+    );
+    const refusal = await peer.packet();
+    assert.equal(refusal.head.slice(0, 2), '!F');
+    assert.match(refusal.payload.toString(), /^rakeserver: refused: bad-name: /);
+    assert.equal((await peer.packet()).payload.toString(), '2');
+    assert.ok(await peer.waitClosed());
+    // Nothing was written outside the job directory, and the server serves the next client.
+    assert.deepEqual(await assertHealthy(server), []);
+    const next = await RawPeer.connect(server.port);
+    await next.send(hdr('!E0'));
+    await next.expect(cat(hdr('!E1'), '0'));
+    next.destroy();
   });
 
   it('cache: !X have -> !X need; the second job uploads nothing', async () => {
@@ -246,7 +325,7 @@ describe('golden transcripts: authentication', () => {
     await peer.send(OFFER, hdr('!E0'));
     await peer.expect(
       cat(
-        annexed('!E1', 'rake/1 v=0.1.0 slots=3 ext=stderr,mode,cache,auth'),
+        annexed('!E1', 'rake/1 v=0.1.0 slots=3 ext=stderr,mode,cache,push,auth'),
         '0',
         hdr('!E1'),
         '0',

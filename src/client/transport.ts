@@ -415,6 +415,9 @@ function runJobOnce(
         throw new StaleOffer();
       }
       const modes = ext.has('mode');
+      // With `push`, `!R`, the files and `!C` leave in one write (write() corks for the tick),
+      // and the reply comes back with its output files unasked: two round trips per job.
+      const push = ext.has('push');
       if (early !== undefined) {
         files = await readNeed(reader, files, early, { endpoint, limits });
       } else if (ext.has('cache') && files.length > 0) {
@@ -426,7 +429,7 @@ function runJobOnce(
       }
       if (files.length > 0) {
         await write(socket, encodeHeader({ kind: 'plain', code: '!R', length: 0 }));
-        const sent = await sendFilestream(socket, reader, files, { modes });
+        const sent = await sendFilestream(socket, reader, files, { modes, push });
         emit({ type: 'uploaded', files: sent.length, bytes: sent.reduce((n, f) => n + f.size, 0) });
       } else {
         emit({ type: 'uploaded', files: 0, bytes: 0 });
@@ -455,6 +458,7 @@ function runJobOnce(
             resolve: (name) => prepareInside(job.outputDir, name),
             limits,
             modes,
+            push,
           });
           emit({
             type: 'downloaded',

@@ -10,12 +10,14 @@ import { DEFAULT_LIMITS, type ProtocolLimits } from './limits.js';
  * - `mode`: filestreams carry each file's permission bits (`!M` → `!S!MF`).
  * - `cache`: before `!R` the client lists content hashes (`!X have`), the server answers
  *   which files it lacks (`!X need`) and takes the others from its cache.
+ * - `push`: filestreams are sent unasked: name, size (mode) and bytes of every file right
+ *   behind the announcement, with no `!N`, `!Z`, `!M`, `!T` requests and no round trip.
  * - `auth`: the server requires a token (challenge-response with HMAC-SHA256).
  */
-export type Extension = 'stderr' | 'mode' | 'cache' | 'auth';
+export type Extension = 'stderr' | 'mode' | 'cache' | 'push' | 'auth';
 
 /** Every extension this implementation knows, in the order it lists them. */
-export const EXTENSIONS: readonly Extension[] = ['stderr', 'mode', 'cache', 'auth'];
+export const EXTENSIONS: readonly Extension[] = ['stderr', 'mode', 'cache', 'push', 'auth'];
 
 /** The protocol tag in the offer, the self-description and the hello. */
 export const PROTOCOL_TAG = 'rake/1';
@@ -63,7 +65,7 @@ export function describeServer(
     const annex = [PROTOCOL_TAG, ...fields.filter((f) => f !== undefined), ext].join(' ');
     if (annex.length <= MAX_ANNEX) return annex;
   }
-  return `${PROTOCOL_TAG} ${ext}`; // at most 33 characters: every extension fits
+  return `${PROTOCOL_TAG} ${ext}`; // at most 38 characters: every extension fits
 }
 
 /**

@@ -59,6 +59,13 @@ export interface SendOptions {
    * permission bits (`!S!MF<len>` + octal). Never on a base-mode connection.
    */
   readonly modes?: boolean;
+  /**
+   * Extension `push` negotiated: send every file's name, size (mode) and bytes right behind
+   * the announcement, without waiting for the receiver's `!N`, `!Z` (`!M`), `!T`. Small
+   * files go out in one system call with whatever the caller writes in the same tick.
+   * Never on a base-mode connection.
+   */
+  readonly push?: boolean;
 }
 
 /** Options for {@link receiveFilestream}. */
@@ -83,6 +90,12 @@ export interface ReceiveOptions {
    * where the sender expects `!T`, as it would in lockstep.
    */
   readonly pipeline?: boolean;
+  /**
+   * Extension `push` negotiated: the sender sends everything unasked, so no request is
+   * written at all. A refused name or size is still an error here, but the sender's bytes
+   * may already be on their way: the caller must answer `!F` and drain, not resync.
+   */
+  readonly push?: boolean;
 }
 
 const utf8 = new TextDecoder('utf-8', { fatal: true });
@@ -97,7 +110,7 @@ export const SMALL_FILE_BYTES = 256 * 1024;
 
 /**
  * Sends `files` as a filestream: announces `!SSIF<count>`, then answers the receiver's
- * `!N`, `!Z`, `!T` for each file in order. File bytes are streamed from disk into the socket
+ * `!N`, `!Z`, `!T` for each file in order (with `push`, sends the same packets unasked). File bytes are streamed from disk into the socket
  * with backpressure. The size sent at `!Z` is the size of the file opened at that moment;
  * a file that shrinks before `!T` is finished is an error (the peer cannot be resynced).
  */
@@ -113,9 +126,9 @@ export async function sendFilestream(
     encodeHeader({ kind: 'flagged', flags: FLAGS.announce, length: files.length }),
   );
   for (const file of files) {
-    await expectRequest(reader, '!N');
+    if (!options.push) await expectRequest(reader, '!N');
     await write(socket, encodePacket({ flags: FLAGS.name }, file.name));
-    await expectRequest(reader, '!Z');
+    if (!options.push) await expectRequest(reader, '!Z');
     const flags = fsc.O_RDONLY | (options.noFollow ? fsc.O_NOFOLLOW : 0);
     // Opened, checked and (when small) read synchronously: a few microseconds each, where
     // the thread pool would cost two thread handoffs per call (see SMALL_FILE_BYTES).
@@ -130,10 +143,10 @@ export async function sendFilestream(
       let mode: number | undefined;
       if (options.modes) {
         mode = st.mode & 0o777;
-        await expectRequest(reader, '!M');
+        if (!options.push) await expectRequest(reader, '!M');
         await write(socket, encodePacket({ flags: FLAGS.mode }, formatMode(mode)));
       }
-      await expectRequest(reader, '!T');
+      if (!options.push) await expectRequest(reader, '!T');
       if (bytes !== undefined) {
         if (size > 0) await write(socket, bytes);
       } else {
@@ -155,7 +168,7 @@ export async function sendFilestream(
 
 /**
  * Receives a filestream: reads the `!SSIF<count>` announcement, then pulls each file with
- * `!N`, `!Z`, `!T`. Each file is streamed to a temporary name beside its destination and
+ * `!N`, `!Z`, `!T` (with `push`, reads them as the sender sends them unasked). Each file is streamed to a temporary name beside its destination and
  * renamed into place, so a partial file never appears under the real name.
  */
 export async function receiveFilestream(
@@ -174,11 +187,13 @@ export async function receiveFilestream(
     );
   }
   const received: TransferredFile[] = [];
-  const pipeline = options.pipeline ?? options.modes === true;
+  const push = options.push === true;
+  const pipeline = !push && (options.pipeline ?? options.modes === true);
+  const lockstep = !push && !pipeline;
   const questions = Buffer.from(options.modes ? '!N!Z!M' : '!N!Z', 'latin1');
   if (pipeline && count > 0) await write(socket, questions);
   for (let i = 0; i < count; i++) {
-    if (!pipeline) await write(socket, encodeRequest('!N'));
+    if (lockstep) await write(socket, encodeRequest('!N'));
     const nameHeader = expectFlagged(await readHeader(reader, limits), FLAGS.name);
     const nameBytes = await reader.readPayload(nameHeader.length, limits.maxNameBytes, 'file name');
     let name: string;
@@ -191,24 +206,26 @@ export async function receiveFilestream(
     }
     const path = await options.resolve(name);
 
-    if (!pipeline) await write(socket, encodeRequest('!Z'));
+    if (lockstep) await write(socket, encodeRequest('!Z'));
     const sizeHeader = expectFlagged(await readHeader(reader, limits), FLAGS.size);
     const sizeText = await reader.readPayload(sizeHeader.length, MAX_DECIMAL_PAYLOAD, 'file size');
     const size = parseDecimal(sizeText, `size of ${JSON.stringify(name)}`, limits.maxFileSize);
 
     let wireMode: number | undefined;
     if (options.modes) {
-      if (!pipeline) await write(socket, encodeRequest('!M'));
+      if (lockstep) await write(socket, encodeRequest('!M'));
       const modeHeader = expectFlagged(await readHeader(reader, limits), FLAGS.mode);
       const modeText = await reader.readPayload(modeHeader.length, 8, 'file mode');
       wireMode = parseMode(modeText, name);
     }
 
-    const next = pipeline && i + 1 < count;
-    await write(
-      socket,
-      next ? Buffer.concat([encodeRequest('!T'), questions]) : encodeRequest('!T'),
-    );
+    if (!push) {
+      const next = pipeline && i + 1 < count;
+      await write(
+        socket,
+        next ? Buffer.concat([encodeRequest('!T'), questions]) : encodeRequest('!T'),
+      );
+    }
     const mode = await receiveFile(reader, path, size, name, wireMode);
     received.push({ name, path, size, ...(mode === undefined ? {} : { mode }) });
   }

@@ -3,7 +3,6 @@ import { join } from 'node:path';
 import type { Logger } from 'pino';
 import {
   describeHeader,
-  drained,
   type Extension,
   encodeExtension,
   encodeHeader,
@@ -400,6 +399,7 @@ export class Connection {
       resolve: (name) => prepareInside(dir, name),
       limits,
       modes: this.#ext.has('mode'),
+      push: this.#ext.has('push'),
     });
     if (files.length + this.#expected.size >= 64) this.#smallDir = false;
     this.#log.debug(
@@ -563,7 +563,7 @@ export class Connection {
         this.#socket,
         this.#reader,
         outputs.map((name) => ({ name, path: join(dir, ...name.split('/')) })),
-        { noFollow: true, modes: this.#ext.has('mode') },
+        { noFollow: true, modes: this.#ext.has('mode'), push: this.#ext.has('push') },
       );
     }
     return { exitCode: 0, files: outputs.length };
@@ -636,13 +636,12 @@ export class Connection {
     });
   }
 
+  /**
+   * Writes `buffers` in one system call with whatever else is written in the same tick: a
+   * reply's header, its stdout and (with `push`) its output files go out together.
+   */
   async #writeAll(buffers: readonly Uint8Array[]): Promise<void> {
-    const socket = this.#socket;
-    socket.cork();
-    let ok = true;
-    for (const b of buffers) ok = socket.write(b) && ok;
-    socket.uncork();
-    if (!ok) await drained(socket);
+    for (const b of buffers) await write(this.#socket, b);
   }
 
   /**

@@ -131,7 +131,9 @@ export async function serve(options: ServeOptions = {}): Promise<ServerHandle> {
   if (cacheSize > 0 && wanted.has('cache')) {
     cache = await InputCache.open(join(workdir, 'cache'), cacheSize, log.child({ part: 'cache' }));
   }
-  const granted = new Set<Extension>((['stderr', 'mode'] as const).filter((e) => wanted.has(e)));
+  const granted = new Set<Extension>(
+    (['stderr', 'mode', 'push'] as const).filter((e) => wanted.has(e)),
+  );
   if (cache) granted.add('cache');
   const description = describeServer(
     options.version ?? packageVersion(),
