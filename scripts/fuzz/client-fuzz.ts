@@ -207,19 +207,23 @@ const EXTENDED_COST = (() => {
 /**
  * A job conversation in extension mode (docs/protocol.md, "Extensions"), from the server's
  * side and in the order the client reads it: `ok` with the granted extensions; for an action
- * with a requirement, `need` (when `cache` is granted: the client's `have` came right behind
- * its hello) and the questions that pull the file (`!M` too when `mode` is granted; none when
- * `push` is: the client sends it unasked); then the reply, with `!X stderr` before a success
- * when `stderr` is granted and `!M` answers in the downloaded filestream when `mode` is (the
- * fake sends a filestream's packets without waiting for requests either way).
+ * with a requirement, `need` (when `cache` is granted without `push`) and the questions that
+ * pull the file (`!M` too when `mode` is granted); with `push`, neither: the requirement is
+ * small, so it is never offered to the cache and is sent unasked. Then the reply, with
+ * `!X stderr` before a success when `stderr` is granted and `!M` answers in the downloaded
+ * filestream when `mode` is (the fake sends a filestream's packets without waiting for
+ * requests either way). A grant short of what the cost reply said (`push` and `mode`) makes
+ * the client hang up and start over without sending ahead; the fake replays the same
+ * conversation on the new connection, so it is written for that second attempt.
  */
 function extendedTemplates(grant: readonly string[], requires: boolean): ReplyTemplate[] {
   const mode = grant.includes('mode');
   const stderr = grant.includes('stderr');
   const pre: Piece[] = [...packet('!X', 'content', `ok ext=${grant.join(',')}`)];
-  const pull = grant.includes('push') ? [] : download(1, mode);
+  const pull = download(1, mode);
   const withNeed = (needed: boolean): Piece[] => {
-    if (!requires) return pre;
+    // With push, a small requirement is never offered to the cache and is sent unasked.
+    if (!requires || grant.includes('push')) return pre;
     if (!grant.includes('cache')) return [...pre, ...pull];
     return needed
       ? [...pre, ...packet('!X', 'content', 'need\nin.txt'), ...pull]

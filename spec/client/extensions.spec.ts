@@ -9,6 +9,7 @@ import { Writable } from 'node:stream';
 import { describe, it } from 'node:test';
 import { type Logger, pino } from 'pino';
 import { lastValueFrom, toArray } from 'rxjs';
+import { CACHE_MIN_BYTES } from '../../src/client/negotiate.js';
 import { type TransferMeter, tcpTransport } from '../../src/client/transport.js';
 import { Token } from '../../src/protocol/token.js';
 import { type ServerHandle, serve } from '../../src/server/index.js';
@@ -181,10 +182,11 @@ describe('our client and our server', () => {
       }
       const [first, second] = meters as [TransferMeter, TransferMeter];
       // The header crosses once on the first build (the other jobs wait for that upload),
-      // and not at all on the second.
+      // and not at all on the second. The sources, under CACHE_MIN_BYTES, are sent unasked
+      // every time and never cached.
       assert.ok(first.sent > header.length && first.sent < 2 * header.length, `${first.sent}`);
       assert.ok(second.sent < header.length / 4, `${second.sent}`);
-      assert.equal(server.cache?.stats().inserts, 5);
+      assert.equal(server.cache?.stats().inserts, 1);
     } finally {
       await server.close();
       await removeDir(dir);
@@ -194,11 +196,11 @@ describe('our client and our server', () => {
   it('sends its have right behind the hello, without waiting for the answer', T, async () => {
     const server = await ourServer();
     const proxy = await startRecordingProxy(server.port);
-    const dir = await project({ 'a.txt': 'x'.repeat(1000) });
+    const dir = await project({ 'a.txt': 'x'.repeat(CACHE_MIN_BYTES) });
     try {
       const text = oneHost(proxy.port, 'set:\n\tremote-wc -c a.txt\n\t\trequires a.txt\n');
       const events = await runAll(dir, text, { embedded: false });
-      assert.equal(only(events, 'output')[0]?.stdout, '1000 a.txt\n');
+      assert.equal(only(events, 'output')[0]?.stdout, `${CACHE_MIN_BYTES} a.txt\n`);
       await proxy.settled();
       const job = proxy.connections.find((c) => c.toServer.includes('hello rake/1'));
       assert.ok(job, 'a job connection with a hello');
@@ -247,12 +249,44 @@ describe('our client and our server', () => {
   );
 
   it(
+    'sends a job of small files whole behind its hello; the ok comes back with the reply',
+    T,
+    async () => {
+      const server = await ourServer();
+      const proxy = await startRecordingProxy(server.port);
+      const dir = await project({ 'a.txt': 'x'.repeat(1000), 'b.txt': 'y' });
+      try {
+        const text = oneHost(
+          proxy.port,
+          'set:\n\tremote-cat a.txt b.txt > c.txt\n\t\trequires a.txt b.txt\n',
+        );
+        await runAll(dir, text, { embedded: false });
+        assert.equal(await readFile(join(dir, 'c.txt'), 'utf8'), `${'x'.repeat(1000)}y`);
+        await proxy.settled();
+        const job = proxy.connections.find((c) => c.toServer.includes('hello rake/1'));
+        assert.ok(job, 'a job connection with a hello');
+        const before = job.toServer.subarray(0, job.sentBeforeReply).toString('latin1');
+        // Everything up to the command went out before the server said anything, and no have.
+        assert.match(before, /^!X\d+ +hello rake\/1 ext=\S+!R0 +!SSIF2 [\s\S]*y!C\d+ +cat a\.txt/);
+        assert.equal(before.includes('have'), false);
+        // The server held its ok back and sent it with the reply and the output file.
+        const reply = job.toClient.toString('latin1');
+        assert.match(reply, /^!X\d+ +ok ext=\S*push!SSI 0 +!SSIF1 +!S!NF5 +c\.txt/);
+      } finally {
+        await proxy.close();
+        await server.close();
+        await removeDir(dir);
+      }
+    },
+  );
+
+  it(
     'a host restarted without its cache since the cost poll: the job starts again, plainly',
     T,
     async () => {
       const first = await ourServer();
       const endpoint = { host: '127.0.0.1', port: first.port };
-      const dir = await project({ 'a.txt': 'x'.repeat(1000) });
+      const dir = await project({ 'a.txt': 'x'.repeat(CACHE_MIN_BYTES) });
       const transport = tcpTransport();
       let second: ServerHandle | undefined;
       try {
@@ -277,7 +311,7 @@ describe('our client and our server', () => {
         for (const progress of [await job(), await job()]) {
           const reply = progress.find((p) => p.type === 'replied');
           assert.ok(reply?.type === 'replied' && reply.ok, JSON.stringify(progress));
-          assert.equal(reply.stdout, '1000 a.txt\n');
+          assert.equal(reply.stdout, `${CACHE_MIN_BYTES} a.txt\n`);
         }
         // The first job's have was refused once; the second job sent none.
         const refused = log

@@ -167,6 +167,20 @@ describe('golden transcripts: extended mode', () => {
     assert.equal((await peer.readToEnd()).length, 0);
   });
 
+  it('push: the ok to a hello with the job right behind it leaves with the reply', async () => {
+    const peer = await RawPeer.connect(server.port);
+    await peer.send(pkt('!X', 'hello rake/1 ext=push'), pkt('!C', 'sleep 0.4; echo late'));
+    // The client is not waiting for the ok: nothing is sent while the job runs.
+    await new Promise((r) => setTimeout(r, 250));
+    assert.equal(peer.pending.length, 0, 'the ok went out on its own');
+    await peer.expect(cat(pkt('!X', 'ok ext=push'), hdr('!SS  5'), 'late\n'));
+    await peer.send(hdr('!D0'));
+    assert.equal((await peer.readToEnd()).length, 0);
+    // A hello on its own is answered at once, as before.
+    const alone = await hello(server.port, 'push');
+    alone.destroy();
+  });
+
   it('push without mode: name, size and bytes only', async () => {
     const peer = await hello(server.port, 'push');
     await peer.send(

@@ -95,11 +95,17 @@ export async function negotiate(
     readonly token: Token | undefined;
     readonly limits: ProtocolLimits;
     /**
-     * A message to send right behind the hello, without waiting for its answer (a `have`,
-     * to a host whose cost reply said it has `cache` and wants no token): one round trip
-     * less per job. The caller reads its answer after this resolves.
+     * What to send right behind the hello, without waiting for its answer: a `have` (to a
+     * host whose cost reply said it has `cache` and wants no token), or with `push` the
+     * whole job (`!R`, the files, `!C`): one round trip less per job. The caller reads the
+     * answer to it after this resolves.
      */
-    readonly followUp?: Uint8Array;
+    readonly followUp?: Uint8Array | (() => Promise<unknown>);
+    /**
+     * The follow-up is a whole job: a server may hold its `ok` back and send it with the
+     * reply (docs/protocol.md, "push"), so the `ok` is not bounded by the handshake timeout.
+     */
+    readonly okWithReply?: boolean;
   },
 ): Promise<ReadonlySet<Extension>> {
   const host = hostKey(options.endpoint);
@@ -108,8 +114,17 @@ export async function negotiate(
     socket,
     encodeExtension({ verb: 'hello', protocol: PROTOCOL_TAG, extensions: asked }),
   );
-  if (options.followUp !== undefined) await write(socket, options.followUp);
-  let reply = await readExtension(reader, options.limits, ['ok', 'challenge'], host, 'hello');
+  const followUp = options.followUp;
+  if (typeof followUp === 'function') await followUp();
+  else if (followUp !== undefined) await write(socket, followUp);
+  let reply = await readExtension(
+    reader,
+    options.limits,
+    ['ok', 'challenge'],
+    host,
+    'hello',
+    options.okWithReply !== true,
+  );
   if (reply.verb === 'challenge') {
     const token = options.token;
     if (token === undefined) {
@@ -143,8 +158,11 @@ async function readExtension<V extends 'ok' | 'challenge' | 'need'>(
   verbs: readonly V[],
   host: string,
   step: 'hello' | 'auth' | 'have',
+  bounded = true,
 ) {
-  const h = await withTimeout(reader.readHeader(limits), host, step);
+  const h = await (bounded
+    ? withTimeout(reader.readHeader(limits), host, step)
+    : reader.readHeader(limits));
   if (h.kind === 'plain' && h.code === '!F') {
     const message = (await reader.readPayload(h.length, 64 * 1024, 'refusal'))
       .toString('utf8')
@@ -256,14 +274,27 @@ export interface HaveOffer {
   readonly message: Uint8Array;
 }
 
-/** Names each file by content for `!X have` (as many as fit in one message). */
+/**
+ * With `push`, the smallest requirement the client asks the cache about: a smaller one costs
+ * less to send than the round trip of `have` → `need` (64 KiB is half a millisecond at
+ * 1 Gb/s, a round trip on most LANs), and leaving every file of a job out of the `have`
+ * lets the job follow its hello at once (docs/protocol.md, "push").
+ */
+export const CACHE_MIN_BYTES = 64 * 1024;
+
+/**
+ * Names each file by content for `!X have` (as many as fit in one message), leaving out
+ * files under `minBytes`: they are uploaded, unlisted, as the server lacked them.
+ */
 export async function haveOffer(
   files: readonly OutgoingFile[],
   hasher: ContentHasher,
+  minBytes = 0,
 ): Promise<HaveOffer | undefined> {
   const entries: HaveEntry[] = [];
   let bytes = 4;
   for (const file of files) {
+    if (minBytes > 0 && statSync(file.path).size < minBytes) continue;
     const entry = await hasher.entry(file);
     if (entry === undefined) continue;
     const line = 64 + 1 + 20 + 1 + 3 + 1 + Buffer.byteLength(entry.name) + 1;
@@ -304,9 +335,11 @@ export async function offerCached(
     readonly hasher: ContentHasher;
     readonly endpoint: Endpoint;
     readonly limits: ProtocolLimits;
+    /** See {@link haveOffer}. */
+    readonly minBytes?: number;
   },
 ): Promise<OutgoingFile[]> {
-  const offer = await haveOffer(files, options.hasher);
+  const offer = await haveOffer(files, options.hasher, options.minBytes);
   if (offer === undefined) return [...files];
   await write(socket, offer.message);
   return readNeed(reader, files, offer, options);

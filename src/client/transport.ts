@@ -24,6 +24,7 @@ import type { Token } from '../protocol/token.js';
 import { type Endpoint, hostKey } from './endpoint.js';
 import { describeError, isConnectionError, JobError } from './errors.js';
 import {
+  CACHE_MIN_BYTES,
   ContentHasher,
   haveOffer,
   negotiate,
@@ -386,55 +387,77 @@ function runJobOnce(
       const peer = await peerOf(endpoint, state, cancel);
       // A base-mode host gets exactly the base protocol: no hello, no `!X`, no `!M`.
       let files = job.files;
-      // To a host that said it has `cache` and wants no token, the `have` goes right behind
-      // the hello: the server answers both in one write, one round trip less per job.
+      // To a host that said it wants no token, what follows the hello is sent without
+      // waiting for its `ok`: the server reads them in order.
+      const ahead =
+        mayOfferEarly && peer.kind === 'rake' && !peer.authRequired && state.token === undefined;
+      const pushAhead = ahead && peer.kind === 'rake' && peer.extensions.includes('push');
+      const assumedModes = peer.kind === 'rake' && peer.extensions.includes('mode');
+      // With `push`, only files worth a round trip are offered to the cache.
+      const minBytes = pushAhead ? CACHE_MIN_BYTES : 0;
       const early =
-        mayOfferEarly &&
-        peer.kind === 'rake' &&
-        !peer.authRequired &&
-        state.token === undefined &&
-        peer.extensions.includes('cache') &&
-        files.length > 0
-          ? await haveOffer(files, state.hasher)
+        ahead && peer.extensions.includes('cache') && files.length > 0
+          ? await haveOffer(files, state.hasher, minBytes)
           : undefined;
+      // With `push` and nothing to ask the cache, the whole job follows the hello at once
+      // (the server may send its `ok` with the reply): one round trip per job.
+      const blind = pushAhead && assumedModes && early === undefined;
+      const sendJob = async (modes: boolean, push: boolean, upload: readonly OutgoingFile[]) => {
+        if (upload.length > 0) {
+          await write(socket, encodeHeader({ kind: 'plain', code: '!R', length: 0 }));
+          const sent = await sendFilestream(socket, reader, upload, { modes, push });
+          emit({
+            type: 'uploaded',
+            files: sent.length,
+            bytes: sent.reduce((n, f) => n + f.size, 0),
+          });
+        } else {
+          emit({ type: 'uploaded', files: 0, bytes: 0 });
+        }
+        await write(socket, encodePacket({ code: '!C' }, job.command));
+      };
       const ext: ReadonlySet<Extension> =
         peer.kind === 'rake'
           ? await negotiate(socket, reader, {
               endpoint,
               token: state.token,
               limits,
-              ...(early === undefined ? {} : { followUp: early.message }),
+              ...(blind
+                ? { followUp: () => sendJob(assumedModes, true, files), okWithReply: true }
+                : early === undefined
+                  ? {}
+                  : { followUp: early.message }),
             })
           : new Set();
-      if (early !== undefined && !ext.has('cache') && peer.kind === 'rake') {
-        // Believe the hello from now on: later jobs send no early `have` to this host.
+      const stale =
+        peer.kind === 'rake' &&
+        ((early !== undefined && !ext.has('cache')) ||
+          (blind && (!ext.has('push') || ext.has('mode') !== assumedModes)));
+      if (stale) {
+        // Believe the hello from now on: later jobs send nothing early to this host.
         state.peers.record(endpoint, {
           ...peer,
-          extensions: peer.extensions.filter((e) => e !== 'cache'),
+          extensions: peer.extensions.filter((e) => ext.has(e)),
         });
         throw new StaleOffer();
       }
       const modes = ext.has('mode');
       // With `push`, `!R`, the files and `!C` leave in one write (write() corks for the tick),
-      // and the reply comes back with its output files unasked: two round trips per job.
+      // and the reply comes back with its output files unasked.
       const push = ext.has('push');
-      if (early !== undefined) {
-        files = await readNeed(reader, files, early, { endpoint, limits });
-      } else if (ext.has('cache') && files.length > 0) {
-        files = await offerCached(socket, reader, files, {
-          hasher: state.hasher,
-          endpoint,
-          limits,
-        });
+      if (!blind) {
+        if (early !== undefined) {
+          files = await readNeed(reader, files, early, { endpoint, limits });
+        } else if (ext.has('cache') && files.length > 0) {
+          files = await offerCached(socket, reader, files, {
+            hasher: state.hasher,
+            endpoint,
+            limits,
+            minBytes: push ? CACHE_MIN_BYTES : 0,
+          });
+        }
+        await sendJob(modes, push, files);
       }
-      if (files.length > 0) {
-        await write(socket, encodeHeader({ kind: 'plain', code: '!R', length: 0 }));
-        const sent = await sendFilestream(socket, reader, files, { modes, push });
-        emit({ type: 'uploaded', files: sent.length, bytes: sent.reduce((n, f) => n + f.size, 0) });
-      } else {
-        emit({ type: 'uploaded', files: 0, bytes: 0 });
-      }
-      await write(socket, encodePacket({ code: '!C' }, job.command));
       const { header: reply, stderr: warnings } = await readReply(reader, limits, ext);
       const body = await readOutput(reader, reply, limits);
       if (reply.kind === 'plain') {

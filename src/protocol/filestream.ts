@@ -1,4 +1,3 @@
-import { randomBytes } from 'node:crypto';
 import {
   closeSync,
   createReadStream,
@@ -15,6 +14,7 @@ import {
 import { basename, dirname, join } from 'node:path';
 import type { Writable } from 'node:stream';
 import { finished } from 'node:stream/promises';
+import { uniqueSuffix } from '../util/unique.js';
 import { ProtocolError } from './errors.js';
 import {
   encodeHeader,
@@ -272,7 +272,7 @@ async function receiveFile(
   name: string,
   wireMode: number | undefined,
 ): Promise<number | undefined> {
-  const tmpName = `.${basename(path).slice(0, 32)}.rake-tmp-${randomBytes(6).toString('hex')}`;
+  const tmpName = `.${basename(path).slice(0, 32)}.rake-tmp-${uniqueSuffix()}`;
   const tmp = join(dirname(path), tmpName);
   // A small file is read off the wire first, then written with synchronous calls: no
   // temporary file exists while we wait on the peer, and no thread-pool handoffs.
@@ -395,24 +395,42 @@ async function expectRequest(
   await reader.readRequest(request);
 }
 
+/** Sockets whose corked writes go out when this tick ends (see {@link write}). */
+const flushing = new WeakSet<Writable>();
+
 /**
  * Writes `buf`, waiting for the socket to drain when its buffer is full. Writes made in
  * the same tick (a conversation answering requests that arrived together, such as a
  * pipelined `!N!Z!M`) go out in one system call: the socket is corked until the tick ends.
+ * So does anything {@link hold} queued before.
  */
 export async function write(socket: Writable, buf: Uint8Array): Promise<void> {
   if (socket.destroyed) {
     throw new ProtocolError('socket-error', 'an open connection', 'a closed connection');
   }
-  if (socket.writableCorked === 0) {
+  if (!flushing.has(socket)) {
+    flushing.add(socket);
     socket.cork();
-    process.nextTick(uncork, socket);
+    process.nextTick(flush, socket);
   }
   if (!socket.write(buf)) await drained(socket);
 }
 
-function uncork(socket: Writable): void {
-  socket.uncork();
+/**
+ * Queues `buf` without sending it: it leaves with the next {@link write} to `socket`, or
+ * when the socket is ended. For a message the peer does not wait for (the server's `ok` to
+ * a client that sent its whole job behind the hello): one system call and one wake-up of
+ * the peer fewer.
+ */
+export function hold(socket: Writable, buf: Uint8Array): void {
+  if (socket.destroyed) return;
+  socket.cork();
+  socket.write(buf);
+}
+
+function flush(socket: Writable): void {
+  flushing.delete(socket);
+  while (socket.writableCorked > 0) socket.uncork();
 }
 
 /** Resolves when `socket` drains; rejects if it closes or fails first. */

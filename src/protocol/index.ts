@@ -22,6 +22,7 @@ export {
   applicableMode,
   drained,
   formatMode,
+  hold,
   type OutgoingFile,
   parseMode,
   type ReceiveOptions,

@@ -58,6 +58,14 @@ export class FramedReader {
     return this.#buffered;
   }
 
+  /** Up to `n` of the bytes received and not yet consumed, leaving them queued. */
+  peek(n: number): Buffer {
+    const first = this.#chunks[0];
+    if (first === undefined) return Buffer.alloc(0);
+    if (first.length >= n || this.#chunks.length === 1) return first.subarray(0, n);
+    return Buffer.concat(this.#chunks).subarray(0, n);
+  }
+
   /** True once the source has ended and every queued byte has been consumed. */
   get exhausted(): boolean {
     return this.#ended && this.#buffered === 0;

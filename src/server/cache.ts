@@ -13,6 +13,7 @@ import { chmod, copyFile, mkdir, open, readdir, rename, stat, unlink } from 'nod
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { applicableMode, SMALL_FILE_BYTES } from '../protocol/filestream.js';
+import { uniqueSuffix } from '../util/unique.js';
 
 /**
  * A pinned cache entry: it cannot be evicted until released, so a copy out of it never
@@ -207,7 +208,7 @@ export class InputCache {
   async materialize(lease: CacheLease, dest: string, wireMode?: number): Promise<void> {
     const mode =
       wireMode === undefined ? this.#defaultMode : applicableMode(wireMode, this.#defaultMode);
-    const tmp = `${dest}.rake-tmp-${randomBytes(6).toString('hex')}`;
+    const tmp = `${dest}.rake-tmp-${uniqueSuffix()}`;
     // FICLONE: a reflink where the file system has them, a plain copy elsewhere.
     const flags = fsc.COPYFILE_EXCL | fsc.COPYFILE_FICLONE;
     try {

@@ -11,6 +11,7 @@ import {
   FramedReader,
   type HaveEntry,
   type Header,
+  hold,
   isOffer,
   isProtocolError,
   newNonce,
@@ -40,6 +41,16 @@ export interface ServerLimits extends ProtocolLimits {
 
 /** Exit status sent in the second `!F` packet when the server itself refuses a request. */
 export const REFUSAL_EXIT_CODE = 2;
+
+/**
+ * The reason every connection's AbortController is aborted with: nothing reads it, and
+ * `abort()` without one builds a DOMException with a stack trace, about 0.15 ms of server
+ * CPU per connection here.
+ */
+const CONNECTION_ENDED = new Error('the connection ended');
+
+/** How a job starts on the wire: its requirements, or its command. */
+const JOB_START = new Set(['!R', '!C']);
 /** Exit status for a job killed by `--job-timeout` (as `timeout(1)` does). */
 export const TIMEOUT_EXIT_CODE = 124;
 /** Exit status when `/bin/sh` itself could not be started. */
@@ -134,7 +145,7 @@ export class Connection {
     this.#remote = `${socket.remoteAddress}:${socket.remotePort}`;
     this.#authenticated = ctx.token === undefined;
     socket.setNoDelay(true);
-    const gone = () => this.#abort.abort();
+    const gone = () => this.#abort.abort(CONNECTION_ENDED);
     socket.once('end', gone);
     socket.once('close', gone);
     socket.on('error', (err) => this.#log.debug({ err: err.message }, 'socket error'));
@@ -155,7 +166,7 @@ export class Connection {
   /** Ends the connection now: kills its job, removes its directory (server shutdown). */
   shutdown(): void {
     if (this.#outcome === 'ok') this.#outcome = 'shutdown';
-    this.#abort.abort();
+    this.#abort.abort(CONNECTION_ENDED);
     this.#socket.destroy();
   }
 
@@ -167,7 +178,7 @@ export class Connection {
       linger = await this.#fail(err);
     } finally {
       this.#setManaging(false);
-      this.#abort.abort();
+      this.#abort.abort(CONNECTION_ENDED);
       this.#settleExpected();
       await this.#removeDir();
       await this.#close(linger);
@@ -293,7 +304,15 @@ export class Connection {
         'hello',
       );
       if (this.#ctx.token === undefined) {
-        await write(this.#socket, encodeExtension({ verb: 'ok', extensions: [...this.#ext] }));
+        const ok = encodeExtension({ verb: 'ok', extensions: [...this.#ext] });
+        // A push client that sent its job right behind the hello (`!R` or `!C` is already
+        // here) is not waiting for this `ok`: it leaves with the reply, one write and one
+        // wake-up of the client fewer (docs/protocol.md, "push").
+        if (this.#ext.has('push') && JOB_START.has(this.#reader.peek(2).toString('latin1'))) {
+          hold(this.#socket, ok);
+        } else {
+          await write(this.#socket, ok);
+        }
         return;
       }
       if (!hello.extensions.includes('auth')) {

@@ -1,4 +1,3 @@
-import { randomBytes } from 'node:crypto';
 import {
   chmodSync,
   lstatSync,
@@ -9,6 +8,7 @@ import {
   unlinkSync,
 } from 'node:fs';
 import { join } from 'node:path';
+import { uniqueSuffix } from '../util/unique.js';
 import { removeTree } from './outputs.js';
 import { OWNER_TAG } from './stale.js';
 
@@ -54,7 +54,7 @@ export class JobDirs {
     for (const key of new Set([layoutKey(layout), ''])) {
       const spares = this.#spare.get(key);
       for (let spare = spares?.pop(); spare !== undefined; spare = spares?.pop()) {
-        const dir = join(this.#workdir, `job-${id}-${OWNER_TAG}-${suffix()}`);
+        const dir = join(this.#workdir, `job-${id}-${OWNER_TAG}-${uniqueSuffix()}`);
         try {
           renameSync(spare, dir);
           return dir;
@@ -75,7 +75,7 @@ export class JobDirs {
     if (small && this.#spareCount() < this.#maxSpare) {
       const layout = this.#empty(dir);
       if (layout !== undefined) {
-        const spare = join(this.#workdir, `spare-${OWNER_TAG}-${suffix()}`);
+        const spare = join(this.#workdir, `spare-${OWNER_TAG}-${uniqueSuffix()}`);
         try {
           renameSync(dir, spare);
           const key = layoutKey(layout);
@@ -161,8 +161,4 @@ export function layoutOf(names: readonly string[]): string[] | undefined {
 
 function layoutKey(layout: readonly string[]): string {
   return [...layout].sort().join('\0');
-}
-
-function suffix(): string {
-  return randomBytes(6).toString('base64url');
 }
