@@ -281,6 +281,40 @@ describe('our client and our server', () => {
   );
 
   it(
+    'a pushed requirement over the server’s limit fails with the server’s refusal',
+    T,
+    async () => {
+      // 60 kB goes behind the hello; 8 MB (no cache) is still being sent when the server
+      // refuses it, drains for a second and closes: the refusal must still be what is reported.
+      for (const [size, cacheSize] of [
+        [60_000, undefined],
+        [8_000_000, 0],
+      ] as const) {
+        const server = await ourServer({
+          limits: { maxFileSize: 50_000 },
+          ...(cacheSize === undefined ? {} : { cacheSize }),
+        });
+        const dir = await project({ 'big.bin': 'x'.repeat(size) });
+        try {
+          const text = oneHost(server.port, 'set:\n\tremote-wc -c big.bin\n\t\trequires big.bin\n');
+          const events = await runAll(dir, text, { embedded: false, fallback: false });
+          const failed = only(events, 'action-failed');
+          assert.equal(failed.length, 1);
+          assert.equal(failed[0]?.reason, 'exit-non-zero', JSON.stringify(failed[0]));
+          assert.match(
+            String(failed[0]?.stderr),
+            new RegExp(`refused: limit-exceeded: .*big\\.bin.* at most 50000, received ${size}`),
+          );
+          assert.equal(only(events, 'action-retried').length, 0);
+        } finally {
+          await server.close();
+          await removeDir(dir);
+        }
+      }
+    },
+  );
+
+  it(
     'a host restarted without its cache since the cost poll: the job starts again, plainly',
     T,
     async () => {

@@ -402,7 +402,23 @@ function runJobOnce(
       // With `push` and nothing to ask the cache, the whole job follows the hello at once
       // (the server may send its `ok` with the reply): one round trip per job.
       const blind = pushAhead && assumedModes && early === undefined;
+      // A pushed upload the server refuses part-way (a file over its limit) is answered with
+      // `!F` while our bytes are still on their way; when it then closes, our write fails.
+      // The refusal is what the user needs, so it is read before the write error is believed.
+      let writeFailed: unknown;
       const sendJob = async (modes: boolean, push: boolean, upload: readonly OutgoingFile[]) => {
+        try {
+          await sendJobOnce(modes, push, upload);
+        } catch (err) {
+          if (!push || !isConnectionError(err)) throw err;
+          writeFailed = err;
+        }
+      };
+      const sendJobOnce = async (
+        modes: boolean,
+        push: boolean,
+        upload: readonly OutgoingFile[],
+      ) => {
         if (upload.length > 0) {
           await write(socket, encodeHeader({ kind: 'plain', code: '!R', length: 0 }));
           const sent = await sendFilestream(socket, reader, upload, { modes, push });
@@ -458,7 +474,12 @@ function runJobOnce(
         }
         await sendJob(modes, push, files);
       }
-      const { header: reply, stderr: warnings } = await readReply(reader, limits, ext);
+      const { header: reply, stderr: warnings } = await readReply(reader, limits, ext).catch(
+        (err: unknown) => {
+          throw writeFailed ?? err;
+        },
+      );
+      if (writeFailed !== undefined && reply.kind !== 'plain') throw writeFailed;
       const body = await readOutput(reader, reply, limits);
       if (reply.kind === 'plain') {
         // `!F<len>` + stderr, then `!F<len>` + exit status (PROTOCOL.md, "failure").
