@@ -40,9 +40,11 @@ import { formatSpread, ratios, spread } from './lib/stats.js';
  * its per-job code (scripts/bench/server-warmup.ts, 2026-12-03: two servers spent 0.74 s of CPU
  * on their 4th build, a median 0.56 s on builds 5–10 and 0.47 s on builds 11–14). Timing
  * builds 4 onwards would charge rake-ts for a young server, which a user's long-running one
- * is not.
+ * is not. It was 10 until the suite, on a loaded afternoon, took 10.0 minutes against its
+ * budget of 10: 6 keeps it about 40 s shorter and still times servers past their 4th build
+ * (a little in rake-ts's disfavour against 10).
  */
-export const WARMUP_BUILDS = 10;
+export const WARMUP_BUILDS = 6;
 
 /** The flags every benchmarked rakeserver gets: one job at a time, as `distccd --jobs 1`. */
 export const SERVER_FLAGS = ['--max-jobs', '1'] as const;
