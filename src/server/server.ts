@@ -68,7 +68,7 @@ export interface ServeOptions {
   /** Bytes of requirement contents kept by hash (extension `cache`); 0 = no cache. Default 512 MiB. */
   readonly cacheSize?: number;
   /**
-   * Extensions granted to a client that asks (default: `stderr`, `mode`, and `cache` when
+   * Extensions granted to a client that asks (default: `stderr`, `mode`, `push`, and `cache` when
    * `cacheSize` > 0). `auth` is not listed here: it follows from `token`.
    */
   readonly extensions?: readonly Extension[];
