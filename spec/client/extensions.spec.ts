@@ -15,7 +15,7 @@ import { Token } from '../../src/protocol/token.js';
 import { type ServerHandle, serve } from '../../src/server/index.js';
 import { startBaseServer } from '../helpers/base-server.js';
 import { hdr, pkt, RawPeer } from '../helpers/raw-peer.js';
-import { startRecordingProxy } from '../helpers/recording-proxy.js';
+import { type RecordedConnection, startRecordingProxy } from '../helpers/recording-proxy.js';
 import { exampleCopy, only, project, removeDir, runAll, summary, withHosts } from './support.js';
 
 const T = { timeout: 60_000 };
@@ -34,6 +34,29 @@ function capture(): { logger: Logger; text: () => string } {
     },
   });
   return { logger: pino({ level: 'trace' }, sink), text: () => all };
+}
+
+/**
+ * Runs a one-action Rakefile (`action`, requiring `requires`) in `dir` through a recording
+ * proxy in front of `server`; returns its events and the bytes of the job's connection.
+ */
+async function recordJob(
+  server: ServerHandle,
+  dir: string,
+  action: string,
+  requires: string,
+): Promise<{ job: RecordedConnection; events: Awaited<ReturnType<typeof runAll>> }> {
+  const proxy = await startRecordingProxy(server.port);
+  try {
+    const text = oneHost(proxy.port, `set:\n\t${action}\n\t\trequires ${requires}\n`);
+    const events = await runAll(dir, text, { embedded: false });
+    await proxy.settled();
+    const job = proxy.connections.find((c) => c.toServer.includes('hello rake/1'));
+    assert.ok(job, 'a job connection with a hello');
+    return { job, events };
+  } finally {
+    await proxy.close();
+  }
 }
 
 async function ourServer(options: Parameters<typeof serve>[0] = {}): Promise<ServerHandle> {
@@ -195,19 +218,13 @@ describe('our client and our server', () => {
 
   it('sends its have right behind the hello, without waiting for the answer', T, async () => {
     const server = await ourServer();
-    const proxy = await startRecordingProxy(server.port);
     const dir = await project({ 'a.txt': 'x'.repeat(CACHE_MIN_BYTES) });
     try {
-      const text = oneHost(proxy.port, 'set:\n\tremote-wc -c a.txt\n\t\trequires a.txt\n');
-      const events = await runAll(dir, text, { embedded: false });
+      const { job, events } = await recordJob(server, dir, 'remote-wc -c a.txt', 'a.txt');
       assert.equal(only(events, 'output')[0]?.stdout, `${CACHE_MIN_BYTES} a.txt\n`);
-      await proxy.settled();
-      const job = proxy.connections.find((c) => c.toServer.includes('hello rake/1'));
-      assert.ok(job, 'a job connection with a hello');
       const before = job.toServer.subarray(0, job.sentBeforeReply).toString('latin1');
       assert.match(before, /hello rake\/1[\s\S]*have\n/, 'the have went out before any answer');
     } finally {
-      await proxy.close();
       await server.close();
       await removeDir(dir);
     }
@@ -221,18 +238,10 @@ describe('our client and our server', () => {
         const server = await ourServer(
           push ? {} : { extensions: ['stderr', 'mode', 'cache', 'auth'] },
         );
-        const proxy = await startRecordingProxy(server.port);
         const dir = await project({ 'a.txt': 'x'.repeat(1000) });
         try {
-          const text = oneHost(
-            proxy.port,
-            'set:\n\tremote-wc -c a.txt > n.txt\n\t\trequires a.txt\n',
-          );
-          await runAll(dir, text, { embedded: false });
+          const { job } = await recordJob(server, dir, 'remote-wc -c a.txt > n.txt', 'a.txt');
           assert.equal(await readFile(join(dir, 'n.txt'), 'utf8'), '1000 a.txt\n');
-          await proxy.settled();
-          const job = proxy.connections.find((c) => c.toServer.includes('hello rake/1'));
-          assert.ok(job, 'a job connection with a hello');
           const ok = job.toClient.toString('latin1');
           assert.equal(ok.includes('ext=stderr,mode,cache,push'), push, ok);
           // `!T` is only ever a request: the receiver of a pulled filestream sends it per file.
@@ -240,7 +249,6 @@ describe('our client and our server', () => {
           const down = job.toServer.includes('!T');
           assert.deepEqual([up, down], push ? [false, false] : [true, true]);
         } finally {
-          await proxy.close();
           await server.close();
           await removeDir(dir);
         }
@@ -253,18 +261,11 @@ describe('our client and our server', () => {
     T,
     async () => {
       const server = await ourServer();
-      const proxy = await startRecordingProxy(server.port);
       const dir = await project({ 'a.txt': 'x'.repeat(1000), 'b.txt': 'y' });
       try {
-        const text = oneHost(
-          proxy.port,
-          'set:\n\tremote-cat a.txt b.txt > c.txt\n\t\trequires a.txt b.txt\n',
-        );
-        await runAll(dir, text, { embedded: false });
+        const command = 'remote-cat a.txt b.txt > c.txt';
+        const { job } = await recordJob(server, dir, command, 'a.txt b.txt');
         assert.equal(await readFile(join(dir, 'c.txt'), 'utf8'), `${'x'.repeat(1000)}y`);
-        await proxy.settled();
-        const job = proxy.connections.find((c) => c.toServer.includes('hello rake/1'));
-        assert.ok(job, 'a job connection with a hello');
         const before = job.toServer.subarray(0, job.sentBeforeReply).toString('latin1');
         // Everything up to the command went out before the server said anything, and no have.
         assert.match(before, /^!X\d+ +hello rake\/1 ext=\S+!R0 +!SSIF2 [\s\S]*y!C\d+ +cat a\.txt/);
@@ -273,7 +274,6 @@ describe('our client and our server', () => {
         const reply = job.toClient.toString('latin1');
         assert.match(reply, /^!X\d+ +ok ext=\S*push!SSI 0 +!SSIF1 +!S!NF5 +c\.txt/);
       } finally {
-        await proxy.close();
         await server.close();
         await removeDir(dir);
       }

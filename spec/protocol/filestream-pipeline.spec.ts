@@ -42,14 +42,34 @@ function recordWrites(socket: Socket): string[] {
   return writes;
 }
 
+/** Three files to send, the last executable, and an empty destination directory. */
+async function threeFiles() {
+  const src = await scratch('rake-fsp-src-');
+  const dst = await scratch('rake-fsp-dst-');
+  const names = ['a.c', 'dir/b.h', 'tool'];
+  for (const [i, n] of names.entries()) await writeFile(join(src, `f${i}`), `file ${n}\n`);
+  await chmod(join(src, 'f2'), 0o755);
+  const files = names.map((name, i) => ({ name, path: join(src, `f${i}`) }));
+  return { dst, names, files };
+}
+
+/** The three files arrived whole, in order, the last one still executable. */
+async function assertArrived(
+  dst: string,
+  names: readonly string[],
+  received: readonly { name: string; mode?: number }[],
+): Promise<void> {
+  assert.deepEqual(
+    received.map((f) => f.name),
+    names,
+  );
+  for (const n of names) assert.equal(await readFile(join(dst, n), 'utf8'), `file ${n}\n`);
+  assert.equal(received[2]?.mode, 0o755);
+}
+
 describe('filestream: pipelined requests (connections with extensions)', () => {
   it('asks for the next file with this file’s !T: one write per file, plus one', async () => {
-    const src = await scratch('rake-fsp-src-');
-    const dst = await scratch('rake-fsp-dst-');
-    const names = ['a.c', 'dir/b.h', 'tool'];
-    for (const [i, n] of names.entries()) await writeFile(join(src, `f${i}`), `file ${n}\n`);
-    await chmod(join(src, 'f2'), 0o755);
-    const files = names.map((name, i) => ({ name, path: join(src, `f${i}`) }));
+    const { dst, names, files } = await threeFiles();
     const { a, b, server } = await socketPair();
     const writes = recordWrites(b);
     const [, received] = await Promise.all([
@@ -63,21 +83,11 @@ describe('filestream: pipelined requests (connections with extensions)', () => {
     b.destroy();
     server.close();
     assert.deepEqual(writes, ['!N!Z!M', '!T!N!Z!M', '!T!N!Z!M', '!T']);
-    assert.deepEqual(
-      received.map((f) => f.name),
-      names,
-    );
-    for (const n of names) assert.equal(await readFile(join(dst, n), 'utf8'), `file ${n}\n`);
-    assert.equal(received[2]?.mode, 0o755);
+    await assertArrived(dst, names, received);
   });
 
   it('with push, the receiver writes nothing and the sender never waits to be asked', async () => {
-    const src = await scratch('rake-fsp-src-');
-    const dst = await scratch('rake-fsp-dst-');
-    const names = ['a.c', 'dir/b.h', 'tool'];
-    for (const [i, n] of names.entries()) await writeFile(join(src, `f${i}`), `file ${n}\n`);
-    await chmod(join(src, 'f2'), 0o755);
-    const files = names.map((name, i) => ({ name, path: join(src, `f${i}`) }));
+    const { dst, names, files } = await threeFiles();
     const { a, b, server } = await socketPair();
     const received = recordWrites(b);
     const sent = recordWrites(a);
@@ -94,12 +104,7 @@ describe('filestream: pipelined requests (connections with extensions)', () => {
     assert.deepEqual(received, []);
     // Every name went out although nobody asked for one.
     assert.equal(sent.join('').split('!S!NF').length, 4);
-    assert.deepEqual(
-      got.map((f) => f.name),
-      names,
-    );
-    for (const n of names) assert.equal(await readFile(join(dst, n), 'utf8'), `file ${n}\n`);
-    assert.equal(got[2]?.mode, 0o755);
+    await assertArrived(dst, names, got);
   });
 
   it('stays in lockstep without extensions (a base-mode peer)', async () => {
