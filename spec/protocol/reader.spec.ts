@@ -36,6 +36,19 @@ function rejectsWith(p: Promise<unknown>, reason: string, fragment?: string) {
 }
 
 describe('FramedReader', () => {
+  it('peeks across chunks without consuming, and never past what it was asked', async () => {
+    const s = new PassThrough();
+    const r = new FramedReader(s);
+    assert.equal(r.peek(2).length, 0);
+    for (const part of ['!', 'R0', 'xyz']) s.write(Buffer.from(part, 'latin1'));
+    await new Promise((ok) => setImmediate(ok));
+    assert.equal(r.peek(2).toString('latin1'), '!R');
+    assert.equal(r.peek(4).toString('latin1'), '!R0x');
+    assert.equal(r.peek(100).toString('latin1'), '!R0xyz');
+    assert.equal(r.buffered, 6);
+    assert.equal((await r.readExact(6)).toString('latin1'), '!R0xyz');
+  });
+
   it('reads exact counts across 1-byte chunks', async () => {
     const r = new FramedReader(source(bytewise('hello world')));
     assert.equal((await r.readExact(5)).toString(), 'hello');

@@ -229,10 +229,14 @@ const SYNC_HASH_MAX_BYTES = 1024 * 1024;
 export class ContentHasher {
   readonly #memo = new Map<string, Promise<{ sha256: string; size: number }>>();
 
-  /** The `have` line of a file, or `undefined` for a name a line cannot carry. */
-  async entry(file: OutgoingFile): Promise<HaveEntry | undefined> {
+  /**
+   * The `have` line of a file, or `undefined` for a name a line cannot carry or a file
+   * under `minBytes` (not worth offering: see {@link CACHE_MIN_BYTES}).
+   */
+  async entry(file: OutgoingFile, minBytes = 0): Promise<HaveEntry | undefined> {
     if (file.name.includes('\n')) return undefined;
     const st = statSync(file.path, { bigint: true });
+    if (st.size < BigInt(minBytes)) return undefined;
     const key = `${file.path}\0${st.size}\0${st.mtimeNs}\0${st.ctimeNs}\0${st.ino}`;
     let hashed = this.#memo.get(key);
     if (hashed === undefined) {
@@ -294,8 +298,7 @@ export async function haveOffer(
   const entries: HaveEntry[] = [];
   let bytes = 4;
   for (const file of files) {
-    if (minBytes > 0 && statSync(file.path).size < minBytes) continue;
-    const entry = await hasher.entry(file);
+    const entry = await hasher.entry(file, minBytes);
     if (entry === undefined) continue;
     const line = 64 + 1 + 20 + 1 + 3 + 1 + Buffer.byteLength(entry.name) + 1;
     if (bytes + line > MAX_HAVE_BYTES) break;

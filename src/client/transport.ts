@@ -391,46 +391,38 @@ function runJobOnce(
       // waiting for its `ok`: the server reads them in order.
       const ahead =
         mayOfferEarly && peer.kind === 'rake' && !peer.authRequired && state.token === undefined;
-      const pushAhead = ahead && peer.kind === 'rake' && peer.extensions.includes('push');
-      const assumedModes = peer.kind === 'rake' && peer.extensions.includes('mode');
-      // With `push`, only files worth a round trip are offered to the cache.
-      const minBytes = pushAhead ? CACHE_MIN_BYTES : 0;
+      // Pushed ahead, the files carry modes: only to a host that said it has both.
+      const pushAhead =
+        ahead && peer.extensions.includes('push') && peer.extensions.includes('mode');
       const early =
         ahead && peer.extensions.includes('cache') && files.length > 0
-          ? await haveOffer(files, state.hasher, minBytes)
+          ? await haveOffer(files, state.hasher, pushAhead ? CACHE_MIN_BYTES : 0)
           : undefined;
       // With `push` and nothing to ask the cache, the whole job follows the hello at once
       // (the server may send its `ok` with the reply): one round trip per job.
-      const blind = pushAhead && assumedModes && early === undefined;
+      const blind = pushAhead && early === undefined;
       // A pushed upload the server refuses part-way (a file over its limit) is answered with
       // `!F` while our bytes are still on their way; when it then closes, our write fails.
       // The refusal is what the user needs, so it is read before the write error is believed.
       let writeFailed: unknown;
       const sendJob = async (modes: boolean, push: boolean, upload: readonly OutgoingFile[]) => {
         try {
-          await sendJobOnce(modes, push, upload);
+          if (upload.length > 0) {
+            await write(socket, encodeHeader({ kind: 'plain', code: '!R', length: 0 }));
+            const sent = await sendFilestream(socket, reader, upload, { modes, push });
+            emit({
+              type: 'uploaded',
+              files: sent.length,
+              bytes: sent.reduce((n, f) => n + f.size, 0),
+            });
+          } else {
+            emit({ type: 'uploaded', files: 0, bytes: 0 });
+          }
+          await write(socket, encodePacket({ code: '!C' }, job.command));
         } catch (err) {
           if (!push || !isConnectionError(err)) throw err;
           writeFailed = err;
         }
-      };
-      const sendJobOnce = async (
-        modes: boolean,
-        push: boolean,
-        upload: readonly OutgoingFile[],
-      ) => {
-        if (upload.length > 0) {
-          await write(socket, encodeHeader({ kind: 'plain', code: '!R', length: 0 }));
-          const sent = await sendFilestream(socket, reader, upload, { modes, push });
-          emit({
-            type: 'uploaded',
-            files: sent.length,
-            bytes: sent.reduce((n, f) => n + f.size, 0),
-          });
-        } else {
-          emit({ type: 'uploaded', files: 0, bytes: 0 });
-        }
-        await write(socket, encodePacket({ code: '!C' }, job.command));
       };
       const ext: ReadonlySet<Extension> =
         peer.kind === 'rake'
@@ -439,7 +431,7 @@ function runJobOnce(
               token: state.token,
               limits,
               ...(blind
-                ? { followUp: () => sendJob(assumedModes, true, files), okWithReply: true }
+                ? { followUp: () => sendJob(true, true, files), okWithReply: true }
                 : early === undefined
                   ? {}
                   : { followUp: early.message }),
@@ -448,7 +440,7 @@ function runJobOnce(
       const stale =
         peer.kind === 'rake' &&
         ((early !== undefined && !ext.has('cache')) ||
-          (blind && (!ext.has('push') || ext.has('mode') !== assumedModes)));
+          (blind && !(ext.has('push') && ext.has('mode'))));
       if (stale) {
         // Believe the hello from now on: later jobs send nothing early to this host.
         state.peers.record(endpoint, {

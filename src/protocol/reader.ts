@@ -63,7 +63,14 @@ export class FramedReader {
     const first = this.#chunks[0];
     if (first === undefined) return Buffer.alloc(0);
     if (first.length >= n || this.#chunks.length === 1) return first.subarray(0, n);
-    return Buffer.concat(this.#chunks).subarray(0, n);
+    const parts: Buffer[] = [];
+    let have = 0;
+    for (const chunk of this.#chunks) {
+      if (have >= n) break;
+      parts.push(chunk.subarray(0, n - have));
+      have += parts[parts.length - 1]?.length ?? 0;
+    }
+    return Buffer.concat(parts);
   }
 
   /** True once the source has ended and every queued byte has been consumed. */

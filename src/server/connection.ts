@@ -41,6 +41,10 @@ export interface ServerLimits extends ProtocolLimits {
 
 /** Exit status sent in the second `!F` packet when the server itself refuses a request. */
 export const REFUSAL_EXIT_CODE = 2;
+/** Exit status for a job killed by `--job-timeout` (as `timeout(1)` does). */
+export const TIMEOUT_EXIT_CODE = 124;
+/** Exit status when `/bin/sh` itself could not be started. */
+export const SPAWN_FAILURE_EXIT_CODE = 126;
 
 /**
  * The reason every connection's AbortController is aborted with: nothing reads it, and
@@ -51,10 +55,6 @@ const CONNECTION_ENDED = new Error('the connection ended');
 
 /** How a job starts on the wire: its requirements, or its command. */
 const JOB_START = new Set(['!R', '!C']);
-/** Exit status for a job killed by `--job-timeout` (as `timeout(1)` does). */
-export const TIMEOUT_EXIT_CODE = 124;
-/** Exit status when `/bin/sh` itself could not be started. */
-export const SPAWN_FAILURE_EXIT_CODE = 126;
 
 /** What a connection needs from its server; the server owns the shared state. */
 export interface ConnectionContext {
