@@ -245,23 +245,25 @@ export class CostPoller {
       asked = this.#hosts;
       skipped.length = 0;
     }
-    const results = merge(
-      pollCosts(asked, this.#query, this.#options).pipe(
-        tap((r) => {
-          close();
-          if (r.ok) this.#down.delete(r.host);
-          // A slow host is up and busy: it is asked again next time.
-          else if (this.#backoffMs > 0 && r.failure !== 'slow') {
-            this.#down.set(r.host, {
-              until: this.#scheduler().now() + this.#backoffMs,
-              error: r.error,
-            });
-          }
-        }),
-      ),
-      // Skipped hosts are reported at once; they do not close the round to newcomers.
-      from(skipped),
-    ).pipe(tap({ complete: close, error: close, unsubscribe: close }), share());
+    const live = pollCosts(asked, this.#query, this.#options).pipe(
+      tap((r) => {
+        close();
+        if (r.ok) this.#down.delete(r.host);
+        // A slow host is up and busy: it is asked again next time.
+        else if (this.#backoffMs > 0 && r.failure !== 'slow') {
+          this.#down.set(r.host, {
+            until: this.#scheduler().now() + this.#backoffMs,
+            error: r.error,
+          });
+        }
+      }),
+      tap({ complete: close, error: close, unsubscribe: close }),
+      share(),
+    );
+    // Skipped hosts are reported at once to every action that joins, each on its own
+    // subscription (they are known before the round goes out, so each joiner gets them
+    // again); they do not close the round to newcomers. Only the queries are shared.
+    const results = merge(from(skipped), live);
     const round: PollRound = { id, seq, results };
     this.#open = round;
     return round;
