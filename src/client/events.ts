@@ -91,7 +91,11 @@ export interface RunSummary {
   readonly succeeded: number;
   readonly failed: number;
   readonly cancelled: number;
-  /** Actions that are not started because an earlier actionset failed. */
+  /**
+   * Actions that were not started: those of the actionsets after a failure, and the other
+   * actions of an actionset where a requirement is missing (it sends nothing). So
+   * `actions = succeeded + failed + cancelled + skipped`.
+   */
   readonly skipped: number;
   readonly retries: number;
   readonly fallbacks: number;

@@ -234,7 +234,6 @@ class Tally {
   #cancelled = 0;
   #retries = 0;
   #fallbacks = 0;
-  #started = 0;
   #noHost = false;
   readonly #total: number;
   readonly #actionsets: number;
@@ -248,7 +247,6 @@ class Tally {
     switch (e.type) {
       case 'actionset-started':
         this.#actionsetsRun++;
-        this.#started += e.actions;
         break;
       case 'action-succeeded':
         this.#succeeded++;
@@ -282,7 +280,9 @@ class Tally {
       succeeded: this.#succeeded,
       failed: this.#failed,
       cancelled: this.#cancelled,
-      skipped: this.#total - this.#started,
+      // Everything that did not end: later actionsets after a failure, and the siblings of
+      // an action with a missing requirement (its actionset sends nothing).
+      skipped: this.#total - this.#succeeded - this.#failed - this.#cancelled,
       retries: this.#retries,
       fallbacks: this.#fallbacks,
       perHost,
