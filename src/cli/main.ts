@@ -27,6 +27,7 @@ type AnyCommand = CommandModule<object, any>;
  */
 export async function main(argv: readonly string[], io: CliIO = processIO()): Promise<number> {
   const context: CliContext = { ...io, exitCode: undefined };
+  const width = Math.min(100, (io.stdout as { columns?: number }).columns ?? 80);
   let ran = false;
   const parser = yargs()
     .scriptName('rake-ts')
@@ -40,7 +41,7 @@ export async function main(argv: readonly string[], io: CliIO = processIO()): Pr
     // a Rakefile by the default command, so `completion` is registered below instead.
     .completion('yargs-completion-script', false)
     .exitProcess(false)
-    .wrap(Math.min(100, (io.stdout as { columns?: number }).columns ?? 80))
+    .wrap(width)
     .fail((message, error) => {
       throw error ?? new UsageError(message);
     });
@@ -78,9 +79,21 @@ export async function main(argv: readonly string[], io: CliIO = processIO()): Pr
   }
   if (ran) return context.exitCode ?? Number(process.exitCode ?? 0);
   if (output !== '') {
-    io.stdout.write(`${output}\n`);
+    io.stdout.write(`${unglueTypeTags(output, width)}\n`);
     return 0;
   }
   io.stderr.write(`${await parser.getHelp()}\n\nrake-ts: name a command\n`);
   return EXIT_USAGE;
+}
+
+/**
+ * yargs (cliui) puts an option's `[type] [default: …]` on the last line of its description
+ * when it fits, and when it fits exactly it is glued on with no space (`errors[boolean]`).
+ * Such a tag goes to a line of its own, right-aligned, as cliui does when it does not fit.
+ */
+export function unglueTypeTags(help: string, width: number): string {
+  return help.replace(
+    /^(.*\S)(\[(?:boolean|string|number|count|array)\].*)$/gm,
+    (_line, text: string, tags: string) => `${text}\n${tags.padStart(width)}`,
+  );
 }

@@ -77,7 +77,7 @@ function withHostsOptions<T>(y: Argv<T>): Argv<T & HostsArgs> {
     .example([
       ['$0 hosts', "ask every host of ./Rakefile's HOSTS"],
       ['$0 hosts build/Rakefile --json', 'the same as JSON, for scripts'],
-      ['$0 hosts --hosts "10.0.0.2 10.0.0.3:7000"', 'ask other hosts'],
+      ['$0 hosts --hosts "a b:7000"', 'ask other hosts'],
     ])
     .epilog(
       'Exit status: 0 every host answered, 1 some did not, 3 none did, 2 usage or Rakefile error.',
