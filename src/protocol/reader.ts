@@ -1,5 +1,5 @@
 import type { Readable, Writable } from 'node:stream';
-import { ProtocolError } from './errors.js';
+import { ProtocolError, showBytes } from './errors.js';
 import {
   decodeHeader,
   decodeRequest,
@@ -11,6 +11,9 @@ import {
 import type { ProtocolLimits } from './limits.js';
 
 const SPACE = 0x20;
+const BANG = 0x21;
+/** Second bytes of the headers this protocol knows: `!E !C !R !D !F !X !S`. */
+const HEADER_LETTERS = new Set([...'ECRDFXS'].map((c) => c.charCodeAt(0)));
 
 /** Tuning for {@link FramedReader}. */
 export interface FramedReaderOptions {
@@ -112,6 +115,7 @@ export class FramedReader {
   readHeader(limits?: Partial<ProtocolLimits>): Promise<Header> {
     return this.#exclusive(async () => {
       await this.#skipSpaces();
+      await this.#checkHeaderStart();
       return decodeHeader(await this.#readExact(HEADER_SIZE, 'header bytes'), limits);
     });
   }
@@ -127,6 +131,7 @@ export class FramedReader {
         if (this.#error) throw this.#socketError();
         return null;
       }
+      await this.#checkHeaderStart();
       return decodeHeader(await this.#readExact(HEADER_SIZE, 'header bytes'), limits);
     });
   }
@@ -210,6 +215,32 @@ export class FramedReader {
     const message = await this.#readExact(Math.min(h.length, 64 * 1024), 'refusal message');
     const want = expected ? `request ${expected}` : 'a request';
     return new ProtocolError('refused', want, `!F: ${message.toString('utf8').trim()}`);
+  }
+
+  /**
+   * Refuses at once a header whose first bytes cannot start one (`\x00`, `{`, `GET`: another
+   * protocol, or garbage) instead of waiting for all 64 of them, which such a peer may never
+   * send. Waits for at most 2 bytes; an end of stream is left to the read that follows.
+   */
+  async #checkHeaderStart(): Promise<void> {
+    for (;;) {
+      const head = this.peek(2);
+      if (head.length >= 1 && head[0] !== BANG) throw this.#notAHeader();
+      if (head.length >= 2) {
+        if (!HEADER_LETTERS.has(head[1] as number)) throw this.#notAHeader();
+        return;
+      }
+      if (this.#ended) return;
+      await this.#wait();
+    }
+  }
+
+  #notAHeader(): ProtocolError {
+    return new ProtocolError(
+      'unknown-code',
+      'a header starting with !E, !C, !R, !D, !F, !X or !S',
+      `${showBytes(this.peek(16))}, which cannot start one (another protocol?)`,
+    );
   }
 
   async #readExact(n: number, what: string): Promise<Buffer> {
