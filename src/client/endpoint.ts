@@ -1,4 +1,5 @@
-import { isIP } from 'node:net';
+import { parseHostEntry } from '../../grammar/hosts.js';
+import { DEFAULT_PORT } from '../../grammar/model.js';
 import { isLoopback } from '../util/loopback.js';
 
 export { isLoopback };
@@ -37,36 +38,34 @@ export function endpointIdentity(e: Endpoint): string {
 }
 
 /**
- * Parses a `--hosts` value: names separated by spaces or commas, each `host`, `host:port`,
- * `[v6]:port` or bare `v6`. Returns the endpoints or the first entry it could not read.
+ * Parses a `--hosts` value: entries separated by spaces or commas, each read by the same
+ * function as a Rakefile's `HOSTS` entries (grammar/hosts.ts), so both take and refuse the
+ * same words (`name`, `name:port`, `a.b.c.d[:port]`, `[v6][:port]`; a bare IPv6 address is
+ * refused with a hint to bracket it). Returns the endpoints, or the first entry it could not
+ * read with what is wrong and what to write instead.
  */
 export function parseHostList(
   text: string,
   defaultPort: number,
-): { ok: true; hosts: Endpoint[] } | { ok: false; bad: string } {
+): { ok: true; hosts: Endpoint[] } | { ok: false; bad: string; message: string; hint: string } {
   const hosts: Endpoint[] = [];
   for (const item of text.split(/[\s,]+/).filter((s) => s !== '')) {
-    const parsed = parseHost(item, defaultPort);
-    if (parsed === undefined) return { ok: false, bad: item };
-    hosts.push(parsed);
+    const entry = parseHostEntry(item);
+    if (!entry.ok) return { ok: false, bad: item, message: entry.message, hint: entry.hint };
+    hosts.push({ host: entry.host, port: entry.port ?? defaultPort });
   }
-  return hosts.length === 0 ? { ok: false, bad: text } : { ok: true, hosts };
+  if (hosts.length > 0) return { ok: true, hosts };
+  return {
+    ok: false,
+    bad: text,
+    message: 'no hosts given',
+    hint: 'name at least one host, as in `--hosts "a b:6333"`',
+  };
 }
 
-function parseHost(item: string, defaultPort: number): Endpoint | undefined {
-  const bracketed = /^\[([^\]]+)\](?::(\d+))?$/.exec(item);
-  if (bracketed) return withPort(bracketed[1] as string, bracketed[2], defaultPort);
-  // Two colons at least before asking Node (whose IPv6 pattern is dear to compile).
-  if (item.indexOf(':') !== item.lastIndexOf(':') && isIP(item) === 6) {
-    return { host: item, port: defaultPort };
-  }
-  const plain = /^([^:\s]+)(?::(\d+))?$/.exec(item);
-  if (plain) return withPort(plain[1] as string, plain[2], defaultPort);
-  return undefined;
-}
-
-function withPort(host: string, port: string | undefined, defaultPort: number) {
-  if (port === undefined) return { host, port: defaultPort };
-  const n = Number(port);
-  return n >= 1 && n <= 65535 ? { host, port: n } : undefined;
+/** The usage error for a `--hosts` value `parseHostList` refused, or undefined. */
+export function hostListProblem(text: string): string | undefined {
+  const parsed = parseHostList(text, DEFAULT_PORT);
+  if (parsed.ok) return undefined;
+  return `--hosts: cannot read ${JSON.stringify(parsed.bad)}: ${parsed.message}; ${parsed.hint}`;
 }

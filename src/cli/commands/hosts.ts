@@ -10,7 +10,13 @@ import { lastValueFrom, toArray } from 'rxjs';
 import type { Argv, CommandModule } from 'yargs';
 import { formatDiagnostics } from '../../../grammar/diagnostics.js';
 import { readRakefile } from '../../../grammar/parse.js';
-import { type Endpoint, endpointIdentity, hostKey, parseHostList } from '../../client/endpoint.js';
+import {
+  type Endpoint,
+  endpointIdentity,
+  hostKey,
+  hostListProblem,
+  parseHostList,
+} from '../../client/endpoint.js';
 import { describePeer, type PeerInfo } from '../../client/negotiate.js';
 import { type CostResult, pollCosts } from '../../client/poll.js';
 import { resolveTargets } from '../../client/run.js';
@@ -97,9 +103,8 @@ function withHostsOptions<T>(y: Argv<T>): Argv<T & HostsArgs> {
         if (!(Number.isFinite(v) && v > 0))
           throw new UsageError(`${name} must be a number of seconds`);
       }
-      if (a.hosts !== undefined && !parseHostList(a.hosts, 6238).ok) {
-        throw new UsageError(`--hosts: cannot read ${JSON.stringify(a.hosts)}`);
-      }
+      const hostsProblem = a.hosts === undefined ? undefined : hostListProblem(a.hosts);
+      if (hostsProblem !== undefined) throw new UsageError(hostsProblem);
       return true;
     }) as unknown as Argv<T & HostsArgs>;
 }

@@ -6,7 +6,7 @@ import type { Argv, CommandModule } from 'yargs';
 import { formatDiagnostics } from '../../../grammar/diagnostics.js';
 import { readRakefile } from '../../../grammar/parse.js';
 import { whenSettled } from '../../client/cleanup.js';
-import { parseHostList } from '../../client/endpoint.js';
+import { hostListProblem, parseHostList } from '../../client/endpoint.js';
 import type { RunSummary } from '../../client/events.js';
 import { formatPlan, planRun } from '../../client/plan.js';
 import { DEFAULT_JOBS, DEFAULT_RETRIES, type RunOptions, run } from '../../client/run.js';
@@ -183,9 +183,8 @@ export function withRunOptions<T>(y: Argv<T>): Argv<T & RunArgs> {
           if (v !== undefined && !(Number.isFinite(v) && v >= min))
             throw new UsageError(`${name} must be a number of seconds`);
         }
-        if (a.hosts !== undefined && !parseHostList(a.hosts, 6238).ok) {
-          throw new UsageError(`--hosts: cannot read ${JSON.stringify(a.hosts)}`);
-        }
+        const hostsProblem = a.hosts === undefined ? undefined : hostListProblem(a.hosts);
+        if (hostsProblem !== undefined) throw new UsageError(hostsProblem);
         return true;
       }) as unknown as Argv<T & RunArgs>
   );
