@@ -62,132 +62,129 @@ export interface RunIO {
 
 /** Adds the default command's flags to a yargs instance. */
 export function withRunOptions<T>(y: Argv<T>): Argv<T & RunArgs> {
-  return (
-    withObserveOptions(withLogOptions(y))
-      .positional('rakefile', {
-        type: 'string',
-        describe: 'the Rakefile to run (default: ./Rakefile)',
-      })
-      .option('file', {
-        alias: 'f',
-        type: 'string',
-        describe: 'the Rakefile to run (same as the argument)',
-      })
-      .option('directory', {
-        alias: 'C',
-        type: 'string',
-        describe: 'change to this directory first (as make -C)',
-      })
-      .option('jobs', {
-        alias: 'j',
-        type: 'number',
-        describe: `actions of one actionset that run at once (default ${DEFAULT_JOBS}; 0 = no limit)`,
-      })
-      .option('dry-run', {
-        alias: 'n',
-        type: 'boolean',
-        default: false,
-        describe: 'print the plan (each action, where it runs, its files); contact no server',
-      })
-      .option('hosts', {
-        type: 'string',
-        describe: 'replace HOSTS: "h1 h2:port [::1]:7000" (spaces or commas)',
-      })
-      .option('port', {
-        type: 'number',
-        describe: 'replace PORT (the local server, and hosts without their own port)',
-      })
-      .options(POLL_TIMEOUT_OPTIONS)
-      .option('job-timeout', {
-        type: 'number',
-        default: 0,
-        describe: 'seconds one action may take, upload to last output file (0 = no limit)',
-      })
-      .option('retries', {
-        type: 'number',
-        default: DEFAULT_RETRIES,
-        describe:
-          'times an action moves to the next-cheapest host after its host drops it or does not reply within --job-timeout',
-      })
-      .option('fail-fast', {
-        type: 'boolean',
-        default: false,
-        describe: 'on the first failure, cancel the other actions (their processes are killed)',
-      })
-      .option('embedded', {
-        type: 'boolean',
-        default: true,
-        describe:
-          'start an in-process server at a loopback address where none listens (--no-embedded: never)',
-      })
-      .option('fallback', {
-        type: 'boolean',
-        default: true,
-        describe:
-          'run a remote action on the local server when no host answers (--no-fallback: fail, exit 3)',
-      })
-      .option('token-file', {
-        type: 'string',
-        describe: `prove to servers that require one that this client knows the token in this file (default: $${TOKEN_ENV} if set)`,
-      })
-      .option('verbose', {
-        alias: 'v',
-        type: 'count',
-        describe: 'more log records on stderr: -v info, -vv every step, -vvv every cost',
-      })
-      .option('quiet', {
-        alias: 'q',
-        type: 'boolean',
-        default: false,
-        describe: 'only action output and errors',
-      })
-      // Each example's command fits the left half of an 80-column terminal (spec/cli/help.spec.ts).
-      .example([
-        ['$0', 'run ./Rakefile'],
-        [
-          '$0 -C build -j 8 --fail-fast',
-          'run build/Rakefile, 8 actions at a time, stop at the first failure',
-        ],
-        ['$0 --hosts "a b:7000" -n', 'print the plan with other hosts; contact no server'],
-        [
-          '$0 --report r.html --trace t.json',
-          'also write an HTML report and a timeline for Perfetto',
-        ],
-        [
-          '$0 --log-format json 2>run.ndjson',
-          'every stderr line a pino record: read it with jq or pino-pretty',
-        ],
-        ['$0 -vv --log-file rake.log', 'every step in rake.log; stderr as usual'],
-      ])
-      .check((args) => {
-        const a = args as unknown as RunArgs;
-        if (a.rakefile !== undefined && a.file !== undefined) {
-          throw new UsageError('give the Rakefile either as the argument or with -f, not both');
+  return withObserveOptions(withLogOptions(y))
+    .positional('rakefile', {
+      type: 'string',
+      describe: 'the Rakefile to run (default: ./Rakefile)',
+    })
+    .option('file', {
+      alias: 'f',
+      type: 'string',
+      describe: 'the Rakefile to run (same as the argument)',
+    })
+    .option('directory', {
+      alias: 'C',
+      type: 'string',
+      describe: 'change to this directory first (as make -C)',
+    })
+    .option('jobs', {
+      alias: 'j',
+      type: 'number',
+      describe: `actions of one actionset that run at once (default ${DEFAULT_JOBS}; 0 = no limit)`,
+    })
+    .option('dry-run', {
+      alias: 'n',
+      type: 'boolean',
+      default: false,
+      describe: 'print the plan (each action, where it runs, its files); contact no server',
+    })
+    .option('hosts', {
+      type: 'string',
+      describe: 'replace HOSTS: "h1 h2:port [::1]:7000" (spaces or commas)',
+    })
+    .option('port', {
+      type: 'number',
+      describe: 'replace PORT (the local server, and hosts without their own port)',
+    })
+    .options(POLL_TIMEOUT_OPTIONS)
+    .option('job-timeout', {
+      type: 'number',
+      default: 0,
+      describe: 'seconds one action may take, upload to last output file (0 = no limit)',
+    })
+    .option('retries', {
+      type: 'number',
+      default: DEFAULT_RETRIES,
+      describe:
+        'times an action moves to the next-cheapest host after its host drops it or does not reply within --job-timeout',
+    })
+    .option('fail-fast', {
+      type: 'boolean',
+      default: false,
+      describe: 'on the first failure, cancel the other actions (their processes are killed)',
+    })
+    .option('embedded', {
+      type: 'boolean',
+      default: true,
+      describe:
+        'start an in-process server at a loopback address where none listens (--no-embedded: never)',
+    })
+    .option('fallback', {
+      type: 'boolean',
+      default: true,
+      describe:
+        'run a remote action on the local server when no host answers (--no-fallback: fail, exit 3)',
+    })
+    .option('token-file', {
+      type: 'string',
+      describe: `prove to servers that require one that this client knows the token in this file (default: $${TOKEN_ENV} if set)`,
+    })
+    .option('verbose', {
+      alias: 'v',
+      type: 'count',
+      describe: 'more log records on stderr: -v info, -vv every step, -vvv every cost',
+    })
+    .option('quiet', {
+      alias: 'q',
+      type: 'boolean',
+      default: false,
+      describe: 'only action output and errors',
+    })
+    .example([
+      ['$0', 'run ./Rakefile'],
+      [
+        '$0 -C build -j 8 --fail-fast',
+        'run build/Rakefile, 8 actions at a time, stop at the first failure',
+      ],
+      ['$0 --hosts "a b:7000" -n', 'print the plan with other hosts; contact no server'],
+      [
+        '$0 --report r.html --trace t.json',
+        'also write an HTML report and a timeline for Perfetto',
+      ],
+      [
+        '$0 --log-format json 2>run.ndjson',
+        'every stderr line a pino record: read it with jq or pino-pretty',
+      ],
+      ['$0 -vv --log-file rake.log', 'every step in rake.log; stderr as usual'],
+    ])
+    .check((args) => {
+      const a = args as unknown as RunArgs;
+      if (a.rakefile !== undefined && a.file !== undefined) {
+        throw new UsageError('give the Rakefile either as the argument or with -f, not both');
+      }
+      // Each says the range it wants, and what it got.
+      for (const [name, v, ok, range] of [
+        ['--jobs', a.jobs, (n: number) => n >= 0, '0 or more (0 = no limit)'],
+        ['--port', a.port, (n: number) => n >= 1 && n <= 65535, 'from 1 to 65535'],
+        ['--retries', a.retries, (n: number) => n >= 0, '0 or more'],
+      ] as const) {
+        if (v !== undefined && !(Number.isInteger(v) && ok(v))) {
+          const sep = range.startsWith('from') ? ' ' : ', ';
+          throw new UsageError(`${name} must be a whole number${sep}${range}; got ${v}`);
         }
-        // Each says the range it wants, and what it got.
-        for (const [name, v, ok, range] of [
-          ['--jobs', a.jobs, (n: number) => n >= 0, '0 or more (0 = no limit)'],
-          ['--port', a.port, (n: number) => n >= 1 && n <= 65535, 'from 1 to 65535'],
-          ['--retries', a.retries, (n: number) => n >= 0, '0 or more'],
-        ] as const) {
-          if (v !== undefined && !(Number.isInteger(v) && ok(v))) {
-            const sep = range.startsWith('from') ? ' ' : ', ';
-            throw new UsageError(`${name} must be a whole number${sep}${range}; got ${v}`);
-          }
-        }
-        for (const [name, v, min] of [
-          ['--connect-timeout', a['connect-timeout'], Number.MIN_VALUE],
-          ['--cost-timeout', a['cost-timeout'], Number.MIN_VALUE],
-          ['--job-timeout', a['job-timeout'], 0],
-        ] as const) {
-          if (v !== undefined && !(Number.isFinite(v) && v >= min))
-            throw new UsageError(`${name} must be a number of seconds`);
-        }
-        const hostsProblem = a.hosts === undefined ? undefined : hostListProblem(a.hosts);
-        if (hostsProblem !== undefined) throw new UsageError(hostsProblem);
-        return true;
-      }) as unknown as Argv<T & RunArgs>
-  );
+      }
+      for (const [name, v, min] of [
+        ['--connect-timeout', a['connect-timeout'], Number.MIN_VALUE],
+        ['--cost-timeout', a['cost-timeout'], Number.MIN_VALUE],
+        ['--job-timeout', a['job-timeout'], 0],
+      ] as const) {
+        if (v !== undefined && !(Number.isFinite(v) && v >= min))
+          throw new UsageError(`${name} must be a number of seconds`);
+      }
+      const hostsProblem = a.hosts === undefined ? undefined : hostListProblem(a.hosts);
+      if (hostsProblem !== undefined) throw new UsageError(hostsProblem);
+      return true;
+    }) as unknown as Argv<T & RunArgs>;
 }
 
 /**
