@@ -101,6 +101,11 @@ class ClientGone extends Error {
   override readonly name = 'ClientGone';
 }
 
+/** The server lost a job (its spawner died): the connection is dropped, and the client retries. */
+class JobLost extends Error {
+  override readonly name = 'JobLost';
+}
+
 const LINGER_MS = 1000;
 
 /**
@@ -540,6 +545,10 @@ export class Connection {
           ]),
           TIMEOUT_EXIT_CODE,
         );
+      case 'refused':
+        return this.#failure(`rakeserver: refused: ${outcome.message}\n`, REFUSAL_EXIT_CODE);
+      case 'lost':
+        throw new JobLost(outcome.message);
       case 'output-limit':
         return this.#failure(
           `rakeserver: refused: the job's ${outcome.stream} exceeded ${limits.maxOutputBytes} bytes; its processes were killed\n`,
@@ -605,6 +614,17 @@ export class Connection {
    * wire fault or a local error is refused with `!F` packets. Returns whether to linger.
    */
   async #fail(err: unknown): Promise<boolean> {
+    if (err instanceof JobLost) {
+      // No reply at all: to any client, base or ours, a host that drops a job before its
+      // reply has failed, not the command, and the action is retried on another host.
+      this.#outcome = 'error';
+      this.#log.error(
+        { reason: err.message },
+        'job lost: dropping the connection so the client retries',
+      );
+      this.#socket.resetAndDestroy();
+      return false;
+    }
     if (
       err instanceof ClientGone ||
       isProtocolError(err, 'short-read', 'socket-error') ||

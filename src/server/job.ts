@@ -1,5 +1,5 @@
 import type { Readable } from 'node:stream';
-import type { JobProcess, Launcher } from './launcher.js';
+import { JOB_LOST, type JobProcess, type Launcher, SpawnerLost } from './launcher.js';
 
 /** What {@link runJob} needs: the command, where to run it, and its bounds. */
 export interface JobSpec {
@@ -27,6 +27,10 @@ export type JobOutcome =
       readonly durationMs: number;
     }
   | { readonly reason: 'spawn-error'; readonly error: Error; readonly durationMs: number }
+  /** The command cannot be run at all (it holds a NUL byte); `message` says why. */
+  | { readonly reason: 'refused'; readonly message: string; readonly durationMs: number }
+  /** The spawner died under the job: the server's fault, so the job is dropped for a retry. */
+  | { readonly reason: 'lost'; readonly message: string; readonly durationMs: number }
   | {
       readonly reason: 'output-limit';
       readonly stream: 'stdout' | 'stderr';
@@ -47,10 +51,21 @@ export async function runJob(spec: JobSpec, launcher: Launcher): Promise<JobOutc
   const started = performance.now();
   const elapsed = () => Math.round(performance.now() - started);
   if (spec.signal.aborted) return { reason: 'aborted', durationMs: 0 };
+  const nul = spec.command.indexOf('\0');
+  if (nul >= 0) {
+    return {
+      reason: 'refused',
+      message: `the command holds a NUL byte (at character ${nul}), which no shell command can carry; remove it from the action's command`,
+      durationMs: 0,
+    };
+  }
   let child: JobProcess;
   try {
     child = await launcher.launch(spec.command, spec.cwd);
   } catch (err) {
+    if (err instanceof SpawnerLost) {
+      return { reason: 'lost', message: err.message, durationMs: elapsed() };
+    }
     return { reason: 'spawn-error', error: asError(err), durationMs: elapsed() };
   }
   return new Promise<JobOutcome>((resolve) => {
@@ -100,6 +115,13 @@ export async function runJob(spec: JobSpec, launcher: Launcher): Promise<JobOutc
     void child.exited.then((exitCode) => {
       const done = () => {
         const durationMs = elapsed();
+        if (exitCode === JOB_LOST) {
+          return finish({
+            reason: 'lost',
+            message: 'the spawn helper died while the job ran',
+            durationMs,
+          });
+        }
         switch (stop) {
           case 'aborted':
             return finish({ reason: 'aborted', durationMs });

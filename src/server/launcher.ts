@@ -18,11 +18,24 @@ import { OWNER_TAG } from './stale.js';
 export interface JobProcess {
   readonly stdout: Readable;
   readonly stderr: Readable;
-  /** The shell's exit status; 128 + n when signal n ended it. */
-  readonly exited: Promise<number>;
+  /**
+   * The shell's exit status (128 + n when signal n ended it), or {@link JOB_LOST} when the
+   * spawner died under the job: its status is unknown, and the fault is the server's, not
+   * the command's (the connection drops the job so that the client retries it elsewhere).
+   */
+  readonly exited: Promise<number | typeof JOB_LOST>;
   /** Sends SIGKILL to the whole process group, unless the job has ended. Idempotent. */
   kill(): void;
 }
+
+/** What {@link JobProcess.exited} resolves to when the spawn helper died under the job. */
+export const JOB_LOST = 'lost';
+
+/**
+ * Why `launch` rejected when the spawn helper died while starting the job: as with
+ * {@link JOB_LOST}, the server failed, not the command.
+ */
+export class SpawnerLost extends Error {}
 
 /** Starts jobs. `launch` rejects when the shell could not be started. */
 export interface Launcher {
@@ -137,14 +150,14 @@ interface HelperJob {
   ended: boolean;
   resolveLaunch(p: JobProcess): void;
   rejectLaunch(err: Error): void;
-  resolveExit(status: number): void;
-  exited: Promise<number>;
+  resolveExit(status: number | typeof JOB_LOST): void;
+  exited: Promise<number | typeof JOB_LOST>;
 }
 
 /**
- * Starts jobs through the spawn helper (src/server/spawn-helper.ts). If the helper dies,
- * its running jobs' groups are killed, they end with status 137, and the next job starts a
- * new helper.
+ * Starts jobs through the spawn helper (src/server/spawn-helper.ts). If the helper dies
+ * anyway (nothing a job sends can end it), its running jobs' groups are killed, they end
+ * {@link JOB_LOST}, and a new helper is started.
  */
 export class HelperLauncher implements Launcher {
   readonly kind = 'python3';
@@ -194,8 +207,8 @@ export class HelperLauncher implements Launcher {
     if (this.#closed) throw new Error('the server is shutting down');
     const helper = await this.#ensureHelper();
     const id = this.#nextId++;
-    let resolveExit!: (status: number) => void;
-    const exited = new Promise<number>((ok) => {
+    let resolveExit!: (status: number | typeof JOB_LOST) => void;
+    const exited = new Promise<number | typeof JOB_LOST>((ok) => {
       resolveExit = ok;
     });
     return new Promise<JobProcess>((resolveLaunch, rejectLaunch) => {
@@ -226,9 +239,15 @@ export class HelperLauncher implements Launcher {
     await rm(this.#dir, { recursive: true, force: true });
   }
 
-  /** The running helper, started (again) when there is none. */
+  /** The running helper, started (again) when there is none or the last start failed. */
   #ensureHelper(): Promise<ChildProcess> {
-    this.#helper ??= this.#startHelper();
+    if (this.#helper === undefined) {
+      const starting = this.#startHelper();
+      this.#helper = starting;
+      starting.catch(() => {
+        if (this.#helper === starting) this.#helper = undefined;
+      });
+    }
     return this.#helper;
   }
 
@@ -270,13 +289,19 @@ export class HelperLauncher implements Launcher {
           );
         }
         this.#helper = undefined;
+        const lost = this.#helperDied();
         if (!this.#closed) {
           this.#log.error(
-            { code, signal, stderr: errText.trim() || undefined },
-            'spawn helper died: its running jobs were killed; the next job starts a new one',
+            { code, signal, stderr: errText.trim() || undefined, jobsLost: lost },
+            'spawn helper died: its running jobs were killed and are reported lost (their clients retry them elsewhere); starting a new helper',
+          );
+          this.#ensureHelper().catch((err: unknown) =>
+            this.#log.error(
+              { err: err instanceof Error ? err.message : String(err) },
+              'cannot restart the spawn helper: the next job tries again',
+            ),
           );
         }
-        this.#helperDied();
       });
     });
   }
@@ -348,8 +373,9 @@ export class HelperLauncher implements Launcher {
     job.stderr?.destroy();
   }
 
-  /** The helper is gone: kill what it started, end or refuse every job it had. */
-  #helperDied(): void {
+  /** The helper is gone: kill what it started, end or refuse every job it had; returns how many. */
+  #helperDied(): number {
+    const count = this.#jobs.size;
     for (const [id, job] of this.#jobs) {
       if (job.pid !== undefined && !job.ended) {
         try {
@@ -360,12 +386,13 @@ export class HelperLauncher implements Launcher {
       }
       if (job.pid !== undefined && job.stdout && job.stderr) {
         job.ended = true;
-        job.resolveExit(128 + osc.signals.SIGKILL);
+        job.resolveExit(JOB_LOST);
         this.#jobs.delete(id);
       } else {
         this.#drop(id, job);
-        job.rejectLaunch(new Error('the spawn helper died while starting the job'));
+        job.rejectLaunch(new SpawnerLost('the spawn helper died while starting the job'));
       }
     }
+    return count;
   }
 }

@@ -21,6 +21,10 @@
  *   it writes `x`, the helper kills whatever is left of the job's process group.
  * - `kill` sends SIGKILL to the job's process group if the job has not ended yet.
  * - On end of stdin (the server exited, even by SIGKILL) it kills every job's group, then exits.
+ * - Nothing a job sends can end the helper: any error while handling one request (a command
+ *   that `posix_spawn` refuses, such as one holding a NUL byte, a line that is not JSON) is
+ *   that job's `f` line, or a line on stderr when the request names no job. The helper
+ *   serves every client's jobs: were it to die, all of them would die with it.
  */
 export const SPAWN_HELPER_SOURCE = String.raw`
 import json, os, re, selectors, signal, socket, sys
@@ -117,8 +121,11 @@ def main():
                     pid = None
             if pid is None:
                 pid = os.posix_spawn('/bin/sh', ['/bin/sh', '-c', cmd], os.environ, **spawn)
-        except OSError as e:
-            emit('f %d %s' % (job, json.dumps(str(e))))
+        except Exception as e:
+            # OSError (no such directory, E2BIG), ValueError (an embedded NUL byte),
+            # UnicodeEncodeError: this job's failure, never the helper's.
+            why = str(e) if isinstance(e, OSError) else '%s: %s' % (type(e).__name__, e)
+            emit('f %d %s' % (job, json.dumps(why)))
             return
         finally:
             for c in conns:
@@ -127,6 +134,22 @@ def main():
         pid_of[job] = pid
         id_of[pid] = job
         emit('s %d %d' % (job, pid))
+
+    def handle(line):
+        job = None
+        try:
+            msg = json.loads(line)
+            job = msg.get('id')
+            if msg['op'] == 'run':
+                run(job, msg['cwd'], msg['cmd'])
+            elif msg['op'] == 'kill' and job in pid_of:
+                killpg(pid_of[job])
+        except Exception as e:
+            if isinstance(job, int) and job not in pid_of:
+                emit('f %d %s' % (job, json.dumps('bad request: %s: %s' % (type(e).__name__, e))))
+            else:
+                sys.stderr.write('spawn helper: bad request: %s: %s\n' % (type(e).__name__, e))
+                sys.stderr.flush()
 
     sel = selectors.DefaultSelector()
     sel.register(stdin, selectors.EVENT_READ, 'in')
@@ -154,11 +177,7 @@ def main():
             lines = pending.split(b'\n')
             pending = lines.pop()
             for line in lines:
-                msg = json.loads(line)
-                if msg['op'] == 'run':
-                    run(msg['id'], msg['cwd'], msg['cmd'])
-                elif msg['op'] == 'kill' and msg['id'] in pid_of:
-                    killpg(pid_of[msg['id']])
+                handle(line)
         # A SIGCHLD that arrived while a request was being handled.
         reap()
 
