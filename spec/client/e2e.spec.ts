@@ -122,7 +122,8 @@ describe('e2e: local actions and the embedded server', () => {
       );
       const [chosen] = only(events, 'host-chosen');
       assert.equal(chosen?.reason, 'local');
-      assert.equal(chosen?.host, `localhost:${port}`);
+      // localhost:PORT is the listed 127.0.0.1:PORT: one server, one name (docs/client.md).
+      assert.equal(chosen?.host, `127.0.0.1:${port}`);
       assert.equal(only(events, 'embedded-server-started').length, 0);
     } finally {
       await closeAll([server as ServerHandle]);
@@ -177,7 +178,7 @@ describe('e2e: local actions and the embedded server', () => {
         );
         const [failed] = only(events, 'action-failed');
         assert.equal(failed?.reason, 'no-host');
-        assert.match(failed?.message ?? '', new RegExp(`localhost:${port}`));
+        assert.match(failed?.message ?? '', new RegExp(`127\\.0\\.0\\.1:${port}`));
         assert.equal(summary(events).exitStatus, 3);
       } finally {
         await removeDir(dir);

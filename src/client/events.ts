@@ -1,4 +1,5 @@
 import type { SourcePosition } from '../../grammar/model.js';
+import type { HostAlias } from './hosts.js';
 
 /**
  * Which action an event is about. Every per-action event carries it, so a consumer (the CLI,
@@ -99,8 +100,16 @@ export interface RunSummary {
   readonly skipped: number;
   readonly retries: number;
   readonly fallbacks: number;
-  /** How many actions each host ran (`host:port` → count), successful or not. */
+  /**
+   * How many actions each host ran (`host:port` → count), successful or not: an action
+   * counts once, on the host where it ended (not once per attempt).
+   */
   readonly perHost: Readonly<Record<string, number>>;
+  /**
+   * Hosts listed under a second name that reaches the same server (`localhost:7001` beside
+   * `127.0.0.1:7001`): the run used the first spelling only. Absent when there were none.
+   */
+  readonly aliases?: readonly HostAlias[];
   readonly ms: number;
   /**
    * The exit status the CLI uses: 0 success, 1 an action failed, 3 an action could not be

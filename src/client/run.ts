@@ -15,6 +15,7 @@ import {
   Subject,
   type Subscription,
   tap,
+  timeout,
 } from 'rxjs';
 import type { Actionset, Rakefile } from '../../grammar/model.js';
 import { logEvent } from '../observe/log-events.js';
@@ -24,6 +25,7 @@ import { trackCleanup } from './cleanup.js';
 import { EmbeddedServers, type StartServer, startEmbeddedServer } from './embedded.js';
 import { type Endpoint, isLoopback } from './endpoint.js';
 import { type ActionRef, NO_PHASES, type RakeEvent, type RunSummary } from './events.js';
+import { distinctHosts, type HostAlias } from './hosts.js';
 import { CostPoller } from './poll.js';
 import { resolveRequirements } from './requirements.js';
 import { Assignments } from './select.js';
@@ -146,10 +148,47 @@ export function run(rakefile: Rakefile, options: RunOptions = {}): Observable<Ra
   return defer(() => {
     const scheduler = options.scheduler ?? asyncScheduler;
     const logger = (options.logger ?? pino({ level: 'silent' })).child({ component: 'client' });
-    const targets = resolveTargets(rakefile, options);
+    const listed = resolveTargets(rakefile, options);
     const transport =
       options.transport ?? tcpTransport({ track: trackCleanup, token: options.token });
     const connectTimeoutMs = options.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS;
+    // One server listed under two names is one host (docs/client.md, "One server, one host");
+    // a lookup that takes longer than a connect would leaves the names as spelled.
+    return distinctHosts(listed.hosts, listed.local, transport.lookup).pipe(
+      timeout({
+        first: connectTimeoutMs,
+        scheduler,
+        with: () => distinctHosts(listed.hosts, listed.local, undefined),
+      }),
+      mergeMap((distinct) =>
+        runTargets(rakefile, options, logger, transport, {
+          ...listed,
+          hosts: distinct.hosts,
+          local: distinct.local,
+          aliases: distinct.aliases,
+        }),
+      ),
+    );
+  });
+}
+
+/** {@link run} once the hosts are known, each server once. */
+function runTargets(
+  rakefile: Rakefile,
+  options: RunOptions,
+  logger: Logger,
+  transport: Transport,
+  targets: Targets & { readonly aliases: readonly HostAlias[] },
+): Observable<RakeEvent> {
+  return defer(() => {
+    const scheduler = options.scheduler ?? asyncScheduler;
+    const connectTimeoutMs = options.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS;
+    for (const a of targets.aliases) {
+      logger.info(
+        { host: a.host, alias: a.alias, address: a.address },
+        `${a.alias} is ${a.host} (both reach ${a.address}): one host`,
+      );
+    }
     const ledger = new Assignments();
     const embedded = new EmbeddedServers({
       transport,
@@ -207,7 +246,10 @@ export function run(rakefile: Rakefile, options: RunOptions = {}): Observable<Ra
       of<RakeEvent>({
         type: 'done',
         time: scheduler.now(),
-        summary: tally.summary(scheduler.now() - started, ledger.totals()),
+        summary: {
+          ...tally.summary(scheduler.now() - started, tally.perHost()),
+          ...(targets.aliases.length > 0 ? { aliases: targets.aliases } : {}),
+        },
       }),
     );
 
@@ -235,6 +277,7 @@ class Tally {
   #retries = 0;
   #fallbacks = 0;
   #noHost = false;
+  readonly #perHost = new Map<string, number>();
   readonly #total: number;
   readonly #actionsets: number;
 
@@ -243,7 +286,20 @@ class Tally {
     this.#total = rakefile.actionsets.reduce((n, s) => n + s.actions.length, 0);
   }
 
+  /** Actions per host: where each action ended (a retried action counts once, on its last host). */
+  perHost(): Record<string, number> {
+    return Object.fromEntries(this.#perHost);
+  }
+
   add(e: RakeEvent): void {
+    if (
+      (e.type === 'action-succeeded' ||
+        e.type === 'action-failed' ||
+        e.type === 'action-cancelled') &&
+      e.host !== undefined
+    ) {
+      this.#perHost.set(e.host, (this.#perHost.get(e.host) ?? 0) + 1);
+    }
     switch (e.type) {
       case 'actionset-started':
         this.#actionsetsRun++;

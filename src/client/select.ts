@@ -87,8 +87,6 @@ export class Assignments {
   #seq = 0;
   /** Per host, the sequence numbers of running assignments, ascending. */
   readonly #running = new Map<string, number[]>();
-  /** Every assignment ever made per host (for the summary). */
-  readonly #total = new Map<string, number>();
 
   /** Marks the instant a poll's queries go out; pass the result to {@link load}. */
   mark(): number {
@@ -104,7 +102,6 @@ export class Assignments {
       this.#running.set(host, list);
     }
     list.push(seq);
-    this.#total.set(host, (this.#total.get(host) ?? 0) + 1);
     let released = false;
     return {
       host,
@@ -129,11 +126,6 @@ export class Assignments {
   /** Jobs running on `host` now. */
   inFlight(host: string): number {
     return this.#running.get(host)?.length ?? 0;
-  }
-
-  /** Every assignment made so far per host. */
-  totals(): Record<string, number> {
-    return Object.fromEntries(this.#total);
   }
 }
 

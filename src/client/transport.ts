@@ -1,3 +1,4 @@
+import { lookup as dnsLookup } from 'node:dns/promises';
 import { connect, type Socket } from 'node:net';
 import { relative, sep } from 'node:path';
 import { catchError, filter, Observable, take, throwError, timeout } from 'rxjs';
@@ -23,6 +24,7 @@ import { FramedReader } from '../protocol/reader.js';
 import type { Token } from '../protocol/token.js';
 import { type Endpoint, hostKey } from './endpoint.js';
 import { describeError, isConnectionError, JobError } from './errors.js';
+import type { LookupAddresses } from './hosts.js';
 import {
   CACHE_MIN_BYTES,
   ContentHasher,
@@ -78,6 +80,11 @@ export interface Transport {
   queryCost(endpoint: Endpoint): Observable<CostProbe>;
   /** Errors are {@link JobError}s. Unsubscribing closes the connection at once. */
   runJob(endpoint: Endpoint, job: JobSpec): Observable<JobProgress>;
+  /**
+   * The addresses a host name reaches, so that one server listed under two names is one
+   * host (`hosts.ts`). Without it, names are compared as spelled.
+   */
+  readonly lookup?: LookupAddresses;
 }
 
 /** Limits on what a server may make the client hold: stdout and stderr are kept in memory. */
@@ -152,6 +159,7 @@ export function tcpTransport(options: TransportOptions = {}): Transport {
   return {
     queryCost: (endpoint) => queryCost(endpoint, state),
     runJob: (endpoint, job) => runJob(endpoint, job, state),
+    lookup: async (host) => (await dnsLookup(host, { all: true })).map((a) => a.address),
   };
 }
 
