@@ -181,18 +181,21 @@ export function parseExtension(
   expected?: readonly ExtensionVerb[],
   limits: Partial<ProtocolLimits> = {},
 ): ExtensionMessage {
-  const bad = (what: string) =>
-    new ProtocolError(
-      'bad-extension',
-      expected ? `an !X ${expected.join(' or ')} message` : 'an !X message',
-      `${what}: ${showBytes(payload)}`,
-    );
   const nl = payload.indexOf(0x0a);
   const firstEnd = nl < 0 ? payload.length : nl;
   const first = payload.toString('latin1', 0, firstEnd);
   const verb = first.split(' ')[0] as ExtensionVerb;
+  // An answer to a challenge may hold a secret (a proof, or a token pasted by mistake):
+  // its bytes are never shown, so never echoed to the peer nor logged.
+  const secret = verb === 'auth' || expected?.includes('auth') === true;
+  const bad = (what: string) =>
+    new ProtocolError(
+      'bad-extension',
+      expected ? `an !X ${expected.join(' or ')} message` : 'an !X message',
+      secret ? `${what} (${payload.length} bytes, not shown)` : `${what}: ${showBytes(payload)}`,
+    );
   if (expected !== undefined && !expected.includes(verb))
-    throw bad(`a ${JSON.stringify(verb)} message`);
+    throw bad(secret ? 'another message' : `a ${JSON.stringify(verb)} message`);
   const words = first.split(' ');
   switch (verb) {
     case 'hello': {

@@ -16,8 +16,17 @@ export function wireNameSegments(wireName: string): string[] {
   const segments = wireName.split('/').filter((s) => s !== '' && s !== '.');
   if (segments.includes('..')) throw refuse('a name with a ".." segment');
   if (segments.length === 0) throw refuse('an empty name');
+  const long = segments.find((s) => Buffer.byteLength(s) > MAX_SEGMENT_BYTES);
+  if (long !== undefined) {
+    throw refuse(
+      `a name with a ${Buffer.byteLength(long)}-byte segment (at most ${MAX_SEGMENT_BYTES}, as file systems allow)`,
+    );
+  }
   return segments;
 }
+
+/** Longest name segment: NAME_MAX of Linux file systems (and of macOS's), in bytes. */
+export const MAX_SEGMENT_BYTES = 255;
 
 /** Joins a wire file name onto `dir`, refusing any name that could escape it (lexically). */
 export function resolveInside(dir: string, wireName: string): string {
@@ -42,7 +51,9 @@ export function prepareInside(dir: string, wireName: string): string {
       try {
         mkdirSync(current);
       } catch (err) {
-        if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+        const code = (err as NodeJS.ErrnoException).code;
+        if (code === 'ENAMETOOLONG') throw tooLong(wireName);
+        if (code !== 'EEXIST') throw err;
       }
       st = lstatSync(current);
     }
@@ -59,7 +70,8 @@ export function prepareInside(dir: string, wireName: string): string {
   let last: ReturnType<typeof lstatSync>;
   try {
     last = lstatSync(path, { throwIfNoEntry: false });
-  } catch {
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENAMETOOLONG') throw tooLong(wireName);
     last = undefined;
   }
   if (last?.isDirectory()) {
@@ -70,4 +82,16 @@ export function prepareInside(dir: string, wireName: string): string {
     );
   }
   return path;
+}
+
+/**
+ * A name whose path below the directory is longer than the file system allows (PATH_MAX).
+ * Says how long the name is, never the directory: a reply must not carry a server path.
+ */
+function tooLong(wireName: string): ProtocolError {
+  return new ProtocolError(
+    'bad-name',
+    'a file name short enough for the file system',
+    `a name of ${Buffer.byteLength(wireName)} bytes, too long a path on this host`,
+  );
 }

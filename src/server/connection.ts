@@ -108,6 +108,11 @@ class JobLost extends Error {
 
 const LINGER_MS = 1000;
 
+/** `text` with the server's workdir (and so every job directory in it) as `<workdir>`. */
+function withoutPaths(text: string, workdir: string): string {
+  return text.split(workdir).join('<workdir>');
+}
+
 /**
  * One client connection: an optional `!R`, a command, its reply, `!D` — plus any number of
  * cost queries. Owns the connection's job directory and its job, and cleans both up
@@ -532,7 +537,7 @@ export class Connection {
     switch (outcome.reason) {
       case 'spawn-error':
         return this.#failure(
-          `rakeserver: cannot start /bin/sh: ${outcome.error.message}\n`,
+          `rakeserver: cannot start /bin/sh: ${withoutPaths(outcome.error.message, this.#ctx.workdir)}\n`,
           SPAWN_FAILURE_EXIT_CODE,
         );
       case 'timeout':
@@ -648,8 +653,11 @@ export class Connection {
     } else {
       this.#outcome = 'error';
       const e = err instanceof Error ? err : new Error(String(err));
-      this.#log.error({ err: e.message, code: (e as NodeJS.ErrnoException).code }, 'error');
-      message = `rakeserver: error: ${e.message}\n`;
+      const code = (e as NodeJS.ErrnoException).code;
+      this.#log.error({ err: e.message, code }, 'error');
+      // The log has the whole message; the peer gets none of it: a system error's message
+      // names server paths (the workdir, the job directory and the server's pid in it).
+      message = `rakeserver: error: a local failure on this server${code === undefined ? '' : ` (${code})`} while serving connection ${this.id}; the server's log has the details\n`;
     }
     try {
       await this.#failure(message, REFUSAL_EXIT_CODE);
