@@ -18,7 +18,13 @@ import {
 } from 'rxjs';
 import type { OutgoingFile } from '../protocol/filestream.js';
 import { type Endpoint, hostKey } from './endpoint.js';
-import { describeError, isConnectionError, isConnectionRefused, JobError } from './errors.js';
+import {
+  describeError,
+  isConnectionError,
+  isConnectionRefused,
+  JobError,
+  TokenRefused,
+} from './errors.js';
 import {
   type ActionRef,
   type ChoiceReason,
@@ -105,6 +111,8 @@ function remoteAction(ctx: ActionContext, action: PlannedAction): Observable<Rak
     const started = scheduler.now();
     /** Hosts that dropped this action's job: never chosen again for it. */
     const tried = new Set<string>();
+    /** Jobs lost by a host that dropped them: at most `ctx.retries` are tried again. */
+    let drops = 0;
 
     // One cost poll (a fresh round, or one shared with actions polling at the same instant),
     // then the choice and the attempts; a retry that finds no answered host left polls again.
@@ -188,9 +196,14 @@ function remoteAction(ctx: ActionContext, action: PlannedAction): Observable<Rak
                 const kind = failure.error.kind;
                 const dropped =
                   (kind === 'host-lost' || kind === 'timeout') && failure.error.beforeReply;
-                if (!dropped || n > ctx.retries) {
+                // A host that refused our token: no more work for it in this run; the action
+                // moves on without using a retry (nothing ran, and no other host is at fault).
+                const refusedUs = failure.error instanceof TokenRefused;
+                if (refusedUs) ctx.poller.ban(choice.host, failure.error.message);
+                if (!refusedUs && (!dropped || drops >= ctx.retries)) {
                   return of(failedEvent(ctx, action, failure, choice.host, info));
                 }
+                if (!refusedUs) drops++;
                 tried.add(choice.host);
                 const retried: RakeEvent = {
                   type: 'action-retried',
@@ -209,7 +222,7 @@ function remoteAction(ctx: ActionContext, action: PlannedAction): Observable<Rak
           const info = { attempt: n, reason: 'local' as const, costs: [...seen], pollMs, started };
           const why =
             lostHost !== undefined
-              ? `no other host answered after ${lostHost} dropped the job`
+              ? `no other host answered after ${lostHost} ${ctx.poller.isBanned(lostHost) ? 'refused our token' : 'dropped the job'}`
               : seen.length === 0
                 ? 'no hosts are configured'
                 : `no host answered the cost poll (${seen.map((c) => `${c.host}: ${c.error ?? 'dropped the job'}`).join(', ')})`;

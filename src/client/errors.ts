@@ -23,6 +23,17 @@ export class JobError extends Error {
   }
 }
 
+/**
+ * A host that wants a token this client does not have, or refused the one it has: a
+ * `protocol-error` before anything ran. The run gives that host no more work (its actions
+ * go to other hosts) and names it in the summary.
+ */
+export class TokenRefused extends JobError {
+  constructor(message: string) {
+    super('protocol-error', message, true);
+  }
+}
+
 const CONNECTION_CODES = new Set([
   'ECONNREFUSED',
   'ECONNRESET',

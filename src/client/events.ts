@@ -1,5 +1,5 @@
 import type { SourcePosition } from '../../grammar/model.js';
-import type { HostAlias } from './hosts.js';
+import type { HostAlias, SilentHost } from './hosts.js';
 
 /**
  * Which action an event is about. Every per-action event carries it, so a consumer (the CLI,
@@ -110,6 +110,11 @@ export interface RunSummary {
    * `127.0.0.1:7001`): the run used the first spelling only. Absent when there were none.
    */
   readonly aliases?: readonly HostAlias[];
+  /**
+   * Hosts that did no work, and why: they never answered a cost query (refused, timed out,
+   * no such name, …) or refused this client's token. Absent when every host answered.
+   */
+  readonly silentHosts?: readonly SilentHost[];
   readonly ms: number;
   /**
    * The exit status the CLI uses: 0 success, 1 an action failed, 3 an action could not be

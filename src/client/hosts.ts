@@ -121,3 +121,43 @@ function merge(
     aliases,
   };
 }
+
+/**
+ * Why a host could not be asked its cost, in the words the summary uses: nothing listened
+ * (`refused`), no connection or no answer in time (`timed-out`), the name does not resolve
+ * (`no-such-name`), no route to it (`unreachable`), it answered something that is not a
+ * cost (`bad-answer`), or it closed the connection without answering (`closed`).
+ */
+export type HostTrouble =
+  | 'refused'
+  | 'timed-out'
+  | 'no-such-name'
+  | 'unreachable'
+  | 'bad-answer'
+  | 'closed';
+
+/**
+ * A host that did no work in a run, and why: it never answered a cost query
+ * ({@link HostTrouble}), or it refused this client's token (`wanted-token`; it gets no more
+ * work in that run, its actions go to other hosts). Carried by the summary (`silentHosts`).
+ */
+export interface SilentHost {
+  /** `host:port`. */
+  readonly host: string;
+  readonly reason: HostTrouble | 'wanted-token';
+  /** The last error, as said to the user (`ECONNREFUSED`, `no connection within 2000 ms`, …). */
+  readonly detail: string;
+}
+
+const NO_SUCH_NAME = new Set(['ENOTFOUND', 'EAI_AGAIN', 'EAI_NONAME', 'EAI_FAIL']);
+const UNREACHABLE = new Set(['EHOSTUNREACH', 'ENETUNREACH', 'EHOSTDOWN', 'EADDRNOTAVAIL']);
+
+/** The {@link HostTrouble} a connection's system error code means (`undefined`: none of them). */
+export function troubleOf(code: string | undefined): HostTrouble | undefined {
+  if (code === undefined) return undefined;
+  if (code === 'ECONNREFUSED') return 'refused';
+  if (code === 'ETIMEDOUT') return 'timed-out';
+  if (NO_SUCH_NAME.has(code)) return 'no-such-name';
+  if (UNREACHABLE.has(code)) return 'unreachable';
+  return undefined;
+}

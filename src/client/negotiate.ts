@@ -16,7 +16,7 @@ import type { ProtocolLimits } from '../protocol/limits.js';
 import type { FramedReader } from '../protocol/reader.js';
 import type { Token } from '../protocol/token.js';
 import { type Endpoint, hostKey } from './endpoint.js';
-import { JobError } from './errors.js';
+import { JobError, TokenRefused } from './errors.js';
 
 /**
  * What a host said about itself in its last cost reply: a base-mode server (the reference
@@ -128,10 +128,8 @@ export async function negotiate(
   if (reply.verb === 'challenge') {
     const token = options.token;
     if (token === undefined) {
-      throw new JobError(
-        'protocol-error',
-        `rakeserver at ${host} sent a challenge nobody asked for`,
-        true,
+      throw new TokenRefused(
+        `rakeserver at ${host} requires a token (it sent a challenge): pass --token-file or set RAKE_TOKEN`,
       );
     }
     await write(socket, encodeExtension({ verb: 'auth', proof: token.proof(reply.nonce) }));
@@ -167,6 +165,9 @@ async function readExtension<V extends 'ok' | 'challenge' | 'need'>(
     const message = (await reader.readPayload(h.length, 64 * 1024, 'refusal'))
       .toString('utf8')
       .trim();
+    if (step !== 'have' && /unauthenticated/.test(message)) {
+      throw new TokenRefused(refusalMessage(host, step, message));
+    }
     throw new JobError(
       'protocol-error',
       step === 'have'

@@ -16,7 +16,8 @@ import {
   timeout,
 } from 'rxjs';
 import { type Endpoint, hostKey } from './endpoint.js';
-import { describeError, isConnectionError } from './errors.js';
+import { describeError, errorCode, isConnectionError } from './errors.js';
+import { type HostTrouble, type SilentHost, troubleOf } from './hosts.js';
 import type { PeerInfo } from './negotiate.js';
 
 /**
@@ -53,6 +54,8 @@ export type CostResult =
        * `bad-answer`: it answered something that is not a cost. `skipped`: backing off.
        */
       readonly failure: PollFailure;
+      /** The same, in the words of the summary's silent hosts (the cause of a skip, for `skipped`). */
+      readonly trouble: HostTrouble;
     };
 
 /** Why a host has no cost in a poll (see {@link CostResult}). */
@@ -87,13 +90,14 @@ export function pollCosts(
         const started = scheduler.now();
         const rtt = () => scheduler.now() - started;
         let connected = false;
-        const failed = (error: string, failure: PollFailure): CostResult => ({
+        const failed = (error: string, failure: PollFailure, trouble: HostTrouble): CostResult => ({
           ok: false,
           host,
           endpoint,
           error,
           rttMs: rtt(),
           failure,
+          trouble,
         });
         return query(endpoint).pipe(
           tap((p) => {
@@ -125,18 +129,21 @@ export function pollCosts(
               ...(p.peer === undefined ? {} : { peer: p.peer }),
             }),
           ),
-          catchError((err: unknown) =>
-            of<CostResult>(
-              failed(
-                describeError(err),
-                err instanceof PollTimeout
-                  ? err.failure
-                  : connected && !isConnectionError(err)
-                    ? 'bad-answer'
-                    : 'unreachable',
-              ),
-            ),
-          ),
+          catchError((err: unknown) => {
+            const failure: PollFailure =
+              err instanceof PollTimeout
+                ? err.failure
+                : connected && !isConnectionError(err)
+                  ? 'bad-answer'
+                  : 'unreachable';
+            const trouble: HostTrouble =
+              err instanceof PollTimeout
+                ? 'timed-out'
+                : failure === 'bad-answer'
+                  ? 'bad-answer'
+                  : (troubleOf(errorCode(err)) ?? 'closed');
+            return of<CostResult>(failed(describeError(err), failure, trouble));
+          }),
           // A query that ends without an answer is a failure too.
           (source) =>
             new Observable<CostResult>((sub) => {
@@ -148,7 +155,8 @@ export function pollCosts(
                 },
                 error: (e: unknown) => sub.error(e),
                 complete: () => {
-                  if (!answered) sub.next(failed('closed without answering', 'unreachable'));
+                  if (!answered)
+                    sub.next(failed('closed without answering', 'unreachable', 'closed'));
                   sub.complete();
                 },
               });
@@ -200,7 +208,13 @@ export class CostPoller {
   readonly #mark: () => number;
   readonly #backoffMs: number;
   /** Host key → until when it is skipped, and why. */
-  readonly #down = new Map<string, { until: number; error: string }>();
+  readonly #down = new Map<string, { until: number; error: string; trouble: HostTrouble }>();
+  /** Hosts that answered a cost query at least once in this run. */
+  readonly #answered = new Set<string>();
+  /** Host key → its last failure, for the summary's silent hosts. */
+  readonly #trouble = new Map<string, { trouble: HostTrouble; error: string }>();
+  /** Host key → why it gets no more work in this run (it refused our token). */
+  readonly #banned = new Map<string, string>();
   #open: PollRound | undefined;
   #nextId = 1;
 
@@ -226,34 +240,50 @@ export class CostPoller {
       if (this.#open?.id === id) this.#open = undefined;
     };
     const now = this.#scheduler().now();
-    const skipped: CostResult[] = [];
-    let asked: readonly Endpoint[] = this.#hosts.filter((endpoint) => {
+    const skip = (endpoint: Endpoint, error: string, trouble: HostTrouble): CostResult => ({
+      ok: false,
+      host: hostKey(endpoint),
+      endpoint,
+      error: `skipped: ${error}`,
+      rttMs: 0,
+      failure: 'skipped',
+      trouble,
+    });
+    // A host that refused our token is never asked again in this run, and says so.
+    const banned: CostResult[] = [];
+    const usable = this.#hosts.filter((endpoint) => {
+      const why = this.#banned.get(hostKey(endpoint));
+      if (why !== undefined) banned.push(skip(endpoint, why, 'refused'));
+      return why === undefined;
+    });
+    let backingOff: CostResult[] = [];
+    let asked: readonly Endpoint[] = usable.filter((endpoint) => {
       const down = this.#down.get(hostKey(endpoint));
       if (down === undefined || down.until <= now) return true;
-      const error = `skipped: ${down.error} less than ${Math.ceil(this.#backoffMs / 1000)} s ago`;
-      skipped.push({
-        ok: false,
-        host: hostKey(endpoint),
-        endpoint,
-        error,
-        rttMs: 0,
-        failure: 'skipped',
-      });
+      const ago = Math.ceil(this.#backoffMs / 1000);
+      backingOff.push(skip(endpoint, `${down.error} less than ${ago} s ago`, down.trouble));
       return false;
     });
     if (asked.length === 0) {
-      asked = this.#hosts;
-      skipped.length = 0;
+      asked = usable;
+      backingOff = [];
     }
+    const skipped = [...banned, ...backingOff];
     const live = pollCosts(asked, this.#query, this.#options).pipe(
       tap((r) => {
         close();
-        if (r.ok) this.#down.delete(r.host);
+        if (r.ok) {
+          this.#down.delete(r.host);
+          this.#answered.add(r.host);
+          return;
+        }
+        this.#trouble.set(r.host, { trouble: r.trouble, error: r.error });
         // A slow host is up and busy: it is asked again next time.
-        else if (this.#backoffMs > 0 && r.failure !== 'slow') {
+        if (this.#backoffMs > 0 && r.failure !== 'slow') {
           this.#down.set(r.host, {
             until: this.#scheduler().now() + this.#backoffMs,
             error: r.error,
+            trouble: r.trouble,
           });
         }
       }),
@@ -267,6 +297,38 @@ export class CostPoller {
     const round: PollRound = { id, seq, results };
     this.#open = round;
     return round;
+  }
+
+  /**
+   * Gives `host` no more work in this run: it refused this client's token (`why` says so).
+   * Later rounds skip it, saying `why`; the summary lists it as `wanted-token`.
+   */
+  ban(host: string, why: string): void {
+    this.#banned.set(host, why);
+  }
+
+  /** True when {@link ban} was called for `host`. */
+  isBanned(host: string): boolean {
+    return this.#banned.has(host);
+  }
+
+  /**
+   * The hosts that did no work for this poller's run, in the order listed: those that
+   * refused our token, and those that never answered a cost query (each with its last
+   * trouble). A host never asked is not listed.
+   */
+  silentHosts(): SilentHost[] {
+    const out: SilentHost[] = [];
+    for (const endpoint of this.#hosts) {
+      const host = hostKey(endpoint);
+      const banned = this.#banned.get(host);
+      const trouble = this.#trouble.get(host);
+      if (banned !== undefined) out.push({ host, reason: 'wanted-token', detail: banned });
+      else if (!this.#answered.has(host) && trouble !== undefined) {
+        out.push({ host, reason: trouble.trouble, detail: trouble.error });
+      }
+    }
+    return out;
   }
 
   #scheduler(): SchedulerLike {

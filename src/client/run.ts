@@ -25,7 +25,7 @@ import { trackCleanup } from './cleanup.js';
 import { EmbeddedServers, type StartServer, startEmbeddedServer } from './embedded.js';
 import { type Endpoint, isLoopback } from './endpoint.js';
 import { type ActionRef, NO_PHASES, type RakeEvent, type RunSummary } from './events.js';
-import { distinctHosts, type HostAlias } from './hosts.js';
+import { distinctHosts, type HostAlias, type SilentHost } from './hosts.js';
 import { CostPoller } from './poll.js';
 import { resolveRequirements } from './requirements.js';
 import { Assignments } from './select.js';
@@ -246,10 +246,11 @@ function runTargets(
       of<RakeEvent>({
         type: 'done',
         time: scheduler.now(),
-        summary: {
-          ...tally.summary(scheduler.now() - started, tally.perHost()),
-          ...(targets.aliases.length > 0 ? { aliases: targets.aliases } : {}),
-        },
+        summary: withHostNotes(
+          tally.summary(scheduler.now() - started, tally.perHost()),
+          targets.aliases,
+          poller.silentHosts(),
+        ),
       }),
     );
 
@@ -265,6 +266,24 @@ function runTargets(
       finalize(() => trackCleanup(embedded.close())),
     );
   });
+}
+
+/**
+ * The summary with what it says about hosts: the names merged into one host, and the hosts
+ * that did no work and why (a host that never answered a cost poll but was given jobs
+ * anyway, as the slow host, did work and is not listed).
+ */
+function withHostNotes(
+  summary: RunSummary,
+  aliases: readonly HostAlias[],
+  silent: readonly SilentHost[],
+): RunSummary {
+  const idle = silent.filter((h) => h.reason === 'wanted-token' || !(h.host in summary.perHost));
+  return {
+    ...summary,
+    ...(aliases.length > 0 ? { aliases } : {}),
+    ...(idle.length > 0 ? { silentHosts: idle } : {}),
+  };
 }
 
 /** Counts what happened, for the `done` event's summary. */

@@ -1,5 +1,7 @@
 // Consumers of a run's events: log records, live progress, a Chrome trace, an HTML report.
 // All of them read the RakeEvent stream and nothing else. See docs/observability.md.
+
+export { describeSilentHost, formatHostNotes } from './host-notes.js';
 export {
   type EventRecord,
   eventRecord,

@@ -15,6 +15,7 @@ import { finalize, type MonoTypeOperatorFunction, tap } from 'rxjs';
 import { hostKey } from '../client/endpoint.js';
 import type { ActionRef, RakeEvent, RakeEventOf, RunSummary } from '../client/events.js';
 import { unreachable } from '../util/unreachable.js';
+import { formatHostNotes } from './host-notes.js';
 import { formatSeconds, formatSummaryLine, runTotals } from './summary.js';
 import { type Timeline, TimelineBuilder } from './timeline.js';
 
@@ -117,6 +118,7 @@ export class ProgressDisplay {
     const s = this.#summary;
     if (s !== undefined && (!this.#o.quiet || s.exitStatus !== 0)) {
       this.#o.stdout.write(formatSummaryLine(s, runTotals(this.#timeline.timeline())));
+      this.#o.stdout.write(formatHostNotes(s));
     }
   }
 
@@ -188,7 +190,7 @@ export class ProgressDisplay {
       case 'action-retried':
         if (!quiet) {
           err(
-            `rake-ts: ${e.action.actionId}: ${e.fromHost} dropped the job (${e.reason}); trying another host`,
+            `rake-ts: ${e.action.actionId}: ${e.fromHost} did not run it (${e.reason}); trying another host`,
           );
         }
         return;
