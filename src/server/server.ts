@@ -10,6 +10,7 @@ import {
   type Extension,
   Token,
 } from '../protocol/index.js';
+import { type ReapiServerHandle, startReapiServer } from '../reapi/server.js';
 import { packageVersion } from '../util/version.js';
 import { InputCache } from './cache.js';
 import { Connection, type ServerLimits } from './connection.js';
@@ -79,6 +80,8 @@ export interface ServeOptions {
    * `child_process.spawn`, `auto` (default) the helper when `python3` runs, else Node.
    */
   readonly spawner?: SpawnerChoice;
+  /** Also serve REAPI v2 on this port (`--reapi-port`; 0 = any free port): docs/remote-execution.md. */
+  readonly reapiPort?: number;
 }
 
 /** A running server: where it listens, its current cost, and how to stop it. */
@@ -95,6 +98,8 @@ export interface ServerHandle {
   readonly cache: InputCache | undefined;
   /** What starts the jobs: the `python3` spawn helper or `node`. */
   readonly spawner: 'python3' | 'node';
+  /** The REAPI endpoint's port, when `reapiPort` asked for one. */
+  readonly reapiPort: number | undefined;
   /**
    * Stops accepting, lets running jobs finish within the grace period, then kills what is
    * left and removes every job directory. Idempotent.
@@ -198,6 +203,24 @@ export async function serve(options: ServeOptions = {}): Promise<ServerHandle> {
     throw err;
   }
   server.on('error', (err) => log.error({ err: err.message }, 'listener error'));
+  let reapi: ReapiServerHandle | undefined;
+  if (options.reapiPort !== undefined) {
+    try {
+      reapi = await startReapiServer(
+        {
+          ...context,
+          maxOutputBytes: limits.maxOutputBytes,
+          casBytes: cacheSize > 0 ? cacheSize : DEFAULT_CACHE_SIZE,
+        },
+        { host, port: options.reapiPort },
+      );
+    } catch (err) {
+      server.close();
+      await launcher.close();
+      if (ownsWorkdir) await removeTree(workdir);
+      throw err;
+    }
+  }
   const address = server.address();
   const port = typeof address === 'object' && address ? address.port : (options.port ?? 0);
 
@@ -246,6 +269,7 @@ export async function serve(options: ServeOptions = {}): Promise<ServerHandle> {
       for (const conn of connections) conn.shutdown();
     }
     await all();
+    await reapi?.close();
     await stopped;
     await launcher.close();
     await jobDirs.close();
@@ -263,6 +287,7 @@ export async function serve(options: ServeOptions = {}): Promise<ServerHandle> {
     description,
     cache,
     spawner: launcher.kind,
+    reapiPort: reapi?.port,
     close(closeOptions = {}) {
       closing ??= shutdown(closeOptions.graceSeconds ?? options.graceSeconds ?? 10);
       return closing;

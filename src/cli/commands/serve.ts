@@ -21,6 +21,7 @@ export interface ServeArgs {
   readonly 'token-file'?: string | undefined;
   readonly 'cache-size': string;
   readonly spawner: SpawnerChoice;
+  readonly 'reapi-port'?: number | undefined;
 }
 
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
@@ -85,6 +86,11 @@ export function withServeOptions<T>(y: Argv<T>): Argv<T & ServeArgs> {
       describe:
         'how jobs start: python3 (a posix_spawn helper: about 2 ms of CPU per job, against 8 ms), node (child_process.spawn), auto (python3 if it runs)',
     })
+    .option('reapi-port', {
+      type: 'number',
+      describe:
+        'also serve the Remote Execution API v2 (gRPC; Bazel --remote_executor, rake-ts --executor) on this port (0 = any free port): docs/remote-execution.md',
+    })
     .option('log-level', {
       type: 'string',
       choices: LOG_LEVELS,
@@ -98,6 +104,8 @@ export function withServeOptions<T>(y: Argv<T>): Argv<T & ServeArgs> {
         v === undefined || (Number.isInteger(v) && v >= min && v <= max);
       if (!whole(a.port, 0, 65535))
         throw new UsageError('--port must be a whole number from 0 to 65535');
+      if (!whole(a['reapi-port'], 0, 65535))
+        throw new UsageError('--reapi-port must be a whole number from 0 to 65535');
       if (!whole(a['max-jobs'], 1))
         throw new UsageError('--max-jobs must be a whole number of at least 1');
       if (!whole(a['cost-offset'], 0))
@@ -140,6 +148,7 @@ export function serveOptionsFrom(args: ServeArgs, logger: Logger): ServeOptions 
     idleTimeoutSeconds: args['idle-timeout'],
     graceSeconds: args.grace,
     spawner: args.spawner,
+    ...(args['reapi-port'] !== undefined && { reapiPort: args['reapi-port'] }),
     logger,
   };
 }
