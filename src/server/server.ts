@@ -10,7 +10,7 @@ import {
   type Extension,
   Token,
 } from '../protocol/index.js';
-import { type ReapiServerHandle, startReapiServer } from '../reapi/server.js';
+import type { ReapiServerHandle } from '../reapi/server.js';
 import { packageVersion } from '../util/version.js';
 import { InputCache } from './cache.js';
 import { Connection, type ServerLimits } from './connection.js';
@@ -206,6 +206,8 @@ export async function serve(options: ServeOptions = {}): Promise<ServerHandle> {
   let reapi: ReapiServerHandle | undefined;
   if (options.reapiPort !== undefined) {
     try {
+      // Loaded only when asked for: gRPC is a large module tree that no other server needs.
+      const { startReapiServer } = await import('../reapi/server.js');
       reapi = await startReapiServer(
         {
           ...context,
