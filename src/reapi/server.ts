@@ -731,6 +731,13 @@ export async function startReapiServer(
           `rakeserver could not start /bin/sh: ${outcome.error.message}`,
         );
       }
+      if (outcome.reason === 'refused') return fail(status.INVALID_ARGUMENT, outcome.message);
+      if (outcome.reason === 'lost') {
+        return fail(
+          status.UNAVAILABLE,
+          `rakeserver lost the job: ${outcome.message}; execute it again`,
+        );
+      }
       if (outcome.reason === 'output-limit') {
         return fail(
           status.RESOURCE_EXHAUSTED,
