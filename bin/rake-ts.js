@@ -144,15 +144,51 @@ function load() {
   };
 }
 
+/**
+ * Resolves once `stream` has handed everything written to it to the OS (at once when it
+ * holds nothing, is closed or has failed: an EPIPE reader will never read it).
+ */
+function drained(stream) {
+  if (stream.writableLength === 0 || stream.destroyed || stream.writableFinished) {
+    return Promise.resolve();
+  }
+  return new Promise((resolve) => {
+    const done = () => {
+      stream.off('drain', done);
+      stream.off('error', done);
+      stream.off('close', done);
+      resolve();
+    };
+    stream.on('drain', done);
+    stream.on('error', done);
+    stream.on('close', done);
+  });
+}
+
+/**
+ * Exits with `code` once stdout and stderr are written out. The exit is explicit: when the
+ * command is over, nothing still open (a socket, a timer, a server shutting down) may keep
+ * the process alive; after a signal (130, 143) it waits at most a second for the streams.
+ */
+async function exit(code) {
+  const flushed = Promise.all([drained(process.stdout), drained(process.stderr)]);
+  if (code === 130 || code === 143) {
+    await Promise.race([flushed, new Promise((resolve) => setTimeout(resolve, 1000).unref())]);
+  } else {
+    await flushed;
+  }
+  process.exit(code);
+}
+
 const { main, save } = load();
 main(args).then(
   (code) => {
-    process.exitCode = code;
     // After the run, the cache holds every function it compiled, not just the top level.
     save();
+    return exit(code);
   },
   (err) => {
     console.error(err);
-    process.exitCode = 70;
+    return exit(70);
   },
 );

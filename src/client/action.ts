@@ -66,6 +66,12 @@ export interface ActionContext {
    * known.
    */
   readonly ensureLocal: (reason: 'local-actions' | 'fallback') => Observable<RakeEvent>;
+  /**
+   * Whether a host is known to listen without answering (the embedded-server probe
+   * connected but got no cost, and no poll has had one since): never taken as a
+   * `slow-host`, since a job sent there would wait for a reply that never comes.
+   */
+  readonly silent?: (host: string) => boolean;
   /** How many times an action moves to another host after losing one. */
   readonly retries: number;
   /** Run a remote action on the local server when no remote host answers. */
@@ -167,7 +173,7 @@ function remoteAction(ctx: ActionContext, action: PlannedAction): Observable<Rak
         const leastAssigned = (): HostChoice | undefined => {
           let best: HostChoice | undefined;
           for (const host of slow) {
-            if (tried.has(host)) continue;
+            if (tried.has(host) || ctx.silent?.(host) === true) continue;
             const mine = ledger.inFlight(host);
             if (best === undefined || mine < best.effectiveCost) {
               best = { host, effectiveCost: mine, reason: 'slow-host' };

@@ -10,6 +10,8 @@ import {
   of,
   type SchedulerLike,
   shareReplay,
+  TimeoutError,
+  tap,
   timeout,
 } from 'rxjs';
 import { bindAddress, type Endpoint, endpointIdentity, hostKey, isLoopback } from './endpoint.js';
@@ -47,11 +49,14 @@ export const startEmbeddedServer: StartServer = async (endpoint, logger) => {
 export class EmbeddedServers {
   readonly #checks = new Map<string, Observable<RakeEvent>>();
   readonly #started: EmbeddedServer[] = [];
+  /** Hosts whose probe connected but got no answer in time, and none since. */
+  readonly #silent = new Set<string>();
   readonly #transport: Transport;
   readonly #logger: Logger;
   readonly #start: StartServer;
   readonly #enabled: boolean;
   readonly #probeTimeoutMs: number;
+  readonly #replyTimeoutMs: number;
   readonly #scheduler: SchedulerLike;
   #closed = false;
 
@@ -60,7 +65,10 @@ export class EmbeddedServers {
     logger: Logger;
     start: StartServer;
     enabled: boolean;
+    /** Time allowed for the probe's TCP connect (`--connect-timeout`). */
     probeTimeoutMs: number;
+    /** Time allowed, once connected, for the probe's answer (`--cost-timeout`; default: the same). */
+    replyTimeoutMs?: number;
     scheduler: SchedulerLike;
   }) {
     this.#transport = options.transport;
@@ -68,6 +76,7 @@ export class EmbeddedServers {
     this.#start = options.start;
     this.#enabled = options.enabled;
     this.#probeTimeoutMs = options.probeTimeoutMs;
+    this.#replyTimeoutMs = options.replyTimeoutMs ?? options.probeTimeoutMs;
     this.#scheduler = options.scheduler;
   }
 
@@ -76,6 +85,12 @@ export class EmbeddedServers {
    * cost query and, if the connection is refused, starts an embedded server there. Emits
    * `embedded-server-started` when it does; completes without events otherwise (a host
    * that is not loopback, or that answers, or a failure left to the job to report).
+   *
+   * The whole probe is bounded: the connect by `probeTimeoutMs`, the answer by
+   * `replyTimeoutMs`. Something that listens but does not answer (a frozen server, another
+   * protocol) gets no embedded server: the probe ends and the cost poll reports the host as
+   * not answering. The check is shared by every caller, and its socket is closed as soon as
+   * the last of them unsubscribes (a cancelled run leaves no connection open).
    */
   ensure(endpoint: Endpoint, reason: EmbeddedReason): Observable<RakeEvent> {
     if (!this.#enabled || !isLoopback(endpoint.host)) return EMPTY;
@@ -83,18 +98,44 @@ export class EmbeddedServers {
     const known = this.#checks.get(key);
     // Later callers wait for the same check, without a second copy of its event.
     if (known !== undefined) return known.pipe(ignoreElements());
-    const check = this.#check(endpoint, reason).pipe(shareReplay());
+    const check = this.#check(endpoint, reason).pipe(shareReplay({ refCount: true }));
     this.#checks.set(key, check);
     return check;
   }
 
+  /**
+   * Whether the probe of `host` (`host:port`) found something that listens but did not
+   * answer, and no cost answer from it has been seen since (see {@link answered}).
+   */
+  silent(host: string): boolean {
+    return this.#silent.has(host);
+  }
+
+  /** A cost answer from `host` arrived: it is no longer {@link silent}. */
+  answered(host: string): void {
+    this.#silent.delete(host);
+  }
+
   #check(endpoint: Endpoint, reason: EmbeddedReason): Observable<RakeEvent> {
-    const probe$ = this.#transport
-      .queryCost(endpoint)
-      .pipe(timeout({ first: this.#probeTimeoutMs, scheduler: this.#scheduler }), ignoreElements());
+    let connected = false;
+    const probe$ = this.#transport.queryCost(endpoint).pipe(
+      tap((p) => {
+        if (p.type === 'connected') connected = true;
+        else this.answered(hostKey(endpoint));
+      }),
+      // `first` bounds the connect, `each` the wait for the answer after it (and for the
+      // end after the answer): no emission of the probe is awaited without a deadline.
+      timeout({
+        first: this.#probeTimeoutMs,
+        each: this.#replyTimeoutMs,
+        scheduler: this.#scheduler,
+      }),
+      ignoreElements(),
+    );
     return probe$.pipe(
       catchError((err: unknown) => {
         if (!isConnectionRefused(err)) {
+          if (connected && err instanceof TimeoutError) this.#silent.add(hostKey(endpoint));
           this.#logger.debug({ host: hostKey(endpoint), err: describeError(err) }, 'probe failed');
           return EMPTY;
         }

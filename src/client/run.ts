@@ -23,7 +23,7 @@ import type { Token } from '../protocol/token.js';
 import { type ActionContext, type PlannedAction, runAction } from './action.js';
 import { trackCleanup } from './cleanup.js';
 import { EmbeddedServers, type StartServer, startEmbeddedServer } from './embedded.js';
-import { type Endpoint, isLoopback } from './endpoint.js';
+import { type Endpoint, hostKey, isLoopback } from './endpoint.js';
 import { type ActionRef, NO_PHASES, type RakeEvent, type RunSummary } from './events.js';
 import { distinctHosts, type HostAlias, type SilentHost } from './hosts.js';
 import { CostPoller } from './poll.js';
@@ -196,11 +196,18 @@ function runTargets(
       start: options.startServer ?? startEmbeddedServer,
       enabled: options.embedded ?? true,
       probeTimeoutMs: connectTimeoutMs,
+      replyTimeoutMs: options.costTimeoutMs ?? DEFAULT_COST_TIMEOUT_MS,
       scheduler,
     });
     const poller = new CostPoller(
       targets.hosts,
-      (e) => transport.queryCost(e),
+      // Any answer clears a host the embedded-server probe found silent.
+      (e) =>
+        transport.queryCost(e).pipe(
+          tap((p) => {
+            if (p.type === 'cost') embedded.answered(hostKey(e));
+          }),
+        ),
       {
         connectTimeoutMs,
         replyTimeoutMs: options.costTimeoutMs ?? DEFAULT_COST_TIMEOUT_MS,
@@ -217,6 +224,7 @@ function runTargets(
       outputDir: targets.directory,
       localEndpoint: targets.local,
       ensureLocal: (reason) => embedded.ensure(targets.local, reason),
+      silent: (host) => embedded.silent(host),
       retries: options.retries ?? DEFAULT_RETRIES,
       fallback: options.fallback ?? true,
       connectTimeoutMs,
