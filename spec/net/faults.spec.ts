@@ -337,6 +337,11 @@ describe('faults on a 3-host test bed', () => {
     if (!support.supported) return t.skip(support.reason);
     const gone = bed.hosts[2];
     assert.ok(gone);
+    // Keep the other hosts busy (cost 1): with no idle answer, every poll waits for the host
+    // dropping SYNs until its connect timeout. Without this, an action that saw an idle host
+    // stopped polling at once, and whether any poll of the dropping host was reported hung on
+    // how fast the other actions ran (it failed once under load: no poll at all).
+    const busy = await Promise.all(bed.hosts.slice(0, 2).map((h) => occupy(h)));
     gone.dropSyn(true);
     const files = { 'in.txt': fresh() };
     const dir = project(files);
@@ -358,9 +363,11 @@ describe('faults on a 3-host test bed', () => {
     lag.disable();
     const lateMs = Math.round(lag.max / 1e6);
     gone.dropSyn(false);
+    for (const socket of busy) socket.destroy();
     assert.equal(done(events).exitStatus, 0, failures(events));
     const polls = only(events, 'cost-polled').filter((e) => e.cost.host === keyOf(gone));
-    assert.ok(polls.length > 0);
+    // Every action polled once, and no answer was idle: each poll waited for the dropping host.
+    assert.equal(polls.length, commands.length, 'a poll did not wait for the dropping host');
     for (const p of polls) {
       assert.ok(p.cost.error !== undefined, 'a host dropping SYNs answered');
       // Without its own timeout the poll would wait for the kernel's SYN retries (over 2 min).

@@ -39,7 +39,10 @@ function collect(stream: Readable): Promise<string> {
     stream.on('data', (c: Buffer) => {
       text += c.toString('utf8');
     });
-    stream.once('close', () => resolve(text));
+    // A job that closed its output before launch() resolved hands over a stream that has
+    // already ended (net emits 'end' at EOF once its buffer is empty): no 'close' will come.
+    if (stream.closed) resolve(text);
+    else stream.once('close', () => resolve(text));
   });
 }
 

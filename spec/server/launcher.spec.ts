@@ -19,7 +19,10 @@ function collect(stream: Readable): Promise<string> {
     stream.on('data', (c: Buffer) => {
       text += c.toString('utf8');
     });
-    stream.once('close', () => resolve(text));
+    // A job that closed its output before launch() resolved hands over a stream that has
+    // already ended (net emits 'end' at EOF once its buffer is empty): no 'close' will come.
+    if (stream.closed) resolve(text);
+    else stream.once('close', () => resolve(text));
   });
 }
 
@@ -109,6 +112,22 @@ for (const kind of ['python3', 'node'] as const) {
       await assert.rejects(launcher.launch('true', join(dir, 'missing')), /ENOENT|No such file/);
       const job = await launcher.launch('echo still fine', dir);
       assert.equal(await collect(job.stdout), 'still fine\n');
+    });
+
+    it('hands over a stream the job closed at once as closed, not as one to wait for', async () => {
+      // The race behind a hang of this file (issue 17, defect 11): output closed before
+      // anyone read it emits no 'close' later, so a reader must check `closed` first.
+      const job = await launcher.launch(
+        'exec >&- 2>&-; while [ ! -e go ]; do sleep 0.02; done',
+        dir,
+      );
+      await waitUntil(() => job.stdout.closed && job.stderr.closed, {
+        what: 'the closed streams to end unread',
+      });
+      assert.deepEqual(await Promise.all([collect(job.stdout), collect(job.stderr)]), ['', '']);
+      await writeFile(join(dir, 'go'), '');
+      assert.equal(await job.exited, 0);
+      await rm(join(dir, 'go'));
     });
 
     it('runs 40 jobs at once, each with its own output', async () => {
@@ -205,7 +224,9 @@ describe('launcher: python3 spawn helper', () => {
     }
   });
 
-  it('kills running jobs when the server process is SIGKILLed (the helper sees its stdin close)', async () => {
+  it('kills running jobs when the server process is SIGKILLed (the helper sees its stdin close)', {
+    timeout: 60_000,
+  }, async () => {
     const dir = await mkdtemp(join(tmpdir(), 'rake-launcher-'));
     const pidFile = join(dir, 'job.pid');
     const launcherUrl = new URL('../../src/server/launcher.ts', import.meta.url).href;
@@ -214,11 +235,23 @@ describe('launcher: python3 spawn helper', () => {
       const { pino } = await import('pino');
       const l = await createLauncher('python3', pino({ level: 'silent' }));
       await l.launch(${JSON.stringify(`echo $$ > ${pidFile}; sleep 60`)}, ${JSON.stringify(dir)});
+      console.log('launched');
       setInterval(() => {}, 1000);`;
     const server = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', code], {
-      stdio: 'ignore',
+      stdio: ['ignore', 'pipe', 'inherit'],
     });
     try {
+      // Started, however long a loaded machine takes to start Node with tsx (it took over
+      // 10 s at load average 25): wait for its word, or its end, not for a fixed time.
+      const said = await new Promise<string>((resolve) => {
+        let text = '';
+        server.stdout?.on('data', (c: Buffer) => {
+          text += c.toString('utf8');
+          if (text.includes('launched\n')) resolve(text);
+        });
+        server.once('exit', (code, signal) => resolve(`exited (${signal ?? code})`));
+      });
+      assert.equal(said, 'launched\n');
       const shell = await readPid(pidFile);
       assert.ok(alive(shell));
       server.kill('SIGKILL');

@@ -13,7 +13,9 @@ import { OWNER_TAG } from './stale.js';
  * A started job: `/bin/sh -c command` in a process group of its own. When {@link exited}
  * resolves, whatever was left of the group has been killed. Read stdout and stderr from the
  * moment `launch` resolves: Node's child_process discards output nobody reads once the
- * child has exited.
+ * child has exited. A stream the job closed at once, before `launch` resolved, may already
+ * have ended and closed (a socket emits 'end' at EOF once its buffer is empty): check
+ * `closed` before waiting for 'close' (a spec that did not hung, issue 17 defect 11).
  */
 export interface JobProcess {
   readonly stdout: Readable;
