@@ -26,7 +26,9 @@ export type ProtocolErrorReason =
   /** An `!X` extension message that is malformed, or not negotiated on this connection. */
   | 'bad-extension'
   /** This server requires a token and the peer did not prove it knows it. */
-  | 'unauthenticated';
+  | 'unauthenticated'
+  /** A message did not complete within its deadline (bytes trickled in, or stopped). */
+  | 'too-slow';
 
 /**
  * A wire fault, with what was expected and what arrived, so the message tells a user (or a

@@ -15,6 +15,15 @@ const BANG = 0x21;
 /** Second bytes of the headers this protocol knows: `!E !C !R !D !F !X !S`. */
 const HEADER_LETTERS = new Set([...'ECRDFXS'].map((c) => c.charCodeAt(0)));
 
+/** A bound on one read (the server's message deadline, docs/server.md). */
+export interface ReadDeadline {
+  /**
+   * The read fails with `too-slow` unless done this many ms after it starts (for a header:
+   * after its first byte). Bytes that trickle in do not extend it.
+   */
+  readonly deadlineMs?: number | undefined;
+}
+
 /** Tuning for {@link FramedReader}. */
 export interface FramedReaderOptions {
   /** Pause the source once this many unread bytes are queued (default 256 KiB). */
@@ -41,6 +50,8 @@ export class FramedReader {
   #pausedByUs = false;
   #wake: (() => void) | undefined;
   #busy = false;
+  /** While set, the read in progress must be over by `at` (performance.now() ms). */
+  #deadline: { readonly at: number; readonly ms: number; readonly what: string } | undefined;
 
   constructor(source: Readable, options: FramedReaderOptions = {}) {
     this.#source = source;
@@ -102,13 +113,20 @@ export class FramedReader {
    * Reads a payload of `length` bytes after checking it against `max`: a `limit-exceeded`
    * error naming `what` before any byte is read.
    */
-  readPayload(length: number, max: number, what: string): Promise<Buffer> {
+  readPayload(
+    length: number,
+    max: number,
+    what: string,
+    options: ReadDeadline = {},
+  ): Promise<Buffer> {
     if (length > max) {
       return Promise.reject(
         new ProtocolError('limit-exceeded', `${what} of at most ${max} bytes`, `${length} bytes`),
       );
     }
-    return this.readExact(length, what);
+    return this.#exclusive(() =>
+      this.#within(options.deadlineMs, what, () => this.#readExact(length, what)),
+    );
   }
 
   /** Skips leading spaces (a padding peer), then reads and decodes a 64-byte header. */
@@ -124,15 +142,23 @@ export class FramedReader {
    * Like {@link readHeader}, but a stream that ends cleanly before the first byte of a header
    * (only padding, or nothing) gives `null` instead of a short-read error.
    */
-  readHeaderOrEnd(limits?: Partial<ProtocolLimits>): Promise<Header | null> {
+  readHeaderOrEnd(
+    limits?: Partial<ProtocolLimits>,
+    options: ReadDeadline = {},
+  ): Promise<Header | null> {
     return this.#exclusive(async () => {
-      await this.#skipSpaces();
-      if (this.#buffered === 0 && this.#ended) {
-        if (this.#error) throw this.#socketError();
-        return null;
-      }
-      await this.#checkHeaderStart();
-      return decodeHeader(await this.#readExact(HEADER_SIZE, 'header bytes'), limits);
+      // Silence before a header is the idle timeout's business; from its first byte (a
+      // padding space included) the header has `deadlineMs`, however the bytes trickle.
+      while (this.#buffered === 0 && !this.#ended) await this.#wait();
+      return this.#within(options.deadlineMs, 'a header', async () => {
+        await this.#skipSpaces();
+        if (this.#buffered === 0 && this.#ended) {
+          if (this.#error) throw this.#socketError();
+          return null;
+        }
+        await this.#checkHeaderStart();
+        return decodeHeader(await this.#readExact(HEADER_SIZE, 'header bytes'), limits);
+      });
     });
   }
 
@@ -196,6 +222,17 @@ export class FramedReader {
         remaining -= this.#take(remaining).length;
       }
     });
+  }
+
+  /** Runs `op` with a deadline `ms` from now (none when `ms` is undefined). */
+  async #within<T>(ms: number | undefined, what: string, op: () => Promise<T>): Promise<T> {
+    if (ms === undefined) return op();
+    this.#deadline = { at: performance.now() + ms, ms, what };
+    try {
+      return await op();
+    } finally {
+      this.#deadline = undefined;
+    }
   }
 
   async #exclusive<T>(op: () => Promise<T>): Promise<T> {
@@ -302,9 +339,32 @@ export class FramedReader {
       this.#pausedByUs = false;
       this.#source.resume();
     }
-    return new Promise<void>((resolve) => {
-      this.#wake = resolve;
+    const deadline = this.#deadline;
+    if (deadline === undefined) {
+      return new Promise<void>((resolve) => {
+        this.#wake = resolve;
+      });
+    }
+    const left = deadline.at - performance.now();
+    if (left <= 0) return Promise.reject(this.#tooSlow(deadline));
+    return new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.#wake = undefined;
+        reject(this.#tooSlow(deadline));
+      }, left);
+      this.#wake = () => {
+        clearTimeout(timer);
+        resolve();
+      };
     });
+  }
+
+  #tooSlow(deadline: { readonly ms: number; readonly what: string }): ProtocolError {
+    return new ProtocolError(
+      'too-slow',
+      `${deadline.what} complete within ${deadline.ms / 1000} s of its first byte`,
+      `${this.#buffered} bytes of it by then`,
+    );
   }
 
   #notify(): void {

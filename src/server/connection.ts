@@ -63,6 +63,11 @@ export interface ConnectionContext {
   readonly workdir: string;
   readonly jobTimeoutMs: number;
   readonly idleTimeoutMs: number;
+  /**
+   * A message (header and payload, not a file's bytes) must be whole this long after its
+   * first byte, however its bytes trickle; `undefined` = no deadline.
+   */
+  readonly messageTimeoutMs: number | undefined;
   readonly slots: JobSlots;
   /** Starts the jobs' shells. */
   readonly launcher: Launcher;
@@ -85,7 +90,14 @@ export interface ConnectionContext {
 }
 
 /** How a connection ended, for its log line. */
-type ConnectionOutcome = 'ok' | 'vanished' | 'refused' | 'error' | 'shutdown' | 'idle-timeout';
+type ConnectionOutcome =
+  | 'ok'
+  | 'vanished'
+  | 'refused'
+  | 'error'
+  | 'shutdown'
+  | 'idle-timeout'
+  | 'evicted';
 
 /**
  * Base until a first message other than a hello; extended after a hello (negotiated
@@ -107,6 +119,12 @@ class JobLost extends Error {
 }
 
 const LINGER_MS = 1000;
+
+/**
+ * Largest `!X` before authentication: a hello lists a handful of extensions, an answer to a
+ * challenge is 69 bytes. See docs/protocol.md, "auth".
+ */
+export const HANDSHAKE_MAX_BYTES = 4096;
 
 /** `text` with the server's workdir (and so every job directory in it) as `<workdir>`. */
 function withoutPaths(text: string, workdir: string): string {
@@ -136,6 +154,7 @@ export class Connection {
   #smallDir = true;
   #managing = false;
   #outcome: ConnectionOutcome = 'ok';
+  #evicted = false;
   #commands = 0;
   #costQueries = 0;
   #mode: ConnectionMode = 'fresh';
@@ -171,6 +190,26 @@ export class Connection {
   /** True from `!R`/`!C` until the reply is fully sent or the connection ends. */
   get managing(): boolean {
     return this.#managing;
+  }
+
+  /** True once {@link evict} closed it (it may still be cleaning up). */
+  get evicted(): boolean {
+    return this.#evicted;
+  }
+
+  /**
+   * Closes a connection that has no job, to make room at `--max-connections` (the oldest
+   * such one goes first: the likeliest to be a peer holding it open on purpose).
+   */
+  evict(maxConnections: number): void {
+    this.#evicted = true;
+    if (this.#outcome === 'ok') this.#outcome = 'evicted';
+    this.#log.warn(
+      { reason: 'max-connections', maxConnections, remote: this.#remote },
+      'evicted: the oldest connection without a job, to make room for a new one',
+    );
+    this.#abort.abort(CONNECTION_ENDED);
+    this.#socket.destroy();
   }
 
   /** Ends the connection now: kills its job, removes its directory (server shutdown). */
@@ -219,7 +258,9 @@ export class Connection {
         this.#outcome = 'shutdown';
         return;
       }
-      const h = await this.#reader.readHeaderOrEnd(limits);
+      const h = await this.#reader.readHeaderOrEnd(limits, {
+        deadlineMs: this.#ctx.messageTimeoutMs,
+      });
       if (!h) return;
       if (h.kind === 'flagged') {
         throw new ProtocolError('unexpected-code', 'a !E, !C, !R or !D header', describeHeader(h));
@@ -296,7 +337,16 @@ export class Connection {
         describeHeader(h),
       );
     }
-    const payload = await this.#reader.readPayload(h.length, limits.maxCommandBytes, '!X message');
+    // Before a client has authenticated (and for the hello, before anything), an `!X` is a
+    // hello or an answer to a challenge: under 200 bytes. A larger one is refused before a
+    // byte of it is buffered, so a peer cannot make the server hold a megabyte unasked.
+    const handshake = first || !this.#authenticated;
+    const payload = await this.#reader.readPayload(
+      h.length,
+      handshake ? HANDSHAKE_MAX_BYTES : limits.maxCommandBytes,
+      handshake ? '!X handshake message' : '!X message',
+      { deadlineMs: this.#payloadDeadline(h.length) },
+    );
     if (first) {
       const hello = parseExtension(payload, ['hello']);
       if (hello.verb !== 'hello') return;
@@ -421,7 +471,9 @@ export class Connection {
   async #requirements(length: number): Promise<void> {
     const limits = this.#ctx.limits;
     // `!R` carries no payload in base mode; tolerate one (bounded) and ignore it.
-    await this.#reader.readPayload(length, limits.maxCommandBytes, '!R payload');
+    await this.#reader.readPayload(length, limits.maxCommandBytes, '!R payload', {
+      deadlineMs: this.#payloadDeadline(length),
+    });
     this.#setManaging(true);
     const dir = await this.#ensureDir();
     const files = await receiveFilestream(this.#reader, this.#socket, {
@@ -474,7 +526,9 @@ export class Connection {
   async #command(length: number): Promise<void> {
     const limits = this.#ctx.limits;
     const command = (
-      await this.#reader.readPayload(length, limits.maxCommandBytes, 'command')
+      await this.#reader.readPayload(length, limits.maxCommandBytes, 'command', {
+        deadlineMs: this.#payloadDeadline(length),
+      })
     ).toString('utf8');
     this.#commands++;
     this.#setManaging(true);
@@ -714,6 +768,15 @@ export class Connection {
         'cannot remove job directory',
       );
     }
+  }
+
+  /**
+   * How long a message's payload may take once its header is in: the message timeout, plus
+   * a second per 64 KiB (a 1 MiB command on a 64 KiB/s link). Trickling does not extend it.
+   */
+  #payloadDeadline(length: number): number | undefined {
+    const ms = this.#ctx.messageTimeoutMs;
+    return ms === undefined ? undefined : ms + Math.ceil(length / 65536) * 1000;
   }
 
   #setManaging(on: boolean): void {

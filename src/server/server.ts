@@ -15,6 +15,7 @@ import { packageVersion } from '../util/version.js';
 import { InputCache } from './cache.js';
 import { Connection, type ServerLimits } from './connection.js';
 import { DEFAULT_CACHE_SIZE, DEFAULT_PORT, isLoopback } from './defaults.js';
+import { defaultMaxConnections, descriptorLimit } from './descriptors.js';
 import { JobDirs } from './jobdirs.js';
 import { createLauncher, type SpawnerChoice } from './launcher.js';
 import { removeTree } from './outputs.js';
@@ -37,6 +38,9 @@ export const DEFAULT_SERVER_LIMITS: ServerLimits = {
  */
 const SPARE_JOB_DIRS = 256;
 
+/** See {@link ServeOptions.messageTimeoutSeconds}. */
+export const DEFAULT_MESSAGE_TIMEOUT_SECONDS = 10;
+
 /** Options for {@link serve}; the `rakeserver` flags map onto these one to one. */
 export interface ServeOptions {
   /** Address to bind (default 127.0.0.1: the server runs any command it is sent). */
@@ -56,6 +60,18 @@ export interface ServeOptions {
   readonly jobTimeoutSeconds?: number;
   /** Close a connection that sends nothing for this long while a request is due (default 300; 0 = never). */
   readonly idleTimeoutSeconds?: number;
+  /**
+   * A message (a header, a command, an `!X`) must be whole this many seconds after its first
+   * byte, however slowly its bytes come (default 10; 0 = no deadline). A payload gets a
+   * second more per 64 KiB. Against peers that trickle bytes to hold connections open.
+   */
+  readonly messageTimeoutSeconds?: number;
+  /**
+   * Connections open at once (`--max-connections`; default: derived from the descriptor
+   * limit, see `defaultMaxConnections`). At the cap a new connection evicts the oldest one
+   * that has no job; when every one has a job, the new one is closed, and that is logged.
+   */
+  readonly maxConnections?: number;
   /** On close, how long running jobs may finish before they are killed (default 10). */
   readonly graceSeconds?: number;
   /** pino logger; silent by default. */
@@ -154,6 +170,9 @@ export async function serve(options: ServeOptions = {}): Promise<ServerHandle> {
     if (ownsWorkdir) await removeTree(workdir);
     throw err;
   }
+  const descriptors = descriptorLimit();
+  const maxConnections =
+    options.maxConnections ?? defaultMaxConnections(descriptors.limit, maxJobs);
   const connections = new Set<Connection>();
   let managing = 0;
   let nextId = 1;
@@ -165,6 +184,10 @@ export async function serve(options: ServeOptions = {}): Promise<ServerHandle> {
     workdir,
     jobTimeoutMs: (options.jobTimeoutSeconds ?? 0) * 1000,
     idleTimeoutMs: (options.idleTimeoutSeconds ?? 300) * 1000,
+    messageTimeoutMs:
+      options.messageTimeoutSeconds === 0
+        ? undefined
+        : (options.messageTimeoutSeconds ?? DEFAULT_MESSAGE_TIMEOUT_SECONDS) * 1000,
     slots,
     launcher,
     jobDirs,
@@ -179,9 +202,43 @@ export async function serve(options: ServeOptions = {}): Promise<ServerHandle> {
     description,
   };
 
+  let refusedSinceLog = 0;
+  let lastRefusalLog = Number.NEGATIVE_INFINITY;
+  /** At the cap: closes the oldest connection without a job (a Set iterates oldest first). */
+  const evictIdle = (): boolean => {
+    for (const conn of connections) {
+      if (conn.managing || conn.evicted) continue;
+      conn.evict(maxConnections);
+      return true;
+    }
+    return false;
+  };
+
   const server: Server = createServer({ allowHalfOpen: true }, (socket: Socket) => {
     if (closing) {
       socket.destroy();
+      return;
+    }
+    if (connections.size >= maxConnections && !evictIdle()) {
+      // Every connection has a job: this one gets nothing but a close, which a client
+      // takes as a lost host (it retries elsewhere). Logged at most once a second.
+      socket.on('error', () => {});
+      socket.destroy();
+      refusedSinceLog++;
+      const now = performance.now();
+      if (now - lastRefusalLog >= 1000) {
+        log.warn(
+          {
+            reason: 'max-connections',
+            maxConnections,
+            remote: `${socket.remoteAddress}:${socket.remotePort}`,
+            refused: refusedSinceLog,
+          },
+          'connection refused: at --max-connections, every connection has a job',
+        );
+        lastRefusalLog = now;
+        refusedSinceLog = 0;
+      }
       return;
     }
     const conn = new Connection(nextId++, socket, context);
@@ -238,6 +295,10 @@ export async function serve(options: ServeOptions = {}): Promise<ServerHandle> {
       port,
       workdir,
       maxJobs,
+      maxConnections,
+      ...(options.maxConnections === undefined
+        ? { descriptors: descriptors.limit, descriptorsFrom: descriptors.source }
+        : {}),
       costOffset,
       limits,
       auth: token !== undefined,

@@ -13,6 +13,7 @@ export interface ServeArgs {
   readonly host: string;
   readonly workdir?: string | undefined;
   readonly 'max-jobs'?: number | undefined;
+  readonly 'max-connections'?: number | undefined;
   readonly 'cost-offset': number;
   readonly 'job-timeout': number;
   readonly 'idle-timeout': number;
@@ -49,6 +50,11 @@ export function withServeOptions<T>(y: Argv<T>): Argv<T & ServeArgs> {
       alias: 'j',
       type: 'number',
       describe: 'jobs run at once; more commands wait in a queue (default: CPU count)',
+    })
+    .option('max-connections', {
+      type: 'number',
+      describe:
+        'connections open at once; at the cap the oldest one without a job is closed (default: from the descriptor limit, ulimit -n)',
     })
     .option('cost-offset', {
       type: 'number',
@@ -108,6 +114,8 @@ export function withServeOptions<T>(y: Argv<T>): Argv<T & ServeArgs> {
         throw new UsageError('--reapi-port must be a whole number from 0 to 65535');
       if (!whole(a['max-jobs'], 1))
         throw new UsageError('--max-jobs must be a whole number of at least 1');
+      if (!whole(a['max-connections'], 1))
+        throw new UsageError('--max-connections must be a whole number of at least 1');
       if (!whole(a['cost-offset'], 0))
         throw new UsageError('--cost-offset must be a whole number of at least 0');
       if (parseSize(a['cache-size']) === undefined)
@@ -143,6 +151,7 @@ export function serveOptionsFrom(args: ServeArgs, logger: Logger): ServeOptions 
     port: args.port,
     ...(args.workdir !== undefined && { workdir: args.workdir }),
     ...(args['max-jobs'] !== undefined && { maxJobs: args['max-jobs'] }),
+    ...(args['max-connections'] !== undefined && { maxConnections: args['max-connections'] }),
     costOffset: args['cost-offset'],
     jobTimeoutSeconds: args['job-timeout'],
     idleTimeoutSeconds: args['idle-timeout'],
