@@ -108,20 +108,16 @@ function swarm(
   const sockets = new Set<Socket>();
   let stopped = false;
   let closed = 0;
-  let opening = 0;
   const open = () => {
     if (stopped) return;
-    opening++;
     const socket = connect({ host: '127.0.0.1', port });
     socket.on('error', () => {});
     socket.once('connect', () => {
-      opening--;
       sockets.add(socket);
       attack(socket);
     });
     socket.once('close', () => {
       if (sockets.delete(socket)) closed++;
-      else opening--;
       // A short pause before the replacement: a real attacker's reconnect loop.
       if (!stopped) setTimeout(open, 50);
     });

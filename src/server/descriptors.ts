@@ -16,9 +16,10 @@ const DESCRIPTORS_PER_JOB = 8;
  * This process's open-file limit (`ulimit -n`; Node raises the soft limit to the hard one at
  * start), from `/proc/self/limits`, and where the number came from.
  */
-export function descriptorLimit(
-  limitsFile = '/proc/self/limits',
-): { readonly limit: number; readonly source: string } {
+export function descriptorLimit(limitsFile = '/proc/self/limits'): {
+  readonly limit: number;
+  readonly source: string;
+} {
   try {
     const text = readFileSync(limitsFile, 'utf8');
     const m = /^Max open files\s+(\d+|unlimited)\s/m.exec(text);
