@@ -1,33 +1,25 @@
 /**
- * From lines to model: receives the parser's lines in file order (as a `LineSink`), reads
- * inside each, and checks everything the grammar cannot (ports, hosts, names, what belongs
- * to what), collecting every problem so a wrong Rakefile gets all its diagnostics at once.
+ * The semantic checks: from the parser's nodes and chevrotain's errors to the model or the
+ * diagnostics. Checks what the grammar cannot (ports, hosts, repeated names and settings,
+ * empty actionsets, remote actions without hosts) and maps each lexing and parsing error to
+ * its diagnostic, collecting every problem so a wrong Rakefile gets them all at once.
  */
-import type { ILexingResult, IToken } from 'chevrotain';
+import type { ILexingResult, IRecognitionException, IToken } from 'chevrotain';
 import type { Diagnostic, DiagnosticCode } from './diagnostics.js';
 import { parseHostEntry, parsePortNumber } from './hosts.js';
-import { type InvalidLine, invalidLineOf } from './lexer.js';
 import {
-  type ActionParts,
-  contentEnd,
-  isBlank,
-  readAction,
-  readHeader,
-  readSetting,
-  readWords,
-  skipBlanks,
-  skipIndent,
-} from './lines.js';
-import type {
-  Action,
-  Actionset,
-  HostSpec,
-  Rakefile,
-  Requirement,
-  SourcePosition,
-} from './model.js';
+  Command,
+  classifyLine,
+  Indent,
+  type InvalidLine,
+  NAME,
+  Remote,
+  Requires,
+} from './lexer.js';
+import { contentEnd, skipIndent } from './lines.js';
+import type { Action, Actionset, HostSpec, Rakefile, Requirement } from './model.js';
 import { DEFAULT_PORT } from './model.js';
-import type { LineSink, RakefileParser } from './parser.js';
+import type { ActionNode, HostsNode, ParseOutput, SettingNode } from './parser.js';
 import type { LineIndex } from './positions.js';
 
 /** Either a whole model or the reasons there is none; never both, never half a model. */
@@ -35,7 +27,7 @@ export type ParseResult =
   | { readonly ok: true; readonly rakefile: Rakefile }
   | { readonly ok: false; readonly diagnostics: readonly Diagnostic[] };
 
-/** Rejected lines that may have been meant as an actionset header. */
+/** Refused lines that may have been meant as an actionset header. */
 const BROKEN_HEADER: ReadonlySet<DiagnosticCode> = new Set(['unknown-line', 'indented-top-level']);
 
 /** Longest excerpt of a line quoted in a message. */
@@ -54,7 +46,7 @@ interface HostEntryAt {
   readonly offset: number;
 }
 
-/** The actionset whose header was read last, while its lines are still coming. */
+/** The actionset whose header was read last, while its actions are still coming. */
 interface OpenActionset {
   readonly name: string;
   readonly offset: number;
@@ -63,33 +55,27 @@ interface OpenActionset {
   strayReported: boolean;
 }
 
-/** Consecutive actions with no header above them, reported together. */
-interface StrayRun {
-  /** Start of the first one's line. */
-  readonly first: number;
-  /** Start of the line before the run, to spot a broken header there. */
-  readonly after: number;
-  count: number;
-}
-
-/** A line the lexer rejected: where it starts, and why. */
-interface RejectedLine {
+/** A line the lexer refused: where it starts, and why. */
+interface RefusedLine {
   readonly offset: number;
   readonly code: DiagnosticCode;
 }
 
 /**
- * Builds one Rakefile's model. The lexer and parser run over the text a block of lines at
- * a time (grammar/parse.ts); `feed` takes each block's tokens, whose offsets count from
- * `base`, the block's start in the whole text. Everything here works on whole-text offsets.
+ * Builds one Rakefile's model. The lexer and parser run over the text a piece at a time
+ * (grammar/parse.ts); `feed` takes each piece's lexing result and parse, whose offsets count
+ * from `base`, the piece's start in the whole text. Everything here works on whole-text
+ * offsets.
  */
-export class Analyzer implements LineSink {
+export class Analyzer {
   readonly #text: string;
   readonly #lines: LineIndex;
-  /** Offset of the current block in the whole text. */
+  /** Offset of the current piece in the whole text. */
   #base = 0;
-  readonly #rejected: RejectedLine[] = [];
+  readonly #refused: RefusedLine[] = [];
   readonly #found: { offset: number; diagnostic: Diagnostic }[] = [];
+  /** Some line was not blank (refused lines aside). */
+  #anyLine = false;
 
   /** The first PORT line; `value` stays undefined when that line is wrong. */
   #port: { value: number | undefined; line: number } | undefined;
@@ -99,13 +85,8 @@ export class Analyzer implements LineSink {
   /** Actionset names, and the line each was first defined on. */
   readonly #names = new Map<string, number>();
   #open: OpenActionset | undefined;
-  /** The last action line, while `requires` lines may still follow it, and their files. */
-  #pending: { readonly parts: ActionParts; readonly position: SourcePosition } | undefined;
-  readonly #pendingRequires: Requirement[] = [];
-  #strayRun: StrayRun | undefined;
-  /** Start of the last line handed over, and how many there were. */
+  /** Start of the last setting or header line. */
   #previousLine = 0;
-  #lineCount = 0;
   #remoteActions = 0;
   #firstRemote: number | undefined;
   /** Start of a PORT/HOSTS line that came after an actionset (and so ended it), for hints. */
@@ -116,117 +97,58 @@ export class Analyzer implements LineSink {
     this.#lines = lines;
   }
 
-  /** Hands over one block: its rejected lines, then its lines through `parser`. */
-  feed(lexed: ILexingResult, base: number, parser: RakefileParser): void {
+  /**
+   * Takes one piece: first the lines the lexer refused, then the parser's nodes and errors,
+   * merged in file order.
+   */
+  feed(lexed: ILexingResult, parsed: ParseOutput, base: number): void {
     this.#base = base;
-    for (const token of lexed.groups.invalid ?? []) this.#invalidLine(token);
-    const errors = parser.parse(lexed.tokens, this);
-    if (errors.length > 0) {
-      // Every sequence of line tokens is in the grammar; reaching this is a bug, not bad input.
-      throw new Error(`Rakefile parser failed: ${String((errors[0] as Error).message)}`);
-    }
-  }
-
-  // ---- LineSink ----------------------------------------------------------------------------
-
-  port(line: IToken): void {
-    const offset = this.#base + line.startOffset;
-    this.#topLevel(offset);
-    this.#portSetting(offset);
-    this.#handled(offset);
-  }
-
-  hosts(line: IToken): void {
-    const offset = this.#base + line.startOffset;
-    this.#topLevel(offset);
-    this.#hostsSetting(offset);
-    this.#handled(offset);
-  }
-
-  header(line: IToken): void {
-    const offset = this.#base + line.startOffset;
-    this.#topLevel(offset);
-    this.#settingAfterActionset = undefined;
-    const { name, trailing } = readHeader(this.#text, offset);
-    const first = this.#names.get(name);
-    if (first !== undefined) {
-      this.#report('repeated-actionset', offset, name.length, {
-        message: `actionset ${quote(name)} is defined twice`,
-        hint: `the first \`${name}:\` is on line ${first}; give each actionset its own name`,
-      });
-    } else {
-      this.#names.set(name, this.#lines.lineOf(offset));
-    }
-    if (trailing !== undefined) {
-      const junk = this.#text.slice(trailing.start, trailing.end);
-      this.#report('header-trailing-text', trailing.start, trailing.end - trailing.start, {
-        message: `unexpected ${quote(junk)} after actionset header \`${name}:\``,
-        hint: 'a header is only `name:`; put each command on its own line below it, indented with one tab',
-      });
-    }
-    this.#open = { name, offset, actions: [], strayReported: false };
-    this.#handled(offset);
-  }
-
-  action(line: IToken): void {
-    const offset = this.#base + line.startOffset;
-    this.#closeAction();
-    const parts = readAction(this.#text, offset);
-    if (parts.remote) {
-      this.#remoteActions++;
-      this.#firstRemote ??= parts.start;
-    }
-    // The position now, while the line index's cursor is on this line.
-    this.#pending = { parts, position: this.#lines.position(parts.start) };
-    if (this.#open === undefined) {
-      if (this.#strayRun !== undefined) this.#strayRun.count++;
-      else this.#strayRun = { first: offset, after: this.#previousLine, count: 1 };
-    }
-    this.#handled(offset);
-  }
-
-  requires(line: IToken): void {
-    const text = this.#text;
-    const offset = this.#base + line.startOffset;
-    const keyword = skipIndent(text, offset);
-    if (this.#pending === undefined) this.#strayRequires(keyword);
-    else {
-      // The paths: blank-separated words up to the end of the content.
-      const requires = this.#pendingRequires;
-      const lineNumber = this.#lines.lineOf(offset);
-      const stop = contentEnd(text, keyword);
-      let at = skipBlanks(text, keyword + 'requires'.length);
-      while (at < stop) {
-        const start = at;
-        while (at < stop && !isBlank(text.charCodeAt(at))) at++;
-        requires.push({
-          path: text.slice(start, at),
-          position: this.#lines.positionOn(lineNumber, start),
-        });
-        at = skipBlanks(text, at);
+    // A lexing error at the start of a line spans the refused lines in a row (chevrotain
+    // resumes at the next line it can match): each gets its diagnostic. One inside a line
+    // can only be after a header's colon.
+    let trailingLine = -1;
+    for (const error of lexed.errors) {
+      const start = base + error.offset;
+      if (start > 0 && this.#text.charCodeAt(start - 1) !== 10) {
+        const line = this.#text.lastIndexOf('\n', start - 1) + 1;
+        if (line !== trailingLine) this.#headerTrailing(line, start);
+        trailingLine = line;
+        continue;
+      }
+      const end = start + error.length;
+      for (let at = start; at < end; ) {
+        this.#refusedLine(at);
+        const newline = this.#text.indexOf('\n', at);
+        at = newline === -1 ? end : newline + 1;
       }
     }
-    this.#handled(offset);
+    if (lexed.tokens.length > 0) this.#anyLine = true;
+    const { nodes, errors } = parsed;
+    let e = 0;
+    for (const node of nodes) {
+      const at = nodeOffset(node);
+      while (e < errors.length && (errors[e] as IRecognitionException).token.startOffset < at) {
+        this.#error(errors[e++] as IRecognitionException);
+      }
+      switch (node.kind) {
+        case 'setting':
+          this.#portSetting(node);
+          break;
+        case 'hosts':
+          this.#hostsSetting(node);
+          break;
+        case 'header':
+          this.#header(node.name);
+          break;
+        case 'action':
+          this.#action(node);
+          break;
+      }
+    }
+    while (e < errors.length) this.#error(errors[e++] as IRecognitionException);
   }
 
-  /** Builds the last action, now that no more `requires` lines can follow it. */
-  #closeAction(): void {
-    const pending = this.#pending;
-    if (pending === undefined) return;
-    const { parts, position } = pending;
-    this.#pending = undefined;
-    // Copied, so each action's array is exactly as long as it needs to be.
-    const requires = this.#pendingRequires.slice();
-    this.#pendingRequires.length = 0;
-    this.#open?.actions.push({
-      command: this.#text.slice(parts.commandStart, parts.commandEnd),
-      remote: parts.remote,
-      requires,
-      position,
-    });
-  }
-
-  /** Once every line has been handed over: the model, or every diagnostic. */
+  /** Once every piece has been fed: the model, or every diagnostic. */
   finish(): ParseResult {
     this.#topLevel(this.#text.length);
     this.#checkWhole();
@@ -246,33 +168,72 @@ export class Analyzer implements LineSink {
     };
   }
 
-  #handled(offset: number): void {
+  // ---- nodes -------------------------------------------------------------------------------
+
+  #header(token: IToken): void {
+    const offset = this.#base + token.startOffset;
+    this.#topLevel(offset);
     this.#previousLine = offset;
-    this.#lineCount++;
+    this.#settingAfterActionset = undefined;
+    const name = this.#text.slice(offset, offset + token.image.length);
+    const first = this.#names.get(name);
+    if (first !== undefined) {
+      this.#report('repeated-actionset', offset, name.length, {
+        message: `actionset ${quote(name)} is defined twice`,
+        hint: `the first \`${name}:\` is on line ${first}; give each actionset its own name`,
+      });
+    } else {
+      this.#names.set(name, this.#lines.lineOf(offset));
+    }
+    this.#open = { name, offset, actions: [], strayReported: false };
   }
 
-  /** A line in column 1 at `offset` (or the end) ends the open actionset and stray run. */
+  #action(node: ActionNode): void {
+    const base = this.#base;
+    const text = this.#text;
+    const start = contentStart(text, base + (node.remote ?? node.command).startOffset);
+    if (node.remote !== undefined) {
+      this.#remoteActions++;
+      this.#firstRemote ??= start;
+    }
+    const position = this.#lines.position(start);
+    const requires: Requirement[] = new Array(node.paths.length);
+    for (let i = 0; i < node.paths.length; i++) {
+      const path = node.paths[i] as IToken;
+      const at = base + path.startOffset;
+      requires[i] = {
+        path: text.slice(at, at + path.image.length),
+        position: this.#lines.position(at),
+      };
+    }
+    const command = node.command;
+    this.#open?.actions.push({
+      command: text.slice(
+        base + command.startOffset,
+        base + command.startOffset + command.image.length,
+      ),
+      remote: node.remote !== undefined,
+      requires,
+      position,
+    });
+  }
+
+  /** A line in column 1 at `offset` (or the end) ends the open actionset. */
   #topLevel(offset: number): void {
-    this.#closeAction();
     const open = this.#open;
-    if (open !== undefined) {
-      if (open.actions.length === 0 && !this.#hasInvalidBetween(open.offset, offset)) {
-        this.#report('empty-actionset', open.offset, open.name.length, {
-          message: `actionset ${quote(open.name)} has no actions`,
-          hint: `add commands below \`${open.name}:\`, indented with one tab, or delete the header`,
-        });
-      }
-      this.#actionsets.push({
-        name: open.name,
-        actions: open.actions,
-        position: this.#lines.position(open.offset),
+    if (open === undefined) return;
+    if (open.actions.length === 0 && !this.#hasRefusedBetween(open.offset, offset)) {
+      this.#report('empty-actionset', open.offset, open.name.length, {
+        message: `actionset ${quote(open.name)} has no actions`,
+        hint: `add commands below \`${open.name}:\`, indented with one tab, or delete the header`,
       });
-      this.#open = undefined;
     }
-    if (this.#strayRun !== undefined) {
-      this.#reportStrayRun(this.#strayRun);
-      this.#strayRun = undefined;
-    }
+    this.#actionsets.push({
+      name: open.name,
+      actions: open.actions,
+      position: this.#lines.position(open.offset),
+    });
+    this.#open = undefined;
   }
 
   /** Problems of the file as a whole, found once every line has been read. */
@@ -284,7 +245,7 @@ export class Analyzer implements LineSink {
         hint: 'add `HOSTS = host1 host2` (for a test, `HOSTS = localhost`), or drop `remote-` to run the action here',
       });
     }
-    if (this.#lineCount === 0 && this.#rejected.length === 0) {
+    if (!this.#anyLine && this.#refused.length === 0) {
       this.#report('empty-file', 0, 1, {
         message:
           this.#text.trim() === ''
@@ -302,7 +263,10 @@ export class Analyzer implements LineSink {
 
   // ---- settings ----------------------------------------------------------------------------
 
-  #portSetting(offset: number): void {
+  #portSetting(node: SettingNode): void {
+    const offset = this.#base + node.keyword.startOffset;
+    this.#topLevel(offset);
+    this.#previousLine = offset;
     const line = this.#lines.lineOf(offset);
     if (this.#port !== undefined) {
       this.#report('repeated-setting', offset, 'PORT'.length, {
@@ -313,27 +277,29 @@ export class Analyzer implements LineSink {
     this.#noteSetting(offset);
     this.#port ??= { value: undefined, line };
     const port = this.#port;
-    const { after } = readSetting(this.#text, offset);
-    const words = readWords(this.#text, after);
-    const first = words[0];
-    if (first === undefined) {
+    const value = node.value;
+    if (value === undefined) {
+      const after = this.#base + node.equals.startOffset + 1;
       this.#report('invalid-port', after, 1, { message: 'PORT has no value', hint: PORT_HINT });
       return;
     }
-    const end = contentEnd(this.#text, first.start);
-    const value = this.#text.slice(first.start, end);
-    const number = parsePortNumber(value);
+    const number = parsePortNumber(value.image);
     if (number === undefined) {
-      const message = /^[0-9]+$/.test(value)
-        ? `PORT ${quote(value)} is out of range`
-        : `PORT ${quote(value)} is not a port number`;
-      this.#report('invalid-port', first.start, end - first.start, { message, hint: PORT_HINT });
+      const message = /^[0-9]+$/.test(value.image)
+        ? `PORT ${quote(value.image)} is out of range`
+        : `PORT ${quote(value.image)} is not a port number`;
+      const at = this.#base + value.startOffset;
+      this.#report('invalid-port', at, value.image.length, { message, hint: PORT_HINT });
       return;
     }
     if (port.line === line) port.value = number;
   }
 
-  #hostsSetting(offset: number): void {
+  #hostsSetting(node: HostsNode): void {
+    const base = this.#base;
+    const offset = base + node.keyword.startOffset;
+    this.#topLevel(offset);
+    this.#previousLine = offset;
     const line = this.#lines.lineOf(offset);
     if (this.#hosts !== undefined) {
       this.#report('repeated-setting', offset, 'HOSTS'.length, {
@@ -342,21 +308,18 @@ export class Analyzer implements LineSink {
       });
     }
     this.#noteSetting(offset);
-    const { after } = readSetting(this.#text, offset);
-    const words = readWords(this.#text, after);
-    if (words.length === 0) {
-      this.#report('no-hosts', after, 1, {
+    if (node.entries.length === 0) {
+      this.#report('no-hosts', base + node.equals.startOffset + 1, 1, {
         message: 'HOSTS lists no hosts',
         hint: 'name at least one host, as in `HOSTS = localhost`, or delete the line if every action is local',
       });
     }
     const entries: HostEntryAt[] = [];
-    for (const word of words) {
-      const entry = parseHostEntry(this.#text.slice(word.start, word.end));
-      if (entry.ok) entries.push({ host: entry.host, port: entry.port, offset: word.start });
-      else {
-        this.#report('invalid-host', word.start + entry.start, entry.length, entry);
-      }
+    for (const word of node.entries) {
+      const at = base + word.startOffset;
+      const entry = parseHostEntry(word.image);
+      if (entry.ok) entries.push({ host: entry.host, port: entry.port, offset: at });
+      else this.#report('invalid-host', at + entry.start, entry.length, entry);
     }
     this.#hosts ??= { entries, line };
   }
@@ -365,14 +328,87 @@ export class Analyzer implements LineSink {
     if (this.#names.size > 0) this.#settingAfterActionset = offset;
   }
 
-  // ---- misplaced lines --------------------------------------------------------------------
+  // ---- what chevrotain reported ------------------------------------------------------------
 
-  #reportStrayRun(run: StrayRun): void {
-    const first = readAction(this.#text, run.first);
+  /**
+   * One parsing error, after recovery. Each kind of misplaced text stops the parser at a
+   * token of its own: INDENT (indented lines where a setting or header should be), `requires`
+   * (where an action should be), text after a header's colon (where its newline should be).
+   */
+  #error(error: IRecognitionException): void {
+    const token = error.token;
+    const type = token.tokenType;
+    if (type === Indent) this.#strayLines([token, ...(error.resyncedTokens ?? [])]);
+    else if (type === Requires) this.#strayRequires(this.#base + token.startOffset);
+    else {
+      // The lexer only lets through lines the grammar has a place for; this is a bug.
+      throw new Error(`Rakefile parser: unexpected ${error.name} at ${token.startOffset}`);
+    }
+  }
+
+  /** Text after the colon of the header on the line at `line`, from `start`. */
+  #headerTrailing(line: number, start: number): void {
+    NAME.lastIndex = line;
+    const name = NAME.exec(this.#text)?.[0] ?? '';
+    const junk = this.#text.slice(start, contentEnd(this.#text, start));
+    this.#report('header-trailing-text', start, junk.length, {
+      message: `unexpected ${quote(junk)} after actionset header \`${name}:\``,
+      hint: 'a header is only `name:`; put each command on its own line below it, indented with one tab',
+    });
+  }
+
+  /**
+   * Indented lines with no header above them (the parser skipped them, from the INDENT to the
+   * next line in column 1): the first action gets one diagnostic for the whole run, and each
+   * `requires` line before it one of its own.
+   */
+  #strayLines(tokens: readonly IToken[]): void {
+    const base = this.#base;
+    let previousLine = this.#previousLine;
+    let first: { line: number; start: number; end: number } | undefined;
+    let count = 0;
+    let after = 0;
+    let previous: IToken | undefined;
+    for (const token of tokens) {
+      const type = token.tokenType;
+      const afterRemote = previous?.tokenType === Remote;
+      previous = token;
+      // Each line starts with `requires`, `remote-` or a command (not one after `remote-`).
+      if (type === Command && afterRemote) {
+        if (first !== undefined && first.end === 0) {
+          first.end = base + token.startOffset + token.image.length;
+        }
+        continue;
+      }
+      if (type !== Requires && type !== Remote && type !== Command) continue;
+      const at = base + token.startOffset;
+      const line = this.#text.lastIndexOf('\n', at - 1) + 1;
+      if (type === Requires) {
+        if (count === 0) {
+          this.#report('requires-before-action', at, 'requires'.length, {
+            message: '`requires` line outside any actionset',
+            hint: REQUIRES_HINT,
+          });
+        }
+      } else {
+        const start = contentStart(this.#text, at);
+        if (type === Remote) {
+          this.#remoteActions++;
+          this.#firstRemote ??= start;
+        }
+        if (count === 0) {
+          first = { line, start, end: type === Remote ? 0 : at + token.image.length };
+          after = previousLine;
+        }
+        count++;
+      }
+      previousLine = line;
+    }
+    if (first === undefined) return;
     // A broken header above them has its own diagnostic; do not pile on.
-    if (this.#hasInvalidBetween(run.after, first.start, BROKEN_HEADER)) return;
-    const suffix = run.count > 1 ? ` (and ${run.count - 1} more after it)` : '';
-    const length = first.commandEnd - first.start;
+    if (this.#hasRefusedBetween(after, first.start, BROKEN_HEADER)) return;
+    const suffix = count > 1 ? ` (and ${count - 1} more after it)` : '';
+    const length = first.end - first.start;
     const setting = this.#settingAfterActionset;
     if (setting === undefined) {
       this.#report('action-before-actionset', first.start, length, {
@@ -388,17 +424,12 @@ export class Analyzer implements LineSink {
     }
   }
 
+  /** A `requires` line where an action of the open actionset should be. */
   #strayRequires(keyword: number): void {
     const open = this.#open;
-    if (open === undefined) {
-      this.#report('requires-before-action', keyword, 'requires'.length, {
-        message: '`requires` line outside any actionset',
-        hint: REQUIRES_HINT,
-      });
-      return;
-    }
-    // One per actionset; and none when the action above was a rejected line.
-    if (open.strayReported || this.#hasInvalidBetween(open.offset, keyword)) return;
+    if (open === undefined) throw new Error('Rakefile parser: `requires` outside an actionset');
+    // One per actionset; and none when the action above was a refused line.
+    if (open.strayReported || this.#hasRefusedBetween(open.offset, keyword)) return;
     open.strayReported = true;
     this.#report('requires-before-action', keyword, 'requires'.length, {
       message: `\`requires\` line before any action of actionset ${quote(open.name)}`,
@@ -406,28 +437,28 @@ export class Analyzer implements LineSink {
     });
   }
 
-  // ---- lines the lexer set aside -----------------------------------------------------------
-
-  #invalidLine(token: IToken): void {
-    const problem = invalidLineOf(token);
-    if (problem === undefined) return;
-    const base = this.#base;
-    this.#rejected.push({ offset: base + token.startOffset, code: problem.code });
-    this.#report(problem.code, base + problem.start, problem.length, describeInvalidLine(problem));
+  /** A line chevrotain's lexer matched no token for, starting at `offset`: ask why. */
+  #refusedLine(offset: number): void {
+    const problem = classifyLine(this.#text, offset);
+    if (typeof problem === 'string') {
+      throw new Error(`Rakefile lexer: refused a ${problem} line at offset ${offset}`);
+    }
+    this.#refused.push({ offset, code: problem.code });
+    this.#report(problem.code, problem.start, problem.length, describeInvalidLine(problem));
   }
 
-  /** True when a rejected line (with one of `codes`, if given) starts in `[from, to)`. */
-  #hasInvalidBetween(from: number, to: number, codes?: ReadonlySet<DiagnosticCode>): boolean {
-    const rejected = this.#rejected;
+  /** True when a refused line (with one of `codes`, if given) starts in `[from, to)`. */
+  #hasRefusedBetween(from: number, to: number, codes?: ReadonlySet<DiagnosticCode>): boolean {
+    const refused = this.#refused;
     let lo = 0;
-    let hi = rejected.length;
+    let hi = refused.length;
     while (lo < hi) {
       const mid = (lo + hi) >>> 1;
-      if ((rejected[mid]?.offset ?? 0) < from) lo = mid + 1;
+      if ((refused[mid]?.offset ?? 0) < from) lo = mid + 1;
       else hi = mid;
     }
-    for (let i = lo; i < rejected.length; i++) {
-      const line = rejected[i] as RejectedLine;
+    for (let i = lo; i < refused.length; i++) {
+      const line = refused[i] as RefusedLine;
       if (line.offset >= to) return false;
       if (codes === undefined || codes.has(line.code)) return true;
     }
@@ -453,7 +484,25 @@ export class Analyzer implements LineSink {
   }
 }
 
-/** Message and hint for a line the lexer rejected. */
+/** Where a node's line starts being content (its first token), in its piece. */
+function nodeOffset(node: ParseOutput['nodes'][number]): number {
+  switch (node.kind) {
+    case 'setting':
+    case 'hosts':
+      return node.keyword.startOffset;
+    case 'header':
+      return node.name.startOffset;
+    case 'action':
+      return (node.remote ?? node.command).startOffset;
+  }
+}
+
+/** Where an action's content starts: after its indentation (tabs and spaces), from its first token. */
+function contentStart(text: string, first: number): number {
+  return skipIndent(text, text.lastIndexOf('\n', first - 1) + 1);
+}
+
+/** Message and hint for a line the lexer refused. */
 function describeInvalidLine(p: InvalidLine): { message: string; hint: string } {
   const content = p.content;
   switch (p.code) {

@@ -1,10 +1,17 @@
 /**
- * The language's reference, generated from the parser itself: railroad diagrams
- * (grammar/rakefile.html) and an EBNF (grammar/rakefile.ebnf). scripts/gen-grammar-docs.ts
- * writes them; spec/grammar/docs.spec.ts fails when the checked-in copies are stale.
+ * The language's reference, generated from the parser and the lexer themselves: railroad
+ * diagrams (grammar/rakefile.html) and an EBNF (grammar/rakefile.ebnf) of the parser's rules,
+ * and the tokens of each lexer mode with their patterns. scripts/gen-grammar-docs.ts writes
+ * them; spec/grammar/docs.spec.ts fails when the checked-in copies are stale.
  */
-import { createSyntaxDiagramsCode, type ISerializedGast } from 'chevrotain';
-import { lineSyntax } from './lexer.js';
+import {
+  createSyntaxDiagramsCode,
+  type ISerializedGast,
+  type TokenPattern,
+  type TokenType,
+} from 'chevrotain';
+import { Lexer } from './chevrotain.js';
+import { customTokenSyntax, lexerModes } from './lexer.js';
 import { RakefileParser } from './parser.js';
 
 /** The generated files, by name under grammar/. */
@@ -18,9 +25,11 @@ const HEADER = [
   '   by scripts/gen-grammar-docs.ts: do not edit; run `npm run gen:grammar`.',
   '   Prose reference: docs/rakefile.md.',
   '',
-  '   The parser reads one token per line. `strayAction` and `strayRequires` are lines in',
-  '   the wrong place: they parse so that every one of them can be reported, and each is',
-  '   an error (action-before-actionset, requires-before-action). */',
+  "   Rules are the parser's; quoted words and lower-case names are tokens (below). A line",
+  '   the lexer matches no token for is an error of its own (unknown-line, too-many-tabs, ...);',
+  '   a token the parser finds where its rule has no place (an indented line before any',
+  "   header, `requires` where an action should be, text after a header's colon) is skipped",
+  '   with an error, and parsing goes on. */',
 ];
 
 /** Renders both files from a fresh parser. */
@@ -35,15 +44,48 @@ export function renderGrammarDocs(): GrammarDocs {
 /** W3C-style EBNF (as in the XML spec): `::=`, `|`, `?`, `*`, `+`, parentheses. */
 function renderEbnf(rules: readonly ISerializedGast[]): string {
   const named = rules as readonly (ISerializedGast & { name: string })[];
-  const width = Math.max(...named.map((r) => r.name.length), 'RequiresLine'.length);
-  const lines = [...HEADER, '', '/* Lines, in order */', ''];
+  const width = Math.max(...named.map((r) => r.name.length));
+  const lines = [...HEADER, '', '/* Rules (grammar/parser.ts) */', ''];
   for (const rule of named) {
     const body = sequence(rule.definition ?? []);
     const bare = rule.definition?.length === 1 && rule.definition[0]?.type === 'Alternation';
     lines.push(`${rule.name.padEnd(width)} ::= ${bare ? body.slice(2, -2) : body}`);
   }
-  lines.push('', '/* Inside a line */', '', ...lineSyntax);
+  lines.push(
+    '',
+    '/* Tokens (grammar/lexer.ts), by lexer mode. Every line starts in mode `line`; a token',
+    '   marked -> switches the mode for the rest of the line, and newline ends it. Skipped',
+    '   tokens reach no rule. Blanks are every white space but LF. */',
+  );
+  for (const [mode, tokens] of Object.entries(lexerModes)) {
+    lines.push('', `/* mode ${mode} */`);
+    const shown = tokens.map((t) => ({ token: t, name: tokenName(t) }));
+    const pad = Math.max(...shown.map((s) => s.name.length));
+    for (const { token, name } of shown) {
+      const mode = token.PUSH_MODE === undefined ? '' : `  -> ${token.PUSH_MODE}`;
+      lines.push(`${name.padEnd(pad)} ::= ${patternOf(token)}${mode}`);
+    }
+  }
+  lines.push('', '/* made by the line matchers, never matched by themselves */');
+  for (const token of customTokenSyntax.keys()) {
+    if (token.PATTERN === Lexer.NA) lines.push(`${tokenName(token)} ::= ${patternOf(token)}`);
+  }
   return `${lines.join('\n')}\n`;
+}
+
+/** How a token is shown: its label, or `(skipped Name)` for a token the parser never sees. */
+function tokenName(token: TokenType): string {
+  if (token.GROUP === Lexer.SKIPPED) return `(skipped ${token.name})`;
+  return token.LABEL ?? token.name;
+}
+
+function patternOf(token: TokenType): string {
+  const custom = customTokenSyntax.get(token);
+  if (custom !== undefined) return custom;
+  const pattern: TokenPattern | undefined = token.PATTERN;
+  if (pattern instanceof RegExp) return `/${pattern.source}/`;
+  if (typeof pattern === 'string') return `'${pattern}'`;
+  throw new Error(`grammar/docs.ts: no syntax for token ${token.name}`);
 }
 
 function sequence(items: readonly ISerializedGast[]): string {
@@ -54,8 +96,11 @@ function term(node: ISerializedGast): string {
   const inner = () => sequence(node.definition ?? []);
   switch (node.type) {
     case 'NonTerminal':
-    case 'Terminal':
       return (node as ISerializedGast & { name: string }).name;
+    case 'Terminal': {
+      const terminal = node as ISerializedGast & { label?: string; name: string };
+      return terminal.label ?? terminal.name;
+    }
     case 'Option':
       return `${group(node, inner)}?`;
     case 'Repetition':

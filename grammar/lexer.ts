@@ -1,24 +1,35 @@
 /**
- * The Rakefile lexer. A Rakefile is a list of lines, and each line is one token: its kind
- * is decided at the line's start by `classifyLine`, from the indentation and the first word
- * (docs/rakefile.md, "Indentation"). Blank and comment lines are skipped. Lines that cannot
- * be right go, whole, into the `invalid` token group with the reason attached, so the parser
- * only sees well-formed lines while every bad line still becomes a diagnostic.
+ * The Rakefile lexer: word-level chevrotain tokens, with lexer modes and indentation tokens
+ * (docs/rakefile.md, "The grammar, generated").
  *
- * One token per line, rather than per word, keeps tokens few (a 100,000-action file has
- * 200,000 lines), and grammar/parse.ts runs the lexer over a block of lines at a time, so
- * few are alive at once (docs/benchmarks.md). What is inside a line is read by
- * grammar/lines.ts.
+ * Every line starts in the `line` mode, where custom matchers read its indentation and first
+ * word once (`classifyLine`) and decide what the line is:
+ *
+ * - a blank or comment line is skipped whole;
+ * - a line in column 1 is `PORT`, `HOSTS` or an actionset `name`, each switching to the mode
+ *   that reads the rest of that kind of line (`=`, values, `:`);
+ * - an indented line is an action (mode `action`: `remote-`, then the rest of the line is one
+ *   `command`) or a `requires` line (mode `requires`: the keyword, then `path` words).
+ *
+ * Indentation becomes INDENT and DEDENT tokens, as in chevrotain's Python-indentation example:
+ * the matchers keep the current level in state that lives for one lexer run. An action is at
+ * level 1, a `requires` line at level 2 under an action (at level 1 where nothing above owns
+ * it, which the parser then reports), settings and headers at level 0.
+ *
+ * A line that cannot be right is matched by no token in the `line` mode: chevrotain reports
+ * it as a lexing error and resumes at the next line (only the newline can restart the mode
+ * there), so the parser never sees it and every such line gets its own diagnostic
+ * (grammar/analyze.ts asks `classifyLine` why it was refused).
  */
 import type { CustomPatternMatcherReturn, ILexingResult, IToken, TokenType } from 'chevrotain';
-import { createToken, Lexer } from './chevrotain.js';
+import { createToken, createTokenInstance, Lexer } from './chevrotain.js';
 import type { DiagnosticCode } from './diagnostics.js';
-import { contentEnd } from './lines.js';
+import { contentEnd, skipIndent } from './lines.js';
 
 /** What `classifyLine` found, for a line that may be right. */
 export type LineKind = 'blank' | 'port' | 'hosts' | 'header' | 'action' | 'requires';
 
-/** Why a line was set aside, and which characters to underline. */
+/** Why a line was refused, and which characters to underline. */
 export interface InvalidLine {
   readonly code: DiagnosticCode;
   /** Offset of the first character to underline. */
@@ -40,12 +51,13 @@ const REMOTE_ONLY = /remote-[^\S\n]*(?:#[^\n]*)?(?:\n|$)/y;
 const REQUIRES = 'requires';
 
 /**
- * Decides what the line starting at `offset` is. Pure and cheap: it reads the indentation
- * and the first word (and more only for a line that turns out to be wrong).
+ * Decides what the line starting at `offset` is, from its indentation and first word (and
+ * more only for a line that turns out to be wrong). The `line`-mode matchers call it once
+ * per line; grammar/analyze.ts calls it again for a refused line, to say why.
  *
  * Tabs are canonical: one tab is an action, two tabs a `requires` line. Indentation holding
  * spaces is accepted too, and then the first word decides (`requires` or not), unless the
- * line looks like a header or a setting: that is ambiguous, so it is rejected.
+ * line looks like a header or a setting: that is ambiguous, so it is refused.
  */
 export function classifyLine(text: string, offset: number): LineKind | InvalidLine {
   let at = offset;
@@ -113,7 +125,7 @@ function firstWordLength(text: string, at: number): number {
   return word.exec(text)?.[0].length ?? 1;
 }
 
-/** An invalid line: underline `length` characters from `start` (default: all its content). */
+/** A refused line: underline `length` characters from `start` (default: all its content). */
 function invalid(
   text: string,
   code: DiagnosticCode,
@@ -126,92 +138,300 @@ function invalid(
   return { code, start, length: length ?? Math.max(1, stop - start), content };
 }
 
-/** A token for one whole line (newline included): of `kind`, or any invalid line. */
-function lineToken(
-  name: string,
-  kind: LineKind | 'invalid',
-  options: { label?: string; group?: string } = {},
-): TokenType {
-  return createToken({
-    name,
-    ...options,
-    line_breaks: true,
-    pattern: {
-      exec: (text, offset) => {
-        const line = classifyLine(text, offset);
-        const invalid = typeof line !== 'string';
-        if (invalid ? kind !== 'invalid' : line !== kind) return null;
-        const end = text.indexOf('\n', offset);
-        const match: CustomPatternMatcherReturn = [
-          text.slice(offset, end === -1 ? text.length : end + 1),
-        ];
-        if (invalid) match.payload = line;
-        return match;
-      },
-    },
-  });
+// ---- state of one lexer run ------------------------------------------------------------------
+
+/**
+ * What the `line`-mode matchers remember while one text is lexed: the indentation level so
+ * far, what the last line was, and the classification of the line they are looking at (each
+ * matcher of the mode asks about the same line; it is classified once).
+ */
+interface RunState {
+  level: 0 | 1 | 2;
+  last: LineKind | undefined;
+  lineOffset: number;
+  line: LineKind | InvalidLine | undefined;
 }
 
-// Labels are what grammar/rakefile.html shows in the railroad diagrams.
-export const ActionLine = lineToken('ActionLine', 'action', { label: 'TAB [remote-]command' });
-export const RequiresLine = lineToken('RequiresLine', 'requires', {
-  label: 'TAB TAB requires path…',
+/** The state of the run in progress; `tokenizeRakefile` sets a fresh one for each run. */
+let run: RunState = freshState();
+
+function freshState(): RunState {
+  return { level: 0, last: undefined, lineOffset: -1, line: undefined };
+}
+
+/** The classification of the line starting at `offset`, or undefined mid-line. */
+function lineAt(text: string, offset: number): LineKind | InvalidLine | undefined {
+  // Mid-line offsets are only tried while chevrotain skips a refused line: no match there,
+  // so it resumes at the next line.
+  if (offset !== 0 && text.charCodeAt(offset - 1) !== 10) return undefined;
+  if (run.lineOffset !== offset) {
+    run.lineOffset = offset;
+    run.line = classifyLine(text, offset);
+  }
+  return run.line;
+}
+
+/**
+ * A line of `kind` starts at `offset`: emits the INDENT or DEDENT tokens that take the level
+ * from the last line's to this one's. A `requires` line is at level 2 only under an action
+ * (or under another `requires` line there); elsewhere it stays at level 1, where the parser
+ * finds it in the place of an action and reports it.
+ */
+function enterLine(kind: LineKind, offset: number, tokens: IToken[]): void {
+  const target =
+    kind === 'action'
+      ? 1
+      : kind === 'requires'
+        ? run.last === 'action' || (run.last === 'requires' && run.level === 2)
+          ? 2
+          : 1
+        : 0;
+  while (run.level < target) {
+    tokens.push(createTokenInstance(Indent, '', offset, offset, NaN, NaN, NaN, NaN));
+    run.level++;
+  }
+  while (run.level > target) {
+    tokens.push(createTokenInstance(Dedent, '', offset, offset, NaN, NaN, NaN, NaN));
+    run.level--;
+  }
+  run.last = kind;
+}
+
+/**
+ * A `line`-mode token: matches where the line starting at `offset` is of `kind`, consuming
+ * `length(text, offset)` characters.
+ */
+function lineStart(
+  kind: LineKind,
+  length: (text: string, offset: number) => number,
+): (text: string, offset: number, tokens: IToken[]) => CustomPatternMatcherReturn | null {
+  return (text, offset, tokens) => {
+    if (lineAt(text, offset) !== kind) return null;
+    if (kind !== 'blank') enterLine(kind, offset, tokens);
+    const n = length(text, offset);
+    // The usual indentation, without a new string and array per line.
+    if (n >= 1 && n <= 2 && text.startsWith(TABS[n] as string, offset))
+      return TAB_MATCHES[n] ?? null;
+    return [text.slice(offset, offset + n)];
+  };
+}
+
+const TABS = ['', '\t', '\t\t'];
+const TAB_MATCHES: readonly CustomPatternMatcherReturn[] = [[''], ['\t'], ['\t\t']];
+/** A bare newline, the usual end of a line, without a new array per line. */
+const NEWLINE: CustomPatternMatcherReturn = ['\n'];
+
+/** Length of the indentation (tabs and spaces) at `offset`. */
+function indentLength(text: string, offset: number): number {
+  return skipIndent(text, offset) - offset;
+}
+
+/** Length of the line at `offset`, its newline included. */
+function lineLength(text: string, offset: number): number {
+  const end = text.indexOf('\n', offset);
+  return end === -1 ? text.length - offset : end + 1 - offset;
+}
+
+/** An actionset name, as the `Name` token reads it. */
+export const NAME = /[^\s:#=]+/y;
+/** Trailing blanks, a comment and the newline (or the end of the text). */
+const LINE_END = /[^\S\n]*(?:#[^\n]*)?(?:\n|$)/y;
+/** The rest of a line's content: from a non-blank to the last non-blank before `#`. */
+const REST = /[^\s#](?:[^#\n]*[^\s#])?/;
+/** One blank-separated word. */
+const WORD = /[^\s#]+/;
+
+// ---- tokens ---------------------------------------------------------------------------------
+
+// Labels are what grammar/rakefile.html and grammar/rakefile.ebnf show.
+
+/** Level up: the first action under a header, the first `requires` line under an action. */
+export const Indent = createToken({ name: 'Indent', label: 'INDENT', pattern: Lexer.NA });
+/** Level down: emitted before the line that goes back out. */
+export const Dedent = createToken({ name: 'Dedent', label: 'DEDENT', pattern: Lexer.NA });
+
+/** A line holding only blanks and maybe a comment: skipped wherever it is. */
+export const BlankLine = createToken({
+  name: 'BlankLine',
+  group: Lexer.SKIPPED,
+  line_breaks: true,
+  pattern: { exec: lineStart('blank', lineLength) },
 });
-export const BlankLine = lineToken('BlankLine', 'blank', { group: Lexer.SKIPPED });
-export const PortLine = lineToken('PortLine', 'port', { label: 'PORT = port' });
-export const HostsLine = lineToken('HostsLine', 'hosts', { label: 'HOSTS = host…' });
-export const HeaderLine = lineToken('HeaderLine', 'header', { label: 'name:' });
-/** A line that cannot be right; its payload is an `InvalidLine`. Never reaches the parser. */
-export const InvalidLineToken = lineToken('InvalidLine', 'invalid', { group: 'invalid' });
+/** The indentation of an action line; the rest of the line is read in the `action` mode. */
+export const ActionIndent = createToken({
+  name: 'ActionIndent',
+  group: Lexer.SKIPPED,
+  push_mode: 'action',
+  pattern: { exec: lineStart('action', indentLength) },
+});
+/** The indentation of a `requires` line; the rest is read in the `requires` mode. */
+export const RequiresIndent = createToken({
+  name: 'RequiresIndent',
+  group: Lexer.SKIPPED,
+  push_mode: 'requires',
+  pattern: { exec: lineStart('requires', indentLength) },
+});
+export const Port = createToken({
+  name: 'Port',
+  label: "'PORT'",
+  push_mode: 'port',
+  pattern: { exec: lineStart('port', () => 'PORT'.length) },
+});
+export const Hosts = createToken({
+  name: 'Hosts',
+  label: "'HOSTS'",
+  push_mode: 'hosts',
+  pattern: { exec: lineStart('hosts', () => 'HOSTS'.length) },
+});
+/** An actionset's name, in column 1, before its colon. */
+export const Name = createToken({
+  name: 'Name',
+  label: 'name',
+  push_mode: 'header',
+  pattern: {
+    exec: lineStart('header', (text, offset) => {
+      NAME.lastIndex = offset;
+      return NAME.exec(text)?.[0].length ?? 0;
+    }),
+  },
+});
+
+/** Blanks inside a line (every white space but the newline). */
+export const Blank = createToken({ name: 'Blank', group: Lexer.SKIPPED, pattern: /[^\S\n]+/ });
+/**
+ * Trailing blanks, a comment and the newline (or the end of the text): ends every mode. The
+ * parser needs no newline token: each line starts with a token of its own (a keyword, a
+ * name, an action's first token), and INDENT and DEDENT carry the nesting.
+ */
+export const LineEnd = createToken({
+  name: 'LineEnd',
+  group: Lexer.SKIPPED,
+  line_breaks: true,
+  pop_mode: true,
+  pattern: {
+    exec: (text, offset) => {
+      if (text.charCodeAt(offset) === 10) return NEWLINE;
+      LINE_END.lastIndex = offset;
+      const match = LINE_END.exec(text);
+      return match === null || match[0].length === 0 ? null : [match[0]];
+    },
+  },
+});
+export const PortEquals = createToken({
+  name: 'PortEquals',
+  label: "'='",
+  pattern: '=',
+  pop_mode: true,
+  push_mode: 'portValue',
+});
+export const HostsEquals = createToken({
+  name: 'HostsEquals',
+  label: "'='",
+  pattern: '=',
+  pop_mode: true,
+  push_mode: 'hostWords',
+});
+/** The value of `PORT`: the rest of the line's content (checked to be a port by the analyser). */
+export const PortValue = createToken({ name: 'PortValue', label: 'port', pattern: REST });
+/** One `HOSTS` entry (read by grammar/hosts.ts). */
+export const HostWord = createToken({ name: 'HostWord', label: 'host', pattern: WORD });
+export const Colon = createToken({
+  name: 'Colon',
+  label: "':'",
+  pattern: ':',
+  pop_mode: true,
+  push_mode: 'headerEnd',
+});
+export const Remote = createToken({
+  name: 'Remote',
+  label: "'remote-'",
+  pattern: 'remote-',
+  pop_mode: true,
+  push_mode: 'command',
+});
+/** "The rest of the line is a command": up to a comment, trailing blanks removed. */
+export const Command = createToken({ name: 'Command', label: 'command', pattern: REST });
+export const Requires = createToken({
+  name: 'Requires',
+  label: "'requires'",
+  pattern: REQUIRES,
+  pop_mode: true,
+  push_mode: 'paths',
+});
+export const Path = createToken({ name: 'Path', label: 'path', pattern: WORD });
+
+/**
+ * What the tokens with custom matchers accept, for grammar/rakefile.ebnf (the others show
+ * their own patterns). Built from the patterns the matchers use.
+ */
+export const customTokenSyntax: ReadonlyMap<TokenType, string> = new Map([
+  [Indent, "'' /* emitted before a line one level deeper than the last */"],
+  [Dedent, "'' /* emitted before a line one level shallower, and at the end */"],
+  [BlankLine, `( TAB | ' ' )* /${BLANK_REST.source}/ /* a whole line */`],
+  [
+    ActionIndent,
+    "( TAB | ( TAB | ' ' )* ' ' ( TAB | ' ' )* ) /* before a first word that is not 'requires'; with a space, not before a header or setting */",
+  ],
+  [
+    RequiresIndent,
+    "( TAB TAB | ( TAB | ' ' )* ' ' ( TAB | ' ' )* ) /* before the word 'requires' */",
+  ],
+  [Port, `'PORT' /* in column 1, before /${PORT_LINE.source.slice(4)}/ */`],
+  [Hosts, `'HOSTS' /* in column 1, before /${HOSTS_LINE.source.slice(5)}/ */`],
+  [
+    Name,
+    `/${NAME.source}/ /* in column 1, before /${HEADER_LINE.source.slice(NAME.source.length)}/ */`,
+  ],
+  [LineEnd, `/${LINE_END.source}/`],
+]);
+
+/** The lexer's modes, each with its tokens in the order they are tried. */
+export const lexerModes: Readonly<Record<string, readonly TokenType[]>> = {
+  // The most frequent first: each is tried in turn.
+  line: [ActionIndent, RequiresIndent, BlankLine, Name, Port, Hosts],
+  port: [Blank, PortEquals],
+  portValue: [Blank, PortValue, LineEnd],
+  hosts: [Blank, HostsEquals],
+  hostWords: [Blank, HostWord, LineEnd],
+  header: [Blank, Colon],
+  // Nothing but blanks and a comment may follow a header's colon: anything else is a
+  // lexing error (header-trailing-text).
+  headerEnd: [Blank, LineEnd],
+  action: [Blank, Remote, Command, LineEnd],
+  command: [Blank, Command, LineEnd],
+  requires: [Requires],
+  paths: [Blank, Path, LineEnd],
+};
 
 /** Every token type the parser can see, for its vocabulary. */
 export const parserTokens: readonly TokenType[] = [
-  ActionLine,
-  RequiresLine,
-  PortLine,
-  HostsLine,
-  HeaderLine,
+  Indent,
+  Dedent,
+  Port,
+  Hosts,
+  Name,
+  PortEquals,
+  HostsEquals,
+  PortValue,
+  HostWord,
+  Colon,
+  Remote,
+  Command,
+  Requires,
+  Path,
 ];
 
-/**
- * The inside of each line token, in the EBNF of grammar/rakefile.ebnf. Kept beside the
- * classifier so a change to one shows up next to the other.
- */
-export const lineSyntax: readonly string[] = [
-  "PortLine     ::= 'PORT' blank* '=' blank* port? blank* comment? newline",
-  "HostsLine    ::= 'HOSTS' blank* '=' blank* ( host ( blank+ host )* )? blank* comment? newline",
-  "HeaderLine   ::= name blank* ':' blank* comment? newline",
-  "ActionLine   ::= indent1 ( 'remote-' blank* )? command blank* comment? newline",
-  "RequiresLine ::= indent2 'requires' ( blank+ path )* blank* comment? newline",
-  '',
-  '/* Tabs are canonical. Indentation holding spaces is accepted: then the first word',
-  "   decides between indent1 and indent2 ('requires' or not), and a header or setting",
-  '   indented with spaces is an error. A line of three or more tabs is an error. */',
-  "indent1      ::= TAB | ( TAB | ' ' )* ' ' ( TAB | ' ' )*",
-  "indent2      ::= TAB TAB | ( TAB | ' ' )* ' ' ( TAB | ' ' )*",
-  '',
-  'port         ::= [0-9]+                        /* 1..65535 */',
-  "host         ::= hostname ( ':' port )? | ipv4 ( ':' port )? | '[' ipv6 ']' ( ':' port )?",
-  'hostname     ::= [A-Za-z0-9_] [A-Za-z0-9_.-]*',
-  'name         ::= [^ \\t:#=]+',
-  "command      ::= [^#\\n]+                      /* first word not 'requires' */",
-  'path         ::= [^ \\t#\\n]+',
-  "comment      ::= '#' [^\\n]*",
-  "blank        ::= ' ' | TAB | CR                 /* or other Unicode white space but LF */",
-  'newline      ::= LF | EOF',
-  'blank-line   ::= blank* comment? newline       /* ignored anywhere */',
-];
+/** What a lexer run gives: chevrotain's result, with the last DEDENTs added. */
+export type RakefileLexer = { tokenize(text: string): ILexingResult };
 
 /**
- * Builds the lexer. It holds no state between calls (line classification is a pure
- * function of the text), so one instance serves every parse. `validate` runs chevrotain's
- * checks of the token definitions (skipped at run time, run by the specs).
+ * Builds the lexer. One instance serves every parse: its only state is the run's, reset at
+ * the start of each `tokenize`. `validate` runs chevrotain's checks of the token definitions
+ * (skipped at run time, run by the specs).
  */
-export function createRakefileLexer(options: { validate?: boolean } = {}): {
-  tokenize(text: string): ILexingResult;
-} {
+export function createRakefileLexer(options: { validate?: boolean } = {}): RakefileLexer {
   const lexer = new Lexer(
-    [ActionLine, RequiresLine, BlankLine, PortLine, HostsLine, HeaderLine, InvalidLineToken],
+    { modes: lexerModes as Record<string, TokenType[]>, defaultMode: 'line' },
     {
       // Lines and columns come from a LineIndex, only for the nodes that need them.
       positionTracking: 'onlyOffset',
@@ -219,10 +439,17 @@ export function createRakefileLexer(options: { validate?: boolean } = {}): {
       skipValidations: options.validate !== true,
     },
   );
-  return { tokenize: (text) => lexer.tokenize(text) };
-}
-
-/** The payload `InvalidLine` tokens carry. */
-export function invalidLineOf(token: IToken): InvalidLine | undefined {
-  return token.payload as InvalidLine | undefined;
+  return {
+    tokenize(text) {
+      run = freshState();
+      const result = lexer.tokenize(text);
+      const tokens = result.tokens;
+      // Every level is closed at the end.
+      for (; run.level > 0; run.level--) {
+        tokens.push(createTokenInstance(Dedent, '', text.length, text.length, NaN, NaN, NaN, NaN));
+      }
+      run = freshState();
+      return result;
+    },
+  };
 }

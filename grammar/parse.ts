@@ -3,7 +3,7 @@ import { open } from 'node:fs/promises';
 import { Analyzer, type ParseResult } from './analyze.js';
 import { decodeRakefile } from './decode.js';
 import type { Diagnostic } from './diagnostics.js';
-import { createRakefileLexer } from './lexer.js';
+import { classifyLine, createRakefileLexer, type RakefileLexer } from './lexer.js';
 import { RakefileParser } from './parser.js';
 import { LineIndex } from './positions.js';
 
@@ -22,8 +22,8 @@ export type ReadResult = ParseResult & {
 };
 
 // Chevrotain's self-analysis costs tens of milliseconds, so both are built once, on first use.
-// The lexer keeps no state between calls, and parsing is synchronous, so sharing is safe.
-let shared: { lexer: ReturnType<typeof createRakefileLexer>; parser: RakefileParser } | undefined;
+// Each lexer run starts from fresh state, and parsing is synchronous, so sharing is safe.
+let shared: { lexer: RakefileLexer; parser: RakefileParser } | undefined;
 
 /**
  * Parses a whole Rakefile. Never throws on bad input: the result is the model, or every
@@ -37,31 +37,41 @@ export function parseRakefile(text: string | Uint8Array, options: ParseOptions =
 }
 
 /**
- * Characters lexed and parsed at a time. Every sequence of lines is in the grammar and the
- * analyzer infers nesting from line order, so blocks may end after any line; lexing in
- * blocks keeps only one block's tokens alive (docs/benchmarks.md).
+ * Characters lexed and parsed at a time, at least. A large file is cut into pieces, each
+ * starting at a setting or header line: there the indentation is back to level 0 and every
+ * rule of the grammar is closed, so each piece is a Rakefile of its own to chevrotain, and
+ * only one piece's tokens are alive at a time (docs/benchmarks.md). The analyser carries
+ * what spans pieces (names, settings, the open actionset).
  */
-const BLOCK = 1 << 16;
+const PIECE = 1 << 16;
 
-/** Parses decoded text; `block` is exported for the spec that checks block edges change nothing. */
-export function parseText(text: string, file: string, block = BLOCK): ParseResult {
+/**
+ * Parses decoded text; `piece` is exported for the spec that checks that where the pieces
+ * end changes nothing.
+ */
+export function parseText(text: string, file: string, piece = PIECE): ParseResult {
   shared ??= { lexer: createRakefileLexer(), parser: new RakefileParser() };
   const { lexer, parser } = shared;
   const analyzer = new Analyzer(text, new LineIndex(file, text));
   for (let start = 0; start < text.length; ) {
-    const newline = start + block < text.length ? text.indexOf('\n', start + block) : -1;
-    const end = newline === -1 ? text.length : newline + 1;
+    const end = pieceEnd(text, start + piece);
     const lexed = lexer.tokenize(
       start === 0 && end === text.length ? text : text.slice(start, end),
     );
-    if (lexed.errors.length > 0) {
-      // classifyLine leaves no character unmatched; reaching this is a bug in grammar/lexer.ts.
-      throw new Error(`Rakefile lexer failed at offset ${start + (lexed.errors[0]?.offset ?? 0)}`);
-    }
-    analyzer.feed(lexed, start, parser);
+    analyzer.feed(lexed, parser.parse(lexed.tokens), start);
     start = end;
   }
   return analyzer.finish();
+}
+
+/** The start of the first setting or header line at or after `from`, or the end of the text. */
+function pieceEnd(text: string, from: number): number {
+  if (from >= text.length) return text.length;
+  for (let at = text.indexOf('\n', from - 1); at !== -1; at = text.indexOf('\n', at + 1)) {
+    const kind = classifyLine(text, at + 1);
+    if (kind === 'port' || kind === 'hosts' || kind === 'header') return at + 1;
+  }
+  return text.length;
 }
 
 /**

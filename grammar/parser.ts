@@ -1,139 +1,198 @@
 /**
- * The Rakefile parser: checks the order of the line tokens and hands each line, in file
- * order, to a `LineSink` (grammar/analyze.ts), which reads inside it and builds the model.
- * Handing lines over as they are recognised, instead of building a tree first, keeps a
- * 100,000-action file within its memory budget (docs/benchmarks.md).
+ * The Rakefile parser. Its rules are the language (grammar/rakefile.ebnf is generated from
+ * them):
  *
- * The grammar is deliberately a little wider than the language: an action or a `requires`
- * line may appear where it has no owner (`strayAction`, `strayRequires`). They parse so the
- * analyzer can say precisely what is wrong with them, all at once, instead of the parser
- * stopping at the first surprise. grammar/rakefile.ebnf and grammar/rakefile.html are
- * generated from this class by scripts/gen-grammar-docs.ts.
+ * ```
+ * rakefile  ::= ( setting | hosts | actionset )*
+ * setting   ::= 'PORT' '=' port?
+ * hosts     ::= 'HOSTS' '=' host*
+ * actionset ::= name ':' ( INDENT action* DEDENT )?
+ * action    ::= 'remote-'? command ( INDENT requires+ DEDENT )?
+ * requires  ::= 'requires' path*
+ * ```
+ *
+ * Each line starts with a token of its own, so no newline token is needed; INDENT and DEDENT
+ * carry the nesting. Recovery is on, so a misplaced line does not stop the parse: chevrotain
+ * skips it, records the error and goes on, and grammar/analyze.ts maps each error to a diagnostic. What the
+ * parser recognises it hands over as nodes, in file order, from its embedded actions.
  */
-import type { IToken } from 'chevrotain';
+import type { IRecognitionException, IToken, TokenType } from 'chevrotain';
 import { EmbeddedActionsParser } from './chevrotain.js';
 import {
-  ActionLine,
-  HeaderLine,
-  HostsLine,
-  PortLine,
+  Colon,
+  Command,
+  Dedent,
+  Hosts,
+  HostsEquals,
+  HostWord,
+  Indent,
+  Name,
+  Path,
+  Port,
+  PortEquals,
+  PortValue,
   parserTokens,
-  RequiresLine,
+  Remote,
+  Requires,
 } from './lexer.js';
 
-/**
- * Receives the lines of a Rakefile in file order. Where a line belongs follows from the
- * order: a `requires` line belongs to the last action since the last header or setting.
- */
-export interface LineSink {
-  port(line: IToken): void;
-  hosts(line: IToken): void;
-  header(line: IToken): void;
-  action(line: IToken): void;
-  requires(line: IToken): void;
+/** `PORT = value`; `value` is absent when the line has none. */
+export interface SettingNode {
+  readonly kind: 'setting';
+  readonly keyword: IToken;
+  readonly equals: IToken;
+  readonly value: IToken | undefined;
 }
 
-const NO_SINK: LineSink = {
-  port: () => {},
-  hosts: () => {},
-  header: () => {},
-  action: () => {},
-  requires: () => {},
-};
+/** `HOSTS = entry…`, each entry one token, read by grammar/hosts.ts. */
+export interface HostsNode {
+  readonly kind: 'hosts';
+  readonly keyword: IToken;
+  readonly equals: IToken;
+  readonly entries: readonly IToken[];
+}
 
-/** Chevrotain's embedded-actions parser: no CST, no tree; lines go straight to the sink. */
+/** `name:`, handed over before the actions under it. */
+export interface HeaderNode {
+  readonly kind: 'header';
+  readonly name: IToken;
+}
+
+/** One action and the paths of every `requires` line under it. */
+export interface ActionNode {
+  readonly kind: 'action';
+  readonly remote: IToken | undefined;
+  readonly command: IToken;
+  readonly paths: readonly IToken[];
+}
+
+export type RakefileNode = SettingNode | HostsNode | HeaderNode | ActionNode;
+
+/** What one parse gives: the nodes in file order, and chevrotain's errors in file order. */
+export interface ParseOutput {
+  readonly nodes: readonly RakefileNode[];
+  readonly errors: readonly IRecognitionException[];
+}
+
+/** Chevrotain's embedded-actions parser: no CST; the actions collect nodes. */
 export class RakefileParser extends EmbeddedActionsParser {
-  /**
-   * Outside `parse` this is a sink that ignores everything, which is why the rules call it
-   * without `this.ACTION(...)`: while chevrotain records the grammar the calls do nothing,
-   * and no closure is allocated per line.
-   */
-  #sink: LineSink = NO_SINK;
+  #nodes: RakefileNode[] = [];
 
   /**
    * `validate` runs chevrotain's grammar checks (ambiguity, left recursion); they cost
    * tens of milliseconds on every start, so parse.ts skips them and the specs run them.
    */
   constructor(options: { validate?: boolean } = {}) {
-    super(parserTokens as never, {
+    super(parserTokens as TokenType[], {
       maxLookahead: 1,
-      recoveryEnabled: false,
+      recoveryEnabled: true,
       skipValidations: options.validate !== true,
     });
     this.performSelfAnalysis();
   }
 
-  /**
-   * Parses `tokens` (from grammar/lexer.ts), feeding `sink`. Returns the parser's errors,
-   * which are always empty for the lexer's output: every sequence of lines is in the grammar.
-   */
-  parse(tokens: IToken[], sink: LineSink): readonly unknown[] {
+  /** Parses `tokens` (from grammar/lexer.ts, one run). */
+  parse(tokens: IToken[]): ParseOutput {
     this.input = tokens;
-    this.#sink = sink;
+    this.#nodes = [];
     try {
       this.rakefile();
-      return this.errors;
+      return { nodes: this.#nodes, errors: this.errors };
     } finally {
-      this.#sink = NO_SINK;
+      this.#nodes = [];
       this.input = [];
     }
   }
 
-  // The alternatives and loop bodies below are built once, not on every call: per line,
-  // an inline `this.OR([...])` would allocate an array, objects and closures.
+  /**
+   * Recovery only skips tokens, never invents one: a missing token would stand for text
+   * that is not there, and every place one can be missing is a diagnostic of its own.
+   */
+  protected override canTokenTypeBeInsertedInRecovery(): boolean {
+    return false;
+  }
 
-  readonly #statement = [
+  // The alternatives and loop bodies that run once per line are built once, not on every
+  // call: per line, an inline `this.OR([...])` would allocate an array and closures.
+
+  readonly #topLevel = [
     { ALT: () => this.SUBRULE(this.setting) },
+    { ALT: () => this.SUBRULE(this.hosts) },
     { ALT: () => this.SUBRULE(this.actionset) },
-    { ALT: () => this.SUBRULE(this.strayAction) },
-    { ALT: () => this.SUBRULE(this.strayRequires) },
   ];
-  readonly #statements = () => {
-    this.OR(this.#statement);
+  readonly #topLevelItem = () => {
+    this.OR(this.#topLevel);
   };
 
   readonly rakefile = this.RULE('rakefile', () => {
-    this.MANY(this.#statements);
+    this.MANY(this.#topLevelItem);
   });
 
-  readonly #settingKind = [
-    { ALT: () => this.#sink.port(this.CONSUME(PortLine)) },
-    { ALT: () => this.#sink.hosts(this.CONSUME(HostsLine)) },
-  ];
+  readonly #portValue = () => this.CONSUME(PortValue);
 
   readonly setting = this.RULE('setting', () => {
-    this.OR(this.#settingKind);
+    const keyword = this.CONSUME(Port);
+    const equals = this.CONSUME(PortEquals);
+    const value = this.OPTION(this.#portValue);
+    this.ACTION(() => this.#nodes.push({ kind: 'setting', keyword, equals, value }));
   });
 
-  readonly #actionsetLine = [
-    { ALT: () => this.SUBRULE(this.action) },
-    { ALT: () => this.SUBRULE(this.strayRequires) },
-  ];
-  readonly #actionsetLines = () => {
-    this.OR(this.#actionsetLine);
+  readonly hosts = this.RULE('hosts', () => {
+    const keyword = this.CONSUME(Hosts);
+    const equals = this.CONSUME(HostsEquals);
+    const entries: IToken[] = [];
+    this.MANY(() => {
+      const entry = this.CONSUME(HostWord);
+      this.ACTION(() => entries.push(entry));
+    });
+    this.ACTION(() => this.#nodes.push({ kind: 'hosts', keyword, equals, entries }));
+  });
+
+  readonly #action = () => {
+    this.SUBRULE(this.action);
+  };
+  readonly #actions = () => {
+    this.CONSUME(Indent);
+    this.MANY(this.#action);
+    this.CONSUME(Dedent);
   };
 
   readonly actionset = this.RULE('actionset', () => {
-    this.#sink.header(this.CONSUME(HeaderLine));
-    this.MANY(this.#actionsetLines);
+    const name = this.CONSUME(Name);
+    this.CONSUME(Colon);
+    this.ACTION(() => this.#nodes.push({ kind: 'header', name }));
+    this.OPTION(this.#actions);
   });
 
+  /** The paths of the action being parsed (its `requires` lines add to them). */
+  #paths: IToken[] = [];
+  readonly #remote = () => this.CONSUME(Remote);
+  readonly #requiresLine = () => {
+    this.SUBRULE(this.requires);
+  };
   readonly #requiresLines = () => {
-    this.#sink.requires(this.CONSUME(RequiresLine));
+    this.CONSUME2(Indent);
+    this.AT_LEAST_ONE(this.#requiresLine);
+    this.CONSUME2(Dedent);
   };
 
   readonly action = this.RULE('action', () => {
-    this.#sink.action(this.CONSUME(ActionLine));
-    this.MANY(this.#requiresLines);
+    const remote = this.OPTION(this.#remote);
+    const command = this.CONSUME(Command);
+    this.ACTION(() => {
+      this.#paths = [];
+    });
+    this.OPTION2(this.#requiresLines);
+    this.ACTION(() => this.#nodes.push({ kind: 'action', remote, command, paths: this.#paths }));
   });
 
-  /** An action before any header: an error, named apart so the diagrams show where. */
-  readonly strayAction = this.RULE('strayAction', () => {
-    this.SUBRULE(this.action);
-  });
+  readonly #path = () => {
+    const path = this.CONSUME(Path);
+    this.ACTION(() => this.#paths.push(path));
+  };
 
-  /** A `requires` line with no action above it: an error, named apart likewise. */
-  readonly strayRequires = this.RULE('strayRequires', () => {
-    this.#sink.requires(this.CONSUME(RequiresLine));
+  readonly requires = this.RULE('requires', () => {
+    this.CONSUME(Requires);
+    this.MANY(this.#path);
   });
 }
