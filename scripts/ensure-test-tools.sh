@@ -3,6 +3,7 @@
 # apt-get when it can (root, Debian). Run by `npm test` (pretest) and so by .ci/run.
 #   cc, libc headers: the example C build (examples/hello-c) and the build specs
 #   python3 >= 3.8:   rakeserver's spawn helper (src/server/spawn-helper.ts; os.posix_spawn)
+#   jq:               spec/cli/logging.spec.ts pipes `--log-format json` stderr through it
 # Then the test bed's tools (ip, tc, iptables: scripts/testbed/install-tools.sh, which never
 # fails): without iptables six test-bed specs skip, saying why.
 set -euo pipefail
@@ -10,6 +11,7 @@ bash "$(dirname "$0")/testbed/install-tools.sh"
 missing=()
 command -v cc >/dev/null 2>&1 || missing+=(gcc libc6-dev)
 command -v make >/dev/null 2>&1 || missing+=(make)
+command -v jq >/dev/null 2>&1 || missing+=(jq)
 if ! python3 -c 'import os, sys; sys.exit(0 if sys.version_info >= (3, 8) and hasattr(os, "posix_spawn") else 1)' >/dev/null 2>&1; then
   missing+=(python3)
 fi

@@ -72,9 +72,11 @@ describe('what the built rake-ts loads', {
 
   it('loads the server and pino-pretty when a run starts an embedded server and logs pretty', async () => {
     writeFileSync(join(dir, 'Rakefile'), `PORT = ${await freePort()}\n\nlocal:\n\techo hi\n`);
-    const r = rake(['-C', dir, '-v', '--log-format', 'pretty']);
+    const r = rake(['-C', dir, '-vv', '--log-format', 'pretty']);
     assert.match(r.stdout, /^hi$/m);
-    assert.match(r.stderr, /^\[\d\d:\d\d:\d\d\.\d{3}\] INFO: started an embedded server at /m);
+    // The display says so; a pretty record says where the action went.
+    assert.match(r.stderr, /^rake-ts: started an embedded server at /m);
+    assert.match(r.stderr, /^\[\d\d:\d\d:\d\d\.\d{3}\] DEBUG: local#0 goes to /m);
     assert.ok(r.load.builtins.includes('child_process'), 'the server was not loaded');
   });
 });

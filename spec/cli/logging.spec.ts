@@ -9,6 +9,7 @@ import { Writable } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
 import { createCliLogger, logLevelOf } from '../../src/cli/logging.js';
 import { type ServerHandle, serve } from '../../src/server/index.js';
+import { freePort } from '../client/support.js';
 
 const MAIN = new URL('../../src/cli/main.ts', import.meta.url).href;
 const TSX = import.meta.resolve('tsx');
@@ -58,48 +59,124 @@ describe('rake-ts logging', { timeout: 90_000 }, () => {
       join(dir, 'Rakefile'),
       `PORT = ${server.port}\nHOSTS = 127.0.0.1:${server.port}\n\nset:\n\tremote-cat in.txt\n\t\trequires in.txt\n\tremote-echo two\n`,
     );
+    await writeFile(
+      join(dir, 'Rakefile.fail'),
+      `PORT = ${server.port}\nHOSTS = 127.0.0.1:${server.port}\n\nset:\n\tremote-cat in.txt\n\t\trequires in.txt\n\tremote-echo two\n\tremote-echo oops >&2; exit 2\n`,
+    );
   });
   after(async () => {
     await server.close();
     await rm(dir, { recursive: true, force: true });
   });
 
-  it('writes NDJSON to stderr off a terminal, and keeps stdout for output', async () => {
-    const r = await rake('-vv');
-    assert.equal(r.code, 0, r.stderr);
+  it('with --log-format json, every stderr line is a pino record that jq and pino-pretty read', async () => {
+    const r = await rake('--log-format', 'json', '-vv', 'Rakefile.fail');
+    assert.equal(r.code, 1, r.stderr);
     const lines = r.stderr.trimEnd().split('\n');
-    const records = lines
-      .filter((l) => l.startsWith('{'))
-      .map((l) => JSON.parse(l) as Record<string, unknown>);
-    const other = lines.filter((l) => !l.startsWith('{'));
-    assert.ok(
-      other.every((l) => l.startsWith('rake-ts: ')),
-      `only progress lines besides records:\n${other.join('\n')}`,
-    );
-    const kinds = new Set(records.map((r) => r.event));
-    for (const k of [
-      'actionset-started',
-      'host-chosen',
-      'upload-done',
-      'action-succeeded',
-      'done',
-    ]) {
-      assert.ok(kinds.has(k), `a ${k} record`);
+    // jq itself: one compact line out per record in, and nothing it cannot read.
+    const jq = await exec('jq', ['-c', '.'], r.stderr);
+    assert.equal(jq.code, 0, `jq failed: ${jq.stderr}\n${r.stderr}`);
+    assert.equal(jq.stdout.trimEnd().split('\n').length, lines.length);
+    const records = lines.map((l) => JSON.parse(l) as Record<string, unknown>);
+    // No key twice (JSON readers keep the last): the record is its own re-serialization.
+    for (const [i, l] of lines.entries()) assert.equal(JSON.stringify(records[i]), l);
+    for (const x of records) {
+      assert.equal(typeof x.msg, 'string');
+      assert.equal(typeof x.level, 'number');
+      // One name per fact, client and server alike.
+      for (const old of ['ms', 'exitCode'])
+        assert.ok(!(old in x), `${old} in ${JSON.stringify(x)}`);
     }
-    assert.ok(!kinds.has('cost-polled'), '-vv is debug: costs are trace');
+    const of = (event: string) => records.filter((x) => x.event === event);
+    // The progress, the failure (once, with its stderr) and the summary are records.
+    assert.equal(of('actionset-started')[0]?.msg, '[1/1] set: 3 actions');
+    const failed = of('action-failed');
+    assert.equal(failed.length, 1, 'the failure once');
+    assert.equal(failed[0]?.stderr, 'oops\n');
+    assert.equal(failed[0]?.exitStatus, 2);
+    assert.match(
+      String(failed[0]?.msg),
+      /^(\.\.\/)*[\w/.-]*Rakefile\.fail:8: action failed: echo oops >&2; exit 2: exited with status 2 on 127\.0\.0\.1:\d+$/,
+    );
+    const ok = of('action-succeeded');
+    assert.equal(ok.length, 2);
+    assert.equal(typeof ok[0]?.durationMs, 'number');
+    const done = of('done');
+    assert.equal(done.length, 1);
+    assert.match(String(done[0]?.msg), /^FAILED: 2\/3 actions succeeded, 1 failed in [\d.]+ s/);
+    assert.deepEqual(done[0]?.failures, [
+      {
+        actionId: 'set#2',
+        line: 8,
+        command: 'echo oops >&2; exit 2',
+        reason: 'exit-non-zero',
+        host: `127.0.0.1:${server.port}`,
+        exitStatus: 2,
+      },
+    ]);
+    // Action output on stdout, byte for byte, and nothing else.
     assert.deepEqual(
       r.stdout
         .split('\n')
-        .filter((l) => l !== '' && !l.startsWith('rake-ts: ok: '))
+        .filter((l) => l !== '')
         .sort(),
       ['data', 'two'],
     );
-    assert.doesNotMatch(r.stdout, /^\{/m, 'no record on stdout');
 
     const pretty = await exec(process.execPath, [PINO_PRETTY, '--colorize', 'false'], r.stderr);
     assert.equal(pretty.code, 0, pretty.stderr);
-    assert.match(pretty.stdout, /DEBUG.*: set#0 goes to 127\.0\.0\.1:\d+ \(/);
-    assert.match(pretty.stdout, /INFO.*: run succeeded/);
+    assert.match(pretty.stdout, /ERROR.*Rakefile\.fail:8: action failed: echo oops/);
+    assert.match(pretty.stdout, /ERROR.*: FAILED: 2\/3 actions succeeded/);
+  });
+
+  it("an embedded server's records name their component once", async () => {
+    const port = await freePort();
+    await writeFile(
+      join(dir, 'Rakefile.embedded'),
+      `PORT = ${port}\nHOSTS = 127.0.0.1:${port}\n\nset:\n\tremote-echo hi\n`,
+    );
+    const r = await rake('--log-format', 'json', '-vv', 'Rakefile.embedded');
+    assert.equal(r.code, 0, r.stderr);
+    const lines = r.stderr.trimEnd().split('\n');
+    const server = lines.filter((l) => l.includes('"embedded-server"'));
+    assert.ok(server.length > 0, r.stderr);
+    for (const l of lines) {
+      assert.ok((l.match(/"component":/g) ?? []).length <= 1, l);
+      assert.ok((l.match(/"pid":/g) ?? []).length <= 1, l);
+    }
+    assert.ok(server.some((l) => (JSON.parse(l) as { msg?: string }).msg === 'listening'));
+    // The server's records use the same names: exitStatus, durationMs.
+    const jobEnds = lines
+      .map((l) => JSON.parse(l) as Record<string, unknown>)
+      .filter((x) => x.msg === 'job end');
+    assert.ok(jobEnds.length >= 1, 'the server logs each job');
+    for (const x of jobEnds) {
+      assert.equal(typeof x.exitStatus, 'number');
+      assert.equal(typeof x.durationMs, 'number');
+    }
+  });
+
+  it('off a terminal without --log-format, stderr is readable lines and a failure is shown once', async () => {
+    const r = await rake('-vv', 'Rakefile.fail');
+    assert.equal(r.code, 1, r.stderr);
+    const lines = r.stderr.trimEnd().split('\n');
+    assert.deepEqual(
+      lines.filter((l) => l.startsWith('{')),
+      [],
+      'no JSON line',
+    );
+    assert.equal((r.stderr.match(/^ {2}\| oops$/gm) ?? []).length, 1, r.stderr);
+    assert.ok(!/ERROR/.test(r.stderr), `no log record repeats the failure:\n${r.stderr}`);
+    assert.match(r.stderr, /DEBUG.*: set#0 goes to 127\.0\.0\.1:\d+ \(/);
+    assert.match(
+      r.stderr,
+      /^rake-ts: [\w/.-]*Rakefile\.fail:8: action failed: echo oops >&2; exit 2\n {2}exited with status 2 on 127\.0\.0\.1:\d+\n {2}\| oops$/m,
+    );
+    // The recap after the summary: where, which host, the status, not the stderr again.
+    assert.match(
+      r.stderr,
+      /\nrake-ts: FAILED [\w/.-]*Rakefile\.fail:8 set#2 on 127\.0\.0\.1:\d+ \(exit status 2\): echo oops >&2; exit 2\n$/,
+    );
   });
 
   it('logs only warnings and errors by default', async () => {
@@ -108,9 +185,24 @@ describe('rake-ts logging', { timeout: 90_000 }, () => {
     assert.doesNotMatch(r.stderr, /^\{/m);
   });
 
+  it('keeps every record in --log-file, the failure too', async () => {
+    const file = join(dir, 'logs', 'fail.log');
+    const r = await rake('--log-file', file, 'Rakefile.fail');
+    assert.equal(r.code, 1);
+    const records = (await readFile(file, 'utf8'))
+      .trimEnd()
+      .split('\n')
+      .map((l) => JSON.parse(l) as { event?: string });
+    assert.equal(records.filter((x) => x.event === 'action-failed').length, 1);
+    assert.equal((r.stderr.match(/^ {2}\| oops$/gm) ?? []).length, 1, 'and stderr shows it once');
+  });
+
   it('writes pretty lines with --log-format pretty', async () => {
-    const r = await rake('--log-format', 'pretty', '--log-level', 'info');
-    assert.match(r.stderr, /INFO.*actionset set started/);
+    const r = await rake('--log-format', 'pretty', '--log-level', 'debug');
+    assert.match(r.stderr, /DEBUG.*: set#0 goes to 127\.0\.0\.1:\d+ \(/);
+    // The display prints the actionset's start itself; its record is not repeated.
+    assert.match(r.stderr, /^rake-ts: \[1\/1\] set: 2 actions$/m);
+    assert.doesNotMatch(r.stderr, /actionset set started/);
     assert.doesNotMatch(r.stderr, /^\{/m);
   });
 
@@ -138,14 +230,27 @@ describe('createCliLogger', () => {
     assert.equal(logLevelOf({ 'log-level': 'silent', verbose: 2 }), 'silent');
   });
 
-  it('is json off a terminal and pretty on one, unless told', () => {
+  it('is pretty on stderr unless told, json into a file', () => {
     const sink = new Writable({ write: (_c, _e, cb) => cb() });
-    assert.equal(createCliLogger({}, { stderr: sink, isTTY: false }).format, 'json');
+    assert.equal(createCliLogger({}, { stderr: sink, isTTY: false }).format, 'pretty');
     assert.equal(createCliLogger({}, { stderr: sink, isTTY: true }).format, 'pretty');
     assert.equal(
       createCliLogger({ 'log-format': 'json' }, { stderr: sink, isTTY: true }).format,
       'json',
     );
+  });
+
+  it("logs errors with their type and stack (pino's err serializer)", () => {
+    const out: string[] = [];
+    const sink = new Writable({ write: (_c, _e, cb) => cb() });
+    const { logger } = createCliLogger(
+      { 'log-format': 'json' },
+      { stderr: sink, write: (t) => out.push(t) },
+    );
+    logger.error({ err: new TypeError('bad thing') }, 'failed');
+    const record = JSON.parse(out[0] ?? '{}') as { err?: { type?: string; stack?: string } };
+    assert.equal(record.err?.type, 'TypeError');
+    assert.match(record.err?.stack ?? '', /^TypeError: bad thing\n {4}at /);
   });
 
   it('writes pretty lines through the given writer, without color under NO_COLOR', () => {

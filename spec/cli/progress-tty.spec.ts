@@ -78,7 +78,10 @@ describe('live progress on a terminal', T, () => {
         const s = await screen();
         return /^ {2}build#\d {2}127\.0\.0\.1:\d+ +\d+\.\d\d s {2}echo /m.test(s) ? s : undefined;
       });
-      assert.match(live, /^\[1\/2\] build: \d done, \d running, \d queued · \d+\.\d\d s$/m);
+      assert.match(
+        live,
+        /^\[[0-4]\/5\] build \(1\/2\): \d running, \d queued · \d+\.\d\d s( · ~\d+ s left)?$/m,
+      );
 
       const done = await until('the end of the run', 60_000, async () => {
         const s = await screen();
@@ -101,6 +104,29 @@ describe('live progress on a terminal', T, () => {
     } finally {
       await tmux('kill-server').catch(() => undefined);
     }
+  });
+
+  it('shows a failure once on a terminal, readably, and recaps it after the summary', async () => {
+    await writeFile(
+      join(dir, 'Rakefile.fail'),
+      `PORT = ${server.port}\nHOSTS = 127.0.0.1:${server.port}\n\nbuild:\n\tremote-echo fine\n\tremote-echo tty-oops-1 >&2; echo tty-oops-2 >&2; exit 4\n`,
+    );
+    const typescript = join(dir, 'typescript.fail');
+    // -v: info records on, as a user asking for more would; the failure's is still not repeated.
+    await run('script', ['-qfec', `${command} -v Rakefile.fail`, typescript], {
+      timeout: 60_000,
+    }).catch(() => undefined);
+    const raw = (await readFile(typescript, 'utf8')).replace(/\r/g, '');
+    assert.equal((raw.match(/\| tty-oops-1/g) ?? []).length, 1, raw);
+    assert.doesNotMatch(raw, /ERROR/, 'no pino record of the failure');
+    assert.match(
+      raw,
+      /rake-ts: [\w/.-]*Rakefile\.fail:6: action failed: echo tty-oops-1 >&2; echo tty-oops-2 >&2; exit 4\n {2}exited with status 4 on 127\.0\.0\.1:\d+\n {2}\| tty-oops-1\n {2}\| tty-oops-2\n/,
+    );
+    assert.match(
+      raw,
+      /rake-ts: FAILED: 1\/2 actions succeeded, 1 failed[^\n]*\n(\x1b\[[\d;]*m)*rake-ts: FAILED [\w/.-]*Rakefile\.fail:6 build#1 on 127\.0\.0\.1:\d+ \(exit status 4\): echo tty-oops-1/,
+    );
   });
 
   it('writes escape codes to a terminal (script) and none to a pipe', async () => {

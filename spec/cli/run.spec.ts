@@ -108,7 +108,7 @@ describe('rake-ts [Rakefile]', () => {
       const r = await rake(dir, []);
       assert.equal(r.code, EXIT.actionFailed);
       assert.match(r.stderr, /Rakefile:5: action failed: echo oops >&2; exit 4/);
-      assert.match(r.stderr, new RegExp(`exit-non-zero on 127\\.0\\.0\\.1:${p}, exit status 4`));
+      assert.match(r.stderr, new RegExp(`\\n  exited with status 4 on 127\\.0\\.0\\.1:${p}\\n`));
       assert.match(r.stderr, /\| oops/);
       assert.doesNotMatch(r.stdout, /never/);
       assert.match(r.stdout, /FAILED: 0\/2 actions succeeded, 1 failed, 1 not started/);

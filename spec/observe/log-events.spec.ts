@@ -79,7 +79,7 @@ describe('log records of a run', { timeout: 60_000 }, () => {
     for (const r of up) {
       assert.equal(r.files, 1);
       assert.equal(r.bytes, 3000);
-      assert.equal(typeof r.ms, 'number');
+      assert.equal(typeof r.durationMs, 'number');
     }
     const ok = records.filter((r) => r.event === 'action-succeeded');
     assert.equal(ok.length, 5);

@@ -5,7 +5,9 @@
 import assert from 'node:assert/strict';
 import { Writable } from 'node:stream';
 import { describe, it } from 'node:test';
-import { from, lastValueFrom } from 'rxjs';
+import { pino } from 'pino';
+import { from, lastValueFrom, map, merge, type SchedulerLike, timer } from 'rxjs';
+import { TestScheduler } from 'rxjs/testing';
 import type { ActionRef, RakeEvent, RunSummary } from '../../src/client/events.js';
 import { ProgressDisplay, progressMode, showProgress } from '../../src/observe/progress.js';
 
@@ -118,7 +120,7 @@ function script(t0 = 1_000): RakeEvent[] {
 }
 
 /** A stream that appends what is written to one shared transcript (one terminal). */
-function terminal() {
+function terminal(columns = 60) {
   let raw = '';
   const stream = () =>
     Object.assign(
@@ -128,7 +130,7 @@ function terminal() {
           cb();
         },
       }),
-      { columns: 60, rows: 20 },
+      { columns, rows: 20 },
     );
   return { stdout: stream(), stderr: stream(), raw: () => raw };
 }
@@ -188,10 +190,12 @@ describe('plain progress', () => {
       'b3',
       'rake-ts: ok build#1 on h2:6238 in 0.02 s: echo b',
       'rake-ts: Rakefile:6: action failed: false',
-      '  exit-non-zero on h1:6238, exit status 1: exited with status 1 on h1:6238',
+      '  exited with status 1 on h1:6238',
       '  | nope',
       'rake-ts: [1/1] build: 2 succeeded, 1 failed in 0.03 s',
       'rake-ts: FAILED: 2/3 actions succeeded, 1 failed in 0.04 s on 2 hosts (h1:6238=2 h2:6238=1), 2.0 KiB up, 4.0 KiB down',
+      // The recap: each failed action once more, without its stderr.
+      'rake-ts: FAILED Rakefile:6 build#2 on h1:6238 (exit status 1): false',
       '',
     ]);
   });
@@ -241,80 +245,225 @@ describe('a successful action’s stderr', () => {
   });
 });
 
-describe('live progress', () => {
-  it('redraws status lines below the output and erases them at the end', async () => {
+/** Emits each event at its own `time`, on the scheduler of `TestScheduler.run`. */
+function timed(events: readonly RakeEvent[], scheduler: SchedulerLike) {
+  return merge(...events.map((e) => timer(e.time, scheduler).pipe(map(() => e))));
+}
+
+describe('live progress (virtual time: no sleeping)', () => {
+  it('redraws status lines below the output and erases them at the end', () => {
     const t = terminal();
-    let now = 1_000;
-    const display = new ProgressDisplay({
-      mode: 'live',
-      stdout: t.stdout,
-      stderr: t.stderr,
-      actionsets: 1,
-      now: () => now,
-      redrawMs: 5,
+    const snapshots = new Map<number, string[]>();
+    const ts = new TestScheduler(assert.deepEqual);
+    ts.run(({ flush }) => {
+      timed(script(0), ts)
+        .pipe(
+          showProgress({
+            mode: 'live',
+            stdout: t.stdout,
+            stderr: t.stderr,
+            actionsets: 1,
+            actions: 3,
+            scheduler: ts,
+            redrawMs: 5,
+          }),
+        )
+        .subscribe();
+      for (const at of [7, 12, 22]) ts.schedule(() => snapshots.set(at, screen(t.raw())), at);
+      flush();
     });
-    const events = script();
-    const snapshots: string[][] = [];
-    for (const e of events) {
-      now = e.time;
-      display.next(e);
-      if (e.type === 'host-chosen' || e.type === 'output') {
-        // Let the redraw timer fire, then look at the screen.
-        await new Promise((r) => setTimeout(r, 20));
-        snapshots.push(screen(t.raw()));
-      }
-    }
-    display.end();
     const raw = t.raw();
     assert.match(raw, /\r(\x1b\[1A\x1b\[2K)+/, 'status lines were erased in place');
 
-    const during = snapshots[2] ?? [];
-    assert.match(during.at(-4) ?? '', /^\[1\/1\] build: 0 done, 3 running, 0 queued/);
+    const during = snapshots.get(7) ?? [];
+    assert.match(
+      during.at(-4) ?? '',
+      /^\[0\/3\] build \(1\/1\): 3 running, 0 queued · \d+\.\d\d s$/,
+    );
     assert.match(during.at(-3) ?? '', /^ {2}build#0 {2}h1:6238 /);
     assert.match(during.at(-1) ?? '', /^ {2}build#2 {2}h1:6238 .* false$/);
-    const later = snapshots[4] ?? [];
+    const later = snapshots.get(22) ?? [];
     assert.deepEqual(later.slice(0, 5), ['a1', 'a2', 'b1', 'b2', 'b3']);
-    assert.match(later.at(-3) ?? '', /^\[1\/1\] build: 1 done, 2 running, 0 queued/);
+    assert.match(later.at(-2) ?? '', /^\[2\/3\] build \(1\/1\): 1 running, 0 queued · /);
 
     const final = screen(raw);
     assert.deepEqual(final.slice(0, 5), ['a1', 'a2', 'b1', 'b2', 'b3']);
     assert.equal(final[5], 'rake-ts: Rakefile:6: action failed: false');
-    assert.equal(final.at(-2), 'rake-ts: [1/1] build: 2 succeeded, 1 failed in 0.03 s');
-    assert.match(final.at(-1) ?? '', /^rake-ts: FAILED: 2\/3 actions succeeded/);
+    assert.equal(final.at(-3), 'rake-ts: [1/1] build: 2 succeeded, 1 failed in 0.03 s');
+    assert.match(final.at(-2) ?? '', /^rake-ts: FAILED: 2\/3 actions succeeded/);
+    assert.equal(
+      final.at(-1),
+      'rake-ts: FAILED Rakefile:6 build#2 on h1:6238 (exit status 1): false',
+    );
     assert.ok(!final.some((l) => /running/.test(l)), 'no status line is left behind');
   });
 
-  it('cuts status lines to the terminal width, so they never wrap', async () => {
+  it("counts the run's actions and failures, and estimates the time left once 3 have ended", () => {
+    const t = terminal(100);
+    const refs = [0, 1, 2, 3, 4, 5].map((i) => ref('build', i, `step ${i}`));
+    const end = (i: number, time: number, failed = false): RakeEvent =>
+      failed
+        ? {
+            type: 'action-failed',
+            time,
+            action: refs[i] as ActionRef,
+            reason: 'exit-non-zero',
+            host: 'h:1',
+            position: (refs[i] as ActionRef).position,
+            message: 'exited with status 1 on h:1',
+            stderr: '',
+            exitStatus: 1,
+            phases: PH,
+            attempts: 1,
+            ms: time,
+          }
+        : {
+            type: 'action-succeeded',
+            time,
+            action: refs[i] as ActionRef,
+            host: 'h:1',
+            exitStatus: 0,
+            files: [],
+            downloadBytes: 0,
+            phases: PH,
+            attempts: 1,
+            ms: time,
+          };
+    const events: RakeEvent[] = [
+      { type: 'actionset-started', time: 0, actionset: 'build', position: A.position, actions: 6 },
+      ...refs.map(
+        (action): RakeEvent => ({
+          type: 'host-chosen',
+          time: 0,
+          action,
+          host: 'h:1',
+          reason: 'only-host',
+          costs: [],
+          attempt: 1,
+        }),
+      ),
+      end(0, 1000),
+      end(1, 2000, true),
+      end(2, 3000),
+    ];
+    const heads = new Map<number, string>();
+    const ts = new TestScheduler(assert.deepEqual);
+    ts.run(({ flush }) => {
+      const display = new ProgressDisplay({
+        mode: 'live',
+        stdout: t.stdout,
+        stderr: t.stderr,
+        actionsets: 2,
+        actions: 9,
+        scheduler: ts,
+        redrawMs: 100,
+      });
+      timed(events, ts).subscribe((e) => display.next(e));
+      for (const at of [1550, 2550, 3050]) {
+        ts.schedule(() => {
+          const lines = screen(t.raw());
+          heads.set(at, lines.find((l) => l.startsWith('[')) ?? '');
+        }, at);
+      }
+      ts.schedule(() => display.dispose(), 4000);
+      flush();
+    });
+    assert.equal(heads.get(1550), '[1/9] build (1/2): 5 running, 0 queued · 1.50 s');
+    assert.equal(heads.get(2550), '[2/9] build (1/2): 4 running, 0 queued, 1 failed · 2.50 s');
+    // 3 ended in 3.0 s; after a failure only this actionset's 3 remain: ~3 s.
+    assert.equal(
+      heads.get(3050),
+      '[3/9] build (1/2): 3 running, 0 queued, 1 failed · 3.00 s · ~3 s left',
+    );
+  });
+
+  it('cuts status lines to the terminal width, so they never wrap', () => {
     const t = terminal();
-    const display = new ProgressDisplay({
-      mode: 'live',
-      stdout: t.stdout,
-      stderr: t.stderr,
-      redrawMs: 5,
-    });
     const long = ref('s', 0, `echo ${'x'.repeat(200)}`);
-    display.next({
-      type: 'actionset-started',
-      time: Date.now(),
-      actionset: 's',
-      position: long.position,
-      actions: 1,
+    let lines: string[] = [];
+    const ts = new TestScheduler(assert.deepEqual);
+    ts.run(({ flush }) => {
+      const display = new ProgressDisplay({
+        mode: 'live',
+        stdout: t.stdout,
+        stderr: t.stderr,
+        scheduler: ts,
+        redrawMs: 5,
+      });
+      display.next({
+        type: 'actionset-started',
+        time: 0,
+        actionset: 's',
+        position: long.position,
+        actions: 1,
+      });
+      display.next({
+        type: 'host-chosen',
+        time: 0,
+        action: long,
+        host: 'h:1',
+        reason: 'only-host',
+        costs: [],
+        attempt: 1,
+      });
+      ts.schedule(() => {
+        lines = screen(t.raw());
+        display.dispose();
+      }, 20);
+      flush();
     });
-    display.next({
-      type: 'host-chosen',
-      time: Date.now(),
-      action: long,
-      host: 'h:1',
-      reason: 'only-host',
-      costs: [],
-      attempt: 1,
-    });
-    await new Promise((r) => setTimeout(r, 20));
-    const lines = screen(t.raw());
-    display.dispose();
     assert.equal(lines.length, 2);
     for (const l of lines) assert.ok([...l].length < 60, l);
     assert.equal(screen(t.raw()).length, 0, 'dispose erases the status');
+  });
+});
+
+describe('JSON progress', () => {
+  it("writes every line as a pino record with the event's fields, and nothing else on stderr", async () => {
+    const t = terminal();
+    const out: string[] = [];
+    const records = pino({ level: 'info' }, { write: (l: string) => out.push(l) });
+    await lastValueFrom(
+      from(script()).pipe(
+        showProgress({
+          mode: 'json',
+          stdout: t.stdout,
+          stderr: t.stderr,
+          actionsets: 1,
+          records,
+        }),
+      ),
+    );
+    // stdout carries the actions' output; no summary line, no escape codes.
+    assert.equal(t.raw(), 'a1\na2\nb1\nb2\nb3\n');
+    const recs = out.map((l) => JSON.parse(l) as Record<string, unknown>);
+    assert.deepEqual(
+      recs.map((r) => [r.level, r.event, r.msg]),
+      [
+        [30, 'actionset-started', '[1/1] build: 3 actions'],
+        [30, 'action-succeeded', 'ok build#0 on h1:6238 in 0.01 s: echo a'],
+        [30, 'action-succeeded', 'ok build#1 on h2:6238 in 0.02 s: echo b'],
+        [50, 'action-failed', 'Rakefile:6: action failed: false: exited with status 1 on h1:6238'],
+        [30, 'actionset-done', '[1/1] build: 2 succeeded, 1 failed in 0.03 s'],
+        [
+          50,
+          'done',
+          'FAILED: 2/3 actions succeeded, 1 failed in 0.04 s on 2 hosts (h1:6238=2 h2:6238=1), 2.0 KiB up, 4.0 KiB down',
+        ],
+      ],
+    );
+    assert.equal(recs[3]?.stderr, 'nope\n');
+    assert.equal(recs[5]?.durationMs, 40);
+    assert.deepEqual(recs[5]?.failures, [
+      {
+        actionId: 'build#2',
+        line: 6,
+        command: 'false',
+        reason: 'exit-non-zero',
+        host: 'h1:6238',
+        exitStatus: 1,
+      },
+    ]);
   });
 });
 

@@ -48,6 +48,14 @@ describe('renderReport', { timeout: 60_000 }, () => {
     assert.ok(html.includes('&gt;&amp;2; exit 3'), 'the command `echo broken >&2; exit 3`');
   });
 
+  it("shows a failed action's message and stderr", () => {
+    assert.match(html, /<h2>Failures<\/h2>/);
+    assert.match(
+      html,
+      /<section class="failure" id="failed-check_1">[\s\S]*exited with status 3 on 127\.0\.0\.1:\d+[\s\S]*<pre class="stderr">broken\n<\/pre>/,
+    );
+  });
+
   it('renders an empty run without failing', () => {
     const empty = renderReport([]);
     assert.match(empty, /No action reached a host/);

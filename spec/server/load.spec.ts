@@ -83,7 +83,7 @@ it(`serves ${CONNECTIONS} concurrent upload-run-download connections`, async () 
   );
   assert.deepEqual(failures, []);
   assert.equal(
-    server.logs.filter((l) => l.msg === 'job end' && l.exitCode === 0 && l.files === 3).length,
+    server.logs.filter((l) => l.msg === 'job end' && l.exitStatus === 0 && l.files === 3).length,
     CONNECTIONS,
   );
   assert.deepEqual(await assertHealthy(server), []);

@@ -149,7 +149,7 @@ describe('server', () => {
     await peer.waitClosed();
     const end = server.logs.find((l) => l.msg === 'job end' && l.command === 'echo logged > l.txt');
     assert.ok(end);
-    assert.equal(end.exitCode, 0);
+    assert.equal(end.exitStatus, 0);
     assert.equal(end.files, 1);
     assert.equal(end.component, 'server');
     for (const key of ['durationMs', 'bytesIn', 'bytesOut'])

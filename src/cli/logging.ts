@@ -1,12 +1,15 @@
 /**
  * The CLI's pino logger, from `--log-format`, `--log-level`, `--log-file`, `-v` and `-q`.
  * Logs go to stderr (or the file), never to stdout, so action output and logs can be piped
- * apart. NDJSON by default off a terminal (`rake-ts 2>&1 >/dev/null | pino-pretty` works);
- * pretty, one line per record, on a terminal. Records are written synchronously, so a log
- * line never lands after the summary it precedes, and none is lost at exit.
+ * apart. On stderr, pretty lines by default (coloured on a terminal), so a CI log stays
+ * readable; `--log-format json` makes every stderr line a pino record, the display's own
+ * lines included (`rake-ts --log-format json 2>&1 >/dev/null | jq` works). A record of an
+ * event the display already printed readably (a failure, a retry) is left out of stderr;
+ * `--log-file` keeps every record. Records are written synchronously, so a log line never
+ * lands after the summary it precedes, and none is lost at exit.
  */
 import type { Writable } from 'node:stream';
-import { type DestinationStream, type Level, type Logger, pino } from 'pino';
+import { type DestinationStream, type Level, type LogFn, type Logger, pino } from 'pino';
 import { prettyFactory } from 'pino-pretty';
 import type { Argv } from 'yargs';
 
@@ -35,7 +38,8 @@ export function withLogOptions<T>(y: Argv<T>): Argv<T & LogArgs> {
     .option('log-format', {
       type: 'string',
       choices: ['json', 'pretty'] as const,
-      describe: 'log records as NDJSON or pretty lines (default: pretty on a terminal, else json)',
+      describe:
+        'json: every stderr line a pino record (NDJSON), the progress too; pretty: readable lines (default; json with --log-file)',
     })
     .option('log-level', {
       type: 'string',
@@ -67,14 +71,33 @@ export interface LogTarget {
    */
   readonly write?: (text: string) => void;
   readonly env?: NodeJS.ProcessEnv;
+  /**
+   * Events (a record's `event` field) the display prints on stderr itself: their records are
+   * left out of stderr, so a failure is not shown twice. Not applied to `--log-file`.
+   */
+  readonly shown?: ReadonlySet<string>;
+  /** Level of the display's own records in JSON mode (default `info`; `warn` for `-q`). */
+  readonly displayLevel?: LogLevel;
 }
 
 /** The logger and what must happen before the process exits. */
 export interface CliLogger {
+  /** The engine's records, at the level the flags ask for. */
   readonly logger: Logger;
   readonly format: LogFormat;
+  /**
+   * In JSON mode on stderr (`--log-format json`, no `--log-file`): the logger the display
+   * writes its lines through, as records, whatever `--log-level` says (its own level is
+   * `displayLevel`). Absent otherwise: the display writes text.
+   */
+  readonly display?: Logger;
   /** Flushes and closes the log file, if any. */
   close(): Promise<void>;
+}
+
+/** Whether these flags make stderr pure NDJSON: `--log-format json` without `--log-file`. */
+export function jsonOnStderr(args: LogArgs): boolean {
+  return args['log-format'] === 'json' && args['log-file'] === undefined;
 }
 
 /** Builds the CLI's logger from its flags. */
@@ -82,8 +105,13 @@ export function createCliLogger(args: LogArgs, target: LogTarget): CliLogger {
   const level = logLevelOf(args);
   const file = args['log-file'];
   const tty = target.isTTY ?? (target.stderr as { isTTY?: boolean }).isTTY === true;
-  const format: LogFormat = args['log-format'] ?? (file === undefined && tty ? 'pretty' : 'json');
-  const options = { level, base: { pid: process.pid } };
+  const format: LogFormat = args['log-format'] ?? (file === undefined ? 'pretty' : 'json');
+  // pino's own error serializer, named: an `err` field keeps the error's type, message and stack.
+  const options = {
+    level,
+    base: { pid: process.pid },
+    serializers: { err: pino.stdSerializers.err },
+  };
 
   if (file !== undefined) {
     const dest = pino.destination({ dest: file, sync: true, mkdir: true, append: true });
@@ -105,16 +133,50 @@ export function createCliLogger(args: LogArgs, target: LogTarget): CliLogger {
   const env = target.env ?? process.env;
   const colors = tty && (env.NO_COLOR ?? '') === '';
   const sink: DestinationStream = { write: format === 'json' ? write : prettyLines(colors, write) };
-  return { logger: pino(options, sink), format, close: () => Promise.resolve() };
+  const shown = target.shown;
+  const hooks =
+    shown === undefined || shown.size === 0
+      ? {}
+      : {
+          hooks: {
+            // Leaves out the record of an event the display has printed itself.
+            logMethod(this: Logger, inputArgs: Parameters<Logger['info']>, method: LogFn) {
+              const first = inputArgs[0] as { event?: unknown } | null | undefined;
+              if (typeof first === 'object' && first !== null && shown.has(String(first.event))) {
+                return;
+              }
+              method.apply(this, inputArgs as Parameters<LogFn>);
+            },
+          },
+        };
+  const logger = pino({ ...options, ...hooks }, sink);
+  const display =
+    format === 'json'
+      ? pino({ ...options, level: target.displayLevel ?? 'info' }, sink).child({
+          component: 'client',
+        })
+      : undefined;
+  return {
+    logger,
+    format,
+    ...(display === undefined ? {} : { display }),
+    close: () => Promise.resolve(),
+  };
 }
 
-/** A pino destination `write` that turns each NDJSON line into pino-pretty's text. */
+/**
+ * A pino destination `write` that turns each NDJSON line into pino-pretty's text. pino-pretty
+ * is made (and, in the bundle, loaded) at the first record: most runs log none.
+ */
 function prettyLines(colorize: boolean, write: (text: string) => void): (line: string) => void {
-  const pretty = prettyFactory({
-    colorize,
-    singleLine: true,
-    ignore: 'pid,hostname',
-    translateTime: 'SYS:HH:MM:ss.l',
-  });
-  return (line) => write(pretty(line));
+  let pretty: ((line: string) => string) | undefined;
+  return (line) => {
+    pretty ??= prettyFactory({
+      colorize,
+      singleLine: true,
+      ignore: 'pid,hostname',
+      translateTime: 'SYS:HH:MM:ss.l',
+    });
+    write(pretty(line));
+  };
 }

@@ -48,7 +48,12 @@ export function withObserveOptions<T>(y: Argv<T>): Argv<T & ObserveArgs> {
 export async function writeTimelineFiles(
   args: ObserveArgs,
   timeline: Timeline,
-  io: { readonly stderr: Writable; readonly cwd: string },
+  io: {
+    readonly stderr: Writable;
+    readonly cwd: string;
+    /** Reports a file that could not be written (default: a line on `stderr`). */
+    readonly problem?: (event: string, text: string, fields?: Record<string, unknown>) => void;
+  },
 ): Promise<void> {
   const jobs: [string | undefined, () => string][] = [
     [args.trace, () => `${JSON.stringify(chromeTrace(timeline))}\n`],
@@ -62,7 +67,9 @@ export async function writeTimelineFiles(
       await writeFile(path, render());
     } catch (err) {
       const why = err instanceof Error ? err.message : String(err);
-      io.stderr.write(`rake-ts: cannot write ${given}: ${why}\n`);
+      const text = `rake-ts: cannot write ${given}: ${why}`;
+      if (io.problem) io.problem('write-failed', text, { path, err });
+      else io.stderr.write(`${text}\n`);
     }
   }
 }

@@ -15,7 +15,7 @@ import {
   timeout,
 } from 'rxjs';
 import { bindAddress, type Endpoint, endpointIdentity, hostKey, isLoopback } from './endpoint.js';
-import { describeError, isConnectionRefused } from './errors.js';
+import { isConnectionRefused } from './errors.js';
 import type { RakeEvent } from './events.js';
 import type { Transport } from './transport.js';
 
@@ -53,6 +53,7 @@ export class EmbeddedServers {
   readonly #silent = new Set<string>();
   readonly #transport: Transport;
   readonly #logger: Logger;
+  readonly #serverParent: Logger | undefined;
   readonly #start: StartServer;
   readonly #enabled: boolean;
   readonly #probeTimeoutMs: number;
@@ -63,6 +64,11 @@ export class EmbeddedServers {
   constructor(options: {
     transport: Transport;
     logger: Logger;
+    /**
+     * The logger an embedded server's records derive from: the run's own, not the client's
+     * child, so they carry `component: "embedded-server"` once (default: `logger`).
+     */
+    serverLogger?: Logger | undefined;
     start: StartServer;
     enabled: boolean;
     /** Time allowed for the probe's TCP connect (`--connect-timeout`). */
@@ -73,6 +79,7 @@ export class EmbeddedServers {
   }) {
     this.#transport = options.transport;
     this.#logger = options.logger;
+    this.#serverParent = options.serverLogger;
     this.#start = options.start;
     this.#enabled = options.enabled;
     this.#probeTimeoutMs = options.probeTimeoutMs;
@@ -136,7 +143,7 @@ export class EmbeddedServers {
       catchError((err: unknown) => {
         if (!isConnectionRefused(err)) {
           if (connected && err instanceof TimeoutError) this.#silent.add(hostKey(endpoint));
-          this.#logger.debug({ host: hostKey(endpoint), err: describeError(err) }, 'probe failed');
+          this.#logger.debug({ host: hostKey(endpoint), err }, 'probe failed');
           return EMPTY;
         }
         return defer(() => from(this.#start(endpoint, this.#serverLogger()))).pipe(
@@ -159,7 +166,7 @@ export class EmbeddedServers {
           catchError((startErr: unknown) => {
             // Lost a race with another process binding the port: it now listens; fine.
             this.#logger.warn(
-              { host: hostKey(endpoint), err: describeError(startErr) },
+              { host: hostKey(endpoint), err: startErr },
               'could not start an embedded server',
             );
             return EMPTY;
@@ -171,7 +178,7 @@ export class EmbeddedServers {
 
   /** The embedded server logs warnings only, unless the run logs at debug or finer. */
   #serverLogger(): Logger {
-    const parent = this.#logger;
+    const parent = this.#serverParent ?? this.#logger;
     const level =
       parent.isLevelEnabled('debug') || !parent.isLevelEnabled('warn') ? parent.level : 'warn';
     return parent.child({ component: 'embedded-server' }, { level });

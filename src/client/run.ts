@@ -193,6 +193,7 @@ function runTargets(
     const embedded = new EmbeddedServers({
       transport,
       logger,
+      serverLogger: options.logger,
       start: options.startServer ?? startEmbeddedServer,
       enabled: options.embedded ?? true,
       probeTimeoutMs: connectTimeoutMs,

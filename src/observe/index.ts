@@ -8,9 +8,13 @@ export {
   logEvent,
   logEvents,
   type RecordLevel,
+  summaryFields,
 } from './log-events.js';
 export {
+  ETA_AFTER,
+  eventsShownBy,
   formatFailure,
+  formatRecap,
   ProgressDisplay,
   type ProgressMode,
   type ProgressOptions,

@@ -6,7 +6,7 @@
 import type { Logger } from 'pino';
 import { type MonoTypeOperatorFunction, tap } from 'rxjs';
 import { hostKey } from '../client/endpoint.js';
-import type { ActionRef, CostSeen, RakeEvent } from '../client/events.js';
+import type { ActionRef, CostSeen, RakeEvent, RunSummary } from '../client/events.js';
 import { unreachable } from '../util/unreachable.js';
 
 /** The pino levels records are written at. */
@@ -103,7 +103,7 @@ function recordBody(e: RakeEvent): Omit<EventRecord, 'level'> {
           host: e.host,
           files: e.files,
           bytes: e.bytes,
-          ms: e.ms,
+          durationMs: e.ms,
         },
         msg: `${e.action.actionId} uploaded ${e.files} file${e.files === 1 ? '' : 's'}`,
       };
@@ -129,7 +129,7 @@ function recordBody(e: RakeEvent): Omit<EventRecord, 'level'> {
           ...(e.stderr === undefined || e.stderr === '' ? {} : { stderr: e.stderr }),
           phases: e.phases,
           attempts: e.attempts,
-          ms: e.ms,
+          durationMs: e.ms,
         },
         msg: `${e.action.actionId} succeeded on ${e.host}`,
       };
@@ -145,7 +145,7 @@ function recordBody(e: RakeEvent): Omit<EventRecord, 'level'> {
           ...(e.stderr === '' ? {} : { stderr: e.stderr }),
           phases: e.phases,
           attempts: e.attempts,
-          ms: e.ms,
+          durationMs: e.ms,
         },
         msg: `${e.action.actionId} failed: ${e.reason}`,
       };
@@ -182,18 +182,27 @@ function recordBody(e: RakeEvent): Omit<EventRecord, 'level'> {
           succeeded: e.succeeded,
           failed: e.failed,
           cancelled: e.cancelled,
-          ms: e.ms,
+          durationMs: e.ms,
         },
         msg: `actionset ${e.actionset} done`,
       };
     case 'done':
       return {
-        fields: { event: e.type, ...e.summary },
+        fields: { event: e.type, ...summaryFields(e.summary) },
         msg: e.summary.exitStatus === 0 ? 'run succeeded' : 'run failed',
       };
     default:
       return unreachable(e, 'event');
   }
+}
+
+/**
+ * A run summary as record fields: the {@link RunSummary} with its `ms` named `durationMs`,
+ * as in every record (one name per fact, client and server alike: docs/observability.md).
+ */
+export function summaryFields(s: RunSummary): Record<string, unknown> {
+  const { ms, ...rest } = s;
+  return { ...rest, durationMs: ms };
 }
 
 /** Writes one event's record to `logger` (skipped cheaply when its level is off). */

@@ -7,20 +7,39 @@
  *   erased, the text written, the lines drawn again, so no output block is ever torn.
  * - `plain` (a pipe, a CI log, `NO_COLOR`): one line per actionset start and end and per
  *   action end, no escape codes.
- * Both print action output to stdout and failures to stderr, and end with the summary line
- * on stdout.
+ * - `json` (`--log-format json`): the same lines as pino records, with the event's fields, so
+ *   every stderr line is NDJSON.
+ * All print action output to stdout and failures to stderr, and end with the summary line
+ * (on stdout; a record in JSON mode) and a recap of the failed actions.
  */
 import type { Writable } from 'node:stream';
-import { finalize, type MonoTypeOperatorFunction, tap } from 'rxjs';
+import type { Logger } from 'pino';
+import {
+  finalize,
+  type MonoTypeOperatorFunction,
+  type SchedulerLike,
+  type Subscription,
+  tap,
+} from 'rxjs';
 import { hostKey } from '../client/endpoint.js';
-import type { ActionRef, RakeEvent, RakeEventOf, RunSummary } from '../client/events.js';
+import type {
+  ActionRef,
+  RakeEvent,
+  RakeEventOf,
+  RakeEventType,
+  RunSummary,
+} from '../client/events.js';
 import { unreachable } from '../util/unreachable.js';
 import { formatHostNotes } from './host-notes.js';
+import { eventRecord, type RecordLevel, summaryFields } from './log-events.js';
 import { formatSeconds, formatSummaryLine, runTotals } from './summary.js';
 import { type Timeline, TimelineBuilder } from './timeline.js';
 
-/** `live`: status lines redrawn in place (needs a terminal); `plain`: one line per step. */
-export type ProgressMode = 'live' | 'plain';
+/**
+ * `live`: status lines redrawn in place (needs a terminal); `plain`: one line per step;
+ * `json`: one pino record per step (through `records`), nothing else on stderr.
+ */
+export type ProgressMode = 'live' | 'plain' | 'json';
 
 /** Where and how {@link ProgressDisplay} writes. */
 export interface ProgressOptions {
@@ -37,11 +56,23 @@ export interface ProgressOptions {
   readonly columns?: () => number;
   /** Terminal height (default: `stderr.rows`, else 24). */
   readonly rows?: () => number;
-  /** Clock for elapsed times (default `Date.now`, the clock events carry). */
+  /** Clock for elapsed times (default: `scheduler.now()`, else `Date.now`, the clock events carry). */
   readonly now?: () => number;
+  /**
+   * Clock and timer of the redraws (default: `Date.now` and an unref'd `setInterval`), so a
+   * spec drives the live display with a TestScheduler instead of sleeping.
+   */
+  readonly scheduler?: SchedulerLike;
   /** Minimum time between two redraws of the status lines (default 100 ms). */
   readonly redrawMs?: number;
+  /** How many actions the whole run has: the N of `[done/N]` (default: those seen so far). */
+  readonly actions?: number;
+  /** `json` mode: where the records go (the CLI's display logger). */
+  readonly records?: Logger;
 }
+
+/** Actions finished before the live display estimates the time left. */
+export const ETA_AFTER = 3;
 
 interface Running {
   readonly ref: ActionRef;
@@ -74,12 +105,18 @@ export class ProgressDisplay {
   /** Status lines now on screen (live mode). */
   #drawn = 0;
   #dirty = false;
-  #timer: NodeJS.Timeout | undefined;
+  #timer: { unsubscribe(): void } | undefined;
   #ended = false;
+  /** The run so far: first event, actions finished, and the failures (for the recap). */
+  #runStart: number | undefined;
+  #finished = 0;
+  #seen = 0;
+  readonly #failures: RakeEventOf<'action-failed'>[] = [];
 
   constructor(options: ProgressOptions) {
     this.#o = options;
-    this.#now = options.now ?? Date.now;
+    const scheduler = options.scheduler;
+    this.#now = options.now ?? (scheduler ? () => scheduler.now() : Date.now);
   }
 
   /** The timeline of the events seen so far (for a trace or a report of the same run). */
@@ -89,6 +126,7 @@ export class ProgressDisplay {
 
   next(e: RakeEvent): void {
     if (this.#ended) return;
+    this.#runStart ??= e.time;
     this.#timeline.add(e);
     this.#track(e);
     this.#print(e);
@@ -111,21 +149,50 @@ export class ProgressDisplay {
     this.#draw();
   }
 
-  /** Erases the status lines and prints the summary line (the run is over). */
+  /**
+   * Erases the status lines and prints the summary line, then one line per failed action
+   * (the run is over). In JSON mode both are one record: `done`, with `failures`.
+   */
   end(): void {
     if (this.#ended) return;
     this.dispose();
     const s = this.#summary;
-    if (s !== undefined && (!this.#o.quiet || s.exitStatus !== 0)) {
-      this.#o.stdout.write(formatSummaryLine(s, runTotals(this.#timeline.timeline())));
+    if (s === undefined) return;
+    const totals = runTotals(this.#timeline.timeline());
+    const line = formatSummaryLine(s, totals);
+    if (this.#o.mode === 'json') {
+      this.#o.records?.[s.exitStatus === 0 ? 'info' : 'error'](
+        {
+          event: 'done',
+          ...summaryFields(s),
+          uploadBytes: totals.uploadBytes,
+          downloadBytes: totals.downloadBytes,
+          failures: this.#failures.map(failureFields),
+        },
+        line.replace(/^rake-ts: /, '').trimEnd(),
+      );
+      return;
+    }
+    if (!this.#o.quiet || s.exitStatus !== 0) {
+      this.#o.stdout.write(line);
       this.#o.stdout.write(formatHostNotes(s));
     }
+    if (this.#failures.length > 0) this.#o.stderr.write(formatRecap(this.#failures));
+  }
+
+  /**
+   * The run was interrupted (SIGINT, SIGTERM): erases the status lines, prints nothing more,
+   * and closes the timeline now, the actions still running marked as cancelled.
+   */
+  interrupt(signal: string, at: number = this.#now()): void {
+    this.dispose();
+    this.#timeline.interrupt(signal, at);
   }
 
   /** Stops redrawing and erases the status lines; prints nothing more. */
   dispose(): void {
     this.#ended = true;
-    if (this.#timer !== undefined) clearInterval(this.#timer);
+    this.#timer?.unsubscribe();
     this.#timer = undefined;
     if (this.#drawn > 0) this.#o.stderr.write(this.#erase());
     this.#drawn = 0;
@@ -143,6 +210,7 @@ export class ProgressDisplay {
           done: 0,
         };
         this.#running.clear();
+        this.#seen += e.actions;
         return;
       case 'cost-polled':
       case 'host-chosen':
@@ -164,6 +232,8 @@ export class ProgressDisplay {
       case 'action-cancelled':
         this.#running.delete(e.action.actionId);
         if (this.#current !== undefined) this.#current.done++;
+        this.#finished++;
+        if (e.type === 'action-failed') this.#failures.push(e);
         return;
       case 'done':
         this.#summary = e.summary;
@@ -176,55 +246,76 @@ export class ProgressDisplay {
     }
   }
 
+  /**
+   * One step as a person reads it: a `rake-ts: ` line on stderr (above the status lines),
+   * or in JSON mode a record with the event's fields and the line as its `msg`.
+   */
+  #say(e: RakeEvent, level: RecordLevel, text: string): void {
+    if (this.#o.mode === 'json') {
+      this.#o.records?.[level](eventRecord(e).fields, text);
+      return;
+    }
+    this.writeAbove(this.#o.stderr, `rake-ts: ${text}\n`);
+  }
+
   #print(e: RakeEvent): void {
-    const { quiet } = this.#o;
+    const json = this.#o.mode === 'json';
+    // JSON records are filtered by the records logger's level (-q: warnings and errors).
+    const quiet = this.#o.quiet === true && !json;
     const live = this.#o.mode === 'live';
-    const err = (line: string) => this.writeAbove(this.#o.stderr, `${line}\n`);
     switch (e.type) {
       case 'output':
         this.writeAbove(this.#o.stdout, e.stdout.endsWith('\n') ? e.stdout : `${e.stdout}\n`);
         return;
       case 'action-failed':
-        this.writeAbove(this.#o.stderr, formatFailure(e));
+        if (json) this.#say(e, 'error', failureHeadline(e));
+        else this.writeAbove(this.#o.stderr, formatFailure(e));
         return;
       case 'action-retried':
         if (!quiet) {
-          err(
-            `rake-ts: ${e.action.actionId}: ${e.fromHost} did not run it (${e.reason}); trying another host`,
+          this.#say(
+            e,
+            'warn',
+            `${e.action.actionId}: ${e.fromHost} did not run it (${e.reason}); trying another host`,
           );
         }
         return;
       case 'fallback-local':
-        if (!quiet) err(`rake-ts: ${e.action.actionId}: ${e.reason}; running it on ${e.host}`);
+        if (!quiet)
+          this.#say(e, 'warn', `${e.action.actionId}: ${e.reason}; running it on ${e.host}`);
         return;
       case 'embedded-server-started':
         if (!quiet) {
-          err(
-            `rake-ts: started an embedded server at ${hostKey({ host: e.host, port: e.port })} (${e.reason})`,
-          );
+          const at = hostKey({ host: e.host, port: e.port });
+          this.#say(e, 'info', `started an embedded server at ${at} (${e.reason})`);
         }
         return;
       case 'actionset-started':
-        if (!quiet && !live) err(`rake-ts: ${this.#setLabel()}: ${plural(e.actions, 'action')}`);
+        if (!quiet && !live)
+          this.#say(e, 'info', `${this.#setLabel()}: ${plural(e.actions, 'action')}`);
         return;
       case 'actionset-done':
-        if (!quiet) err(`rake-ts: ${this.#setLabel()}: ${setOutcome(e)}`);
+        if (!quiet) this.#say(e, 'info', `${this.#setLabel()}: ${setOutcome(e)}`);
         return;
-      case 'action-succeeded':
+      case 'action-succeeded': {
+        const ok = `ok ${e.action.actionId} on ${e.host} in ${formatSeconds(e.ms)}: ${oneLine(e.action.command)}`;
+        const warned = e.stderr !== undefined && e.stderr !== '';
+        if (json) {
+          this.#say(e, warned ? 'warn' : 'info', warned ? `${ok} (it wrote to stderr)` : ok);
+          return;
+        }
         // Its stderr (compiler warnings, with the `stderr` extension) is the action's own
         // output: printed even with -q, after its stdout.
-        if (e.stderr !== undefined && e.stderr !== '')
-          this.writeAbove(this.#o.stderr, formatWarnings(e));
-        if (!quiet && !live) {
-          err(
-            `rake-ts: ok ${e.action.actionId} on ${e.host} in ${formatSeconds(e.ms)}: ${oneLine(e.action.command)}`,
-          );
-        }
+        if (warned) this.writeAbove(this.#o.stderr, formatWarnings(e));
+        if (!quiet && !live) this.#say(e, 'info', ok);
         return;
+      }
       case 'action-cancelled':
         if (!quiet) {
-          err(
-            `rake-ts: cancelled ${e.action.actionId}${e.host === undefined ? '' : ` on ${e.host}`}: ${oneLine(e.action.command)}`,
+          this.#say(
+            e,
+            'info',
+            `cancelled ${e.action.actionId}${e.host === undefined ? '' : ` on ${e.host}`}: ${oneLine(e.action.command)}`,
           );
         }
         return;
@@ -249,10 +340,10 @@ export class ProgressDisplay {
   #schedule(): void {
     this.#dirty = true;
     if (this.#timer !== undefined) return;
-    this.#timer = setInterval(() => {
+    const tick = () => {
       if (this.#dirty || this.#running.size > 0) this.#draw();
-    }, this.#o.redrawMs ?? 100);
-    this.#timer.unref();
+    };
+    this.#timer = every(this.#o.redrawMs ?? 100, tick, this.#o.scheduler);
   }
 
   #draw(): void {
@@ -271,6 +362,29 @@ export class ProgressDisplay {
     return `\r${`${ESC}1A${ESC}2K`.repeat(this.#drawn)}`;
   }
 
+  /**
+   * `[3/12] build (1/2): 2 running, 1 queued, 1 failed · 0.52 s · ~2 s left`: the actions
+   * finished of the whole run, this actionset (n of m), the failures so far, the run's time,
+   * and once {@link ETA_AFTER} actions have finished an estimate of the time left (the
+   * run's pace so far over what remains: after a failure, only this actionset remains).
+   */
+  #headline(now: number, running: number, queued: number): string {
+    const c = this.#current as Current;
+    const total = this.#o.actions ?? this.#seen;
+    const failed = this.#failures.length;
+    const m = this.#o.actionsets;
+    const set = `${c.name} (${c.ordinal}${m === undefined ? '' : `/${m}`})`;
+    const elapsed = now - (this.#runStart ?? now);
+    const left = failed > 0 ? c.actions - c.done : total - this.#finished;
+    const eta =
+      this.#finished >= ETA_AFTER && left > 0
+        ? ` · ~${formatEta((elapsed * left) / this.#finished)} left`
+        : '';
+    const counts = [`${running} running`, `${queued} queued`];
+    if (failed > 0) counts.push(`${failed} failed`);
+    return `[${this.#finished}/${total}] ${set}: ${counts.join(', ')} · ${formatSeconds(elapsed)}${eta}`;
+  }
+
   #statusLines(): string[] {
     const c = this.#current;
     if (c === undefined) return [];
@@ -279,7 +393,7 @@ export class ProgressDisplay {
     const now = this.#now();
     const running = [...this.#running.values()];
     const queued = Math.max(c.actions - c.done - running.length, 0);
-    const head = `${this.#setLabel()}: ${c.done} done, ${running.length} running, ${queued} queued · ${formatSeconds(now - c.since)}`;
+    const head = this.#headline(now, running.length, queued);
     const lines = [`${ESC}1m${fit(head, width)}${ESC}0m`];
     const room = Math.max(1, Math.min(10, height - 4));
     const shown = running.length > room ? running.slice(0, room - 1) : running;
@@ -314,22 +428,58 @@ export function showProgress(options: ProgressOptions): MonoTypeOperatorFunction
 }
 
 /**
- * A failed action as the user reads it: where, what, why, and the command's stderr.
+ * A failed action as the user reads it: where, what, why (once), and the command's stderr.
  *
  * rake-ts: Rakefile:5: action failed: cc -c a.c
- *   exit-non-zero on 10.0.0.2:6238, exit status 1: exited with status 1 on 10.0.0.2:6238
+ *   exited with status 1 on 10.0.0.2:6238
  *   | a.c:3: error: ...
  */
 export function formatFailure(e: RakeEventOf<'action-failed'>): string {
   const where = `${e.position.file}:${e.position.line}`;
-  const status = e.exitStatus === undefined ? '' : `, exit status ${e.exitStatus}`;
-  const lines = [
-    `rake-ts: ${where}: action failed: ${e.action.command}`,
-    `  ${e.reason}${e.host ? ` on ${e.host}` : ''}${status}: ${e.message}`,
-  ];
+  const lines = [`rake-ts: ${where}: action failed: ${e.action.command}`, `  ${why(e)}`];
   const stderr = e.stderr.replace(/\n$/, '');
   if (stderr !== '') lines.push(...stderr.split('\n').map((l) => `  | ${l}`));
   return `${lines.join('\n')}\n`;
+}
+
+/** The message, with the host when the message does not name it. */
+function why(e: RakeEventOf<'action-failed'>): string {
+  return e.host === undefined || e.message.includes(e.host)
+    ? e.message
+    : `${e.message} (on ${e.host})`;
+}
+
+/** A failure in one line (a JSON record's `msg`): `Rakefile:5: action failed: cc -c a.c: exited with status 1 on h`. */
+function failureHeadline(e: RakeEventOf<'action-failed'>): string {
+  return `${e.position.file}:${e.position.line}: action failed: ${oneLine(e.action.command)}: ${why(e)}`;
+}
+
+/**
+ * The failed actions once more, after the summary, one line each as ninja's `FAILED:`
+ * lines: where, which host, the exit status (or why), the command; not their stderr again.
+ *
+ * rake-ts: FAILED Rakefile:5 build#0 on 10.0.0.2:6238 (exit status 1): cc -c a.c
+ */
+export function formatRecap(failures: readonly RakeEventOf<'action-failed'>[]): string {
+  return failures
+    .map((e) => {
+      const host = e.host === undefined ? '' : ` on ${e.host}`;
+      const status = e.exitStatus === undefined ? e.reason : `exit status ${e.exitStatus}`;
+      return `rake-ts: FAILED ${e.position.file}:${e.position.line} ${e.action.actionId}${host} (${status}): ${oneLine(e.action.command)}\n`;
+    })
+    .join('');
+}
+
+/** A failure as a field of the JSON `done` record. */
+function failureFields(e: RakeEventOf<'action-failed'>) {
+  return {
+    actionId: e.action.actionId,
+    line: e.position.line,
+    command: e.action.command,
+    reason: e.reason,
+    ...(e.host === undefined ? {} : { host: e.host }),
+    ...(e.exitStatus === undefined ? {} : { exitStatus: e.exitStatus }),
+  };
 }
 
 /**
@@ -398,4 +548,59 @@ function columnsOf(stream: Writable): number {
 function rowsOf(stream: Writable): number {
   const r = (stream as { rows?: number }).rows;
   return r !== undefined && r > 0 ? r : 24;
+}
+
+/**
+ * The events whose records would repeat, on stderr, what the display prints there itself:
+ * the CLI leaves those records out of stderr (they stay in `--log-file`). In JSON mode the
+ * display's own records carry them.
+ */
+export function eventsShownBy(mode: ProgressMode, quiet: boolean): ReadonlySet<RakeEventType> {
+  if (mode === 'json') {
+    return new Set<RakeEventType>([
+      'embedded-server-started',
+      'actionset-started',
+      'actionset-done',
+      'action-succeeded',
+      'action-failed',
+      'action-retried',
+      'action-cancelled',
+      'fallback-local',
+      'done',
+    ]);
+  }
+  if (quiet) return new Set<RakeEventType>(['action-failed']);
+  const shown: RakeEventType[] = [
+    'embedded-server-started',
+    'actionset-done',
+    'action-failed',
+    'action-retried',
+    'action-cancelled',
+    'fallback-local',
+    'done',
+  ];
+  if (mode === 'plain') shown.push('actionset-started');
+  return new Set(shown);
+}
+
+/** Calls `fn` every `ms`: on `scheduler` when given, else on an unref'd interval. */
+function every(ms: number, fn: () => void, scheduler?: SchedulerLike): { unsubscribe(): void } {
+  if (scheduler === undefined) {
+    const timer = setInterval(fn, ms);
+    timer.unref();
+    return { unsubscribe: () => clearInterval(timer) };
+  }
+  const sub: Subscription = scheduler.schedule(function (this: {
+    schedule(s: undefined, d: number): void;
+  }) {
+    fn();
+    this.schedule(undefined, ms);
+  }, ms);
+  return sub;
+}
+
+/** `~3 s`, `~2 min 5 s`: whole seconds, the estimate is no finer than that. */
+function formatEta(ms: number): string {
+  const s = Math.max(1, Math.round(ms / 1000));
+  return s < 60 ? `${s} s` : `${Math.floor(s / 60)} min ${s % 60} s`;
 }

@@ -39,17 +39,22 @@ export function renderReport(
   const stats = hostStats(timeline);
   const summary = timeline.summary;
   const verdict =
-    summary === undefined
-      ? 'incomplete run'
-      : summary.exitStatus === 0
-        ? 'ok'
-        : `FAILED (exit status ${summary.exitStatus})`;
+    timeline.interrupted !== undefined
+      ? `interrupted (${timeline.interrupted})`
+      : summary === undefined
+        ? 'incomplete run'
+        : summary.exitStatus === 0
+          ? 'ok'
+          : `FAILED (exit status ${summary.exitStatus})`;
   const wall = summary?.ms ?? timeline.end - timeline.start;
+  const count = (o: ActionSpan['outcome']) =>
+    timeline.actions.filter((a) => a.outcome === o).length;
+  const interruptedCount = timeline.actions.filter((a) => a.interrupted === true).length;
   const facts = [
     `<b class="${summary?.exitStatus === 0 ? 'ok' : 'bad'}">${esc(verdict)}</b>`,
     `${timeline.actions.length} actions`,
     summary === undefined
-      ? ''
+      ? `${count('succeeded')} succeeded, ${count('failed')} failed, ${count('cancelled')} cancelled${interruptedCount > 0 ? ` (${interruptedCount} by the interrupt)` : ''}`
       : `${summary.succeeded} succeeded, ${summary.failed} failed, ${summary.cancelled} cancelled, ${summary.skipped} not started`,
     `${timeline.actionsets.length} actionsets`,
     `${stats.length} hosts`,
@@ -76,6 +81,7 @@ ${timelineSvg(timeline)}
 ${hostTable(stats)}
 ${stats.map((s) => hostDetails(s, timeline)).join('\n')}
 ${noHostDetails(timeline)}
+${failureDetails(timeline)}
 </body>
 </html>
 `;
@@ -174,6 +180,20 @@ ${actionTable(none, t.start)}
 </section>`;
 }
 
+/** Each failed action with its message and the stderr its command wrote. */
+function failureDetails(t: Timeline): string {
+  const failed = t.actions.filter((a) => a.outcome === 'failed');
+  if (failed.length === 0) return '';
+  const items = failed.map(
+    (a) => `<section class="failure" id="failed-${anchor(a.action.actionId)}">
+<h3>${esc(a.action.actionId)} (line ${a.action.position.line}${a.host === undefined ? '' : ` on ${esc(a.host)}`}): <code>${esc(a.action.command)}</code></h3>
+<p>${esc(outcomeText(a))}${a.message === undefined ? '' : `: ${esc(a.message)}`}</p>
+${a.stderr === undefined ? '<p class="quiet">It wrote nothing to stderr.</p>' : `<pre class="stderr">${esc(a.stderr)}</pre>`}
+</section>`,
+  );
+  return `<h2>Failures</h2>\n${items.join('\n')}`;
+}
+
 function actionTable(actions: readonly ActionSpan[], t0: number): string {
   const rows = actions.map(
     (a) =>
@@ -188,6 +208,7 @@ ${rows.join('\n')}
 }
 
 function outcomeText(a: ActionSpan): string {
+  if (a.interrupted === true) return 'cancelled by the interrupt';
   if (a.outcome !== 'failed') return a.outcome;
   const status = a.exitStatus === undefined ? '' : ` (exit status ${a.exitStatus})`;
   return `failed: ${a.failure ?? 'unknown'}${status}`;
@@ -267,4 +288,6 @@ th { font-weight: 600; color: #333; }
 table.hosts td:not(:first-child), table.hosts th:not(:first-child) { text-align: right; }
 tr.failed td { color: var(--bad); }
 code { font: 12px ui-monospace, monospace; }
+pre.stderr { font: 12px/1.4 ui-monospace, monospace; background: #fbf1f0; border-left: 3px solid var(--bad); padding: 6px 10px; margin: 4px 0 12px; white-space: pre-wrap; overflow-wrap: anywhere; }
+.quiet { color: #777; }
 `;

@@ -44,6 +44,10 @@ export interface ActionSpan {
   readonly failure?: FailureReason;
   readonly exitStatus?: number;
   readonly message?: string;
+  /** What the command wrote to stderr (a failure's, or a success's warnings), when any. */
+  readonly stderr?: string;
+  /** The run was interrupted while this action ran (`outcome: 'cancelled'`). */
+  readonly interrupted?: boolean;
   readonly attempts: number;
   /** Non-empty phases only, each inside `[start, end]`. */
   readonly phases: readonly PhaseSpan[];
@@ -80,9 +84,14 @@ export interface Timeline {
   readonly hosts: readonly string[];
   /** The `done` event's summary, when the run got that far. */
   readonly summary: RunSummary | undefined;
+  /** The signal that interrupted the run, when one did (then there is no summary). */
+  readonly interrupted?: string;
 }
 
 interface Pending {
+  readonly action: ActionRef;
+  /** Attempts begun so far (host-chosen events). */
+  attempts: number;
   firstSeen: number;
   host: string | undefined;
   uploadBytes: number;
@@ -102,8 +111,31 @@ export class TimelineBuilder {
   readonly #actionsets: ActionsetSpan[] = [];
   #open: { name: string; actions: number; start: number; ordinal: number } | undefined;
   #summary: RunSummary | undefined;
+  #interrupted: string | undefined;
+
+  /**
+   * The run was interrupted at `at` (SIGINT, SIGTERM): the actions still running end there,
+   * cancelled, and so does the open actionset; later events are ignored.
+   */
+  interrupt(signal: string, at: number): void {
+    if (this.#interrupted !== undefined) return;
+    this.#start ??= at;
+    this.#end = Math.max(this.#end, at);
+    for (const [id, p] of [...this.#pending]) {
+      this.#finish(p.action, this.#end, {
+        outcome: 'cancelled',
+        host: p.host,
+        attempts: p.attempts,
+        message: `interrupted (${signal})`,
+        interrupted: true,
+      });
+      this.#pending.delete(id);
+    }
+    this.#interrupted = signal;
+  }
 
   add(e: RakeEvent): void {
+    if (this.#interrupted !== undefined) return;
     this.#start ??= e.time;
     this.#end = Math.max(this.#end, e.time);
     switch (e.type) {
@@ -126,6 +158,7 @@ export class TimelineBuilder {
       case 'host-chosen': {
         const p = this.#touch(e.action, e.time);
         p.host = e.host;
+        p.attempts = Math.max(p.attempts, e.attempt);
         this.#sawHost(e.host);
         return;
       }
@@ -144,6 +177,7 @@ export class TimelineBuilder {
           timings: e.phases,
           downloadBytes: e.downloadBytes,
           downloadFiles: e.files.length,
+          ...(e.stderr === undefined || e.stderr === '' ? {} : { stderr: e.stderr }),
         });
         return;
       case 'action-failed':
@@ -156,6 +190,7 @@ export class TimelineBuilder {
           failure: e.reason,
           message: e.message,
           ...(e.exitStatus === undefined ? {} : { exitStatus: e.exitStatus }),
+          ...(e.stderr === '' ? {} : { stderr: e.stderr }),
         });
         return;
       case 'action-cancelled':
@@ -212,6 +247,7 @@ export class TimelineBuilder {
       actions: [...this.#actions],
       hosts: [...this.#hosts],
       summary: this.#summary,
+      ...(this.#interrupted === undefined ? {} : { interrupted: this.#interrupted }),
     };
   }
 
@@ -224,7 +260,7 @@ export class TimelineBuilder {
   #touch(action: ActionRef, time: number): Pending {
     let p = this.#pending.get(action.actionId);
     if (p === undefined) {
-      p = { firstSeen: time, host: undefined, uploadBytes: 0, uploadFiles: 0 };
+      p = { action, attempts: 0, firstSeen: time, host: undefined, uploadBytes: 0, uploadFiles: 0 };
       this.#pending.set(action.actionId, p);
     }
     return p;
@@ -248,6 +284,8 @@ export class TimelineBuilder {
       exitStatus?: number;
       downloadBytes?: number;
       downloadFiles?: number;
+      stderr?: string;
+      interrupted?: boolean;
     },
   ): void {
     const p = this.#pending.get(action.actionId);
@@ -265,6 +303,8 @@ export class TimelineBuilder {
       ...(f.failure === undefined ? {} : { failure: f.failure }),
       ...(f.exitStatus === undefined ? {} : { exitStatus: f.exitStatus }),
       ...(f.message === undefined ? {} : { message: f.message }),
+      ...(f.stderr === undefined ? {} : { stderr: f.stderr }),
+      ...(f.interrupted === true ? { interrupted: true } : {}),
       attempts: f.attempts,
       phases: phaseSpans(start, end, timings),
       timings,

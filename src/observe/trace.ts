@@ -101,6 +101,7 @@ export function chromeTrace(events: Iterable<RakeEvent> | Timeline): ChromeTrace
     otherData: {
       generator: 'rake-ts',
       startedAt: new Date(t0).toISOString(),
+      ...(timeline.interrupted === undefined ? {} : { interrupted: timeline.interrupted }),
       ...(summary === undefined
         ? {}
         : {
@@ -136,6 +137,7 @@ function actionEvents(
         outcome: a.outcome,
         ...(a.failure === undefined ? {} : { failure: a.failure }),
         ...(a.exitStatus === undefined ? {} : { exitStatus: a.exitStatus }),
+        ...(a.interrupted === true ? { interrupted: true } : {}),
         attempts: a.attempts,
         uploadBytes: a.uploadBytes,
         downloadBytes: a.downloadBytes,

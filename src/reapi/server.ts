@@ -853,7 +853,7 @@ export async function startReapiServer(
       const started = performance.now();
       const job = runAction(exec, req, actionDigest)
         .catch((err: unknown) => {
-          log.error({ err: String(err), operation: name }, 'action failed inside the server');
+          log.error({ err, operation: name }, 'action failed inside the server');
           return create(ExecuteResponseSchema, {
             status: statusOf(
               status.INTERNAL,
@@ -966,7 +966,7 @@ export async function startReapiServer(
 /** An error as grpc-js sends it: ours as they are, anything else as INTERNAL. */
 function asRpcError(err: unknown, log: Logger): Error {
   if (err instanceof Error && typeof (err as { code?: unknown }).code === 'number') return err;
-  log.error({ err: String(err) }, 'REAPI handler failed');
+  log.error({ err }, 'REAPI handler failed');
   return rpcError(
     status.INTERNAL,
     `rakeserver: ${err instanceof Error ? err.message : String(err)}`,

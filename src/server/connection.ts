@@ -177,7 +177,7 @@ export class Connection {
     const gone = () => this.#abort.abort(CONNECTION_ENDED);
     socket.once('end', gone);
     socket.once('close', gone);
-    socket.on('error', (err) => this.#log.debug({ err: err.message }, 'socket error'));
+    socket.on('error', (err) => this.#log.debug({ err }, 'socket error'));
     socket.on('timeout', () => {
       this.#outcome = 'idle-timeout';
       this.#log.warn({ reason: 'idle-timeout', seconds: ctx.idleTimeoutMs / 1000 }, 'refused');
@@ -437,10 +437,7 @@ export class Connection {
           await cache.materialize(lease, path, withMode ? entry.mode : undefined);
           return true;
         } catch (err) {
-          this.#log.warn(
-            { name: entry.name, err: err instanceof Error ? err.message : String(err) },
-            'cannot copy a cached file: asking for it',
-          );
+          this.#log.warn({ name: entry.name, err }, 'cannot copy a cached file: asking for it');
           return false;
         } finally {
           lease.release();
@@ -512,10 +509,7 @@ export class Connection {
           );
         }
       } catch (err) {
-        this.#log.warn(
-          { name: file.name, err: err instanceof Error ? err.message : String(err) },
-          'cannot cache an upload',
-        );
+        this.#log.warn({ name: file.name, err }, 'cannot cache an upload');
       } finally {
         expected.settle?.();
       }
@@ -564,7 +558,7 @@ export class Connection {
     this.#setIdleTimeout(true);
     const end = { command, reason: outcome.reason, durationMs: outcome.durationMs };
     if (outcome.reason === 'aborted') {
-      this.#log.info({ ...end, exitCode: null }, 'job end');
+      this.#log.info({ ...end, exitStatus: null }, 'job end');
       throw new ClientGone('client left during its job');
     }
     const reply = await this.#reply(outcome, dir, before.ok ? before.files : new Map());
@@ -572,7 +566,7 @@ export class Connection {
     this.#log.info(
       {
         ...end,
-        exitCode: reply.exitCode,
+        exitStatus: reply.exitCode,
         bytesIn: this.#socket.bytesRead,
         bytesOut: this.#socket.bytesWritten,
         files: reply.files,
@@ -708,7 +702,7 @@ export class Connection {
       this.#outcome = 'error';
       const e = err instanceof Error ? err : new Error(String(err));
       const code = (e as NodeJS.ErrnoException).code;
-      this.#log.error({ err: e.message, code }, 'error');
+      this.#log.error({ err: e }, 'error');
       // The log has the whole message; the peer gets none of it: a system error's message
       // names server paths (the workdir, the job directory and the server's pid in it).
       message = `rakeserver: error: a local failure on this server${code === undefined ? '' : ` (${code})`} while serving connection ${this.id}; the server's log has the details\n`;
@@ -763,10 +757,7 @@ export class Connection {
     try {
       await this.#ctx.jobDirs.give(dir, { small: this.#smallDir });
     } catch (err) {
-      this.#log.error(
-        { dir, err: err instanceof Error ? err.message : String(err) },
-        'cannot remove job directory',
-      );
+      this.#log.error({ dir, err }, 'cannot remove job directory');
     }
   }
 

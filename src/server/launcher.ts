@@ -279,7 +279,7 @@ export class HelperLauncher implements Launcher {
         if (line !== 'ready') return;
         ready = true;
         clearTimeout(timer);
-        this.#log.debug({ python: this.#python, pid: child.pid }, 'spawn helper started');
+        this.#log.debug({ python: this.#python, helperPid: child.pid }, 'spawn helper started');
         resolve(child);
       });
       child.once('exit', (code, signal) => {

@@ -131,7 +131,10 @@ async function freshWorkdir(): Promise<{ workdir: string; scratch: ScratchRoot }
 
 /** Starts a rakeserver (docs/server.md). Resolves once it is listening. */
 export async function serve(options: ServeOptions = {}): Promise<ServerHandle> {
-  const log = (options.logger ?? pino({ level: 'silent' })).child({ component: 'server' });
+  const parent = options.logger ?? pino({ level: 'silent' });
+  // An embedder that names the component (the client's `embedded-server`) keeps its name:
+  // a second `component` key would repeat it in every record.
+  const log = 'component' in parent.bindings() ? parent : parent.child({ component: 'server' });
   const host = options.host ?? '127.0.0.1';
   const limits: ServerLimits = { ...DEFAULT_SERVER_LIMITS, ...options.limits };
   const { workdir, scratch } =
@@ -259,7 +262,7 @@ export async function serve(options: ServeOptions = {}): Promise<ServerHandle> {
     if (ownsWorkdir) await removeTree(workdir);
     throw err;
   }
-  server.on('error', (err) => log.error({ err: err.message }, 'listener error'));
+  server.on('error', (err) => log.error({ err }, 'listener error'));
   let reapi: ReapiServerHandle | undefined;
   if (options.reapiPort !== undefined) {
     try {

@@ -47,10 +47,7 @@ export async function removeStale(dir: string, log: Logger): Promise<number> {
       await removeTree(path);
       removed++;
     } catch (err) {
-      log.warn(
-        { dir: path, err: err instanceof Error ? err.message : String(err) },
-        'cannot remove a directory a dead server left',
-      );
+      log.warn({ dir: path, err }, 'cannot remove a directory a dead server left');
     }
   }
   if (removed > 0) log.info({ dir, removed }, 'removed directories dead servers left');

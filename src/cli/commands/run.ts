@@ -10,10 +10,10 @@ import { hostListProblem, parseHostList } from '../../client/endpoint.js';
 import type { RunSummary } from '../../client/events.js';
 import { formatPlan, planRun } from '../../client/plan.js';
 import { DEFAULT_JOBS, DEFAULT_RETRIES, type RunOptions, run } from '../../client/run.js';
-import { ProgressDisplay, progressMode } from '../../observe/progress.js';
+import { eventsShownBy, ProgressDisplay, progressMode } from '../../observe/progress.js';
 import { loadToken, TOKEN_ENV, TokenError } from '../../protocol/token.js';
 import { cliContext, POLL_TIMEOUT_OPTIONS, UsageError } from '../context.js';
-import { createCliLogger, type LogArgs, withLogOptions } from '../logging.js';
+import { createCliLogger, jsonOnStderr, type LogArgs, withLogOptions } from '../logging.js';
 import { type ObserveArgs, withObserveOptions, writeTimelineFiles } from '../observe.js';
 
 /**
@@ -193,6 +193,26 @@ export function withRunOptions<T>(y: Argv<T>): Argv<T & RunArgs> {
  * `stderr`. SIGINT cancels everything (remote processes killed, partial files removed).
  */
 export async function runRake(args: RunArgs, io: RunIO = defaultIO()): Promise<number> {
+  // The display is made once the Rakefile is read; until then stderr is written directly.
+  let display: ProgressDisplay | undefined;
+  const mode = jsonOnStderr(args) ? 'json' : progressMode(args.progress, io.stderr);
+  const log = createCliLogger(args, {
+    stderr: io.stderr,
+    write: (text) => (display ? display.writeAbove(io.stderr, text) : io.stderr.write(text)),
+    shown: eventsShownBy(mode, args.quiet),
+    displayLevel: args.quiet ? 'warn' : 'info',
+  });
+  /** A problem with the run as a whole: a `rake-ts: ` line, or in JSON mode a record. */
+  const problem = (event: string, text: string, fields: Record<string, unknown> = {}) => {
+    if (log.display)
+      log.display.error({ event, ...fields }, text.replace(/^rake-ts: /, '').trimEnd());
+    else io.stderr.write(text.endsWith('\n') ? text : `${text}\n`);
+  };
+  const usage = async (event: string, text: string, fields?: Record<string, unknown>) => {
+    problem(event, text, fields);
+    await log.close();
+    return EXIT.usage;
+  };
   const base = resolve(io.cwd, args.directory ?? '.');
   const given = args.file ?? args.rakefile ?? 'Rakefile';
   const path = resolve(base, given);
@@ -200,14 +220,14 @@ export async function runRake(args: RunArgs, io: RunIO = defaultIO()): Promise<n
   if (args.directory !== undefined) {
     const st = await stat(base).catch(() => undefined);
     if (!st?.isDirectory()) {
-      io.stderr.write(`rake-ts: -C ${args.directory}: no such directory\n`);
-      return EXIT.usage;
+      return usage('usage-error', `rake-ts: -C ${args.directory}: no such directory`);
     }
   }
   const read = await readRakefile(path, { file: label });
   if (!read.ok) {
-    io.stderr.write(formatDiagnostics(read.diagnostics, read.source));
-    return EXIT.usage;
+    return usage('rakefile-invalid', formatDiagnostics(read.diagnostics, read.source), {
+      diagnostics: read.diagnostics,
+    });
   }
   const rakefile = read.rakefile;
   let token: Awaited<ReturnType<typeof loadToken>>;
@@ -216,21 +236,22 @@ export async function runRake(args: RunArgs, io: RunIO = defaultIO()): Promise<n
     // Relative to the directory -C changed to, as the Rakefile is.
     token = await loadToken(file === undefined ? undefined : resolve(base, file));
   } catch (err) {
-    io.stderr.write(`rake-ts: ${err instanceof TokenError ? err.message : String(err)}\n`);
-    return EXIT.usage;
+    return usage(
+      'usage-error',
+      `rake-ts: ${err instanceof TokenError ? err.message : String(err)}`,
+    );
   }
   // One display for everything a person reads; logs on stderr are printed above its status.
-  const display = new ProgressDisplay({
-    mode: progressMode(args.progress, io.stderr),
+  const shown = new ProgressDisplay({
+    mode,
     stdout: io.stdout,
     stderr: io.stderr,
     quiet: args.quiet,
     actionsets: rakefile.actionsets.length,
+    actions: rakefile.actionsets.reduce((n, s) => n + s.actions.length, 0),
+    ...(log.display ? { records: log.display } : {}),
   });
-  const log = createCliLogger(args, {
-    stderr: io.stderr,
-    write: (text) => display.writeAbove(io.stderr, text),
-  });
+  display = shown;
   const logger = log.logger;
   const hosts =
     args.hosts === undefined ? undefined : parseHostList(args.hosts, args.port ?? rakefile.port);
@@ -269,33 +290,38 @@ export async function runRake(args: RunArgs, io: RunIO = defaultIO()): Promise<n
       // Partial output files and embedded servers are cleaned up before the process exits;
       // the trace and report cover whatever ran, even after an interrupt.
       void whenSettled()
-        .then(() => writeTimelineFiles(args, display.timeline(), io))
+        .then(() => writeTimelineFiles(args, shown.timeline(), { ...io, problem }))
         .then(() => log.close())
         .then(() => done(code));
     };
-    const stop = (code: number, signal: string) => () => {
+    const stop = (code: number, signal: NodeJS.Signals, what: string) => () => {
       subscription?.unsubscribe();
-      display.dispose();
-      io.stderr.write(`rake-ts: ${signal}: cancelled every action; remote processes were killed\n`);
+      // The trace and report keep what ran until now, the running actions as cancelled.
+      shown.interrupt(signal);
+      problem(
+        'interrupted',
+        `rake-ts: ${what}: cancelled every action; remote processes were killed`,
+        { signal },
+      );
       finish(code);
     };
-    const onInt = stop(EXIT.interrupted, 'interrupted');
-    const onTerm = stop(EXIT.terminated, 'terminated');
+    const onInt = stop(EXIT.interrupted, 'SIGINT', 'interrupted');
+    const onTerm = stop(EXIT.terminated, 'SIGTERM', 'terminated');
     signals.on('SIGINT', onInt);
     signals.on('SIGTERM', onTerm);
     subscription = run(rakefile, options).subscribe({
       next: (e) => {
         if (e.type === 'done') summary = e.summary;
-        display.next(e);
+        shown.next(e);
       },
       error: (err: unknown) => {
-        display.dispose();
+        shown.dispose();
         const what = err instanceof Error ? (err.stack ?? err.message) : String(err);
-        io.stderr.write(`rake-ts: internal error: ${what}\n`);
+        problem('internal-error', `rake-ts: internal error: ${what}`, { err });
         finish(70);
       },
       complete: () => {
-        display.end();
+        shown.end();
         finish(summary === undefined ? 70 : summary.exitStatus);
       },
     });

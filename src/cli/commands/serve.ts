@@ -178,7 +178,7 @@ export async function runServe(
     token = await loadToken(args['token-file']);
   } catch (err) {
     const message = err instanceof TokenError ? err.message : String(err);
-    logger.fatal({ err: message }, 'cannot read the token');
+    logger.fatal({ err }, 'cannot read the token');
     io.stderr.write(`rakeserver: ${message}\n`);
     return 2;
   }
@@ -201,7 +201,7 @@ export async function runServe(
     });
   } catch (err) {
     const e = err as NodeJS.ErrnoException;
-    logger.fatal({ err: e.message, code: e.code }, 'cannot start');
+    logger.fatal({ err: e }, 'cannot start');
     io.stderr.write(`rakeserver: cannot listen on ${args.host}:${args.port}: ${e.message}\n`);
     return 1;
   }
