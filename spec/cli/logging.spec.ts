@@ -179,6 +179,24 @@ describe('rake-ts logging', { timeout: 90_000 }, () => {
     );
   });
 
+  it('with --log-format json, a Rakefile error is a record too', async () => {
+    await writeFile(join(dir, 'Rakefile.bad'), 'PORT = 1\n\nset\n\tremote-echo hi\n');
+    const r = await rake('--log-format', 'json', 'Rakefile.bad');
+    assert.equal(r.code, 2, r.stderr);
+    const lines = r.stderr.trimEnd().split('\n');
+    assert.equal(lines.length, 1, r.stderr);
+    const record = JSON.parse(lines[0] ?? '') as {
+      level?: number;
+      event?: string;
+      diagnostics?: { position?: { line?: number } }[];
+      msg?: string;
+    };
+    assert.equal(record.level, 50);
+    assert.equal(record.event, 'rakefile-invalid');
+    assert.equal(record.diagnostics?.[0]?.position?.line, 3);
+    assert.match(record.msg ?? '', /Rakefile\.bad:3/);
+  });
+
   it('logs only warnings and errors by default', async () => {
     const r = await rake();
     assert.equal(r.code, 0);

@@ -34,9 +34,10 @@ describe('--report and --trace after an interrupt', { timeout: 120_000 }, () => 
     await rm(dir, { recursive: true, force: true });
   });
 
-  for (const [signal, status] of [
-    ['SIGINT', 130],
-    ['SIGTERM', 143],
+  // SIGTERM's run logs as JSON: the interrupt is a record too, and stderr stays NDJSON.
+  for (const [signal, status, json] of [
+    ['SIGINT', 130, false],
+    ['SIGTERM', 143, true],
   ] as const) {
     it(`${signal}: the finished action, and the running ones marked cancelled`, async () => {
       const report = join(dir, `${signal}.html`);
@@ -53,6 +54,7 @@ describe('--report and --trace after an interrupt', { timeout: 120_000 }, () => 
           report,
           '--trace',
           trace,
+          ...(json ? ['--log-format', 'json'] : []),
         ],
         { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, CI: '' } },
       );
@@ -75,6 +77,17 @@ describe('--report and --trace after an interrupt', { timeout: 120_000 }, () => 
         child.kill('SIGKILL');
       }
 
+      if (json) {
+        const records = stderr
+          .trimEnd()
+          .split('\n')
+          .map((l) => JSON.parse(l) as { event?: string; signal?: string; msg?: string });
+        const interrupted = records.filter((r) => r.event === 'interrupted');
+        assert.equal(interrupted.length, 1, stderr);
+        assert.equal(interrupted[0]?.signal, signal);
+      } else {
+        assert.match(stderr, /^rake-ts: interrupted: cancelled every action/m);
+      }
       const html = await readFile(report, 'utf8');
       assert.match(html, new RegExp(`interrupted \\(${signal}\\)`));
       assert.match(html, /3 actions · 1 succeeded, 0 failed, 2 cancelled \(2 by the interrupt\)/);
