@@ -499,6 +499,7 @@ const FAILURE_REASON: Record<JobError['kind'], FailureReason> = {
   'protocol-error': 'protocol-error',
   'bad-output': 'bad-output',
   timeout: 'timeout',
+  'requirement-collision': 'requirement-collision',
 };
 
 function failedEvent(

@@ -6,8 +6,15 @@ import { isProtocolError } from '../protocol/errors.js';
  * - `protocol-error`: the peer sent bytes the protocol does not allow, or refused ours.
  * - `bad-output`: an output file could not be written inside the Rakefile's directory.
  * - `timeout`: the job outlived `jobTimeoutMs`.
+ * - `requirement-collision`: two required files would arrive under one name on this host
+ *   (a base-protocol host gets files outside the directory under their base names).
  */
-export type JobErrorKind = 'host-lost' | 'protocol-error' | 'bad-output' | 'timeout';
+export type JobErrorKind =
+  | 'host-lost'
+  | 'protocol-error'
+  | 'bad-output'
+  | 'timeout'
+  | 'requirement-collision';
 
 /** A failed job connection, classified; `cause` keeps the original error. */
 export class JobError extends Error {

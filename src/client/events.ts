@@ -59,6 +59,8 @@ export interface PhaseTimings {
  * - `bad-output`: the server returned a file this client refused to write (outside the
  *   Rakefile's directory, a bad name) or that could not be written.
  * - `timeout`: the job took longer than the configured job timeout.
+ * - `requirement-collision`: two required files would arrive under one name on the chosen
+ *   host (`../a/config.h` and `../b/config.h` on a base-protocol host); nothing was sent.
  */
 export type FailureReason =
   | 'exit-non-zero'
@@ -67,7 +69,8 @@ export type FailureReason =
   | 'host-lost'
   | 'protocol-error'
   | 'bad-output'
-  | 'timeout';
+  | 'timeout'
+  | 'requirement-collision';
 
 /**
  * Why one host was picked: a local action; the only answer; the cheapest; a tie won by

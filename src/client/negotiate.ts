@@ -77,7 +77,7 @@ export class PeerDirectory {
 }
 
 /** The extensions this client implements (`auth` is added when it holds a token). */
-export const CLIENT_EXTENSIONS: readonly Extension[] = ['stderr', 'mode', 'cache', 'push'];
+export const CLIENT_EXTENSIONS: readonly Extension[] = ['stderr', 'mode', 'cache', 'push', 'cwd'];
 
 /** How long a hello, a challenge or a `have` may go unanswered before the host counts as lost. */
 export const HANDSHAKE_TIMEOUT_MS = 30_000;

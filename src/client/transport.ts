@@ -2,8 +2,8 @@ import { lookup as dnsLookup } from 'node:dns/promises';
 import { connect, type Socket } from 'node:net';
 import { relative, sep } from 'node:path';
 import { catchError, filter, Observable, take, throwError, timeout } from 'rxjs';
-import { isProtocolError } from '../protocol/errors.js';
-import { type Extension, OFFER_ANNEX } from '../protocol/extensions.js';
+import { isProtocolError, ProtocolError } from '../protocol/errors.js';
+import { type Extension, encodeExtension, OFFER_ANNEX } from '../protocol/extensions.js';
 import {
   type OutgoingFile,
   receiveFilestream,
@@ -19,7 +19,7 @@ import {
   parseDecimal,
 } from '../protocol/header.js';
 import { DEFAULT_LIMITS, type ProtocolLimits } from '../protocol/limits.js';
-import { prepareInside } from '../protocol/names.js';
+import { prepareInside, wireNameSegments } from '../protocol/names.js';
 import { FramedReader } from '../protocol/reader.js';
 import type { Token } from '../protocol/token.js';
 import { type Endpoint, hostKey } from './endpoint.js';
@@ -38,12 +38,16 @@ import {
   readReply,
 } from './negotiate.js';
 import type { CostProbe } from './poll.js';
+import { jobLayout, type RequiredFile } from './requirements.js';
 
 /** What one job needs on the wire: the command, the files to send, where outputs go. */
 export interface JobSpec {
   readonly command: string;
-  /** Requirements, each with its wire name (see `requirements.ts`). */
-  readonly files: readonly OutgoingFile[];
+  /**
+   * Requirements, each with its base-mode wire name and, when it was written relative, its
+   * path from the Rakefile's directory (see `requirements.ts`, `jobLayout`).
+   */
+  readonly files: readonly RequiredFile[];
   /** The Rakefile's directory: output files are written inside it and nowhere else. */
   readonly outputDir: string;
 }
@@ -393,8 +397,14 @@ function runJobOnce(
       await connected(socket);
       emit({ type: 'connected' });
       const peer = await peerOf(endpoint, state, cancel);
+      // Where each file lands: with `cwd`, a requirement above the Rakefile's directory keeps
+      // its place; elsewhere two files under one base name are refused before anything is sent.
+      const carriesPaths = peer.kind === 'rake' && peer.extensions.includes('cwd');
+      const layout = jobLayout(job.outputDir, job.files, carriesPaths, hostKey(endpoint));
+      if (!layout.ok) throw new JobError('requirement-collision', layout.message, true);
+      const cwd = layout.cwd;
       // A base-mode host gets exactly the base protocol: no hello, no `!X`, no `!M`.
-      let files = job.files;
+      let files = layout.files;
       // To a host that said it wants no token, what follows the hello is sent without
       // waiting for its `ok`: the server reads them in order.
       const ahead =
@@ -426,7 +436,13 @@ function runJobOnce(
           } else {
             emit({ type: 'uploaded', files: 0, bytes: 0 });
           }
-          await write(socket, encodePacket({ code: '!C' }, job.command));
+          const command = encodePacket({ code: '!C' }, job.command);
+          await write(
+            socket,
+            cwd === undefined
+              ? command
+              : Buffer.concat([encodeExtension({ verb: 'cwd', path: cwd }), command]),
+          );
         } catch (err) {
           if (!push || !isConnectionError(err)) throw err;
           writeFailed = err;
@@ -448,6 +464,7 @@ function runJobOnce(
       const stale =
         peer.kind === 'rake' &&
         ((early !== undefined && !ext.has('cache')) ||
+          (cwd !== undefined && !ext.has('cwd')) ||
           (blind && !(ext.has('push') && ext.has('mode'))));
       if (stale) {
         // Believe the hello from now on: later jobs send nothing early to this host.
@@ -499,7 +516,7 @@ function runJobOnce(
         });
         if (outputs) {
           const received = await receiveFilestream(reader, socket, {
-            resolve: (name) => prepareInside(job.outputDir, name),
+            resolve: (name) => prepareInside(job.outputDir, outputName(name, cwd)),
             limits,
             modes,
             push,
@@ -522,6 +539,25 @@ function runJobOnce(
     (err) => (err instanceof StaleOffer ? err : classifyJobError(err, replied)),
     track,
     state.meter,
+  );
+}
+
+/**
+ * Where an output file goes, relative to the Rakefile's directory: with `cwd` (the command
+ * ran in that subdirectory of the job directory) the server's name is relative to the job
+ * directory, and only what lies below `cwd` is inside the Rakefile's directory.
+ */
+function outputName(name: string, cwd: string | undefined): string {
+  if (cwd === undefined) return name;
+  const segments = wireNameSegments(name);
+  const prefix = cwd.split('/');
+  if (segments.length > prefix.length && prefix.every((p, i) => segments[i] === p)) {
+    return segments.slice(prefix.length).join('/');
+  }
+  throw new ProtocolError(
+    'bad-name',
+    "an output file inside the Rakefile's directory",
+    `${JSON.stringify(name)}, which the command wrote outside it (the job ran in ${JSON.stringify(cwd)})`,
   );
 }
 

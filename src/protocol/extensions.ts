@@ -12,12 +12,15 @@ import { DEFAULT_LIMITS, type ProtocolLimits } from './limits.js';
  *   which files it lacks (`!X need`) and takes the others from its cache.
  * - `push`: filestreams are sent unasked: name, size (mode) and bytes of every file right
  *   behind the announcement, with no `!N`, `!Z`, `!M`, `!T` requests and no round trip.
+ * - `cwd`: the client says in which subdirectory of the job directory the command runs
+ *   (`!X cwd <dir>`), so requirements above the Rakefile's directory (`../include/x.h`)
+ *   keep their places relative to it.
  * - `auth`: the server requires a token (challenge-response with HMAC-SHA256).
  */
-export type Extension = 'stderr' | 'mode' | 'cache' | 'push' | 'auth';
+export type Extension = 'stderr' | 'mode' | 'cache' | 'push' | 'cwd' | 'auth';
 
 /** Every extension this implementation knows, in the order it lists them. */
-export const EXTENSIONS: readonly Extension[] = ['stderr', 'mode', 'cache', 'push', 'auth'];
+export const EXTENSIONS: readonly Extension[] = ['stderr', 'mode', 'cache', 'push', 'cwd', 'auth'];
 
 /** The protocol tag in the offer, the self-description and the hello. */
 export const PROTOCOL_TAG = 'rake/1';
@@ -130,6 +133,8 @@ export type ExtensionMessage =
   | { readonly verb: 'auth'; readonly proof: string }
   | { readonly verb: 'have'; readonly entries: readonly HaveEntry[] }
   | { readonly verb: 'need'; readonly names: readonly string[] }
+  /** Extension `cwd`: run the command in this relative directory of the job directory. */
+  | { readonly verb: 'cwd'; readonly path: string }
   | { readonly verb: 'stderr'; readonly bytes: Buffer };
 
 /** The verbs, for `expected` strings. */
@@ -160,6 +165,11 @@ export function encodeExtensionPayload(msg: ExtensionMessage): Buffer {
     }
     case 'need':
       return Buffer.from(['need', ...msg.names].join('\n'));
+    case 'cwd':
+      if (msg.path.includes('\n') || msg.path === '') {
+        throw new RangeError(`a cwd message cannot name ${JSON.stringify(msg.path)}`);
+      }
+      return Buffer.from(`cwd ${msg.path}`);
     case 'stderr':
       return Buffer.concat([Buffer.from('stderr\n'), msg.bytes]);
   }
@@ -226,6 +236,13 @@ export function parseExtension(
       const names = nl < 0 ? [] : decodeText(payload.subarray(nl + 1), bad).split('\n');
       if (names.some((n) => n === '')) throw bad('an empty name');
       return { verb, names };
+    }
+    case 'cwd': {
+      // The directory is the rest of the line (it may hold spaces); its segments are the
+      // receiver's to check (`wireNameSegments`).
+      const path = nl >= 0 || first.length <= 4 ? '' : decodeText(payload.subarray(4), bad);
+      if (path === '' || first[3] !== ' ') throw bad('a malformed cwd');
+      return { verb, path };
     }
     case 'stderr':
       if (first !== 'stderr' || nl < 0) throw bad('a malformed stderr');

@@ -1,5 +1,5 @@
 import type { Socket } from 'node:net';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import type { Logger } from 'pino';
 import {
   describeHeader,
@@ -23,6 +23,7 @@ import {
   receiveFilestream,
   sendFilestream,
   type Token,
+  wireNameSegments,
   write,
 } from '../protocol/index.js';
 import { unreachable } from '../util/unreachable.js';
@@ -162,6 +163,8 @@ export class Connection {
   #authenticated: boolean;
   /** The challenge sent, while its answer is due. */
   #nonce: string | undefined;
+  /** Extension `cwd`: the job directory's subdirectory the command runs in (`!X cwd`). */
+  #cwd: string | undefined;
   /** Files the last `!X have` asked the client to upload, by wire name, to cache on arrival. */
   readonly #expected = new Map<string, { entry: HaveEntry; settle: (() => void) | undefined }>();
 
@@ -404,8 +407,16 @@ export class Connection {
       return;
     }
     this.#requireAuthenticated(h);
-    const verbs = this.#ext.has('cache') ? (['have'] as const) : ([] as const);
+    const verbs = [
+      ...(this.#ext.has('cache') ? (['have'] as const) : []),
+      ...(this.#ext.has('cwd') ? (['cwd'] as const) : []),
+    ];
     const msg = parseExtension(payload, verbs, limits);
+    if (msg.verb === 'cwd') {
+      // Extension `cwd`: where the next command runs, inside the job directory.
+      this.#cwd = wireNameSegments(msg.path).join('/');
+      return;
+    }
     if (msg.verb !== 'have') return;
     await this.#have(msg.entries);
   }
@@ -545,7 +556,8 @@ export class Connection {
       outcome = await runJob(
         {
           command,
-          cwd: dir,
+          // Made here, with its parents, refusing symlinks and files on the way.
+          cwd: this.#cwd === undefined ? dir : dirname(prepareInside(dir, `${this.#cwd}/.cwd`)),
           signal: this.#abort.signal,
           timeoutMs: this.#ctx.jobTimeoutMs,
           maxOutputBytes: limits.maxOutputBytes,

@@ -4,13 +4,14 @@
  * diagnostics go to stderr. Exit status 0 when valid, 2 when not (or on a usage error).
  */
 import { stat } from 'node:fs/promises';
-import { relative, resolve } from 'node:path';
+import { dirname, relative, resolve } from 'node:path';
 import type { Argv, CommandModule } from 'yargs';
 import { formatDiagnostics } from '../../../grammar/diagnostics.js';
 import { diagnosticsToJson, rakefileToJson } from '../../../grammar/json.js';
 import type { Rakefile } from '../../../grammar/model.js';
 import { readRakefile } from '../../../grammar/parse.js';
 import { printRakefile } from '../../../grammar/print.js';
+import { baseNameCollisions } from '../../client/requirements.js';
 import { type CliIO, cliContext, EXIT_USAGE } from '../context.js';
 
 /** The flags of `rake-ts check`. */
@@ -86,11 +87,28 @@ export async function runCheck(args: CheckArgs, io: CliIO): Promise<number> {
     }
     return EXIT_USAGE;
   }
+  io.stderr.write(collisionWarnings(read.rakefile, dirname(path)));
   if (args.json === true)
     io.stdout.write(`${JSON.stringify(rakefileToJson(read.rakefile), null, 2)}\n`);
   else if (args.print === true) io.stdout.write(printRakefile(read.rakefile));
   else io.stdout.write(summarize(read.rakefile));
   return 0;
+}
+
+/**
+ * A warning per pair of requirements of one action that a base-protocol host would receive
+ * under one base name (`../a/config.h` and `../b/config.h`): such a run fails on that host,
+ * before sending anything; a rake-ts server carries their directories (extension `cwd`).
+ */
+export function collisionWarnings(rakefile: Rakefile, directory: string): string {
+  let out = '';
+  for (const action of rakefile.actionsets.flatMap((s) => s.actions)) {
+    for (const c of baseNameCollisions(directory, action.requires)) {
+      const at = c.second.position;
+      out += `${at.file}:${at.line}:${at.column}: warning: requires ${c.second.path} and ${c.first.path} (line ${c.first.position.line}) would both arrive as ${c.name} on a base-protocol host (it gets a file outside the Rakefile's directory under its base name); a rake-ts server carries their directories\n`;
+    }
+  }
+  return out;
 }
 
 /** The few lines `check` prints for a valid Rakefile. */
