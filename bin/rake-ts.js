@@ -168,11 +168,11 @@ function drained(stream) {
 /**
  * Exits with `code` once stdout and stderr are written out. The exit is explicit: when the
  * command is over, nothing still open (a socket, a timer, a server shutting down) may keep
- * the process alive; after a signal (130, 143) it waits at most a second for the streams.
+ * the process alive; after a signal or a broken stdout (130, 143, 141) it waits at most a second for the streams.
  */
 async function exit(code) {
   const flushed = Promise.all([drained(process.stdout), drained(process.stderr)]);
-  if (code === 130 || code === 143) {
+  if (code === 130 || code === 141 || code === 143) {
     await Promise.race([flushed, new Promise((resolve) => setTimeout(resolve, 1000).unref())]);
   } else {
     await flushed;

@@ -760,7 +760,7 @@ async function checkExpected(
     if (end?.type !== 'action-succeeded') {
       return `wanted success, got ${end?.type === 'action-failed' ? `${end.reason}: ${end.message}` : 'nothing'}`;
     }
-    const stdout = events.flatMap((e) => (e.type === 'output' ? [e.stdout] : [])).join('');
+    const stdout = events.flatMap((e) => (e.type === 'output' ? [e.stdout.text()] : [])).join('');
     if (stdout !== expect.stdout) return `stdout ${JSON.stringify(stdout)}`;
     const names = Object.keys(expect.files).sort();
     if (JSON.stringify([...end.files].sort()) !== JSON.stringify(names)) {

@@ -38,7 +38,7 @@ describe('e2e: the example C program (examples/hello-c)', () => {
         const events = await runAll(dir, text);
         assert.equal(summary(events).exitStatus, 0, JSON.stringify(only(events, 'action-failed')));
         assert.deepEqual(
-          only(events, 'output').map((e) => e.stdout),
+          only(events, 'output').map((e) => e.stdout.text()),
           [PROGRAM_OUTPUT],
         );
         for (const f of ['main.o', 'parse.o', 'stats.o', 'report.o', 'hello']) {
@@ -117,7 +117,7 @@ describe('e2e: local actions and the embedded server', () => {
         `PORT = ${port}\nHOSTS = 127.0.0.1:${port}\n\nset:\n\techo local $((1 + 2))\n`,
       );
       assert.deepEqual(
-        only(events, 'output').map((e) => e.stdout),
+        only(events, 'output').map((e) => e.stdout.text()),
         ['local 3\n'],
       );
       const [chosen] = only(events, 'host-chosen');
@@ -143,7 +143,7 @@ describe('e2e: local actions and the embedded server', () => {
       assert.equal(started[0]?.port, port);
       assert.deepEqual(
         only(events, 'output')
-          .map((e) => e.stdout)
+          .map((e) => e.stdout.text())
           .sort(),
         ['ABC\n', 'here\n'],
       );
@@ -234,7 +234,7 @@ describe('e2e: hosts that fail', () => {
       assert.equal(ok?.host, `127.0.0.1:${spare.port}`);
       assert.equal(ok?.attempts, 2);
       assert.deepEqual(
-        only(events, 'output').map((e) => e.stdout),
+        only(events, 'output').map((e) => e.stdout.text()),
         ['finished\n'],
       );
       assert.equal(summary(events).exitStatus, 0);

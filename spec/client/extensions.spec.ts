@@ -73,7 +73,7 @@ describe('our client and a base-protocol server', () => {
       const events = await runAll(dir, text, { embedded: false });
       assert.equal(summary(events).exitStatus, 0, JSON.stringify(only(events, 'action-failed')));
       assert.deepEqual(
-        only(events, 'output').map((e) => e.stdout),
+        only(events, 'output').map((e) => e.stdout.text()),
         ['hello'],
       );
       await proxy.settled();
@@ -166,7 +166,7 @@ describe('our client and our server', () => {
       const text = withHosts(rakefile, [server.port], server.port);
       const events = await runAll(dir, text);
       assert.equal(summary(events).exitStatus, 0, JSON.stringify(only(events, 'action-failed')));
-      assert.match(only(events, 'output').at(-1)?.stdout ?? '', /^hello from rake-ts/);
+      assert.match(only(events, 'output').at(-1)?.stdout.text() ?? '', /^hello from rake-ts/);
       assert.equal((await stat(join(dir, 'hello'))).mode & 0o100, 0o100);
       assert.match(execFileSync(join(dir, 'hello'), ['2', '4'], { encoding: 'utf8' }), /sum 6/);
       assert.equal(
@@ -221,7 +221,7 @@ describe('our client and our server', () => {
     const dir = await project({ 'a.txt': 'x'.repeat(CACHE_MIN_BYTES) });
     try {
       const { job, events } = await recordJob(server, dir, 'remote-wc -c a.txt', 'a.txt');
-      assert.equal(only(events, 'output')[0]?.stdout, `${CACHE_MIN_BYTES} a.txt\n`);
+      assert.equal(only(events, 'output')[0]?.stdout.text(), `${CACHE_MIN_BYTES} a.txt\n`);
       const before = job.toServer.subarray(0, job.sentBeforeReply).toString('latin1');
       assert.match(before, /hello rake\/1[\s\S]*have\n/, 'the have went out before any answer');
     } finally {
@@ -345,7 +345,7 @@ describe('our client and our server', () => {
         for (const progress of [await job(), await job()]) {
           const reply = progress.find((p) => p.type === 'replied');
           assert.ok(reply?.type === 'replied' && reply.ok, JSON.stringify(progress));
-          assert.equal(reply.stdout, `${CACHE_MIN_BYTES} a.txt\n`);
+          assert.equal(reply.stdout.text(), `${CACHE_MIN_BYTES} a.txt\n`);
         }
         // The first job's have was refused once; the second job sent none.
         const refused = log
@@ -371,7 +371,7 @@ describe('our client and our server', () => {
         embedded: false,
         transport: tcpTransport({ meter }),
       });
-      assert.equal(only(events, 'output')[0]?.stdout, '1000 a.txt\n');
+      assert.equal(only(events, 'output')[0]?.stdout.text(), '1000 a.txt\n');
       assert.ok(meter.sent > 1000);
       assert.equal(server.cache, undefined);
     } finally {
@@ -400,7 +400,7 @@ describe('authentication', () => {
           logger: clientLogs.logger,
         });
         assert.equal(summary(ok).exitStatus, 0, JSON.stringify(only(ok, 'action-failed')));
-        assert.equal(only(ok, 'output')[0]?.stdout, 'authenticated\n');
+        assert.equal(only(ok, 'output')[0]?.stdout.text(), 'authenticated\n');
 
         const none = await runAll(dir, text, { embedded: false, logger: clientLogs.logger });
         const [noToken] = only(none, 'action-failed');

@@ -7,6 +7,7 @@ import { TestScheduler } from 'rxjs/testing';
 import { type Endpoint, hostKey } from '../../src/client/endpoint.js';
 import { JobError } from '../../src/client/errors.js';
 import type { RakeEvent } from '../../src/client/events.js';
+import { ActionOutput } from '../../src/client/output.js';
 import { type CostProbe, pollCosts } from '../../src/client/poll.js';
 import { run } from '../../src/client/run.js';
 import type { JobProgress, Transport } from '../../src/client/transport.js';
@@ -25,7 +26,7 @@ const COST_VALUES: Record<string, CostProbe> = {
 const JOB_VALUES: Record<string, JobProgress> = {
   c: { type: 'connected' },
   u: { type: 'uploaded', files: 0, bytes: 0 },
-  s: { type: 'replied', ok: true, stdout: 'out\n', files: false },
+  s: { type: 'replied', ok: true, stdout: ActionOutput.of('out\n'), files: false },
   f: { type: 'replied', ok: false, stderr: 'boom\n', exitStatus: 2 },
 };
 

@@ -7,6 +7,7 @@ import { filter } from 'rxjs';
 import { TestScheduler } from 'rxjs/testing';
 import { type Endpoint, hostKey } from '../../src/client/endpoint.js';
 import type { RakeEvent } from '../../src/client/events.js';
+import { ActionOutput } from '../../src/client/output.js';
 import { CostPoller, type CostProbe, type CostResult } from '../../src/client/poll.js';
 import { run } from '../../src/client/run.js';
 import type { JobProgress, Transport } from '../../src/client/transport.js';
@@ -22,7 +23,7 @@ const COST: Record<string, CostProbe> = {
 const JOB: Record<string, JobProgress> = {
   c: { type: 'connected' },
   u: { type: 'uploaded', files: 0, bytes: 0 },
-  s: { type: 'replied', ok: true, stdout: '', files: false },
+  s: { type: 'replied', ok: true, stdout: ActionOutput.of(''), files: false },
 };
 
 const SKIPPED = 'skipped: no connection within 10 ms less than 1 s ago';

@@ -441,7 +441,7 @@ describe('faults on a 3-host test bed', () => {
     }
     const [runOutput] = only(events, 'output').filter((e) => e.action.actionset === 'run');
     localBuild(local, ['chmod +x hello && ./hello 3 1 4 1 5 9 2 6 > run.txt']);
-    assert.equal(runOutput?.stdout, readFileSync(join(local, 'run.txt'), 'utf8'));
+    assert.equal(runOutput?.stdout.text(), readFileSync(join(local, 'run.txt'), 'utf8'));
     const remote = Object.entries(summary.perHost).filter(([h]) =>
       bed.hosts.some((b) => keyOf(b) === h),
     );

@@ -9,6 +9,7 @@ import { pino } from 'pino';
 import { from, lastValueFrom, map, merge, type SchedulerLike, timer } from 'rxjs';
 import { TestScheduler } from 'rxjs/testing';
 import type { ActionRef, RakeEvent, RunSummary } from '../../src/client/events.js';
+import { ActionOutput } from '../../src/client/output.js';
 import { ProgressDisplay, progressMode, showProgress } from '../../src/observe/progress.js';
 
 function ref(actionset: string, index: number, command: string): ActionRef {
@@ -66,7 +67,13 @@ function script(t0 = 1_000): RakeEvent[] {
       bytes: 2048,
       ms: 1,
     },
-    { type: 'output', time: t0 + 10, action: A, host: 'h1:6238', stdout: 'a1\na2\n' },
+    {
+      type: 'output',
+      time: t0 + 10,
+      action: A,
+      host: 'h1:6238',
+      stdout: ActionOutput.of('a1\na2\n'),
+    },
     {
       type: 'action-succeeded',
       time: t0 + 10,
@@ -79,7 +86,13 @@ function script(t0 = 1_000): RakeEvent[] {
       attempts: 1,
       ms: 10,
     },
-    { type: 'output', time: t0 + 20, action: B, host: 'h2:6238', stdout: 'b1\nb2\nb3' },
+    {
+      type: 'output',
+      time: t0 + 20,
+      action: B,
+      host: 'h2:6238',
+      stdout: ActionOutput.of('b1\nb2\nb3'),
+    },
     {
       type: 'action-succeeded',
       time: t0 + 20,
@@ -130,7 +143,7 @@ function terminal(columns = 60) {
           cb();
         },
       }),
-      { columns, rows: 20 },
+      { columns, rows: 20, isTTY: true },
     );
   return { stdout: stream(), stderr: stream(), raw: () => raw };
 }

@@ -179,7 +179,7 @@ describe('the spawn helper', () => {
         const [ok] = only(events, 'action-succeeded');
         assert.equal(ok?.host, `127.0.0.1:${spare.port}`);
         assert.deepEqual(
-          only(events, 'output').map((e) => e.stdout),
+          only(events, 'output').map((e) => e.stdout.text()),
           ['finished\n'],
         );
         assert.equal(summary(events).exitStatus, 0);

@@ -34,6 +34,7 @@ import {
   type PhaseTimings,
   type RakeEvent,
 } from './events.js';
+import type { ActionOutput } from './output.js';
 import type { CostPoller } from './poll.js';
 import {
   type Assignments,
@@ -332,7 +333,7 @@ function attemptOn(
     let tUploaded = t0;
     let tReplied = t0;
     let stage: 'connect' | 'upload' | 'run' | 'download' = 'connect';
-    let stdout = '';
+    let stdout: ActionOutput | undefined;
     /** A successful command's stderr, from a host that carries it (extension `stderr`). */
     let warnings: string | undefined;
     let files: readonly string[] = [];
@@ -451,6 +452,8 @@ function attemptOn(
           }
         },
         error: (err: unknown) => {
+          // Its stdout is never shown: the action failed (or moves to another host).
+          stdout?.release();
           // The failure reply is already reported: losing the connection after it (while
           // sending `!D`) must not report the action a second time.
           if (failed) return sub.complete();
@@ -459,7 +462,7 @@ function attemptOn(
         complete: () => {
           if (!failed) {
             const t = scheduler.now();
-            if (stdout !== '')
+            if (stdout !== undefined && stdout.size > 0)
               sub.next({ type: 'output', time: t, action: action.ref, host, stdout });
             sub.next({
               type: 'action-succeeded',

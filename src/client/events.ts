@@ -1,5 +1,6 @@
 import type { SourcePosition } from '../../grammar/model.js';
 import type { HostAlias, SilentHost } from './hosts.js';
+import type { ActionOutput } from './output.js';
 
 /**
  * Which action an event is about. Every per-action event carries it, so a consumer (the CLI,
@@ -178,8 +179,16 @@ export type RakeEvent =
       readonly bytes: number;
       readonly ms: number;
     })
-  /** The action's whole stdout, once, when the reply arrives (base mode does not stream). */
-  | (ActionEventBase & { readonly type: 'output'; readonly host: string; readonly stdout: string })
+  /**
+   * The action's whole stdout, once, when the reply arrives (base mode does not stream):
+   * byte for byte, spooled to a file when large (see `output.ts`: read or open it while
+   * handling the event; its file is removed when the run ends).
+   */
+  | (ActionEventBase & {
+      readonly type: 'output';
+      readonly host: string;
+      readonly stdout: ActionOutput;
+    })
   | (ActionEventBase & {
       readonly type: 'action-succeeded';
       readonly host: string;

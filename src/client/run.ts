@@ -26,6 +26,7 @@ import { EmbeddedServers, type StartServer, startEmbeddedServer } from './embedd
 import { type Endpoint, hostKey, isLoopback } from './endpoint.js';
 import { type ActionRef, NO_PHASES, type RakeEvent, type RunSummary } from './events.js';
 import { distinctHosts, type HostAlias, type SilentHost } from './hosts.js';
+import { OutputSpool } from './output.js';
 import { CostPoller } from './poll.js';
 import { resolveRequirements } from './requirements.js';
 import { Assignments } from './select.js';
@@ -85,6 +86,12 @@ export interface RunOptions {
    * extension `auth`). Ignored when `transport` is given.
    */
   readonly token?: Token;
+  /**
+   * Where large action output is spooled (default: a spool of the run's own, removed when
+   * the run ends). Pass one to keep `output` events readable after the run, as the CLI does
+   * while stdout catches up; then close it yourself. Ignored when `transport` is given.
+   */
+  readonly spool?: OutputSpool;
 }
 
 /** `-j` when not given: enough for any loopback test bed, far below the descriptor limit. */
@@ -140,7 +147,7 @@ export function actionRef(set: Actionset, index: number): ActionRef {
  *
  * @example
  * run(rakefile, { jobs: 8 }).subscribe((e) => {
- *   if (e.type === 'output') process.stdout.write(e.stdout);
+ *   if (e.type === 'output') process.stdout.write(e.stdout.buffer());
  *   if (e.type === 'done') process.exitCode = e.summary.exitStatus;
  * });
  */
@@ -149,8 +156,9 @@ export function run(rakefile: Rakefile, options: RunOptions = {}): Observable<Ra
     const scheduler = options.scheduler ?? asyncScheduler;
     const logger = (options.logger ?? pino({ level: 'silent' })).child({ component: 'client' });
     const listed = resolveTargets(rakefile, options);
+    const spool = options.spool ?? new OutputSpool();
     const transport =
-      options.transport ?? tcpTransport({ track: trackCleanup, token: options.token });
+      options.transport ?? tcpTransport({ track: trackCleanup, token: options.token, spool });
     const connectTimeoutMs = options.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS;
     // One server listed under two names is one host (docs/client.md, "One server, one host");
     // a lookup that takes longer than a connect would leaves the names as spelled.
@@ -168,6 +176,9 @@ export function run(rakefile: Rakefile, options: RunOptions = {}): Observable<Ra
           aliases: distinct.aliases,
         }),
       ),
+      finalize(() => {
+        if (options.spool === undefined) spool.close();
+      }),
     );
   });
 }

@@ -37,6 +37,7 @@ import {
   readNeed,
   readReply,
 } from './negotiate.js';
+import { type ActionOutput, OutputSpool } from './output.js';
 import type { CostProbe } from './poll.js';
 import { jobLayout, type RequiredFile } from './requirements.js';
 
@@ -62,7 +63,8 @@ export type JobProgress =
   | {
       readonly type: 'replied';
       readonly ok: true;
-      readonly stdout: string;
+      /** The command's stdout, byte for byte (spooled to a file when large). */
+      readonly stdout: ActionOutput;
       readonly files: boolean;
       /** The command's stderr, when the host carries it (extension `stderr`) and it wrote any. */
       readonly stderr?: string;
@@ -91,7 +93,7 @@ export interface Transport {
   readonly lookup?: LookupAddresses;
 }
 
-/** Limits on what a server may make the client hold: stdout and stderr are kept in memory. */
+/** Limits on what a server may make the client take: stdout (spooled when large) and stderr. */
 export interface TransportLimits extends ProtocolLimits {
   readonly maxOutputBytes: number;
 }
@@ -122,6 +124,8 @@ export interface TransportOptions {
   readonly token?: Token | undefined;
   /** Counts the bytes of every connection. */
   readonly meter?: TransferMeter;
+  /** Where large stdout goes (default: a spool of this transport's own, never removed). */
+  readonly spool?: OutputSpool;
 }
 
 /**
@@ -133,6 +137,7 @@ interface TransportState {
   readonly track: TrackCleanup;
   readonly token: Token | undefined;
   readonly meter: TransferMeter | undefined;
+  readonly spool: OutputSpool;
   readonly peers: PeerDirectory;
   readonly hasher: ContentHasher;
   /** Hosts that refused the offer in the `!E0` padding (a stricter base server than the reference). */
@@ -155,6 +160,7 @@ export function tcpTransport(options: TransportOptions = {}): Transport {
     track: options.track ?? (() => {}),
     token: options.token,
     meter: options.meter,
+    spool: options.spool ?? new OutputSpool(),
     peers: new PeerDirectory(),
     hasher: new ContentHasher(),
     plainOnly: new Set(),
@@ -497,13 +503,22 @@ function runJobOnce(
         },
       );
       if (writeFailed !== undefined && reply.kind !== 'plain') throw writeFailed;
-      const body = await readOutput(reader, reply, limits);
+      checkReply(reply);
       if (reply.kind === 'plain') {
         // `!F<len>` + stderr, then `!F<len>` + exit status (PROTOCOL.md, "failure").
+        const stderr = await reader.readPayload(reply.length, limits.maxOutputBytes, 'stderr');
         const exitStatus = await readExitStatus(reader, limits);
         replied = true;
-        emit({ type: 'replied', ok: false, stderr: body, exitStatus });
+        emit({ type: 'replied', ok: false, stderr: stderr.toString('utf8'), exitStatus });
       } else {
+        if (reply.length > limits.maxOutputBytes) {
+          throw new ProtocolError(
+            'limit-exceeded',
+            `command output of at most ${limits.maxOutputBytes} bytes`,
+            `${reply.length} bytes`,
+          );
+        }
+        const body = await state.spool.receive(reader, reply.length, 'command output');
         replied = true;
         const outputs = reply.flags[1] === 'I';
         const stderr = warnings === undefined ? undefined : warnings.toString('utf8');
@@ -561,12 +576,8 @@ function outputName(name: string, cwd: string | undefined): string {
   );
 }
 
-/** Reads the reply's payload: stdout after `!S..`, stderr after `!F`. */
-async function readOutput(
-  reader: FramedReader,
-  reply: Header,
-  limits: TransportLimits,
-): Promise<string> {
+/** A reply is `!S..` (stdout follows) or `!F` (stderr follows). */
+function checkReply(reply: Header): void {
   if (reply.kind === 'plain') expectPlain(reply, '!F');
   else if (reply.flags[0] !== 'S' && reply.flags[0] !== ' ') {
     throw new JobError(
@@ -575,8 +586,6 @@ async function readOutput(
       true,
     );
   }
-  const bytes = await reader.readPayload(reply.length, limits.maxOutputBytes, 'command output');
-  return bytes.toString('utf8');
 }
 
 /** The second `!F` packet; a peer that closes instead leaves the status unknown. */

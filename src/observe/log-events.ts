@@ -113,7 +113,7 @@ function recordBody(e: RakeEvent): Omit<EventRecord, 'level'> {
           event: e.type,
           ...actionFields(e.action),
           host: e.host,
-          bytes: Buffer.byteLength(e.stdout),
+          bytes: e.stdout.size,
         },
         msg: `${e.action.actionId} printed output`,
       };

@@ -29,6 +29,7 @@ import type {
   RakeEventType,
   RunSummary,
 } from '../client/events.js';
+import type { ActionOutput } from '../client/output.js';
 import { unreachable } from '../util/unreachable.js';
 import { formatHostNotes } from './host-notes.js';
 import { eventRecord, type RecordLevel, summaryFields } from './log-events.js';
@@ -150,6 +151,30 @@ export class ProgressDisplay {
   }
 
   /**
+   * An action's stdout, as one block. An object-mode stdout (the CLI's `StdoutWriter`) takes
+   * the output itself and streams it with backpressure; any other gets its bytes. Off a
+   * terminal the bytes are exactly the action's; on one, a block that does not end its
+   * line gets a newline, so the next output or the status lines start on a fresh line.
+   */
+  #writeOutput(output: ActionOutput): void {
+    const out = this.#o.stdout;
+    const live = this.#o.mode === 'live' && this.#drawn > 0;
+    if (live) {
+      this.#o.stderr.write(this.#erase());
+      this.#drawn = 0;
+    }
+    if (out.writableObjectMode) {
+      out.write(output);
+    } else {
+      const bytes = output.buffer();
+      out.write(bytes);
+      const terminal = (out as { isTTY?: boolean }).isTTY === true || this.#o.mode === 'live';
+      if (terminal && bytes.length > 0 && bytes[bytes.length - 1] !== 0x0a) out.write('\n');
+    }
+    if (live) this.#draw();
+  }
+
+  /**
    * Erases the status lines and prints the summary line, then one line per failed action
    * (the run is over). In JSON mode both are one record: `done`, with `failures`.
    */
@@ -265,7 +290,7 @@ export class ProgressDisplay {
     const live = this.#o.mode === 'live';
     switch (e.type) {
       case 'output':
-        this.writeAbove(this.#o.stdout, e.stdout.endsWith('\n') ? e.stdout : `${e.stdout}\n`);
+        this.#writeOutput(e.stdout);
         return;
       case 'action-failed':
         if (json) this.#say(e, 'error', failureHeadline(e));

@@ -1,6 +1,7 @@
 import { stat } from 'node:fs/promises';
 import { relative, resolve } from 'node:path';
 import type { Writable } from 'node:stream';
+import { finished as streamFinished } from 'node:stream/promises';
 import type { Subscription } from 'rxjs';
 import type { Argv, CommandModule } from 'yargs';
 import { formatDiagnostics } from '../../../grammar/diagnostics.js';
@@ -8,6 +9,7 @@ import { readRakefile } from '../../../grammar/parse.js';
 import { whenSettled } from '../../client/cleanup.js';
 import { hostListProblem, parseHostList } from '../../client/endpoint.js';
 import type { RunSummary } from '../../client/events.js';
+import { OutputSpool } from '../../client/output.js';
 import { formatPlan, planRun } from '../../client/plan.js';
 import { DEFAULT_JOBS, DEFAULT_RETRIES, type RunOptions, run } from '../../client/run.js';
 import { eventsShownBy, ProgressDisplay, progressMode } from '../../observe/progress.js';
@@ -15,10 +17,12 @@ import { loadToken, TOKEN_ENV, TokenError } from '../../protocol/token.js';
 import { cliContext, POLL_TIMEOUT_OPTIONS, UsageError } from '../context.js';
 import { createCliLogger, jsonOnStderr, type LogArgs, withLogOptions } from '../logging.js';
 import { type ObserveArgs, withObserveOptions, writeTimelineFiles } from '../observe.js';
+import { type StdoutFailure, StdoutWriter } from '../stdout.js';
 
 /**
  * Exit statuses of `rake-ts [Rakefile]` (docs/client.md). 0 success; 1 an action failed;
  * 2 usage or Rakefile error; 3 no host could run a remote action; 130 interrupted (Ctrl-C),
+ * 141 stdout's reader went away (EPIPE), 74 stdout failed otherwise,
  * 143 terminated (SIGTERM).
  */
 export const EXIT = {
@@ -27,7 +31,11 @@ export const EXIT = {
   usage: 2,
   noHost: 3,
   interrupted: 130,
+  /** stdout's reader went away (EPIPE): 128 + SIGPIPE, as a tool killed by it. */
+  brokenPipe: 141,
   terminated: 143,
+  /** stdout failed otherwise (EX_IOERR). */
+  stdoutFailed: 74,
 } as const;
 
 /** The parsed flags of the default command. */
@@ -241,10 +249,15 @@ export async function runRake(args: RunArgs, io: RunIO = defaultIO()): Promise<n
       `rake-ts: ${err instanceof TokenError ? err.message : String(err)}`,
     );
   }
+  // Action output and the summary reach stdout in order, with backpressure; large outputs
+  // wait in the spool, which outlives the run until stdout has taken them.
+  const spool = new OutputSpool();
+  let onStdoutFailure: (failure: StdoutFailure) => void = () => {};
+  const stdout = new StdoutWriter(io.stdout, { onFailure: (f) => onStdoutFailure(f) });
   // One display for everything a person reads; logs on stderr are printed above its status.
   const shown = new ProgressDisplay({
     mode,
-    stdout: io.stdout,
+    stdout,
     stderr: io.stderr,
     quiet: args.quiet,
     actionsets: rakefile.actionsets.length,
@@ -269,6 +282,7 @@ export async function runRake(args: RunArgs, io: RunIO = defaultIO()): Promise<n
     fallback: args.fallback,
     ...(token ? { token: token.token } : {}),
     logger,
+    spool,
   };
 
   if (args['dry-run']) {
@@ -290,6 +304,11 @@ export async function runRake(args: RunArgs, io: RunIO = defaultIO()): Promise<n
       // Partial output files and embedded servers are cleaned up before the process exits;
       // the trace and report cover whatever ran, even after an interrupt.
       void whenSettled()
+        .then(() => {
+          stdout.end();
+          return streamFinished(stdout).catch(() => {});
+        })
+        .then(() => spool.close())
         .then(() => writeTimelineFiles(args, shown.timeline(), { ...io, problem }))
         .then(() => log.close())
         .then(() => done(code));
@@ -307,6 +326,20 @@ export async function runRake(args: RunArgs, io: RunIO = defaultIO()): Promise<n
     };
     const onInt = stop(EXIT.interrupted, 'SIGINT', 'interrupted');
     const onTerm = stop(EXIT.terminated, 'SIGTERM', 'terminated');
+    // Nobody reads stdout any more (`rake-ts | head`): stop the run quietly, as a tool killed
+    // by SIGPIPE does (status 141). Any other write error is said once, then the same.
+    onStdoutFailure = (failure) => {
+      if (finished) return;
+      subscription?.unsubscribe();
+      shown.interrupt('SIGPIPE');
+      if (failure.code !== 'EPIPE') {
+        problem(
+          'stdout-failed',
+          `rake-ts: cannot write to stdout (${failure.message}): cancelled every action`,
+        );
+      }
+      finish(failure.code === 'EPIPE' ? EXIT.brokenPipe : EXIT.stdoutFailed);
+    };
     signals.on('SIGINT', onInt);
     signals.on('SIGTERM', onTerm);
     subscription = run(rakefile, options).subscribe({
