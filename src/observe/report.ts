@@ -52,7 +52,7 @@ export function renderReport(
   const interruptedCount = timeline.actions.filter((a) => a.interrupted === true).length;
   const facts = [
     `<b class="${summary?.exitStatus === 0 ? 'ok' : 'bad'}">${esc(verdict)}</b>`,
-    `${timeline.actions.length} actions`,
+    `${summary?.actions ?? timeline.actions.length} actions`,
     summary === undefined
       ? `${count('succeeded')} succeeded, ${count('failed')} failed, ${count('cancelled')} cancelled${interruptedCount > 0 ? ` (${interruptedCount} by the interrupt)` : ''}`
       : `${summary.succeeded} succeeded, ${summary.failed} failed, ${summary.cancelled} cancelled, ${summary.skipped} not started`,
@@ -187,7 +187,7 @@ function failureDetails(t: Timeline): string {
   const items = failed.map(
     (a) => `<section class="failure" id="failed-${anchor(a.action.actionId)}">
 <h3>${esc(a.action.actionId)} (line ${a.action.position.line}${a.host === undefined ? '' : ` on ${esc(a.host)}`}): <code>${esc(a.action.command)}</code></h3>
-<p>${esc(outcomeText(a))}${a.message === undefined ? '' : `: ${esc(a.message)}`}</p>
+<p>${esc(a.message ?? outcomeText(a))}</p>
 ${a.stderr === undefined ? '<p class="quiet">It wrote nothing to stderr.</p>' : `<pre class="stderr">${esc(a.stderr)}</pre>`}
 </section>`,
   );
