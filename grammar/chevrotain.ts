@@ -21,6 +21,6 @@ async function load(): Promise<typeof Chevrotain> {
 
 const chevrotain = await load();
 
-export const { createToken, createTokenInstance, EmbeddedActionsParser, Lexer } = chevrotain;
+export const { createToken, EmbeddedActionsParser, Lexer } = chevrotain;
 export type EmbeddedActionsParser = Chevrotain.EmbeddedActionsParser;
 export type Lexer = Chevrotain.Lexer;

@@ -16,3 +16,5 @@ export { DEFAULT_PORT } from './model.js';
 export type { ParseOptions, ReadResult } from './parse.js';
 export { parseRakefile, readRakefile } from './parse.js';
 export { printRakefile } from './print.js';
+export type { ActionsetStream } from './stream.js';
+export { actionsetStreams, RakefileError, readActionsets } from './stream.js';

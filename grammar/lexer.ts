@@ -22,9 +22,9 @@
  * (grammar/analyze.ts asks `classifyLine` why it was refused).
  */
 import type { CustomPatternMatcherReturn, ILexingResult, IToken, TokenType } from 'chevrotain';
-import { createToken, createTokenInstance, Lexer } from './chevrotain.js';
+import { createToken, Lexer } from './chevrotain.js';
 import type { DiagnosticCode } from './diagnostics.js';
-import { contentEnd, skipIndent } from './lines.js';
+import { contentEnd, isBlank, skipIndent } from './lines.js';
 
 /** What `classifyLine` found, for a line that may be right. */
 export type LineKind = 'blank' | 'port' | 'hosts' | 'header' | 'action' | 'requires';
@@ -47,7 +47,6 @@ const HEADER_LINE = /[^\s:#=]+[ \t]*:/y;
 const HEADER_ONLY = /[^\s:#=]+[ \t]*:[^\S\n]*(?:#[^\n]*)?(?:\n|$)/y;
 /** What is left of a line that holds nothing: blanks, maybe a comment, the newline. */
 const BLANK_REST = /[^\S\n]*(?:#[^\n]*)?(?:\n|$)/y;
-const REMOTE_ONLY = /remote-[^\S\n]*(?:#[^\n]*)?(?:\n|$)/y;
 const REQUIRES = 'requires';
 
 /**
@@ -83,7 +82,7 @@ export function classifyLine(text: string, offset: number): LineKind | InvalidLi
   }
   if (tabs >= 3) return invalid(text, 'too-many-tabs', offset, at, at - offset);
 
-  const isRequires = text.startsWith(REQUIRES, at) && isWordEnd(text, at + REQUIRES.length);
+  const isRequires = first === 114 && text.startsWith(REQUIRES, at) && isWordEnd(text, at + 8);
   if (spaces === 0 && tabs === 2) {
     if (isRequires) return 'requires';
     return invalid(text, 'expected-requires', at, at, firstWordLength(text, at));
@@ -94,16 +93,17 @@ export function classifyLine(text: string, offset: number): LineKind | InvalidLi
   }
   // `remote-` marks an action; anything else indented with spaces that reads as a header or
   // a setting is ambiguous.
+  const remote = first === 114 && text.startsWith('remote-', at);
   if (
     spaces > 0 &&
-    !text.startsWith('remote-', at) &&
+    !remote &&
     (matchesAt(HEADER_ONLY, text, at) ||
       matchesAt(PORT_LINE, text, at) ||
       matchesAt(HOSTS_LINE, text, at))
   ) {
     return invalid(text, 'indented-top-level', offset, at, at - offset);
   }
-  if (text.startsWith('remote-', at) && matchesAt(REMOTE_ONLY, text, at)) {
+  if (remote && isLineEnd(text, skipBlanks(text, at + 'remote-'.length))) {
     return invalid(text, 'remote-without-command', at, at, 'remote-'.length);
   }
   return 'action';
@@ -116,7 +116,19 @@ function matchesAt(pattern: RegExp, text: string, at: number): boolean {
 
 /** True when `at` ends a word: a blank, a comment, the end of the line or of the text. */
 function isWordEnd(text: string, at: number): boolean {
-  return at >= text.length || /[\s#]/.test(text.charAt(at));
+  const c = text.charCodeAt(at);
+  return Number.isNaN(c) || c === 10 || c === 35 || isBlank(c);
+}
+
+/** True when nothing but a comment is left on the line at `at`. */
+function isLineEnd(text: string, at: number): boolean {
+  const c = text.charCodeAt(at);
+  return Number.isNaN(c) || c === 10 || c === 35;
+}
+
+function skipBlanks(text: string, at: number): number {
+  while (isBlank(text.charCodeAt(at))) at++;
+  return at;
 }
 
 function firstWordLength(text: string, at: number): number {
@@ -187,14 +199,29 @@ function enterLine(kind: LineKind, offset: number, tokens: IToken[]): void {
           : 1
         : 0;
   while (run.level < target) {
-    tokens.push(createTokenInstance(Indent, '', offset, offset, NaN, NaN, NaN, NaN));
+    tokens.push(levelToken(Indent, offset));
     run.level++;
   }
   while (run.level > target) {
-    tokens.push(createTokenInstance(Dedent, '', offset, offset, NaN, NaN, NaN, NaN));
+    tokens.push(levelToken(Dedent, offset));
     run.level--;
   }
   run.last = kind;
+}
+
+/**
+ * An INDENT or DEDENT at `offset`. Built in the shape of the lexer's own tokens (with
+ * `positionTracking: 'onlyOffset'`: image, startOffset, tokenTypeIdx, tokenType), not with
+ * createTokenInstance's wider one, so the parser sees tokens of one shape: mixing two made
+ * its token accesses polymorphic, and parsing measurably slower.
+ */
+function levelToken(type: TokenType, offset: number): IToken {
+  return {
+    image: '',
+    startOffset: offset,
+    tokenTypeIdx: type.tokenTypeIdx as number,
+    tokenType: type,
+  } as IToken;
 }
 
 /**
@@ -241,6 +268,39 @@ const REST = /[^\s#](?:[^#\n]*[^\s#])?/;
 /** One blank-separated word. */
 const WORD = /[^\s#]+/;
 
+// ---- first characters -------------------------------------------------------------------------
+
+/**
+ * Every character `\s` matches but the newline (ECMAScript's WhiteSpace and LineTerminator):
+ * what a blank can start with.
+ */
+const BLANK_CHARS: readonly number[] = [
+  0x09, 0x0b, 0x0c, 0x0d, 0x20, 0xa0, 0x1680, 0x2000, 0x2001, 0x2002, 0x2003, 0x2004, 0x2005,
+  0x2006, 0x2007, 0x2008, 0x2009, 0x200a, 0x2028, 0x2029, 0x202f, 0x205f, 0x3000, 0xfeff,
+];
+
+/**
+ * `start_chars_hint` for a token that can start with any character but `except` and the
+ * blanks. With a hint on every token of a mode, chevrotain's lexer picks the tokens to try
+ * by the next character instead of trying each in turn (its "first char optimization",
+ * which it cannot work out by itself from a negated character class). Above 255 it groups
+ * characters 255 to a bucket, so one character per bucket stands for the bucket (every
+ * bucket holds characters that are not blanks).
+ */
+function startCharsExcept(except: string): number[] {
+  const codes: number[] = [];
+  for (let c = 0; c < 256; c++) {
+    if (c !== 10 && !except.includes(String.fromCharCode(c)) && !BLANK_CHARS.includes(c)) {
+      codes.push(c);
+    }
+  }
+  for (let c = 256; c < 65536; c += 255) codes.push(c);
+  return codes;
+}
+
+const WORD_START = startCharsExcept('#');
+const LINE_END_START = [...BLANK_CHARS, 10, 35];
+
 // ---- tokens ---------------------------------------------------------------------------------
 
 // Labels are what grammar/rakefile.html and grammar/rakefile.ebnf show.
@@ -255,6 +315,7 @@ export const BlankLine = createToken({
   name: 'BlankLine',
   group: Lexer.SKIPPED,
   line_breaks: true,
+  start_chars_hint: LINE_END_START,
   pattern: { exec: lineStart('blank', lineLength) },
 });
 /** The indentation of an action line; the rest of the line is read in the `action` mode. */
@@ -262,6 +323,7 @@ export const ActionIndent = createToken({
   name: 'ActionIndent',
   group: Lexer.SKIPPED,
   push_mode: 'action',
+  start_chars_hint: ['\t', ' '],
   pattern: { exec: lineStart('action', indentLength) },
 });
 /** The indentation of a `requires` line; the rest is read in the `requires` mode. */
@@ -269,18 +331,21 @@ export const RequiresIndent = createToken({
   name: 'RequiresIndent',
   group: Lexer.SKIPPED,
   push_mode: 'requires',
+  start_chars_hint: ['\t', ' '],
   pattern: { exec: lineStart('requires', indentLength) },
 });
 export const Port = createToken({
   name: 'Port',
   label: "'PORT'",
   push_mode: 'port',
+  start_chars_hint: ['P'],
   pattern: { exec: lineStart('port', () => 'PORT'.length) },
 });
 export const Hosts = createToken({
   name: 'Hosts',
   label: "'HOSTS'",
   push_mode: 'hosts',
+  start_chars_hint: ['H'],
   pattern: { exec: lineStart('hosts', () => 'HOSTS'.length) },
 });
 /** An actionset's name, in column 1, before its colon. */
@@ -288,6 +353,7 @@ export const Name = createToken({
   name: 'Name',
   label: 'name',
   push_mode: 'header',
+  start_chars_hint: startCharsExcept(':#='),
   pattern: {
     exec: lineStart('header', (text, offset) => {
       NAME.lastIndex = offset;
@@ -297,7 +363,12 @@ export const Name = createToken({
 });
 
 /** Blanks inside a line (every white space but the newline). */
-export const Blank = createToken({ name: 'Blank', group: Lexer.SKIPPED, pattern: /[^\S\n]+/ });
+export const Blank = createToken({
+  name: 'Blank',
+  group: Lexer.SKIPPED,
+  start_chars_hint: BLANK_CHARS as number[],
+  pattern: /[^\S\n]+/,
+});
 /**
  * Trailing blanks, a comment and the newline (or the end of the text): ends every mode. The
  * parser needs no newline token: each line starts with a token of its own (a keyword, a
@@ -308,6 +379,7 @@ export const LineEnd = createToken({
   group: Lexer.SKIPPED,
   line_breaks: true,
   pop_mode: true,
+  start_chars_hint: LINE_END_START,
   pattern: {
     exec: (text, offset) => {
       if (text.charCodeAt(offset) === 10) return NEWLINE;
@@ -332,9 +404,19 @@ export const HostsEquals = createToken({
   push_mode: 'hostWords',
 });
 /** The value of `PORT`: the rest of the line's content (checked to be a port by the analyser). */
-export const PortValue = createToken({ name: 'PortValue', label: 'port', pattern: REST });
+export const PortValue = createToken({
+  name: 'PortValue',
+  label: 'port',
+  start_chars_hint: WORD_START,
+  pattern: REST,
+});
 /** One `HOSTS` entry (read by grammar/hosts.ts). */
-export const HostWord = createToken({ name: 'HostWord', label: 'host', pattern: WORD });
+export const HostWord = createToken({
+  name: 'HostWord',
+  label: 'host',
+  start_chars_hint: WORD_START,
+  pattern: WORD,
+});
 export const Colon = createToken({
   name: 'Colon',
   label: "':'",
@@ -350,7 +432,12 @@ export const Remote = createToken({
   push_mode: 'command',
 });
 /** "The rest of the line is a command": up to a comment, trailing blanks removed. */
-export const Command = createToken({ name: 'Command', label: 'command', pattern: REST });
+export const Command = createToken({
+  name: 'Command',
+  label: 'command',
+  start_chars_hint: WORD_START,
+  pattern: REST,
+});
 export const Requires = createToken({
   name: 'Requires',
   label: "'requires'",
@@ -358,7 +445,12 @@ export const Requires = createToken({
   pop_mode: true,
   push_mode: 'paths',
 });
-export const Path = createToken({ name: 'Path', label: 'path', pattern: WORD });
+export const Path = createToken({
+  name: 'Path',
+  label: 'path',
+  start_chars_hint: WORD_START,
+  pattern: WORD,
+});
 
 /**
  * What the tokens with custom matchers accept, for grammar/rakefile.ebnf (the others show
@@ -445,9 +537,7 @@ export function createRakefileLexer(options: { validate?: boolean } = {}): Rakef
       const result = lexer.tokenize(text);
       const tokens = result.tokens;
       // Every level is closed at the end.
-      for (; run.level > 0; run.level--) {
-        tokens.push(createTokenInstance(Dedent, '', text.length, text.length, NaN, NaN, NaN, NaN));
-      }
+      for (; run.level > 0; run.level--) tokens.push(levelToken(Dedent, text.length));
       run = freshState();
       return result;
     },

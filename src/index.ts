@@ -6,6 +6,7 @@
 export type {
   Action,
   Actionset,
+  ActionsetStream,
   Diagnostic,
   DiagnosticCode,
   HostSpec,
@@ -17,6 +18,7 @@ export type {
   SourcePosition,
 } from '../grammar/index.js';
 export {
+  actionsetStreams,
   DEFAULT_PORT,
   diagnosticsToJson,
   formatDiagnostic,
@@ -24,7 +26,9 @@ export {
   JSON_SCHEMA_VERSION,
   parseRakefile,
   printRakefile,
+  RakefileError,
   rakefileToJson,
+  readActionsets,
   readRakefile,
 } from '../grammar/index.js';
 
