@@ -34,6 +34,7 @@ import {
   type PhaseTimings,
   type RakeEvent,
 } from './events.js';
+import { runHere } from './here.js';
 import type { ActionOutput } from './output.js';
 import type { CostPoller } from './poll.js';
 import {
@@ -79,6 +80,11 @@ export interface ActionContext {
   readonly fallback: boolean;
   readonly connectTimeoutMs: number;
   readonly jobTimeoutMs: number | undefined;
+  /**
+   * Run local actions in the Rakefile's directory, by this process, as make runs recipes
+   * (`--local-here`), instead of as jobs of the local server.
+   */
+  readonly localHere?: boolean;
 }
 
 /** A failed attempt, with the phases it got through. */
@@ -105,6 +111,13 @@ export function runAction(ctx: ActionContext, action: PlannedAction): Observable
 function localAction(ctx: ActionContext, action: PlannedAction): Observable<RakeEvent> {
   return defer(() => {
     const started = ctx.scheduler.now();
+    if (ctx.localHere === true) {
+      return runHere(
+        { scheduler: ctx.scheduler, directory: ctx.outputDir, jobTimeoutMs: ctx.jobTimeoutMs },
+        action.ref,
+        started,
+      );
+    }
     return concat(
       ctx.ensureLocal('local-actions'),
       attemptLocal(ctx, action, { attempt: 1, reason: 'local', costs: [], pollMs: 0, started }),

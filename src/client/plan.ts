@@ -3,6 +3,7 @@ import { resolve } from 'node:path';
 import type { Rakefile } from '../../grammar/model.js';
 import { hostKey } from './endpoint.js';
 import type { ActionRef } from './events.js';
+import { HERE } from './here.js';
 import { wireName } from './requirements.js';
 import { actionRef, type RunOptions, resolveTargets } from './run.js';
 
@@ -18,7 +19,10 @@ export interface PlannedFile {
 /** One action in a plan: where it would run and what it would send. */
 export interface PlannedStep {
   readonly action: ActionRef;
-  /** `localhost:PORT` for a local action; for a remote one, the hosts it would poll. */
+  /**
+   * `localhost:PORT` for a local action (`here` with `localHere`: the Rakefile's directory);
+   * for a remote one, the hosts it would poll.
+   */
   readonly target: string;
   readonly requires: readonly PlannedFile[];
 }
@@ -61,7 +65,7 @@ export async function planRun(rakefile: Rakefile, options: RunOptions = {}): Pro
       steps: await Promise.all(
         set.actions.map(async (a, i) => ({
           action: actionRef(set, i),
-          target: a.remote ? hosts.join(' ') : local,
+          target: a.remote ? hosts.join(' ') : options.localHere === true ? HERE : local,
           requires: await Promise.all(
             a.requires.map(async (r) => ({
               path: r.path,
@@ -99,7 +103,9 @@ export function formatPlan(plan: Plan): string {
           const renamed = f.wireName === f.path ? '' : ` as ${f.wireName}`;
           return `${f.path}${renamed}${f.present ? '' : ' (not present now)'}`;
         });
-        lines.push(`           sends ${files.join(', ')}`);
+        // Run here, a local action reads its files in place: nothing is sent.
+        const verb = step.target === HERE ? 'reads' : 'sends';
+        lines.push(`           ${verb} ${files.join(', ')}`);
       }
     }
   }

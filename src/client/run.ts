@@ -73,6 +73,13 @@ export interface RunOptions {
   readonly embedded?: boolean;
   /** Run a remote action on the local server when no remote host answers (default true). */
   readonly fallback?: boolean;
+  /**
+   * Run local actions in the Rakefile's directory (`directory`), by this process, with
+   * `/bin/sh -c`, as make runs recipes: they see every file there and write in place. By
+   * default (false) a local action is a job of the local server (`localhost:PORT`), in a job
+   * directory holding only its `requires` files (docs/client.md, "Local actions").
+   */
+  readonly localHere?: boolean;
   /** pino logger (default: silent). */
   readonly logger?: Logger;
   /** Clock and timers (tests use the TestScheduler). */
@@ -241,6 +248,7 @@ function runTargets(
       fallback: options.fallback ?? true,
       connectTimeoutMs,
       jobTimeoutMs: options.jobTimeoutMs,
+      localHere: options.localHere ?? false,
     };
     const jobs =
       options.jobs === undefined ? DEFAULT_JOBS : options.jobs <= 0 ? Infinity : options.jobs;
@@ -248,7 +256,9 @@ function runTargets(
     const started = scheduler.now();
     const tally = new Tally(rakefile);
 
-    const hasLocal = rakefile.actionsets.some((s) => s.actions.some((a) => !a.remote));
+    const hasLocal =
+      options.localHere !== true &&
+      rakefile.actionsets.some((s) => s.actions.some((a) => !a.remote));
     const setup$ = merge(
       ...targets.hosts
         .filter((h) => isLoopback(h.host))

@@ -54,6 +54,7 @@ export interface RunArgs extends LogArgs, ObserveArgs {
   readonly 'fail-fast': boolean;
   readonly embedded: boolean;
   readonly fallback: boolean;
+  readonly 'local-here': boolean;
   readonly 'token-file'?: string | undefined;
   readonly verbose: number;
   readonly quiet: boolean;
@@ -132,6 +133,12 @@ export function withRunOptions<T>(y: Argv<T>): Argv<T & RunArgs> {
       default: true,
       describe:
         'run a remote action on the local server when no host answers (--no-fallback: fail, exit 3)',
+    })
+    .option('local-here', {
+      type: 'boolean',
+      default: false,
+      describe:
+        "run local actions here, in the Rakefile's directory, as make runs recipes (default: as jobs of the local server at localhost:PORT, each in its own job directory holding only its requires files)",
     })
     .option('token-file', {
       type: 'string',
@@ -280,6 +287,7 @@ export async function runRake(args: RunArgs, io: RunIO = defaultIO()): Promise<n
     failFast: args['fail-fast'],
     embedded: args.embedded,
     fallback: args.fallback,
+    localHere: args['local-here'],
     ...(token ? { token: token.token } : {}),
     logger,
     spool,
