@@ -63,7 +63,7 @@ describe('requirements above the Rakefile directory', { timeout: 60_000 }, () =>
       '#define FROM_A 1\n#define FROM_B 2\n',
     );
     assert.deepEqual(
-      only(events, 'output').map((e) => e.stdout),
+      only(events, 'output').map((e) => e.stdout.text()),
       ['compiled\n'],
     );
     // Outputs are written in the Rakefile's directory, and nothing above it changed.
