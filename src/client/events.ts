@@ -88,6 +88,19 @@ export type ChoiceReason =
   | 'slow-host'
   | 'retry';
 
+/**
+ * With `--executor` (a REAPI farm): the farm's own account of an action, from its
+ * ExecutedActionMetadata, in ms. `cached`: answered from the ActionCache, nothing ran.
+ */
+export interface FarmTimings {
+  readonly worker: string;
+  readonly queuedMs: number;
+  readonly inputFetchMs: number;
+  readonly executionMs: number;
+  readonly outputUploadMs: number;
+  readonly cached: boolean;
+}
+
 /** What a run adds up to, carried by the final `done` event. */
 export interface RunSummary {
   readonly actionsets: number;
@@ -205,6 +218,8 @@ export type RakeEvent =
       readonly phases: PhaseTimings;
       readonly attempts: number;
       readonly ms: number;
+      /** With `--executor`: the farm's own timings (docs/remote-execution.md). */
+      readonly farm?: FarmTimings;
     })
   | (ActionEventBase & {
       readonly type: 'action-failed';

@@ -99,6 +99,18 @@ export interface RunOptions {
    * while stdout catches up; then close it yourself. Ignored when `transport` is given.
    */
   readonly spool?: OutputSpool;
+  /**
+   * `--executor`: remote actions go to this REAPI farm instead of the hosts (no cost poll);
+   * local actions, and with `fallback` the remote ones when the farm cannot be reached, go
+   * to the local server. See docs/remote-execution.md.
+   */
+  readonly executor?: RemoteExecutor;
+}
+
+/** Runs one remote action elsewhere than our hosts (src/reapi/executor.ts). */
+export interface RemoteExecutor {
+  /** The action's events; `fallback` is what to run instead if the executor is unreachable. */
+  run(action: PlannedAction, fallback?: Observable<RakeEvent>): Observable<RakeEvent>;
 }
 
 /** `-j` when not given: enough for any loopback test bed, far below the descriptor limit. */
@@ -218,8 +230,9 @@ function runTargets(
       replyTimeoutMs: options.costTimeoutMs ?? DEFAULT_COST_TIMEOUT_MS,
       scheduler,
     });
+    const executor = options.executor;
     const poller = new CostPoller(
-      targets.hosts,
+      executor ? [] : targets.hosts,
       // Any answer clears a host the embedded-server probe found silent.
       (e) =>
         transport.queryCost(e).pipe(
@@ -260,7 +273,7 @@ function runTargets(
       options.localHere !== true &&
       rakefile.actionsets.some((s) => s.actions.some((a) => !a.remote));
     const setup$ = merge(
-      ...targets.hosts
+      ...(executor ? [] : targets.hosts)
         .filter((h) => isLoopback(h.host))
         .map((h) => embedded.ensure(h, 'loopback-host')),
       hasLocal ? embedded.ensure(targets.local, 'local-actions') : EMPTY,
@@ -268,7 +281,7 @@ function runTargets(
 
     const actionsets$ = concat(
       ...rakefile.actionsets.map((set) =>
-        defer(() => (tally.stopped ? EMPTY : runActionset(ctx, set, { jobs, failFast }))),
+        defer(() => (tally.stopped ? EMPTY : runActionset(ctx, set, { jobs, failFast, executor }))),
       ),
     );
 
@@ -400,6 +413,14 @@ class Tally {
 interface ActionsetPolicy {
   readonly jobs: number;
   readonly failFast: boolean;
+  readonly executor?: RemoteExecutor | undefined;
+}
+
+/** An action on the executor when there is one and the action is remote, else on our hosts. */
+function start(ctx: ActionContext, action: PlannedAction, executor: RemoteExecutor | undefined) {
+  if (executor === undefined || !action.ref.remote) return runAction(ctx, action);
+  // No hosts are polled with an executor, so runAction falls back to the local server.
+  return executor.run(action, ctx.fallback ? runAction(ctx, action) : undefined);
 }
 
 /**
@@ -460,9 +481,7 @@ export function runActionset(
           (r, i): PlannedAction => ({ ref: refs[i] as ActionRef, files: r.files }),
         );
         const cancel = new Cancellation();
-        return from(planned).pipe(
-          mergeMap((p) => guarded(ctx, p, cancel, policy.failFast), policy.jobs),
-        );
+        return from(planned).pipe(mergeMap((p) => guarded(ctx, p, cancel, policy), policy.jobs));
       }),
       tap((e) => {
         if (e.type === 'action-succeeded') counts.succeeded++;
@@ -505,9 +524,9 @@ function guarded(
   ctx: ActionContext,
   action: PlannedAction,
   cancel: Cancellation,
-  failFast: boolean,
+  policy: ActionsetPolicy,
 ): Observable<RakeEvent> {
-  if (!failFast) return runAction(ctx, action);
+  if (!policy.failFast) return start(ctx, action, policy.executor);
   return new Observable<RakeEvent>((sub) => {
     const cancelled = (host: string | undefined): RakeEvent => ({
       type: 'action-cancelled',
@@ -530,7 +549,7 @@ function guarded(
       sub.next(cancelled(host));
       sub.complete();
     });
-    inner = runAction(ctx, action).subscribe({
+    inner = start(ctx, action, policy.executor).subscribe({
       next: (e) => {
         if (e.type === 'host-chosen') host = e.host;
         if (e.type === 'action-succeeded' || e.type === 'action-failed') finished = true;

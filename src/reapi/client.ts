@@ -17,6 +17,7 @@ import {
   type ServiceError,
   status,
 } from '@grpc/grpc-js';
+import { trackCleanup } from '../client/cleanup.js';
 import { digestKey, makeDigest } from './digest.js';
 import {
   ActionCache,
@@ -366,7 +367,8 @@ export class ReapiClient {
         let settled = false;
         const onAbort = () => {
           stream.cancel();
-          if (name !== undefined) void this.cancel(name).catch(() => {});
+          // Awaited by whenSettled(): a CLI exiting on Ctrl-C still sends it.
+          if (name !== undefined) trackCleanup(this.cancel(name));
           finish(() =>
             fail(
               Object.assign(new Error('cancelled'), {

@@ -33,21 +33,26 @@ export interface InputRoot {
   readonly files: ReadonlyMap<string, Digest>;
 }
 
-/** Hashes of files already read in this run, by path (a file is hashed once per run). */
+/**
+ * Hashes of files already read in this run, by path, size and modification time: a file
+ * is read and hashed once, and again only if it changed (an output of one actionset that a
+ * later one requires).
+ */
 export type HashCache = Map<string, Promise<{ digest: Digest; executable: boolean }>>;
 
-function hashLocal(
+async function hashLocal(
   path: string,
   cache: HashCache,
 ): Promise<{ digest: Digest; executable: boolean }> {
-  let p = cache.get(path);
+  const st = await stat(path, { bigint: true });
+  const key = `${path}\0${st.size}\0${st.mtimeNs}\0${st.ino}`;
+  let p = cache.get(key);
   if (p === undefined) {
-    p = (async () => {
-      const [data, st] = await Promise.all([readFile(path), stat(path)]);
-      const hash = createHash('sha256').update(data).digest('hex');
-      return { digest: makeDigest(hash, data.length), executable: (st.mode & 0o100) !== 0 };
-    })();
-    cache.set(path, p);
+    p = readFile(path).then((data) => ({
+      digest: makeDigest(createHash('sha256').update(data).digest('hex'), data.length),
+      executable: (Number(st.mode) & 0o100) !== 0,
+    }));
+    cache.set(key, p);
   }
   return p;
 }

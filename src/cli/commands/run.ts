@@ -2,7 +2,7 @@ import { stat } from 'node:fs/promises';
 import { relative, resolve } from 'node:path';
 import type { Writable } from 'node:stream';
 import { finished as streamFinished } from 'node:stream/promises';
-import type { Subscription } from 'rxjs';
+import { asyncScheduler, type Subscription } from 'rxjs';
 import type { Argv, CommandModule } from 'yargs';
 import { formatDiagnostics } from '../../../grammar/diagnostics.js';
 import { readRakefile } from '../../../grammar/parse.js';
@@ -11,7 +11,13 @@ import { hostListProblem, parseHostList } from '../../client/endpoint.js';
 import type { RunSummary } from '../../client/events.js';
 import { OutputSpool } from '../../client/output.js';
 import { formatPlan, planRun } from '../../client/plan.js';
-import { DEFAULT_JOBS, DEFAULT_RETRIES, type RunOptions, run } from '../../client/run.js';
+import {
+  DEFAULT_JOBS,
+  DEFAULT_RETRIES,
+  type RemoteExecutor,
+  type RunOptions,
+  run,
+} from '../../client/run.js';
 import { eventsShownBy, ProgressDisplay, progressMode } from '../../observe/progress.js';
 import { loadToken, TOKEN_ENV, TokenError } from '../../protocol/token.js';
 import { cliContext, POLL_TIMEOUT_OPTIONS, UsageError } from '../context.js';
@@ -58,6 +64,11 @@ export interface RunArgs extends LogArgs, ObserveArgs {
   readonly 'token-file'?: string | undefined;
   readonly verbose: number;
   readonly quiet: boolean;
+  readonly executor?: string | undefined;
+  readonly 'executor-header'?: string[] | undefined;
+  readonly 'instance-name': string;
+  readonly platform?: string[] | undefined;
+  readonly cache: boolean;
 }
 
 /** Where the command reads and writes; tests pass their own. */
@@ -155,6 +166,34 @@ export function withRunOptions<T>(y: Argv<T>): Argv<T & RunArgs> {
       default: false,
       describe: 'only action output and errors',
     })
+    .option('executor', {
+      type: 'string',
+      describe:
+        'run remote actions on a Remote Execution API v2 farm, grpc://HOST:PORT or grpcs://HOST:PORT (TLS), instead of polling hosts (docs/remote-execution.md)',
+    })
+    .option('executor-header', {
+      type: 'string',
+      array: true,
+      describe:
+        'with --executor: a header sent with every call, "NAME: VALUE" (e.g. "authorization: Bearer …"); repeatable',
+    })
+    .option('instance-name', {
+      type: 'string',
+      default: '',
+      describe: "with --executor: the farm's instance name",
+    })
+    .option('platform', {
+      type: 'string',
+      array: true,
+      describe:
+        'with --executor: a worker property the actions need, KEY=VALUE (e.g. OSFamily=linux); repeatable',
+    })
+    .option('cache', {
+      type: 'boolean',
+      default: false,
+      describe:
+        "with --executor: look actions up in the farm's ActionCache first and let it answer from its cache",
+    })
     .example([
       ['$0', 'run ./Rakefile'],
       [
@@ -195,6 +234,16 @@ export function withRunOptions<T>(y: Argv<T>): Argv<T & RunArgs> {
       ] as const) {
         if (v !== undefined && !(Number.isFinite(v) && v >= min))
           throw new UsageError(`${name} must be a number of seconds`);
+      }
+      if (a.executor === undefined) {
+        for (const flag of ['executor-header', 'platform'] as const) {
+          if (a[flag] !== undefined) throw new UsageError(`--${flag} needs --executor`);
+        }
+        if (a.cache)
+          throw new UsageError("--cache needs --executor (the ActionCache is a REAPI farm's)");
+      }
+      for (const p of a.platform ?? []) {
+        if (!/^[^=]+=/.test(p)) throw new UsageError(`--platform "${p}" is not KEY=VALUE`);
       }
       const hostsProblem = a.hosts === undefined ? undefined : hostListProblem(a.hosts);
       if (hostsProblem !== undefined) throw new UsageError(hostsProblem);
@@ -275,6 +324,35 @@ export async function runRake(args: RunArgs, io: RunIO = defaultIO()): Promise<n
   const logger = log.logger;
   const hosts =
     args.hosts === undefined ? undefined : parseHostList(args.hosts, args.port ?? rakefile.port);
+  let executor: (RemoteExecutor & { close(): void }) | undefined;
+  if (args.executor !== undefined && !args['dry-run']) {
+    const { parseExecutor } = await import('../../reapi/client.js');
+    const target = parseExecutor(
+      args.executor,
+      args['executor-header'] ?? [],
+      args['instance-name'],
+    );
+    if ('problem' in target) {
+      io.stderr.write(`rake-ts: ${target.problem}\n`);
+      await log.close();
+      return EXIT.usage;
+    }
+    // Loaded only with --executor: gRPC is a large module tree a plain run never needs.
+    const { ReapiExecutor } = await import('../../reapi/executor.js');
+    executor = new ReapiExecutor({
+      target,
+      platform: (args.platform ?? []).map((p) => {
+        const i = p.indexOf('=');
+        return [p.slice(0, i), p.slice(i + 1)] as const;
+      }),
+      cache: args.cache,
+      outputDir: resolve(path, '..'),
+      scheduler: asyncScheduler,
+      logger,
+      timeoutMs: args['job-timeout'] > 0 ? args['job-timeout'] * 1000 : undefined,
+    });
+  }
+
   const options: RunOptions = {
     directory: resolve(path, '..'),
     ...(hosts?.ok ? { hosts: hosts.hosts } : {}),
@@ -289,6 +367,7 @@ export async function runRake(args: RunArgs, io: RunIO = defaultIO()): Promise<n
     fallback: args.fallback,
     localHere: args['local-here'],
     ...(token ? { token: token.token } : {}),
+    ...(executor ? { executor } : {}),
     logger,
     spool,
   };
@@ -317,6 +396,7 @@ export async function runRake(args: RunArgs, io: RunIO = defaultIO()): Promise<n
           return streamFinished(stdout).catch(() => {});
         })
         .then(() => spool.close())
+        .then(() => executor?.close())
         .then(() => writeTimelineFiles(args, shown.timeline(), { ...io, problem }))
         .then(() => log.close())
         .then(() => done(code));

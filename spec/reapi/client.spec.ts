@@ -1,0 +1,230 @@
+// rake-ts --executor: the example C project built through REAPI against rakeserver
+// --reapi-port on loopback. rake-ts runs as a child process (from source, through tsx), the
+// server in this process; jobs, sockets and files are real.
+import assert from 'node:assert/strict';
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { cp, mkdtemp, open, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { connect, createServer, type Socket } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Writable } from 'node:stream';
+import { after, before, describe, it } from 'node:test';
+import { pino } from 'pino';
+import { type ServerHandle, serve } from '../../src/server/server.js';
+import { freePort } from '../client/support.js';
+import { waitUntil } from '../helpers/wait.js';
+
+const root = new URL('../../', import.meta.url).pathname;
+const T = { timeout: 120_000 };
+
+/** The server's log records, as it writes them. */
+const records: Array<Record<string, unknown>> = [];
+let server: ServerHandle;
+let work: string;
+
+before(async () => {
+  work = await mkdtemp(join(tmpdir(), 'rake-reapi-cli-'));
+  const sink = new Writable({
+    write(chunk: Buffer, _e, cb) {
+      for (const line of chunk.toString().split('\n')) if (line) records.push(JSON.parse(line));
+      cb();
+    },
+  });
+  server = await serve({
+    port: 0,
+    reapiPort: 0,
+    maxJobs: 2,
+    logger: pino({ level: 'info' }, sink),
+  });
+});
+after(async () => {
+  await server.close({ graceSeconds: 1 });
+  await rm(work, { recursive: true, force: true });
+});
+
+const actionsDone = () => records.filter((r) => r.msg === 'action done');
+
+/** Runs rake-ts in `cwd`; resolves its exit code and output. `onStart` gets the child. */
+function rake(
+  cwd: string,
+  args: string[],
+  onStart?: (child: ChildProcess) => void,
+): Promise<{ code: number | null; signal: string | null; stdout: string; stderr: string }> {
+  return new Promise((ok) => {
+    const child = spawn(
+      process.execPath,
+      ['--import', import.meta.resolve('tsx'), join(root, 'spec/net/rake-cli.ts'), ...args],
+      {
+        cwd,
+        stdio: ['ignore', 'pipe', 'pipe'],
+      },
+    );
+    let stdout = '';
+    let stderr = '';
+    child.stdout?.on('data', (b: Buffer) => {
+      stdout += b.toString();
+    });
+    child.stderr?.on('data', (b: Buffer) => {
+      stderr += b.toString();
+    });
+    child.on('close', (code, signal) => ok({ code, signal, stdout, stderr }));
+    onStart?.(child);
+  });
+}
+
+async function project(name: string, rakefile?: string): Promise<string> {
+  const dir = join(work, name);
+  await cp(join(root, 'examples/hello-c'), dir, { recursive: true });
+  // HOSTS is ignored with --executor, but the grammar wants one for remote actions.
+  if (rakefile !== undefined)
+    await writeFile(join(dir, 'Rakefile'), `HOSTS = localhost\n\n${rakefile}`);
+  return dir;
+}
+
+const executor = () => `grpc://127.0.0.1:${server.reapiPort}`;
+
+describe('rake-ts --executor (REAPI)', T, () => {
+  it('builds the example C project on the farm; the local action runs the program', async () => {
+    const dir = await project('build');
+    const before = actionsDone().length;
+    const port = await freePort();
+    const r = await rake(dir, [
+      '--executor',
+      executor(),
+      '--port',
+      String(port),
+      '--progress',
+      'never',
+    ]);
+    assert.equal(r.code, 0, r.stderr);
+    // The program's own output: the numbers' statistics.
+    assert.match(r.stdout, /hello from rake-ts: 8 numbers, sum 31, max 9, mean 3.87/);
+    for (const f of ['main.o', 'parse.o', 'stats.o', 'report.o']) {
+      assert.ok((await stat(join(dir, f))).size > 0, f);
+    }
+    const hello = await stat(join(dir, 'hello'));
+    assert.equal(hello.mode & 0o100, 0o100, 'the linked program comes back executable');
+    // Four compiles and the link went through REAPI; the inputs did not come back as outputs.
+    assert.equal(actionsDone().length - before, 5);
+    assert.ok(!r.stderr.includes('internal error'), r.stderr);
+  });
+
+  it('reports a failing command with its stderr and exit status; exit 1', async () => {
+    const dir = await project('fail', 'broken:\n\tremote-cc -c nowhere.c\n\tremote-echo fine\n');
+    const r = await rake(dir, ['--executor', executor(), '--progress', 'never']);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /nowhere\.c/);
+    assert.match(r.stderr, /status 1/);
+  });
+
+  it('--cache: a second run is answered from the ActionCache (nothing runs again)', async () => {
+    const dir = await project(
+      'cache',
+      'compile:\n\tremote-cc -c src/stats.c -Iinclude\n\t\trequires src/stats.c include/stats.h\n',
+    );
+    const first = await rake(dir, ['--executor', executor(), '--cache', '--progress', 'never']);
+    assert.equal(first.code, 0, first.stderr);
+    const ran = actionsDone().length;
+    const obj = await readFile(join(dir, 'stats.o'));
+    await rm(join(dir, 'stats.o'));
+    const second = await rake(dir, ['--executor', executor(), '--cache', '--progress', 'never']);
+    assert.equal(second.code, 0, second.stderr);
+    assert.equal(actionsDone().length, ran, 'no Execute on the second run');
+    assert.ok((await readFile(join(dir, 'stats.o'))).equals(obj));
+  });
+
+  it('moves a large input and a large output (over ByteStream) intact', async () => {
+    const dir = await project(
+      'large',
+      'big:\n\tremote-cp big.bin copy.bin\n\t\trequires big.bin\n',
+    );
+    const data = randomBytes(3 * 1024 * 1024 + 5);
+    await writeFile(join(dir, 'big.bin'), data);
+    const r = await rake(dir, ['--executor', executor(), '--progress', 'never']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.ok((await readFile(join(dir, 'copy.bin'))).equals(data));
+  });
+
+  it('Ctrl-C cancels the operation: the farm kills the job', async () => {
+    const fifo = join(work, 'never.fifo');
+    execFileSync('mkfifo', [fifo]);
+    const marker = join(work, 'cancel-started');
+    const dir = await project('cancel', `wait:\n\tremote-touch ${marker}; cat ${fifo}\n`);
+    const before = actionsDone().length;
+    const r = await rake(dir, ['--executor', executor(), '--progress', 'never'], (child) => {
+      void waitUntil(
+        () =>
+          stat(marker).then(
+            () => true,
+            () => false,
+          ),
+        { what: 'the job to start', ms: 60_000 },
+      ).then(() => child.kill('SIGINT'));
+    });
+    assert.equal(r.code, 130, r.stderr);
+    await waitUntil(() => actionsDone().length > before, {
+      what: 'the server to end the job',
+      ms: 20_000,
+    });
+    const done = actionsDone().at(-1);
+    assert.equal(done?.status, 1, 'CANCELLED');
+    assert.equal(server.cost(), 0);
+  });
+
+  it('resumes with WaitExecution when the connection breaks while the job runs', async () => {
+    const sockets = new Set<Socket>();
+    const relay = createServer((down) => {
+      const up = connect(server.reapiPort as number, '127.0.0.1');
+      sockets.add(down).add(up);
+      down.pipe(up).pipe(down);
+      const drop = () => {
+        down.destroy();
+        up.destroy();
+      };
+      down.on('error', drop).on('close', drop);
+      up.on('error', drop).on('close', drop);
+    });
+    await new Promise<void>((ok) => relay.listen(0, '127.0.0.1', ok));
+    const relayPort = (relay.address() as { port: number }).port;
+    const fifo = join(work, 'resume.fifo');
+    execFileSync('mkfifo', [fifo]);
+    const marker = join(work, 'resume-started');
+    const dir = await project(
+      'resume',
+      `wait:\n\tremote-touch ${marker}; cat ${fifo} > resumed.txt\n`,
+    );
+    const r = await rake(
+      dir,
+      ['--executor', `grpc://127.0.0.1:${relayPort}`, '--progress', 'never'],
+      () => {
+        void waitUntil(
+          () =>
+            stat(marker).then(
+              () => true,
+              () => false,
+            ),
+          { what: 'the job to start', ms: 60_000 },
+        ).then(async () => {
+          for (const s of sockets) s.destroy();
+          const fh = await open(fifo, 'w');
+          await fh.write('after the break\n');
+          await fh.close();
+        });
+      },
+    );
+    await new Promise((ok) => relay.close(ok));
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(await readFile(join(dir, 'resumed.txt'), 'utf8'), 'after the break\n');
+  });
+
+  it('says what is wrong with a bad --executor, and that --cache needs one', async () => {
+    const dir = await project('usage');
+    const bad = await rake(dir, ['--executor', 'http://127.0.0.1:1']);
+    assert.equal(bad.code, 2);
+    assert.match(bad.stderr, /not grpc:\/\/HOST:PORT/);
+    const lone = await rake(dir, ['--cache']);
+    assert.equal(lone.code, 2);
+    assert.match(lone.stderr, /--cache needs --executor/);
+  });
+});
