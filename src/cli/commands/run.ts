@@ -332,11 +332,7 @@ export async function runRake(args: RunArgs, io: RunIO = defaultIO()): Promise<n
       args['executor-header'] ?? [],
       args['instance-name'],
     );
-    if ('problem' in target) {
-      io.stderr.write(`rake-ts: ${target.problem}\n`);
-      await log.close();
-      return EXIT.usage;
-    }
+    if ('problem' in target) return usage('usage-error', `rake-ts: ${target.problem}`);
     // Loaded only with --executor: gRPC is a large module tree a plain run never needs.
     const { ReapiExecutor } = await import('../../reapi/executor.js');
     executor = new ReapiExecutor({
