@@ -88,6 +88,24 @@ for (const kind of ['python3', 'node'] as const) {
       }
     });
 
+    it("keeps the server's RAKE_TOKEN from its jobs, and gives each its own RAKE_JOB_TAG", async () => {
+      process.env.RAKE_TOKEN = 'the-server-secret';
+      const spawned = await createLauncher(kind, silent);
+      try {
+        const run = async () => {
+          const job = await spawned.launch('env', dir);
+          return (await collect(job.stdout)).split('\n');
+        };
+        const [one, two] = [await run(), await run()];
+        assert.ok(!one.some((l) => l.startsWith('RAKE_TOKEN=')), 'the job saw RAKE_TOKEN');
+        const tag = (env: string[]) => env.find((l) => l.startsWith('RAKE_JOB_TAG='));
+        assert.ok(tag(one) && tag(two) && tag(one) !== tag(two), `${tag(one)} / ${tag(two)}`);
+      } finally {
+        delete process.env.RAKE_TOKEN;
+        await spawned.close();
+      }
+    });
+
     it('kills what the job left in the background once the shell exits', async () => {
       const pidFile = join(dir, 'bg.pid');
       const job = await launcher.launch(`sleep 30 & echo $! > ${pidFile}`, dir);

@@ -6,6 +6,13 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import type { Readable } from 'node:stream';
 import type { Logger } from 'pino';
+import {
+  type Containment,
+  type ContainmentChoice,
+  createContainment,
+  JOB_TAG_VARIABLE,
+  type JobGroup,
+} from './containment.js';
 import { SPAWN_HELPER_SOURCE } from './spawn-helper.js';
 import { OWNER_TAG } from './stale.js';
 
@@ -43,6 +50,8 @@ export class SpawnerLost extends Error {}
 export interface Launcher {
   /** `python3` (the spawn helper) or `node` (`child_process.spawn`). */
   readonly kind: 'python3' | 'node';
+  /** How every process of a job is found and killed (src/server/containment.ts). */
+  readonly containment: Containment;
   launch(command: string, cwd: string): Promise<JobProcess>;
   /** Kills every job still running and stops the helper, if any. Idempotent. */
   close(): Promise<void>;
@@ -51,15 +60,55 @@ export interface Launcher {
 /** `--spawner`: `auto` uses the Python helper when `python3` starts, else Node. */
 export type SpawnerChoice = 'auto' | 'python3' | 'node';
 
-/** Starts the launcher `choice` asks for; `auto` falls back to Node with a warning. */
+/**
+ * Starts the launcher `choice` asks for; `auto` falls back to Node with a warning. Jobs are
+ * contained as `containment` says (`RAKE_JOB_CONTAINMENT`, else `auto`).
+ */
 export async function createLauncher(
   choice: SpawnerChoice,
   log: Logger,
   python = process.env.RAKE_PYTHON ?? 'python3',
+  containmentChoice: ContainmentChoice = containmentFromEnv(),
 ): Promise<Launcher> {
-  if (choice === 'node') return new NodeLauncher();
+  const containment = await createContainment(containmentChoice, log);
+  if (containment.kind === 'tag' && containmentChoice === 'auto') {
+    log.info({ reason: containment.detail }, 'jobs contained by environment tag, not cgroups');
+  }
   try {
-    return await HelperLauncher.start(python, log);
+    return await startLauncher(choice, log, python, containment);
+  } catch (err) {
+    await containment.close();
+    throw err;
+  }
+}
+
+/** `RAKE_JOB_CONTAINMENT`: `auto` (unset), `cgroup` or `tag`. */
+function containmentFromEnv(): ContainmentChoice {
+  const value = process.env.RAKE_JOB_CONTAINMENT ?? 'auto';
+  if (value === 'auto' || value === 'cgroup' || value === 'tag') return value;
+  throw new Error(`RAKE_JOB_CONTAINMENT=${value}: expected auto, cgroup or tag`);
+}
+
+/**
+ * The environment every job starts with: the server's, less `RAKE_TOKEN` (the server's
+ * secret is no business of the commands its clients send), plus the job's tag.
+ */
+export function jobEnvironment(base: NodeJS.ProcessEnv = process.env): NodeJS.ProcessEnv {
+  const env = { ...base };
+  delete env.RAKE_TOKEN;
+  delete env[JOB_TAG_VARIABLE];
+  return env;
+}
+
+async function startLauncher(
+  choice: SpawnerChoice,
+  log: Logger,
+  python: string,
+  containment: Containment,
+): Promise<Launcher> {
+  if (choice === 'node') return new NodeLauncher(containment);
+  try {
+    return await HelperLauncher.start(python, log, containment);
   } catch (err) {
     const reason = err instanceof Error ? err.message : String(err);
     if (choice === 'python3') {
@@ -71,27 +120,55 @@ export async function createLauncher(
       { python, reason },
       'spawn helper unavailable: starting jobs with Node (slower: about 8 ms of server CPU per job)',
     );
-    return new NodeLauncher();
+    return new NodeLauncher(containment);
   }
 }
+
+/**
+ * `sh -c` in cgroup containment: the job's first process puts itself in its cgroup, then
+ * becomes the job's shell (same pid, `$0` = `/bin/sh` as before), so nothing the command
+ * starts runs outside it. `$0` is the `cgroup.procs` path, `$1` the command.
+ */
+const ENTER_CGROUP =
+  'echo $$ > "$0" || { echo "rakeserver: cannot put the job in its cgroup ($0)" >&2; exit 126; }; exec /bin/sh -c "$1"';
 
 /** `child_process.spawn`: needs nothing else, but forks the whole server for every job. */
 export class NodeLauncher implements Launcher {
   readonly kind = 'node';
+  readonly containment: Containment;
   readonly #running = new Set<ChildProcess>();
+  readonly #groups = new Set<JobGroup>();
+  readonly #env = jobEnvironment();
+  #nextId = 1;
+
+  constructor(containment: Containment) {
+    this.containment = containment;
+  }
 
   launch(command: string, cwd: string): Promise<JobProcess> {
     return new Promise((resolve, reject) => {
       let child: ChildProcess;
+      let group: JobGroup;
       try {
-        child = spawn('/bin/sh', ['-c', command], {
+        group = this.containment.open(this.#nextId++);
+      } catch (err) {
+        return reject(new Error(`cannot make the job's cgroup: ${(err as Error).message}`));
+      }
+      try {
+        const env = { ...this.#env, [JOB_TAG_VARIABLE]: group.tag };
+        const args =
+          group.procs === undefined ? ['-c', command] : ['-c', ENTER_CGROUP, group.procs, command];
+        child = spawn('/bin/sh', args, {
           cwd,
+          env,
           detached: true,
           stdio: ['ignore', 'pipe', 'pipe'],
         });
       } catch (err) {
+        void group.release();
         return reject(err);
       }
+      this.#groups.add(group);
       const killGroup = () => {
         if (child.pid === undefined) return;
         try {
@@ -106,12 +183,20 @@ export class NodeLauncher implements Launcher {
           ended = true;
           this.#running.delete(child);
           killGroup();
-          done(code ?? 128 + (signal ? (osc.signals[signal] ?? 0) : 0));
+          // Whatever the job left, even outside its process group, goes before it ends.
+          void group.release().then(() => {
+            this.#groups.delete(group);
+            done(code ?? 128 + (signal ? (osc.signals[signal] ?? 0) : 0));
+          });
         });
       });
       child.once('error', (err) => {
         // Only a failure to start leaves no pid; later errors are followed by 'exit'.
-        if (child.pid === undefined) reject(err);
+        if (child.pid === undefined) {
+          this.#groups.delete(group);
+          void group.release();
+          reject(err);
+        }
       });
       child.once('spawn', () => {
         this.#running.add(child);
@@ -120,7 +205,9 @@ export class NodeLauncher implements Launcher {
           stderr: child.stderr as Readable,
           exited,
           kill: () => {
-            if (!ended) killGroup();
+            if (ended) return;
+            killGroup();
+            group.kill();
           },
         });
       });
@@ -135,6 +222,8 @@ export class NodeLauncher implements Launcher {
         // Gone already.
       }
     }
+    for (const group of this.#groups) group.kill();
+    await this.containment.close();
   }
 }
 
@@ -154,6 +243,8 @@ interface HelperJob {
   rejectLaunch(err: Error): void;
   resolveExit(status: number | typeof JOB_LOST): void;
   exited: Promise<number | typeof JOB_LOST>;
+  /** Every process the job starts: killed, all of them, when it ends. */
+  group: JobGroup;
 }
 
 /**
@@ -163,6 +254,7 @@ interface HelperJob {
  */
 export class HelperLauncher implements Launcher {
   readonly kind = 'python3';
+  readonly containment: Containment;
   readonly #python: string;
   readonly #log: Logger;
   readonly #dir: string;
@@ -173,7 +265,14 @@ export class HelperLauncher implements Launcher {
   #nextId = 1;
   #closed = false;
 
-  private constructor(python: string, log: Logger, dir: string, server: Server) {
+  private constructor(
+    python: string,
+    log: Logger,
+    dir: string,
+    server: Server,
+    containment: Containment,
+  ) {
+    this.containment = containment;
     this.#python = python;
     this.#log = log;
     this.#dir = dir;
@@ -183,7 +282,11 @@ export class HelperLauncher implements Launcher {
   }
 
   /** Starts the helper and waits for its `ready`; rejects if it cannot run. */
-  static async start(python: string, log: Logger): Promise<HelperLauncher> {
+  static async start(
+    python: string,
+    log: Logger,
+    containment: Containment,
+  ): Promise<HelperLauncher> {
     // mkdtemp makes the directory 0700: no other user can connect and pose as a job's output.
     const dir = await mkdtemp(join(tmpdir(), `rakeserver-spawn-${OWNER_TAG}-`));
     const server = createServer({ allowHalfOpen: false });
@@ -195,7 +298,7 @@ export class HelperLauncher implements Launcher {
           ok();
         });
       });
-      const launcher = new HelperLauncher(python, log, dir, server);
+      const launcher = new HelperLauncher(python, log, dir, server, containment);
       await launcher.#ensureHelper();
       return launcher;
     } catch (err) {
@@ -213,6 +316,12 @@ export class HelperLauncher implements Launcher {
     const exited = new Promise<number | typeof JOB_LOST>((ok) => {
       resolveExit = ok;
     });
+    let group: JobGroup;
+    try {
+      group = this.containment.open(id);
+    } catch (err) {
+      throw new Error(`cannot make the job's cgroup: ${(err as Error).message}`);
+    }
     return new Promise<JobProcess>((resolveLaunch, rejectLaunch) => {
       this.#jobs.set(id, {
         ended: false,
@@ -220,8 +329,11 @@ export class HelperLauncher implements Launcher {
         rejectLaunch,
         resolveExit,
         exited,
+        group,
       });
-      helper.stdin?.write(`${JSON.stringify({ op: 'run', id, cwd, cmd: command })}\n`);
+      const env = { [JOB_TAG_VARIABLE]: group.tag };
+      const request = { op: 'run', id, cwd, cmd: command, env, cg: group.procs ?? null };
+      helper.stdin?.write(`${JSON.stringify(request)}\n`);
     });
   }
 
@@ -237,6 +349,8 @@ export class HelperLauncher implements Launcher {
       await gone;
       clearTimeout(timer);
     }
+    // Whatever escaped the process groups: every job's cgroup or tag.
+    await this.containment.close();
     await new Promise<void>((ok) => this.#server.close(() => ok()));
     await rm(this.#dir, { recursive: true, force: true });
   }
@@ -255,7 +369,11 @@ export class HelperLauncher implements Launcher {
 
   #startHelper(): Promise<ChildProcess> {
     return new Promise((resolve, reject) => {
-      const child = spawn(this.#python, ['-c', SPAWN_HELPER_SOURCE, this.#socketPath], {
+      const args = ['-c', SPAWN_HELPER_SOURCE, this.#socketPath];
+      if (this.containment.helperProcs !== undefined) args.push(this.containment.helperProcs);
+      const child = spawn(this.#python, args, {
+        // The jobs' environment: the helper passes its own on.
+        env: jobEnvironment(),
         stdio: ['pipe', 'pipe', 'pipe'],
         // Its own process group: a Ctrl-C at the server's terminal must not reach it.
         detached: true,
@@ -324,13 +442,17 @@ export class HelperLauncher implements Launcher {
         break;
       case 'f':
         this.#drop(id, job);
+        void job.group.release();
         job.rejectLaunch(new Error(JSON.parse(rest) as string));
         break;
-      case 'x':
+      case 'x': {
         job.ended = true;
-        job.resolveExit(Number(rest));
+        const status = Number(rest);
+        // Whatever the job left, even outside its process group, goes before it ends.
+        void job.group.release().then(() => job.resolveExit(status));
         if (job.stdout && job.stderr) this.#jobs.delete(id);
         break;
+      }
       default:
         this.#log.warn({ line }, 'unexpected line from the spawn helper');
     }
@@ -363,6 +485,7 @@ export class HelperLauncher implements Launcher {
       exited: job.exited,
       kill: () => {
         if (job.ended) return;
+        job.group.kill();
         const helper = this.#helper;
         void helper?.then((h) => h.stdin?.write(`${JSON.stringify({ op: 'kill', id })}\n`));
       },
@@ -386,9 +509,10 @@ export class HelperLauncher implements Launcher {
           // Gone already.
         }
       }
+      const released = job.group.release();
       if (job.pid !== undefined && job.stdout && job.stderr) {
         job.ended = true;
-        job.resolveExit(JOB_LOST);
+        void released.then(() => job.resolveExit(JOB_LOST));
         this.#jobs.delete(id);
       } else {
         this.#drop(id, job);

@@ -14,6 +14,7 @@ import type { ReapiServerHandle } from '../reapi/server.js';
 import { packageVersion } from '../util/version.js';
 import { InputCache } from './cache.js';
 import { Connection, type ServerLimits } from './connection.js';
+import type { ContainmentChoice } from './containment.js';
 import { DEFAULT_CACHE_SIZE, DEFAULT_PORT, isLoopback } from './defaults.js';
 import { defaultMaxConnections, descriptorLimit } from './descriptors.js';
 import { JobDirs } from './jobdirs.js';
@@ -96,6 +97,12 @@ export interface ServeOptions {
    * `child_process.spawn`, `auto` (default) the helper when `python3` runs, else Node.
    */
   readonly spawner?: SpawnerChoice;
+  /**
+   * How every process of a job is found and killed when it ends (`RAKE_JOB_CONTAINMENT`):
+   * `cgroup` (a cgroup v2 per job), `tag` (its environment), `auto` (default) the first when
+   * the machine allows it. src/server/containment.ts.
+   */
+  readonly containment?: ContainmentChoice;
   /** Also serve REAPI v2 on this port (`--reapi-port`; 0 = any free port): docs/remote-execution.md. */
   readonly reapiPort?: number;
 }
@@ -114,6 +121,8 @@ export interface ServerHandle {
   readonly cache: InputCache | undefined;
   /** What starts the jobs: the `python3` spawn helper or `node`. */
   readonly spawner: 'python3' | 'node';
+  /** What holds every process of a job, to kill them all: `cgroup` or `tag`. */
+  readonly containment: 'cgroup' | 'tag';
   /** The REAPI endpoint's port, when `reapiPort` asked for one. */
   readonly reapiPort: number | undefined;
   /**
@@ -168,7 +177,12 @@ export async function serve(options: ServeOptions = {}): Promise<ServerHandle> {
   const jobDirs = new JobDirs(workdir, SPARE_JOB_DIRS);
   let launcher: Awaited<ReturnType<typeof createLauncher>>;
   try {
-    launcher = await createLauncher(options.spawner ?? 'auto', log.child({ part: 'spawner' }));
+    launcher = await createLauncher(
+      options.spawner ?? 'auto',
+      log.child({ part: 'spawner' }),
+      undefined,
+      options.containment,
+    );
   } catch (err) {
     if (ownsWorkdir) await removeTree(workdir);
     throw err;
@@ -307,6 +321,8 @@ export async function serve(options: ServeOptions = {}): Promise<ServerHandle> {
       auth: token !== undefined,
       cacheSize: cache ? cacheSize : 0,
       spawner: launcher.kind,
+      containment: launcher.containment.kind,
+      containmentDetail: launcher.containment.detail,
       description,
       ...(scratch === undefined
         ? {}
@@ -353,6 +369,7 @@ export async function serve(options: ServeOptions = {}): Promise<ServerHandle> {
     description,
     cache,
     spawner: launcher.kind,
+    containment: launcher.containment.kind,
     reapiPort: reapi?.port,
     close(closeOptions = {}) {
       closing ??= shutdown(closeOptions.graceSeconds ?? options.graceSeconds ?? 10);

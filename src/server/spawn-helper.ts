@@ -7,9 +7,14 @@
  *
  * Conversation (docs/server.md has the full contract):
  * - argv[1] is a Unix socket the server listens on, in a directory only this user can enter.
+ * - argv[2], when not empty, is the `cgroup.procs` of a cgroup of the helper's own
+ *   (src/server/containment.ts): it moves there first, and back there after each spawn.
  * - The helper writes `ready` once it listens to its stdin.
- * - stdin, one JSON object per line: `{"op":"run","id":N,"cwd":D,"cmd":C}` or
- *   `{"op":"kill","id":N}`.
+ * - stdin, one JSON object per line: `{"op":"run","id":N,"cwd":D,"cmd":C,"env":{…},"cg":P}`
+ *   or `{"op":"kill","id":N}`. `env` is added to the helper's environment for that job;
+ *   `cg`, when not null, is the `cgroup.procs` of the job's cgroup: the helper moves itself
+ *   there just before it spawns, so the job's first process is inside before it runs a
+ *   thing, and moves back after.
  * - For `run`, it connects to the socket twice, sends `o` or `e` + the id in 15 digits + a
  *   newline on each, then spawns `/bin/sh -c C` in D, in a process group of its own, with
  *   stdin from /dev/null and stdout and stderr on those two connections. As make does, a
@@ -20,7 +25,8 @@
  *   JSON string), `x ID STATUS` (the shell ended; STATUS is 128 + n for signal n). Before
  *   it writes `x`, the helper kills whatever is left of the job's process group.
  * - `kill` sends SIGKILL to the job's process group if the job has not ended yet.
- * - On end of stdin (the server exited, even by SIGKILL) it kills every job's group, then exits.
+ * - On end of stdin (the server exited, even by SIGKILL) it kills every job's process group
+ *   and cgroup, then exits.
  * - Nothing a job sends can end the helper: any error while handling one request (a command
  *   that `posix_spawn` refuses, such as one holding a NUL byte, a line that is not JSON) is
  *   that job's `f` line, or a line on stderr when the request names no job. The helper
@@ -48,8 +54,15 @@ def plain_words(cmd):
         return None
     return words
 
+def write_pid(procs):
+    with open(procs, 'w') as f:
+        f.write(str(os.getpid()))
+
 def main():
     sock_path = sys.argv[1]
+    home = sys.argv[2] if len(sys.argv) > 2 else ''
+    if home:
+        write_pid(home)
     # Neither a terminal's Ctrl-C nor a hangup may take the jobs' parent away: the helper
     # lives exactly as long as its stdin.
     for s in (signal.SIGINT, signal.SIGHUP, signal.SIGTERM):
@@ -68,6 +81,7 @@ def main():
     os.set_blocking(stdin, False)
     pid_of = {}  # job id -> pid, until the job is reaped
     id_of = {}   # pid -> job id
+    cg_of = {}   # job id -> its cgroup directory, until the job is reaped
 
     def emit(line):
         data = (line + '\n').encode()
@@ -94,12 +108,23 @@ def main():
             if job is None:
                 continue
             del pid_of[job]
+            cg_of.pop(job, None)
             code = os.waitstatus_to_exitcode(status)
             emit('x %d %d' % (job, code if code >= 0 else 128 - code))
 
-    def run(job, cwd, cmd):
-        conns = []
+    def killcg(cg):
         try:
+            with open(os.path.join(cg, 'cgroup.kill'), 'w') as f:
+                f.write('1')
+        except OSError:
+            pass
+
+    def run(job, cwd, cmd, extra, cg):
+        conns = []
+        moved = False
+        failed = None
+        try:
+            env = dict(os.environ, **extra)
             for tag in ('o', 'e'):
                 c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
                 conns.append(c)
@@ -110,29 +135,42 @@ def main():
                          file_actions=[(os.POSIX_SPAWN_DUP2, devnull, 0),
                                        (os.POSIX_SPAWN_DUP2, conns[0].fileno(), 1),
                                        (os.POSIX_SPAWN_DUP2, conns[1].fileno(), 2)])
+            if cg:
+                try:
+                    write_pid(cg)
+                except OSError as e:
+                    raise OSError(e.errno, "cannot enter the job's cgroup %s: %s" % (cg, e.strerror))
+                moved = True
             pid = None
             words = plain_words(cmd)
             if words is not None:
                 # As make does: a command of plain words needs no shell. Anything the
                 # shell would report (not found, not executable) goes through it below.
                 try:
-                    pid = os.posix_spawnp(words[0], words, dict(os.environ, PWD=cwd), **spawn)
+                    pid = os.posix_spawnp(words[0], words, dict(env, PWD=cwd), **spawn)
                 except OSError:
                     pid = None
             if pid is None:
-                pid = os.posix_spawn('/bin/sh', ['/bin/sh', '-c', cmd], os.environ, **spawn)
+                pid = os.posix_spawn('/bin/sh', ['/bin/sh', '-c', cmd], env, **spawn)
         except Exception as e:
             # OSError (no such directory, E2BIG), ValueError (an embedded NUL byte),
             # UnicodeEncodeError: this job's failure, never the helper's.
-            why = str(e) if isinstance(e, OSError) else '%s: %s' % (type(e).__name__, e)
-            emit('f %d %s' % (job, json.dumps(why)))
-            return
+            failed = str(e) if isinstance(e, OSError) else '%s: %s' % (type(e).__name__, e)
         finally:
+            if moved:
+                # Back home before any word to the server, which kills the job's cgroup as
+                # soon as it hears the job failed or ended: that must never reach the helper.
+                write_pid(home)
             for c in conns:
                 c.close()
             os.chdir('/')
+        if failed is not None:
+            emit('f %d %s' % (job, json.dumps(failed)))
+            return
         pid_of[job] = pid
         id_of[pid] = job
+        if cg:
+            cg_of[job] = os.path.dirname(cg)
         emit('s %d %d' % (job, pid))
 
     def handle(line):
@@ -141,7 +179,7 @@ def main():
             msg = json.loads(line)
             job = msg.get('id')
             if msg['op'] == 'run':
-                run(job, msg['cwd'], msg['cmd'])
+                run(job, msg['cwd'], msg['cmd'], msg.get('env') or {}, msg.get('cg'))
             elif msg['op'] == 'kill' and job in pid_of:
                 killpg(pid_of[job])
         except Exception as e:
@@ -172,6 +210,8 @@ def main():
             if not chunk:
                 for pid in list(id_of):
                     killpg(pid)
+                for cg in cg_of.values():
+                    killcg(cg)
                 return
             pending += chunk
             lines = pending.split(b'\n')
