@@ -35,6 +35,7 @@ import {
   type RakeEvent,
 } from './events.js';
 import { runHere } from './here.js';
+import type { OutputClaims } from './landing.js';
 import type { ActionOutput } from './output.js';
 import type { CostPoller } from './poll.js';
 import {
@@ -50,6 +51,8 @@ import type { Transport } from './transport.js';
 export interface PlannedAction {
   readonly ref: ActionRef;
   readonly files: readonly OutgoingFile[];
+  /** The outputs its actionset's actions wrote so far: a second writer of one is refused. */
+  readonly claims?: OutputClaims;
 }
 
 /** What every action of a run shares: the wire, the ledger, the policies. */
@@ -60,6 +63,8 @@ export interface ActionContext {
   readonly scheduler: SchedulerLike;
   /** The Rakefile's directory: outputs land here. */
   readonly outputDir: string;
+  /** The Rakefile itself, which no output may replace (absent for a Rakefile from a string). */
+  readonly rakefilePath?: string;
   /** `localhost:PORT`: local actions and the fallback go here. */
   readonly localEndpoint: Endpoint;
   /**
@@ -368,6 +373,10 @@ function attemptOn(
         command: action.ref.command,
         files: action.files,
         outputDir: ctx.outputDir,
+        ...(ctx.rakefilePath === undefined ? {} : { refusedFiles: [ctx.rakefilePath] }),
+        ...(action.claims === undefined
+          ? {}
+          : { claim: (names: readonly string[]) => action.claims?.claim(names, action.ref) }),
       })
       .pipe(
         timeout({

@@ -1,4 +1,4 @@
-import { dirname, resolve } from 'node:path';
+import { basename, dirname, resolve } from 'node:path';
 import { type Logger, pino } from 'pino';
 import {
   asyncScheduler,
@@ -26,6 +26,7 @@ import { EmbeddedServers, type StartServer, startEmbeddedServer } from './embedd
 import { type Endpoint, hostKey, isLoopback } from './endpoint.js';
 import { type ActionRef, NO_PHASES, type RakeEvent, type RunSummary } from './events.js';
 import { distinctHosts, type HostAlias, type SilentHost } from './hosts.js';
+import { OutputClaims } from './landing.js';
 import { OutputSpool } from './output.js';
 import { CostPoller } from './poll.js';
 import { resolveRequirements } from './requirements.js';
@@ -254,6 +255,9 @@ function runTargets(
       ledger,
       scheduler,
       outputDir: targets.directory,
+      ...(rakefile.file.startsWith('<')
+        ? {}
+        : { rakefilePath: resolve(targets.directory, basename(rakefile.file)) }),
       localEndpoint: targets.local,
       ensureLocal: (reason) => embedded.ensure(targets.local, reason),
       silent: (host) => embedded.silent(host),
@@ -477,8 +481,9 @@ export function runActionset(
             }),
           );
         }
+        const claims = new OutputClaims();
         const planned = resolved.map(
-          (r, i): PlannedAction => ({ ref: refs[i] as ActionRef, files: r.files }),
+          (r, i): PlannedAction => ({ ref: refs[i] as ActionRef, files: r.files, claims }),
         );
         const cancel = new Cancellation();
         return from(planned).pipe(mergeMap((p) => guarded(ctx, p, cancel, policy), policy.jobs));

@@ -25,6 +25,7 @@ import type { Token } from '../protocol/token.js';
 import { type Endpoint, hostKey } from './endpoint.js';
 import { describeError, isConnectionError, JobError } from './errors.js';
 import type { LookupAddresses } from './hosts.js';
+import { discardStaged, landStaged, outputRefusal } from './landing.js';
 import {
   CACHE_MIN_BYTES,
   ContentHasher,
@@ -51,6 +52,13 @@ export interface JobSpec {
   readonly files: readonly RequiredFile[];
   /** The Rakefile's directory: output files are written inside it and nowhere else. */
   readonly outputDir: string;
+  /** Absolute paths no output may replace (the Rakefile); see `landing.ts`. */
+  readonly refusedFiles?: readonly string[];
+  /**
+   * Called with the output names (relative, `/`-separated) once all have arrived, before
+   * they land: a message refuses them all (another action of the actionset wrote one).
+   */
+  readonly claim?: (names: readonly string[]) => string | undefined;
 }
 
 /**
@@ -530,15 +538,40 @@ function runJobOnce(
           ...(stderr === undefined ? {} : { stderr }),
         });
         if (outputs) {
+          // Every file is staged under a temporary name and they land together at the end:
+          // a refused name or a broken connection leaves nothing of this action behind.
           const received = await receiveFilestream(reader, socket, {
-            resolve: (name) => prepareInside(job.outputDir, outputName(name, cwd)),
+            resolve: (name) => {
+              const local = outputName(name, cwd);
+              const why = outputRefusal(local, job.outputDir, job.refusedFiles ?? []);
+              if (why !== undefined) {
+                throw new JobError(
+                  'bad-output',
+                  `refused output file ${JSON.stringify(local)} from ${hostKey(endpoint)}: ${why}; no output of this action was written`,
+                  false,
+                );
+              }
+              return prepareInside(job.outputDir, local);
+            },
             limits,
             modes,
             push,
+            stage: true,
           });
+          const names = received.map((f) => relative(job.outputDir, f.path).split(sep).join('/'));
+          const conflict = job.claim?.(names);
+          if (conflict !== undefined) {
+            discardStaged(received);
+            throw new JobError(
+              'bad-output',
+              `${conflict} (from ${hostKey(endpoint)}); no output of this action was written`,
+              false,
+            );
+          }
+          landStaged(received);
           emit({
             type: 'downloaded',
-            files: received.map((f) => relative(job.outputDir, f.path).split(sep).join('/')),
+            files: names,
             bytes: received.reduce((n, f) => n + f.size, 0),
           });
         }

@@ -8,6 +8,7 @@ import {
   openSync,
   readSync,
   renameSync,
+  rmSync,
   unlinkSync,
   writeSync,
 } from 'node:fs';
@@ -43,6 +44,11 @@ export interface TransferredFile {
   readonly size: number;
   /** Permission bits: sent (sender) or applied (receiver); only with the `mode` extension. */
   readonly mode?: number;
+  /**
+   * Receiver with `stage`: the temporary file beside `path` that holds the bytes; the caller
+   * renames it into place (or removes it).
+   */
+  readonly staged?: string;
 }
 
 /** Options for {@link sendFilestream}. */
@@ -96,6 +102,12 @@ export interface ReceiveOptions {
    * may already be on their way: the caller must answer `!F` and drain, not resync.
    */
   readonly push?: boolean;
+  /**
+   * Leave every file under its temporary name (`staged`) for the caller to rename, so a
+   * filestream lands all together or not at all. A failed filestream removes the files it
+   * staged before it throws.
+   */
+  readonly stage?: boolean;
 }
 
 const utf8 = new TextDecoder('utf-8', { fatal: true });
@@ -192,44 +204,67 @@ export async function receiveFilestream(
   const lockstep = !push && !pipeline;
   const questions = Buffer.from(options.modes ? '!N!Z!M' : '!N!Z', 'latin1');
   if (pipeline && count > 0) await write(socket, questions);
-  for (let i = 0; i < count; i++) {
-    if (lockstep) await write(socket, encodeRequest('!N'));
-    const nameHeader = expectFlagged(await readHeader(reader, limits), FLAGS.name);
-    const nameBytes = await reader.readPayload(nameHeader.length, limits.maxNameBytes, 'file name');
-    let name: string;
-    try {
-      name = utf8.decode(nameBytes);
-    } catch (err) {
-      throw new ProtocolError('bad-name', 'a UTF-8 file name', 'bytes that are not UTF-8', {
-        cause: err,
-      });
-    }
-    const path = await options.resolve(name);
-
-    if (lockstep) await write(socket, encodeRequest('!Z'));
-    const sizeHeader = expectFlagged(await readHeader(reader, limits), FLAGS.size);
-    const sizeText = await reader.readPayload(sizeHeader.length, MAX_DECIMAL_PAYLOAD, 'file size');
-    const size = parseDecimal(sizeText, `size of ${JSON.stringify(name)}`, limits.maxFileSize);
-
-    let wireMode: number | undefined;
-    if (options.modes) {
-      if (lockstep) await write(socket, encodeRequest('!M'));
-      const modeHeader = expectFlagged(await readHeader(reader, limits), FLAGS.mode);
-      const modeText = await reader.readPayload(modeHeader.length, 8, 'file mode');
-      wireMode = parseMode(modeText, name);
-    }
-
-    if (!push) {
-      const next = pipeline && i + 1 < count;
-      await write(
-        socket,
-        next ? Buffer.concat([encodeRequest('!T'), questions]) : encodeRequest('!T'),
-      );
-    }
-    const mode = await receiveFile(reader, path, size, name, wireMode);
-    received.push({ name, path, size, ...(mode === undefined ? {} : { mode }) });
+  try {
+    await receiveEach();
+  } catch (err) {
+    for (const f of received) if (f.staged !== undefined) rmSync(f.staged, { force: true });
+    throw err;
   }
   return received;
+
+  async function receiveEach(): Promise<void> {
+    for (let i = 0; i < count; i++) {
+      if (lockstep) await write(socket, encodeRequest('!N'));
+      const nameHeader = expectFlagged(await readHeader(reader, limits), FLAGS.name);
+      const nameBytes = await reader.readPayload(
+        nameHeader.length,
+        limits.maxNameBytes,
+        'file name',
+      );
+      let name: string;
+      try {
+        name = utf8.decode(nameBytes);
+      } catch (err) {
+        throw new ProtocolError('bad-name', 'a UTF-8 file name', 'bytes that are not UTF-8', {
+          cause: err,
+        });
+      }
+      const path = await options.resolve(name);
+
+      if (lockstep) await write(socket, encodeRequest('!Z'));
+      const sizeHeader = expectFlagged(await readHeader(reader, limits), FLAGS.size);
+      const sizeText = await reader.readPayload(
+        sizeHeader.length,
+        MAX_DECIMAL_PAYLOAD,
+        'file size',
+      );
+      const size = parseDecimal(sizeText, `size of ${JSON.stringify(name)}`, limits.maxFileSize);
+
+      let wireMode: number | undefined;
+      if (options.modes) {
+        if (lockstep) await write(socket, encodeRequest('!M'));
+        const modeHeader = expectFlagged(await readHeader(reader, limits), FLAGS.mode);
+        const modeText = await reader.readPayload(modeHeader.length, 8, 'file mode');
+        wireMode = parseMode(modeText, name);
+      }
+
+      if (!push) {
+        const next = pipeline && i + 1 < count;
+        await write(
+          socket,
+          next ? Buffer.concat([encodeRequest('!T'), questions]) : encodeRequest('!T'),
+        );
+      }
+      const { mode, staged } = await receiveFile(reader, path, size, name, wireMode, options.stage);
+      received.push({
+        name,
+        path,
+        size,
+        ...(mode === undefined ? {} : { mode }),
+        ...(staged === undefined ? {} : { staged }),
+      });
+    }
+  }
 }
 
 /** `0o755` → `"755"`: the `!S!MF` payload. */
@@ -271,7 +306,8 @@ async function receiveFile(
   size: number,
   name: string,
   wireMode: number | undefined,
-): Promise<number | undefined> {
+  stage = false,
+): Promise<{ mode: number | undefined; staged: string | undefined }> {
   const tmpName = `.${basename(path).slice(0, 32)}.rake-tmp-${uniqueSuffix()}`;
   const tmp = join(dirname(path), tmpName);
   // A small file is read off the wire first, then written with synchronous calls: no
@@ -312,7 +348,7 @@ async function receiveFile(
         throw err;
       }
     }
-    renameSync(tmp, path);
+    if (!stage) renameSync(tmp, path);
   } catch (err) {
     if (!fdDone) closeQuietly(fd);
     try {
@@ -322,7 +358,7 @@ async function receiveFile(
     }
     throw err;
   }
-  return mode;
+  return { mode, staged: stage ? tmp : undefined };
 }
 
 function closeQuietly(fd: number): void {
