@@ -3,13 +3,16 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
+import { pino } from 'pino';
 import { createCliLogger, logLevelOf } from '../../src/cli/logging.js';
 import { type ServerHandle, serve } from '../../src/server/index.js';
 import { freePort } from '../client/support.js';
+import { waitUntil } from '../helpers/wait.js';
 
 const MAIN = new URL('../../src/cli/main.ts', import.meta.url).href;
 const TSX = import.meta.resolve('tsx');
@@ -258,19 +261,6 @@ describe('createCliLogger', () => {
     );
   });
 
-  it("logs errors with their type and stack (pino's err serializer)", () => {
-    const out: string[] = [];
-    const sink = new Writable({ write: (_c, _e, cb) => cb() });
-    const { logger } = createCliLogger(
-      { 'log-format': 'json' },
-      { stderr: sink, write: (t) => out.push(t) },
-    );
-    logger.error({ err: new TypeError('bad thing') }, 'failed');
-    const record = JSON.parse(out[0] ?? '{}') as { err?: { type?: string; stack?: string } };
-    assert.equal(record.err?.type, 'TypeError');
-    assert.match(record.err?.stack ?? '', /^TypeError: bad thing\n {4}at /);
-  });
-
   it('writes pretty lines through the given writer, without color under NO_COLOR', () => {
     const out: string[] = [];
     const sink = new Writable({ write: (_c, _e, cb) => cb() });
@@ -282,5 +272,33 @@ describe('createCliLogger', () => {
     assert.equal(out.length, 1);
     assert.match(out[0] ?? '', /INFO.*: hello \{"event":"x","host":"h:1"\}\n$/);
     assert.ok(!(out[0] ?? '').includes('\u001b'), 'no escape codes');
+  });
+});
+
+describe('error records', { timeout: 30_000 }, () => {
+  it("carry the error through pino's serializer: type, code and stack, not a string", async () => {
+    const lines: string[] = [];
+    const logger = pino({ level: 'debug' }, { write: (l: string) => lines.push(l) });
+    const server = await serve({ host: '127.0.0.1', port: 0, graceSeconds: 0, logger });
+    try {
+      const socket = connect(server.port, '127.0.0.1');
+      // A cost query answered: the server is reading this connection; then a reset (RST).
+      const answered = new Promise<void>((resolve) => socket.once('data', () => resolve()));
+      socket.write('!E0'.padEnd(64, ' '));
+      await answered;
+      socket.resetAndDestroy();
+      await waitUntil(() => lines.some((l) => l.includes('"socket error"')), {
+        ms: 10_000,
+        what: 'the socket error record',
+      });
+      const record = JSON.parse(lines.find((l) => l.includes('"socket error"')) ?? '{}') as {
+        err?: { type?: string; code?: string; stack?: string };
+      };
+      assert.equal(record.err?.type, 'Error');
+      assert.equal(record.err?.code, 'ECONNRESET');
+      assert.match(record.err?.stack ?? '', /^Error: read ECONNRESET\n {4}at /);
+    } finally {
+      await server.close();
+    }
   });
 });
