@@ -15,6 +15,7 @@ import { firstValueFrom, timeout, toArray } from 'rxjs';
 import { parseRakefile } from '../../grammar/parse.js';
 import type { RakeEvent, RakeEventOf } from '../../src/client/events.js';
 import { run } from '../../src/client/run.js';
+import { serve } from '../../src/server/index.js';
 import { hdr, pkt } from '../helpers/raw-peer.js';
 
 let root: string;
@@ -211,6 +212,26 @@ describe('two actions of one actionset writing the same output', { timeout: 60_0
       assert.equal(summary?.type === 'done' && summary.summary.exitStatus, 1);
       // The file holds the output of the action that succeeded, whichever job that was.
       assert.match(readFileSync(join(dir, 'same.o'), 'utf8'), /^written by job [01]\n$/);
+    } finally {
+      await server.close();
+    }
+  });
+});
+
+describe('an output file whose name is not UTF-8', { timeout: 60_000 }, () => {
+  it('fails the action with a message naming it, instead of vanishing', async () => {
+    const server = await serve({ port: 0, graceSeconds: 0 });
+    try {
+      const { dir, text } = project(server.port, [`sh -c 'touch good.o "$(printf "bad\\377.o")"'`]);
+      const events = await runIn(dir, text);
+      const [failed] = failures(events);
+      assert.ok(failed, 'the action fails');
+      assert.equal(failed.reason, 'exit-non-zero');
+      assert.match(
+        failed.stderr,
+        /rakeserver: refused: the command wrote 1 file name\(s\) that are not UTF-8, which the protocol cannot carry: bad\\xff\.o; give them UTF-8 names/,
+      );
+      assert.deepEqual(left(dir), [], 'and nothing lands');
     } finally {
       await server.close();
     }

@@ -350,6 +350,13 @@ function attemptOn(
     let tConnected = t0;
     let tUploaded = t0;
     let tReplied = t0;
+    /**
+     * When the job started on the host (extension `queue`: at `!C` unless it said `queued`,
+     * then at its `started`); `undefined` while queued, or on a host that cannot say.
+     */
+    let tStarted: number | undefined;
+    /** The host says when a queued job starts: `queued` is a phase of its own. */
+    let startReported = false;
     let stage: 'connect' | 'upload' | 'run' | 'download' = 'connect';
     let stdout: ActionOutput | undefined;
     /** A successful command's stderr, from a host that carries it (extension `stderr`). */
@@ -359,11 +366,16 @@ function attemptOn(
     let failed = false;
     const phases = (): PhaseTimings => {
       const t = scheduler.now();
+      const ran = stage === 'run' || stage === 'download';
+      // Until the reply (or now): queued from `!C` to the start, running from the start on.
+      const upTo = stage === 'download' ? tReplied : t;
+      const start = startReported ? (tStarted ?? upTo) : tUploaded;
       return {
         poll: info.pollMs,
         connect: (stage === 'connect' ? t : tConnected) - t0,
         upload: stage === 'connect' ? 0 : (stage === 'upload' ? t : tUploaded) - tConnected,
-        run: stage === 'run' ? t - tUploaded : stage === 'download' ? tReplied - tUploaded : 0,
+        ...(startReported ? { queued: ran ? start - tUploaded : 0 } : {}),
+        run: ran ? upTo - start : 0,
         download: stage === 'download' ? t - tReplied : 0,
       };
     };
@@ -431,6 +443,9 @@ function attemptOn(
             case 'uploaded':
               tUploaded = t;
               stage = 'run';
+              startReported = p.startReported === true;
+              // Unless the host says `queued`, the job starts as its command arrives.
+              tStarted = startReported ? t : undefined;
               if (p.files > 0) {
                 sub.next({
                   type: 'upload-done',
@@ -442,6 +457,20 @@ function attemptOn(
                   ms: t - tConnected,
                 });
               }
+              break;
+            case 'queued':
+              tStarted = undefined;
+              sub.next({ type: 'action-queued', time: t, action: action.ref, host });
+              break;
+            case 'started':
+              tStarted = t;
+              sub.next({
+                type: 'action-started',
+                time: t,
+                action: action.ref,
+                host,
+                queuedMs: t - tUploaded,
+              });
               break;
             case 'replied':
               tReplied = t;

@@ -44,7 +44,16 @@ export interface PhaseTimings {
   readonly connect: number;
   /** Sending `!R` and the requirements. */
   readonly upload: number;
-  /** From sending `!C` to the reply's header: the command's run time plus the round trip. */
+  /**
+   * Waiting on the host for a free job slot, from sending `!C` until the host said the job
+   * started (extension `queue`; 0 when it started at once). Absent when the host cannot say
+   * (a base-protocol host): then `run` holds the queueing too.
+   */
+  readonly queued?: number;
+  /**
+   * The command's run time plus the round trip: from the job's start (`queued` known) or from
+   * sending `!C` (a base-protocol host: queueing included) to the reply's header.
+   */
   readonly run: number;
   /** Receiving output files. */
   readonly download: number;
@@ -184,6 +193,17 @@ export type RakeEvent =
       readonly costs: readonly CostSeen[];
       /** 1 for the first attempt, 2 for the first retry, ... */
       readonly attempt: number;
+    })
+  /**
+   * The host holds the job until one of its job slots frees (extension `queue`): the action
+   * is queued there, not running.
+   */
+  | (ActionEventBase & { readonly type: 'action-queued'; readonly host: string })
+  /** The job the host queued starts now (extension `queue`), after `queuedMs` in its queue. */
+  | (ActionEventBase & {
+      readonly type: 'action-started';
+      readonly host: string;
+      readonly queuedMs: number;
     })
   | (ActionEventBase & {
       readonly type: 'upload-done';

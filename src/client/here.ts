@@ -70,7 +70,15 @@ export function runHere(
             timedOut = true;
             kill();
           }, ctx.jobTimeoutMs);
-    const phases = (t: number) => ({ poll: 0, connect: 0, upload: 0, run: t - t0, download: 0 });
+    // Run here, it starts at once: nothing queued.
+    const phases = (t: number) => ({
+      poll: 0,
+      connect: 0,
+      upload: 0,
+      queued: 0,
+      run: t - t0,
+      download: 0,
+    });
     child.once('error', (err) => {
       if (finished) return;
       finished = true;

@@ -77,7 +77,14 @@ export class PeerDirectory {
 }
 
 /** The extensions this client implements (`auth` is added when it holds a token). */
-export const CLIENT_EXTENSIONS: readonly Extension[] = ['stderr', 'mode', 'cache', 'push', 'cwd'];
+export const CLIENT_EXTENSIONS: readonly Extension[] = [
+  'stderr',
+  'mode',
+  'cache',
+  'push',
+  'cwd',
+  'queue',
+];
 
 /** How long a hello, a challenge or a `have` may go unanswered before the host counts as lost. */
 export const HANDSHAKE_TIMEOUT_MS = 30_000;
@@ -350,20 +357,27 @@ export async function offerCached(
 }
 
 /**
- * The reply header of a command; with `stderr` negotiated, an `!X stderr` packet may come
- * first. Resolves both.
+ * Reads the reply header, and the `!X` messages the negotiated extensions put before it:
+ * `queued` and `started` (extension `queue`, reported through `onQueue` as they come), then
+ * a successful command's `stderr`.
  */
 export async function readReply(
   reader: FramedReader,
   limits: ProtocolLimits & { readonly maxOutputBytes: number },
   extensions: ReadonlySet<Extension>,
+  onQueue?: (verb: 'queued' | 'started') => void,
 ): Promise<{ header: Header; stderr: Buffer | undefined }> {
+  const verbs = [
+    ...(extensions.has('queue') ? (['queued', 'started'] as const) : []),
+    ...(extensions.has('stderr') ? (['stderr'] as const) : []),
+  ];
   let h = await reader.readHeader(limits);
   let stderr: Buffer | undefined;
-  if (extensions.has('stderr') && h.kind === 'plain' && h.code === '!X') {
+  while (verbs.length > 0 && h.kind === 'plain' && h.code === '!X' && stderr === undefined) {
     const payload = await reader.readPayload(h.length, limits.maxOutputBytes + 16, 'stderr');
-    const msg = parseExtension(payload, ['stderr']);
+    const msg = parseExtension(payload, verbs);
     if (msg.verb === 'stderr') stderr = msg.bytes;
+    else if (msg.verb === 'queued' || msg.verb === 'started') onQueue?.(msg.verb);
     h = await reader.readHeader(limits);
   }
   return { header: h, stderr };

@@ -67,7 +67,20 @@ export interface JobSpec {
  */
 export type JobProgress =
   | { readonly type: 'connected' }
-  | { readonly type: 'uploaded'; readonly files: number; readonly bytes: number }
+  | {
+      readonly type: 'uploaded';
+      readonly files: number;
+      readonly bytes: number;
+      /**
+       * The host says when a job that waits for a slot starts (extension `queue`): without a
+       * `queued` before the reply, the job ran at once. Absent: it cannot tell (base mode).
+       */
+      readonly startReported?: boolean;
+    }
+  /** Extension `queue`: the host holds the job until a slot frees. */
+  | { readonly type: 'queued' }
+  /** Extension `queue`: the queued job starts now. */
+  | { readonly type: 'started' }
   | {
       readonly type: 'replied';
       readonly ok: true;
@@ -437,7 +450,13 @@ function runJobOnce(
       // `!F` while our bytes are still on their way; when it then closes, our write fails.
       // The refusal is what the user needs, so it is read before the write error is believed.
       let writeFailed: unknown;
-      const sendJob = async (modes: boolean, push: boolean, upload: readonly OutgoingFile[]) => {
+      const sendJob = async (
+        modes: boolean,
+        push: boolean,
+        upload: readonly OutgoingFile[],
+        startReported: boolean | undefined,
+      ) => {
+        const told = startReported === undefined ? {} : { startReported };
         try {
           if (upload.length > 0) {
             await write(socket, encodeHeader({ kind: 'plain', code: '!R', length: 0 }));
@@ -446,9 +465,10 @@ function runJobOnce(
               type: 'uploaded',
               files: sent.length,
               bytes: sent.reduce((n, f) => n + f.size, 0),
+              ...told,
             });
           } else {
-            emit({ type: 'uploaded', files: 0, bytes: 0 });
+            emit({ type: 'uploaded', files: 0, bytes: 0, ...told });
           }
           const command = encodePacket({ code: '!C' }, job.command);
           await write(
@@ -469,7 +489,10 @@ function runJobOnce(
               token: state.token,
               limits,
               ...(blind
-                ? { followUp: () => sendJob(true, true, files), okWithReply: true }
+                ? {
+                    followUp: () => sendJob(true, true, files, peer.extensions.includes('queue')),
+                    okWithReply: true,
+                  }
                 : early === undefined
                   ? {}
                   : { followUp: early.message }),
@@ -503,13 +526,13 @@ function runJobOnce(
             minBytes: push ? CACHE_MIN_BYTES : 0,
           });
         }
-        await sendJob(modes, push, files);
+        await sendJob(modes, push, files, peer.kind === 'rake' ? ext.has('queue') : undefined);
       }
-      const { header: reply, stderr: warnings } = await readReply(reader, limits, ext).catch(
-        (err: unknown) => {
-          throw writeFailed ?? err;
-        },
-      );
+      const { header: reply, stderr: warnings } = await readReply(reader, limits, ext, (verb) =>
+        emit({ type: verb }),
+      ).catch((err: unknown) => {
+        throw writeFailed ?? err;
+      });
       if (writeFailed !== undefined && reply.kind !== 'plain') throw writeFailed;
       checkReply(reply);
       if (reply.kind === 'plain') {

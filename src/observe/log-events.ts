@@ -149,6 +149,16 @@ function recordBody(e: RakeEvent): Omit<EventRecord, 'level'> {
         },
         msg: `${e.action.actionId} failed: ${e.reason}`,
       };
+    case 'action-queued':
+      return {
+        fields: { event: e.type, ...actionFields(e.action), host: e.host },
+        msg: `${e.action.actionId} queued on ${e.host}: no free job slot`,
+      };
+    case 'action-started':
+      return {
+        fields: { event: e.type, ...actionFields(e.action), host: e.host, queuedMs: e.queuedMs },
+        msg: `${e.action.actionId} started on ${e.host} after ${e.queuedMs} ms queued`,
+      };
     case 'action-retried':
       return {
         fields: {
@@ -220,6 +230,8 @@ const LEVEL_OF: Record<RakeEvent['type'], RecordLevel> = {
   'cost-polled': 'trace',
   'host-chosen': 'debug',
   'upload-done': 'debug',
+  'action-queued': 'debug',
+  'action-started': 'debug',
   output: 'debug',
   'action-succeeded': 'debug',
   'action-failed': 'error',

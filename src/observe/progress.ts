@@ -79,6 +79,8 @@ interface Running {
   readonly ref: ActionRef;
   readonly since: number;
   host: string | undefined;
+  /** The host holds it until a job slot frees (extension `queue`): not running yet. */
+  queued?: boolean;
 }
 
 interface Current {
@@ -242,7 +244,9 @@ export class ProgressDisplay {
       case 'upload-done':
       case 'output':
       case 'action-retried':
-      case 'fallback-local': {
+      case 'fallback-local':
+      case 'action-queued':
+      case 'action-started': {
         const id = e.action.actionId;
         let r = this.#running.get(id);
         if (r === undefined) {
@@ -250,6 +254,7 @@ export class ProgressDisplay {
           this.#running.set(id, r);
         }
         if (e.type === 'host-chosen') r.host = e.host;
+        r.queued = e.type === 'action-queued';
         return;
       }
       case 'action-succeeded':
@@ -347,6 +352,8 @@ export class ProgressDisplay {
       case 'cost-polled':
       case 'host-chosen':
       case 'upload-done':
+      case 'action-queued':
+      case 'action-started':
       case 'done':
         return;
       default:
@@ -416,7 +423,9 @@ export class ProgressDisplay {
     const width = Math.max(20, (this.#o.columns?.() ?? columnsOf(this.#o.stderr)) - 1);
     const height = this.#o.rows?.() ?? rowsOf(this.#o.stderr);
     const now = this.#now();
-    const running = [...this.#running.values()];
+    // Only what runs counts as running: a job a host holds for a free slot is queued (a
+    // base-protocol host cannot say, so its jobs count as running).
+    const running = [...this.#running.values()].filter((r) => r.queued !== true);
     const queued = Math.max(c.actions - c.done - running.length, 0);
     const head = this.#headline(now, running.length, queued);
     const lines = [`${ESC}1m${fit(head, width)}${ESC}0m`];

@@ -219,7 +219,7 @@ function tooltip(a: ActionSpan, t0: number): string {
     `${a.action.actionId} (line ${a.action.position.line}): ${a.action.command}`,
     `${outcomeText(a)}${a.host === undefined ? '' : ` on ${a.host}`}, attempts ${a.attempts}`,
     `${formatSeconds(a.start - t0)} → ${formatSeconds(a.end - t0)} (${formatSeconds(a.end - a.start)})`,
-    ...a.phases.map((p) => `  ${p.name}: ${formatSeconds(p.end - p.start)}`),
+    ...a.phases.map((p) => `  ${p.label ?? p.name}: ${formatSeconds(p.end - p.start)}`),
   ];
   if (a.uploadBytes > 0 || a.downloadBytes > 0) {
     lines.push(`${formatBytes(a.uploadBytes)} up, ${formatBytes(a.downloadBytes)} down`);

@@ -10,7 +10,11 @@ export interface HostStats {
   readonly host: string;
   readonly actions: number;
   readonly failed: number;
-  /** Milliseconds during which at least one action was on this host. */
+  /**
+   * Milliseconds during which at least one of this run's commands ran on this host: the
+   * union of their `run` phases, so time queued for a job slot is not counted where the
+   * host says it (extension `queue`; a base-protocol host's `run` includes its queueing).
+   */
   readonly busyMs: number;
   /** `busyMs` over the run's wall time, 0..1. */
   readonly busyShare: number;
@@ -34,7 +38,11 @@ export function hostStats(timeline: Timeline): HostStats[] {
   const wall = Math.max(timeline.end - timeline.start, 0);
   return timeline.hosts.map((host) => {
     const mine = timeline.actions.filter((a) => a.host === host);
-    const busyMs = unionLength(mine.map((a) => [a.start, a.end] as const));
+    const busyMs = unionLength(
+      mine.flatMap((a) =>
+        a.phases.filter((p) => p.name === 'run').map((p) => [p.start, p.end] as const),
+      ),
+    );
     const runs = mine.filter((a) => a.outcome !== 'cancelled').map((a) => a.timings.run);
     return {
       host,

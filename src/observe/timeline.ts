@@ -13,7 +13,7 @@ import type {
 import { unreachable } from '../util/unreachable.js';
 
 /** The phases of an action, in the order they happen (see {@link PhaseTimings}). */
-export const PHASES = ['poll', 'connect', 'upload', 'run', 'download'] as const;
+export const PHASES = ['poll', 'connect', 'upload', 'queued', 'run', 'download'] as const;
 
 /** One phase's name. */
 export type PhaseName = (typeof PHASES)[number];
@@ -23,7 +23,15 @@ export interface PhaseSpan {
   readonly name: PhaseName;
   readonly start: number;
   readonly end: number;
+  /**
+   * How to show it, when not by its name: a `run` on a host that cannot say when a job
+   * starts (base protocol) holds its queueing too, and says so.
+   */
+  readonly label?: string;
 }
+
+/** The label of a `run` span that includes time queued on the host (see {@link PhaseSpan}). */
+export const RUN_WITH_QUEUE = 'queued + run (base-protocol host: cannot tell them apart)';
 
 /** How an action ended. */
 export type ActionOutcome = 'succeeded' | 'failed' | 'cancelled';
@@ -153,6 +161,8 @@ export class TimelineBuilder {
       case 'output':
       case 'action-retried':
       case 'fallback-local':
+      case 'action-queued':
+      case 'action-started':
         this.#touch(e.action, e.time);
         return;
       case 'host-chosen': {
@@ -339,9 +349,13 @@ export function phaseSpans(start: number, end: number, t: PhaseTimings): PhaseSp
   const poll = { name: 'poll' as const, start, end: clamp(start + t.poll) };
   let cursor = end;
   const attempt: PhaseSpan[] = [];
-  for (const name of ['download', 'run', 'upload', 'connect'] as const) {
-    const from = Math.max(clamp(cursor - t[name]), poll.end);
-    attempt.unshift({ name, start: from, end: cursor });
+  for (const name of ['download', 'run', 'queued', 'upload', 'connect'] as const) {
+    const ms = t[name];
+    if (ms === undefined) continue;
+    const from = Math.max(clamp(cursor - ms), poll.end);
+    // Without `queued`, the host could not say when the job started: `run` holds both.
+    const label = name === 'run' && t.queued === undefined ? { label: RUN_WITH_QUEUE } : {};
+    attempt.unshift({ name, start: from, end: cursor, ...label });
     cursor = from;
   }
   spans.push(poll, ...attempt);

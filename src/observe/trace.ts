@@ -146,7 +146,7 @@ function actionEvents(
   ];
   for (const p of a.phases) {
     events.push({
-      name: p.name,
+      name: p.label ?? p.name,
       cat: 'phase',
       ph: 'X',
       ts: us(p.start),

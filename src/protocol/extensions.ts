@@ -15,12 +15,22 @@ import { DEFAULT_LIMITS, type ProtocolLimits } from './limits.js';
  * - `cwd`: the client says in which subdirectory of the job directory the command runs
  *   (`!X cwd <dir>`), so requirements above the Rakefile's directory (`../include/x.h`)
  *   keep their places relative to it.
+ * - `queue`: a job that must wait for a free slot is announced (`!X queued`), and so is the
+ *   moment it starts (`!X started`), so the client tells time queued from time running.
  * - `auth`: the server requires a token (challenge-response with HMAC-SHA256).
  */
-export type Extension = 'stderr' | 'mode' | 'cache' | 'push' | 'cwd' | 'auth';
+export type Extension = 'stderr' | 'mode' | 'cache' | 'push' | 'cwd' | 'queue' | 'auth';
 
 /** Every extension this implementation knows, in the order it lists them. */
-export const EXTENSIONS: readonly Extension[] = ['stderr', 'mode', 'cache', 'push', 'cwd', 'auth'];
+export const EXTENSIONS: readonly Extension[] = [
+  'stderr',
+  'mode',
+  'cache',
+  'push',
+  'cwd',
+  'queue',
+  'auth',
+];
 
 /** The protocol tag in the offer, the self-description and the hello. */
 export const PROTOCOL_TAG = 'rake/1';
@@ -135,6 +145,10 @@ export type ExtensionMessage =
   | { readonly verb: 'need'; readonly names: readonly string[] }
   /** Extension `cwd`: run the command in this relative directory of the job directory. */
   | { readonly verb: 'cwd'; readonly path: string }
+  /** Extension `queue`: the job waits for a free slot. */
+  | { readonly verb: 'queued' }
+  /** Extension `queue`: the job that was queued starts now. */
+  | { readonly verb: 'started' }
   | { readonly verb: 'stderr'; readonly bytes: Buffer };
 
 /** The verbs, for `expected` strings. */
@@ -165,6 +179,9 @@ export function encodeExtensionPayload(msg: ExtensionMessage): Buffer {
     }
     case 'need':
       return Buffer.from(['need', ...msg.names].join('\n'));
+    case 'queued':
+    case 'started':
+      return Buffer.from(msg.verb);
     case 'cwd':
       if (msg.path.includes('\n') || msg.path === '') {
         throw new RangeError(`a cwd message cannot name ${JSON.stringify(msg.path)}`);
@@ -237,6 +254,10 @@ export function parseExtension(
       if (names.some((n) => n === '')) throw bad('an empty name');
       return { verb, names };
     }
+    case 'queued':
+    case 'started':
+      if (first !== verb || nl >= 0) throw bad(`a malformed ${verb}`);
+      return { verb };
     case 'cwd': {
       // The directory is the rest of the line (it may hold spaces); its segments are the
       // receiver's to check (`wireNameSegments`).

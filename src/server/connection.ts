@@ -540,7 +540,10 @@ export class Connection {
     const dir = await this.#ensureDir();
     this.#setIdleTimeout(false);
     let release: (() => void) | undefined;
+    // Extension `queue`: a command that must wait for a slot is announced, and so is its start.
+    const queued = this.#ext.has('queue') && !this.#ctx.slots.available;
     try {
+      if (queued) await write(this.#socket, encodeExtension({ verb: 'queued' }));
       release = await this.#ctx.slots.acquire(this.#abort.signal);
     } catch (err) {
       if (err instanceof SlotWaitAborted) throw new ClientGone('client left while queued');
@@ -549,6 +552,7 @@ export class Connection {
     let outcome: JobOutcome;
     let before: Awaited<ReturnType<typeof listRegularFiles>>;
     try {
+      if (queued) await write(this.#socket, encodeExtension({ verb: 'started' }));
       before = await listRegularFiles(dir, limits.maxFiles);
       // Until the listing after the job, the directory may hold anything.
       this.#smallDir = false;

@@ -86,7 +86,7 @@ export interface ServeOptions {
   /** Bytes of requirement contents kept by hash (extension `cache`); 0 = no cache. Default 512 MiB. */
   readonly cacheSize?: number;
   /**
-   * Extensions granted to a client that asks (default: `stderr`, `mode`, `push`, `cwd`, and `cache` when
+   * Extensions granted to a client that asks (default: `stderr`, `mode`, `push`, `cwd`, `queue`, and `cache` when
    * `cacheSize` > 0). `auth` is not listed here: it follows from `token`.
    */
   readonly extensions?: readonly Extension[];
@@ -165,7 +165,7 @@ export async function serve(options: ServeOptions = {}): Promise<ServerHandle> {
     cache = await InputCache.open(join(workdir, 'cache'), cacheSize, log.child({ part: 'cache' }));
   }
   const granted = new Set<Extension>(
-    (['stderr', 'mode', 'push', 'cwd'] as const).filter((e) => wanted.has(e)),
+    (['stderr', 'mode', 'push', 'cwd', 'queue'] as const).filter((e) => wanted.has(e)),
   );
   if (cache) granted.add('cache');
   const description = describeServer(

@@ -22,6 +22,11 @@ export class JobSlots {
     return this.#running;
   }
 
+  /** True when a command would start at once (a slot is free). */
+  get available(): boolean {
+    return this.#running < this.#max;
+  }
+
   /** Commands waiting for a slot. */
   get queued(): number {
     return this.#waiters.length;
