@@ -272,7 +272,7 @@ describe('our client and our server', () => {
         assert.equal(before.includes('have'), false);
         // The server held its ok back and sent it with the reply and the output file.
         const reply = job.toClient.toString('latin1');
-        assert.match(reply, /^!X\d+ +ok ext=\S*push,cwd!SSI 0 +!SSIF1 +!S!NF5 +c\.txt/);
+        assert.match(reply, /^!X\d+ +ok ext=\S*push,cwd,queue!SSI 0 +!SSIF1 +!S!NF5 +c\.txt/);
       } finally {
         await server.close();
         await removeDir(dir);

@@ -3,7 +3,7 @@
 import assert from 'node:assert/strict';
 import { before, describe, it } from 'node:test';
 import type { RakeEvent } from '../../src/client/events.js';
-import { assignSlots, phaseSpans } from '../../src/observe/timeline.js';
+import { assignSlots, phaseSpans, RUN_WITH_QUEUE } from '../../src/observe/timeline.js';
 import { ACTIONSET_PID, chromeTrace, type TraceEvent } from '../../src/observe/trace.js';
 import { RECORDED, recordRun } from './support.js';
 
@@ -93,16 +93,27 @@ describe('chromeTrace', { timeout: 60_000 }, () => {
 
 describe('phaseSpans', () => {
   it('lays the poll from the start and the attempt back from the end, clamped', () => {
-    const t = { poll: 10, connect: 1, upload: 4, run: 50, download: 5 };
+    const t = { poll: 10, connect: 1, upload: 4, queued: 20, run: 30, download: 5 };
     assert.deepEqual(phaseSpans(100, 200, t), [
       { name: 'poll', start: 100, end: 110 },
       { name: 'connect', start: 140, end: 141 },
       { name: 'upload', start: 141, end: 145 },
-      { name: 'run', start: 145, end: 195 },
+      { name: 'queued', start: 145, end: 165 },
+      { name: 'run', start: 165, end: 195 },
       { name: 'download', start: 195, end: 200 },
     ]);
     const squeezed = phaseSpans(0, 20, t);
     for (const s of squeezed) assert.ok(s.start >= 0 && s.end <= 20 && s.start < s.end);
+  });
+
+  it('labels the run of a host that cannot say when a job started (no queued phase)', () => {
+    const t = { poll: 10, connect: 1, upload: 4, run: 50, download: 5 };
+    assert.deepEqual(phaseSpans(100, 200, t)[3], {
+      name: 'run',
+      start: 145,
+      end: 195,
+      label: RUN_WITH_QUEUE,
+    });
   });
 });
 

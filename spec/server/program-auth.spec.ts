@@ -76,7 +76,7 @@ describe('rakeserver program: extensions', () => {
       const listening = p.lines().find((l) => l.msg === 'listening');
       assert.equal(listening?.auth, true);
       assert.equal(listening?.cacheSize, 1024 * 1024);
-      assert.match(String(listening?.description), /ext=stderr,mode,cache,push,cwd,auth$/);
+      assert.match(String(listening?.description), /ext=stderr,mode,cache,push,cwd,queue,auth$/);
       const peer = await RawPeer.connect(listening?.port as number);
       await peer.send(pkt('!C', 'echo hi'));
       assert.match((await peer.packet()).payload.toString(), /unauthenticated/);
