@@ -643,6 +643,14 @@ export class Connection {
         REFUSAL_EXIT_CODE,
       );
     }
+    if (after.notUtf8.length > 0) {
+      // The wire carries UTF-8 names: say so rather than leave the files behind unsaid.
+      const shown = after.notUtf8.slice(0, 10).join(', ');
+      return this.#failure(
+        `rakeserver: refused: the command wrote ${after.notUtf8.length} file name(s) that are not UTF-8, which the protocol cannot carry: ${shown}${after.notUtf8.length > 10 ? ', …' : ''}; give them UTF-8 names\n`,
+        REFUSAL_EXIT_CODE,
+      );
+    }
     const outputs = changedFiles(before, after.files);
     const flags = outputs.length > 0 ? FLAGS.stdoutAndFiles : FLAGS.stdout;
     // Extension `stderr`: a successful job's warnings travel just before its reply.

@@ -23,7 +23,15 @@ export function isSmallListing(listing: TreeListing): boolean {
 
 /** Result of listing a tree: the files, or the fact that there were too many. */
 export type TreeListing =
-  | { readonly ok: true; readonly files: Map<string, FileStamp> }
+  | {
+      readonly ok: true;
+      readonly files: Map<string, FileStamp>;
+      /**
+       * Entries whose names are not UTF-8 (the wire carries UTF-8 names), shown with their
+       * other bytes as `\xNN`: they cannot be sent, and must not be dropped silently.
+       */
+      readonly notUtf8: string[];
+    }
   | { readonly ok: false; readonly reason: 'too-many-files'; readonly limit: number };
 
 /** Entries a listing or removal handles synchronously before it lets other work run. */
@@ -40,6 +48,7 @@ const ENTRIES_PER_TURN = 256;
  */
 export async function listRegularFiles(root: string, limit: number): Promise<TreeListing> {
   const files = new Map<string, FileStamp>();
+  const notUtf8: string[] = [];
   const pending: string[] = [''];
   let work = 0;
   for (let rel = pending.pop(); rel !== undefined; rel = pending.pop()) {
@@ -48,6 +57,13 @@ export async function listRegularFiles(root: string, limit: number): Promise<Tre
       entries = readdirSync(join(root, rel), { withFileTypes: true });
     } catch {
       continue;
+    }
+    // A name that is not UTF-8 reads with U+FFFD in it (and then names nothing): find the
+    // real ones. Only then: the common listing costs nothing more.
+    if (entries.some((e) => e.name.includes('\ufffd'))) {
+      const bad = namesNotUtf8(join(root, rel));
+      for (const name of bad) notUtf8.push(rel === '' ? name : `${rel}/${name}`);
+      if (bad.length > 0) entries = entries.filter((e) => !isLossy(join(root, rel, e.name)));
     }
     for (const entry of entries) {
       if (++work % ENTRIES_PER_TURN === 0) await new Promise((r) => setImmediate(r));
@@ -66,7 +82,41 @@ export async function listRegularFiles(root: string, limit: number): Promise<Tre
       }
     }
   }
-  return { ok: true, files };
+  return { ok: true, files, notUtf8 };
+}
+
+const strictUtf8 = new TextDecoder('utf-8', { fatal: true });
+
+/** The names in `dir` that are not UTF-8, their other bytes shown as `\xNN`. */
+function namesNotUtf8(dir: string): string[] {
+  let raw: Buffer[];
+  try {
+    raw = readdirSync(dir, { encoding: 'buffer' });
+  } catch {
+    return [];
+  }
+  const out: string[] = [];
+  for (const name of raw) {
+    try {
+      strictUtf8.decode(name);
+    } catch {
+      out.push(
+        [...name]
+          .map((b) =>
+            b >= 0x20 && b < 0x7f
+              ? String.fromCharCode(b)
+              : `\\x${b.toString(16).padStart(2, '0')}`,
+          )
+          .join(''),
+      );
+    }
+  }
+  return out;
+}
+
+/** Whether a path read back from a lossy (U+FFFD) name names nothing. */
+function isLossy(path: string): boolean {
+  return path.includes('\ufffd') && lstatSync(path, { throwIfNoEntry: false }) === undefined;
 }
 
 /** Names (sorted) of files in `after` that are absent from `before` or changed since. */
