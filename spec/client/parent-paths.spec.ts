@@ -106,3 +106,23 @@ describe('requirements above the Rakefile directory', { timeout: 60_000 }, () =>
     );
   });
 });
+
+describe('rake-ts -n with requirements above the directory', { timeout: 30_000 }, () => {
+  it('says where such a file lands, on either kind of host', async () => {
+    const root = await project({ 'a/config.h': 'a\n', 'build/x.c': 'x\n' });
+    try {
+      await writeFile(
+        join(root, 'build', 'Rakefile'),
+        'HOSTS = 127.0.0.1:1\n\nall:\n\tremote-cat ../a/config.h x.c\n\t\trequires ../a/config.h ./x.c\n',
+      );
+      const r = await rake(join(root, 'build'), ['-n']);
+      assert.equal(r.code, 0, r.stderr);
+      assert.match(
+        r.stdout,
+        /sends \.\.\/a\/config\.h \(in place on a rake-ts server; as config\.h on a base-protocol host\), \.\/x\.c as x\.c\n/,
+      );
+    } finally {
+      await removeDir(root);
+    }
+  });
+});

@@ -100,7 +100,14 @@ export function formatPlan(plan: Plan): string {
       );
       if (step.requires.length > 0) {
         const files = step.requires.map((f) => {
-          const renamed = f.wireName === f.path ? '' : ` as ${f.wireName}`;
+          // Above the directory: kept in place by a rake-ts server (extension `cwd`), under
+          // its base name on a base-protocol host (docs/client.md, "Wire names").
+          const renamed =
+            f.wireName === f.path
+              ? ''
+              : f.path.startsWith('../')
+                ? ` (in place on a rake-ts server; as ${f.wireName} on a base-protocol host)`
+                : ` as ${f.wireName}`;
           return `${f.path}${renamed}${f.present ? '' : ' (not present now)'}`;
         });
         // Run here, a local action reads its files in place: nothing is sent.
