@@ -389,6 +389,19 @@ export const LineEnd = createToken({
     },
   },
 });
+/**
+ * White space other than tabs and spaces between an action's indentation and its first
+ * word: the `remote-` prefix counts only right after the indentation, so what follows is
+ * a command (`\t\vremote-x` runs `remote-x` here, as it always has).
+ */
+export const ActionBlank = createToken({
+  name: 'ActionBlank',
+  group: Lexer.SKIPPED,
+  start_chars_hint: BLANK_CHARS as number[],
+  pattern: /[^\S\n]+/,
+  pop_mode: true,
+  push_mode: 'command',
+});
 export const PortEquals = createToken({
   name: 'PortEquals',
   label: "'='",
@@ -489,7 +502,7 @@ export const lexerModes: Readonly<Record<string, readonly TokenType[]>> = {
   // Nothing but blanks and a comment may follow a header's colon: anything else is a
   // lexing error (header-trailing-text).
   headerEnd: [Blank, LineEnd],
-  action: [Blank, Remote, Command, LineEnd],
+  action: [ActionBlank, Remote, Command, LineEnd],
   command: [Blank, Command, LineEnd],
   requires: [Requires],
   paths: [Blank, Path, LineEnd],

@@ -5,6 +5,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { createRakefileLexer } from '../../grammar/lexer.js';
+import { parseRakefile } from '../../grammar/parse.js';
 import { RakefileParser } from '../../grammar/parser.js';
 
 const lexer = createRakefileLexer();
@@ -50,6 +51,19 @@ describe('the lexer', () => {
       ...['Name', 'Colon', 'Indent', 'Remote', 'Command'],
       ...['Indent', 'Requires', 'Path', 'Path', 'Dedent', 'Dedent'],
     ]);
+  });
+
+  it('takes `remote-` only right after the indentation, as the line-token grammar did', () => {
+    // Other white space first makes the rest a command: `remote-x` runs here.
+    const parsed = parseRakefile('x:\n\t\vremote-x\n \uFEFF remote-y\n', { file: 'R' });
+    assert.ok(parsed.ok);
+    assert.deepEqual(
+      parsed.rakefile.actionsets[0]?.actions.map((a) => [a.command, a.remote, a.position.column]),
+      [
+        ['remote-x', false, 2],
+        ['remote-y', false, 2],
+      ],
+    );
   });
 
   it('starts every run at level 0: the state belongs to one run', () => {
