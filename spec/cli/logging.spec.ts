@@ -92,7 +92,7 @@ describe('rake-ts logging', { timeout: 90_000 }, () => {
     }
     const of = (event: string) => records.filter((x) => x.event === event);
     // The progress, the failure (once, with its stderr) and the summary are records.
-    assert.equal(of('actionset-started')[0]?.msg, '[1/1] set: 3 actions');
+    assert.equal(of('actionset-started')[0]?.msg, 'set (1/1): 3 actions');
     const failed = of('action-failed');
     assert.equal(failed.length, 1, 'the failure once');
     assert.equal(failed[0]?.stderr, 'oops\n');
@@ -222,7 +222,7 @@ describe('rake-ts logging', { timeout: 90_000 }, () => {
     const r = await rake('--log-format', 'pretty', '--log-level', 'debug');
     assert.match(r.stderr, /DEBUG.*: set#0 goes to 127\.0\.0\.1:\d+ \(/);
     // The display prints the actionset's start itself; its record is not repeated.
-    assert.match(r.stderr, /^rake-ts: \[1\/1\] set: 2 actions$/m);
+    assert.match(r.stderr, /^rake-ts: set \(1\/1\): 2 actions$/m);
     assert.doesNotMatch(r.stderr, /actionset set started/);
     assert.doesNotMatch(r.stderr, /^\{/m);
   });

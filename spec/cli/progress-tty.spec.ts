@@ -157,7 +157,7 @@ describe('live progress on a terminal', T, () => {
     );
     assert.equal(piped.code, 0, piped.err);
     assert.doesNotMatch(piped.out + piped.err, /\x1b/);
-    assert.match(piped.err, /^rake-ts: \[1\/2\] build: 4 actions$/m);
+    assert.match(piped.err, /^rake-ts: build \(1\/2\): 4 actions$/m);
     assert.match(piped.err, /^rake-ts: ok build#0 on 127\.0\.0\.1:\d+ in [\d.]+ s: echo alpha-1/m);
     assert.match(piped.out, /^alpha-1\nalpha-2\nalpha-3$/m);
     assert.match(piped.out, /^rake-ts: ok: 5\/5 actions succeeded/m);

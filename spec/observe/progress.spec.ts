@@ -194,7 +194,7 @@ describe('plain progress', () => {
     const text = t.raw();
     assert.doesNotMatch(text, /\x1b/);
     assert.deepEqual(text.split('\n'), [
-      'rake-ts: [1/1] build: 3 actions',
+      'rake-ts: build (1/1): 3 actions',
       'a1',
       'a2',
       'rake-ts: ok build#0 on h1:6238 in 0.01 s: echo a',
@@ -205,7 +205,7 @@ describe('plain progress', () => {
       'rake-ts: Rakefile:6: action failed: false',
       '  exited with status 1 on h1:6238',
       '  | nope',
-      'rake-ts: [1/1] build: 2 succeeded, 1 failed in 0.03 s',
+      'rake-ts: build (1/1): 2 succeeded, 1 failed in 0.03 s',
       'rake-ts: FAILED: 2/3 actions succeeded, 1 failed in 0.04 s on 2 hosts (h1:6238=2 h2:6238=1), 2.0 KiB up, 4.0 KiB down',
       // The recap: each failed action once more, without its stderr.
       'rake-ts: FAILED Rakefile:6 build#2 on h1:6238 (exit status 1): false',
@@ -302,7 +302,7 @@ describe('live progress (virtual time: no sleeping)', () => {
     const final = screen(raw);
     assert.deepEqual(final.slice(0, 5), ['a1', 'a2', 'b1', 'b2', 'b3']);
     assert.equal(final[5], 'rake-ts: Rakefile:6: action failed: false');
-    assert.equal(final.at(-3), 'rake-ts: [1/1] build: 2 succeeded, 1 failed in 0.03 s');
+    assert.equal(final.at(-3), 'rake-ts: build (1/1): 2 succeeded, 1 failed in 0.03 s');
     assert.match(final.at(-2) ?? '', /^rake-ts: FAILED: 2\/3 actions succeeded/);
     assert.equal(
       final.at(-1),
@@ -453,11 +453,11 @@ describe('JSON progress', () => {
     assert.deepEqual(
       recs.map((r) => [r.level, r.event, r.msg]),
       [
-        [30, 'actionset-started', '[1/1] build: 3 actions'],
+        [30, 'actionset-started', 'build (1/1): 3 actions'],
         [30, 'action-succeeded', 'ok build#0 on h1:6238 in 0.01 s: echo a'],
         [30, 'action-succeeded', 'ok build#1 on h2:6238 in 0.02 s: echo b'],
         [50, 'action-failed', 'Rakefile:6: action failed: false: exited with status 1 on h1:6238'],
-        [30, 'actionset-done', '[1/1] build: 2 succeeded, 1 failed in 0.03 s'],
+        [30, 'actionset-done', 'build (1/1): 2 succeeded, 1 failed in 0.03 s'],
         [
           50,
           'done',

@@ -361,11 +361,12 @@ export class ProgressDisplay {
     }
   }
 
+  /** `build (1/2)`: the actionset, n of m (`[a/b]` is kept for the actions finished). */
   #setLabel(): string {
     const c = this.#current;
     if (c === undefined) return '';
     const m = this.#o.actionsets;
-    return `[${c.ordinal}${m === undefined ? '' : `/${m}`}] ${c.name}`;
+    return `${c.name} (${c.ordinal}${m === undefined ? '' : `/${m}`})`;
   }
 
   /** Marks the status dirty; the interval timer redraws at most every `redrawMs`. */
@@ -404,8 +405,7 @@ export class ProgressDisplay {
     const c = this.#current as Current;
     const total = this.#o.actions ?? this.#seen;
     const failed = this.#failures.length;
-    const m = this.#o.actionsets;
-    const set = `${c.name} (${c.ordinal}${m === undefined ? '' : `/${m}`})`;
+    const set = this.#setLabel();
     const elapsed = now - (this.#runStart ?? now);
     const left = failed > 0 ? c.actions - c.done : total - this.#finished;
     const eta =
