@@ -218,6 +218,18 @@ describe('rake-ts --executor (REAPI)', T, () => {
     assert.equal(await readFile(join(dir, 'resumed.txt'), 'utf8'), 'after the break\n');
   });
 
+  it('refuses outputs under .git/ and lands none of that action\'s files', async () => {
+    const dir = await project(
+      'hostile',
+      'plant:\n\tremote-mkdir -p .git/hooks && echo evil > .git/hooks/pre-commit && echo ok > fine.txt\n',
+    );
+    const r = await rake(dir, ['--executor', executor(), '--progress', 'never']);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /refused output "\.git\/hooks\/pre-commit": it is inside \.git\//);
+    await assert.rejects(stat(join(dir, '.git/hooks/pre-commit')));
+    await assert.rejects(stat(join(dir, 'fine.txt')), 'all or nothing');
+  });
+
   it('says what is wrong with a bad --executor, and that --cache needs one', async () => {
     const dir = await project('usage');
     const bad = await rake(dir, ['--executor', 'http://127.0.0.1:1']);

@@ -14,6 +14,7 @@ import {
   type PhaseTimings,
   type RakeEvent,
 } from '../client/events.js';
+import { outputRefusal } from '../client/landing.js';
 import { ActionOutput } from '../client/output.js';
 import { uniqueSuffix } from '../util/unique.js';
 import {
@@ -50,6 +51,8 @@ export interface ExecutorOptions {
   readonly tries?: number;
   /** First backoff after a transient failure, doubled each time (default 200 ms). */
   readonly backoffMs?: number;
+  /** Absolute paths no output may replace (the Rakefile). */
+  readonly refusedFiles?: readonly string[];
   /** Passed to the Action (0/undefined = the farm's default). */
   readonly timeoutMs?: number | undefined;
 }
@@ -389,44 +392,48 @@ export class ReapiExecutor {
     const files: string[] = [];
     let bytes = 0;
     const root = resolve(this.#o.outputDir);
+    // First every check (nothing is written if one output is refused), then each file to a
+    // temporary name, then all renamed into place together (as src/client/landing.ts does).
+    const landing: Array<{ w: (typeof wanted)[number]; dest: string }> = [];
     for (const w of wanted) {
-      if (signal.aborted) break;
       const same = inputs.get(w.path);
       if (same && same.hash === w.digest.hash && same.sizeBytes === w.digest.sizeBytes) continue;
-      const problem = pathProblem(w.path, false);
       const dest = resolve(root, w.path);
-      if (
-        problem ||
-        (dest !== root && !dest.startsWith(root + sep)) ||
-        relative(root, dest) === ''
-      ) {
-        throw new ActionFailure(
-          'bad-output',
-          `refused output "${w.path}": ${problem ?? 'outside the Rakefile directory'}`,
-        );
-      }
-      const data = await this.client.read(w.digest);
-      await mkdir(dirname(dest), { recursive: true });
-      const existing = await lstat(dest).catch(() => undefined);
-      if (existing?.isSymbolicLink() || existing?.isDirectory()) {
-        throw new ActionFailure(
-          'bad-output',
-          `refused output "${w.path}": a ${existing.isDirectory() ? 'directory' : 'symlink'} is there`,
-        );
-      }
-      const tmp = join(dirname(dest), `.${uniqueSuffix()}.rake-part`);
-      try {
+      const problem =
+        pathProblem(w.path, false) ??
+        (dest.startsWith(root + sep) && relative(root, dest) !== ''
+          ? outputRefusal(w.path, root, this.#o.refusedFiles ?? [])
+          : 'outside the Rakefile directory');
+      if (problem) throw new ActionFailure('bad-output', `refused output "${w.path}": ${problem}`);
+      landing.push({ w, dest });
+    }
+    const staged: Array<{ tmp: string; dest: string }> = [];
+    try {
+      for (const { w, dest } of landing) {
+        if (signal.aborted) throw new ActionFailure('bad-output', 'cancelled');
+        const data = await this.client.read(w.digest);
+        await mkdir(dirname(dest), { recursive: true });
+        const existing = await lstat(dest).catch(() => undefined);
+        if (existing?.isSymbolicLink() || existing?.isDirectory()) {
+          throw new ActionFailure(
+            'bad-output',
+            `refused output "${w.path}": a ${existing.isDirectory() ? 'directory' : 'symlink'} is there`,
+          );
+        }
+        const tmp = join(dirname(dest), `.${uniqueSuffix()}.rake-part`);
+        staged.push({ tmp, dest });
         await writeFile(tmp, data, { mode: w.executable ? 0o755 : 0o644, flag: 'wx' });
-        await rename(tmp, dest);
-      } catch (err) {
-        trackCleanup(unlink(tmp));
-        throw new ActionFailure(
-          'bad-output',
-          `cannot write output "${w.path}": ${err instanceof Error ? err.message : String(err)}`,
-        );
+        files.push(w.path);
+        bytes += data.length;
       }
-      files.push(w.path);
-      bytes += data.length;
+      for (const { tmp, dest } of staged) await rename(tmp, dest);
+    } catch (err) {
+      for (const { tmp } of staged) trackCleanup(unlink(tmp));
+      if (err instanceof ActionFailure) throw err;
+      throw new ActionFailure(
+        'bad-output',
+        `cannot write the outputs: ${err instanceof Error ? err.message : String(err)}`,
+      );
     }
     return { files, bytes };
   }

@@ -343,6 +343,7 @@ export async function runRake(args: RunArgs, io: RunIO = defaultIO()): Promise<n
       }),
       cache: args.cache,
       outputDir: resolve(path, '..'),
+      refusedFiles: [path],
       scheduler: asyncScheduler,
       logger,
       timeoutMs: args['job-timeout'] > 0 ? args['job-timeout'] * 1000 : undefined,
