@@ -44,7 +44,16 @@ import {
 } from './overhead.js';
 import { runScaling, type ScalingResult, scalingMarkdown } from './scaling.js';
 
-const PARTS = ['build', 'overhead', 'scaling', 'transfer', 'parse', 'client', 'cache'] as const;
+const PARTS = [
+  'build',
+  'overhead',
+  'scaling',
+  'transfer',
+  'parse',
+  'client',
+  'cache',
+  'reapi',
+] as const;
 type Part = (typeof PARTS)[number];
 
 const { values: opts } = parseArgs({
@@ -75,6 +84,7 @@ const PLAN = QUICK
       parse: ['--actions', '20000', '--runs', '1'],
       client: ['--runs', '1', '--units', '5', '--trues', '20', '--big', '100'],
       cache: ['--units', '5', '--runs', '1'],
+      reapi: ['--runs', '1'],
     }
   : {
       units: [100, 400],
@@ -85,6 +95,7 @@ const PLAN = QUICK
       parse: ['--runs', '3'],
       client: ['--runs', '2', '--units', '10', '--trues', '100', '--big', '500'],
       cache: ['--units', '20', '--runs', '2'],
+      reapi: ['--runs', '5'],
     };
 const K = 2;
 
@@ -116,6 +127,12 @@ const SUBS: readonly SubBenchmark[] = [
     args: PLAN.client,
   },
   { part: 'cache', title: 'Extensions: input cache', script: 'cache.ts', args: PLAN.cache },
+  {
+    part: 'reapi',
+    title: 'REAPI: the example project through REAPI and through our protocol',
+    script: 'reapi.ts',
+    args: PLAN.reapi,
+  },
 ];
 
 function runSub(sub: SubBenchmark): Promise<{ ok: boolean; body: string; seconds: number }> {
@@ -357,7 +374,7 @@ average is recorded below. Treat differences smaller than the ranges as noise.
 namespaces and \`iptables\`). \`scripts/bench/install-tools.sh\` runs first: it checks \`make\`,
 \`cc\` and distcc, and installs Debian's \`distcc\` with apt-get if it is missing. Options:
 \`--quick\` (a smoke run with small sizes that does not write this page), \`--skip
-build,overhead,scaling,transfer,parse,client,cache\`. Each part also runs on its own, e.g.
+build,overhead,scaling,transfer,parse,client,cache,reapi\`. Each part also runs on its own, e.g.
 \`node --import tsx scripts/bench/compare.ts --units 100 --runs 3\`. The suite runs the client
 part at cut sizes to fit its budget; the sizes the client's own targets are set for (a
 100-unit project, 500 actions, 10,000 actions) take \`npm run bench:client\` (\`build.ts --runs 5

@@ -2,9 +2,10 @@
  * Benchmark: the example C project (examples/hello-c: four compiles, a link, a local run)
  * through REAPI against through our own protocol, both to one `rakeserver` on loopback.
  *
- *   npm run build && node --import tsx scripts/bench/reapi.ts [--runs 7]
+ *   node --import tsx scripts/bench/reapi.ts [--runs 7]    (also a part of `npm run bench`)
  *
- * One `bin/rakeserver.js --max-jobs 2 --reapi-port Q` process serves both. Each round builds
+ * The programs are built first as `npm run build` builds them (scripts/bench/lib/proc.ts,
+ * into .bench/reapi). One `rakeserver --max-jobs 2 --reapi-port Q` process serves both. Each round builds
  * a clean copy of the project three ways, in rotating order, each a separate `bin/rake-ts.js`
  * process timed from spawn to exit:
  * - `ours`:  `--hosts 127.0.0.1:P` (our protocol, its extensions negotiated);
@@ -14,22 +15,24 @@
  * ranges, with the load average before and after.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
-import { cpSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { cpSync, mkdtempSync, rmSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { compilePrograms, type Programs } from './lib/proc.js';
 import { spread } from './lib/stats.js';
 
 const root = fileURLToPath(new URL('../..', import.meta.url));
 const { values: opts } = parseArgs({ options: { runs: { type: 'string', default: '7' } } });
 const RUNS = Number(opts.runs);
+let programs: Programs;
 
 function startServer(log: string): Promise<{ child: ChildProcess; port: number; reapi: number }> {
   return new Promise((ok, fail) => {
     const child = spawn(
       process.execPath,
-      [join(root, 'bin/rakeserver.js'), '--port', '0', '--reapi-port', '0', '--max-jobs', '2'],
+      [programs.rakeserver, '--port', '0', '--reapi-port', '0', '--max-jobs', '2'],
       { stdio: ['ignore', 'ignore', 'pipe'] },
     );
     let text = '';
@@ -58,14 +61,10 @@ function startServer(log: string): Promise<{ child: ChildProcess; port: number; 
 function timeRake(dir: string, args: string[]): Promise<number> {
   return new Promise((ok, fail) => {
     const t0 = performance.now();
-    const child = spawn(
-      process.execPath,
-      [join(root, 'bin/rake-ts.js'), '--progress', 'never', '-q', ...args],
-      {
-        cwd: dir,
-        stdio: ['ignore', 'pipe', 'pipe'],
-      },
-    );
+    const child = spawn(process.execPath, [programs.rake, '--progress', 'never', '-q', ...args], {
+      cwd: dir,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let out = '';
     child.stdout?.on('data', (b: Buffer) => {
       out += b.toString();
@@ -83,7 +82,7 @@ function timeRake(dir: string, args: string[]): Promise<number> {
 }
 
 async function main(): Promise<void> {
-  readFileSync(join(root, 'dist/rake-ts.cjs'));
+  programs = compilePrograms(join(root, '.bench', 'reapi'));
   const work = mkdtempSync(join(tmpdir(), 'rake-bench-reapi-'));
   const before = loadavg();
   const server = await startServer(join(work, 'server.log'));
@@ -123,14 +122,18 @@ async function main(): Promise<void> {
   }
   const after = loadavg();
   const la = (l: number[]) => l.map((v) => v.toFixed(2)).join(' ');
-  console.log(`examples/hello-c, ${RUNS} rounds, wall time per build (median, range), ms:`);
+  console.log(
+    `The example C project (examples/hello-c: 4 compiles, a link, a local run of the program), a clean copy per build, through one rakeserver on loopback (\`--max-jobs 2\`): our protocol (\`--hosts\`), REAPI (\`--executor\`, every action executed), and REAPI with \`--cache\` after a warm-up filled the ActionCache. ${RUNS} rounds in rotating order; wall time of the \`rake-ts\` process, ms:`,
+  );
+  console.log('');
   console.log('| client | median | range |');
   console.log('|---|---|---|');
   for (const name of names) {
     const s = spread(times[name] as number[]);
     console.log(`| ${name} | ${s.median.toFixed(0)} | ${s.min.toFixed(0)}–${s.max.toFixed(0)} |`);
   }
-  console.log(`load average before: ${la(before)}; after: ${la(after)}`);
+  console.log('');
+  console.log(`Load average before: ${la(before)}; after: ${la(after)}.`);
 }
 
 await main();

@@ -218,7 +218,7 @@ describe('rake-ts --executor (REAPI)', T, () => {
     assert.equal(await readFile(join(dir, 'resumed.txt'), 'utf8'), 'after the break\n');
   });
 
-  it('refuses outputs under .git/ and lands none of that action\'s files', async () => {
+  it("refuses outputs under .git/ and lands none of that action's files", async () => {
     const dir = await project(
       'hostile',
       'plant:\n\tremote-mkdir -p .git/hooks && echo evil > .git/hooks/pre-commit && echo ok > fine.txt\n',
