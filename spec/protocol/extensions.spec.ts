@@ -132,6 +132,9 @@ describe('!X messages', () => {
       { verb: 'need', names: ['include/big header.h'] },
       { verb: 'need', names: [] },
       { verb: 'stderr', bytes: Buffer.from([0x77, 0x0a, 0xff]) },
+      { verb: 'beat', intervalMs: 5000 },
+      { verb: 'beat', intervalMs: 1 },
+      { verb: 'beat', intervalMs: 3_600_000 },
     ] as const;
     for (const msg of messages) {
       const packet = encodeExtension(msg);
@@ -159,6 +162,19 @@ describe('!X messages', () => {
     bad('need\na\n\nb');
     bad('stderr');
     bad('ok ext=mode', ['hello']);
+    for (const beat of [
+      'beat',
+      'beat 0',
+      'beat -5',
+      'beat 05',
+      'beat 1.5',
+      'beat 3600001',
+      'beat 5 x',
+      'beat 5\n',
+    ]) {
+      bad(beat);
+    }
+    bad('beat 5000', ['stderr']);
     throwsReason(
       () =>
         parseExtension(Buffer.from(`have\n${'a'.repeat(64)} 11 644 a`), ['have'], {

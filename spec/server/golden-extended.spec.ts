@@ -43,7 +43,7 @@ describe('golden transcripts: extended mode', () => {
     const peer = await RawPeer.connect(server.port);
     await peer.send(OFFER);
     await peer.expect(
-      cat(annexed('!E1', 'rake/1 v=0.1.0 slots=3 ext=stderr,mode,cache,push,cwd,queue'), '0'),
+      cat(annexed('!E1', 'rake/1 slots=3 ext=stderr,mode,cache,push,cwd,queue,beat'), '0'),
     );
     // A plain cost query on the same connection is answered as in base mode.
     await peer.send(hdr('!E0'));

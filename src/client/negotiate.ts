@@ -4,6 +4,7 @@ import type { Socket } from 'node:net';
 import {
   type Extension,
   encodeExtension,
+  FIRST_BEAT_WITHIN_MS,
   type HaveEntry,
   PROTOCOL_TAG,
   parseExtension,
@@ -84,7 +85,17 @@ export const CLIENT_EXTENSIONS: readonly Extension[] = [
   'push',
   'cwd',
   'queue',
+  'beat',
 ];
+
+/** Heartbeats a host may miss in a row before the client takes it as lost. */
+export const MISSED_BEATS = 3;
+
+/**
+ * The interval assumed until the first beat says the real one: a server sends its first beat
+ * within this of reading the command ({@link FIRST_BEAT_WITHIN_MS}).
+ */
+export const DEFAULT_BEAT_MS = FIRST_BEAT_WITHIN_MS;
 
 /** How long a hello, a challenge or a `have` may go unanswered before the host counts as lost. */
 export const HANDSHAKE_TIMEOUT_MS = 30_000;
@@ -113,6 +124,11 @@ export async function negotiate(
      * reply (docs/protocol.md, "push"), so the `ok` is not bounded by the handshake timeout.
      */
     readonly okWithReply?: boolean;
+    /**
+     * The host said it has `beat`: the held `ok` leaves with its first heartbeat at the
+     * latest, so its wait is bounded as a heartbeat's is (a host that froze is lost).
+     */
+    readonly okWithinBeats?: boolean;
   },
 ): Promise<ReadonlySet<Extension>> {
   const host = hostKey(options.endpoint);
@@ -124,14 +140,11 @@ export async function negotiate(
   const followUp = options.followUp;
   if (typeof followUp === 'function') await followUp();
   else if (followUp !== undefined) await write(socket, followUp);
-  let reply = await readExtension(
-    reader,
-    options.limits,
-    ['ok', 'challenge'],
-    host,
-    'hello',
-    options.okWithReply !== true,
-  );
+  const held = options.okWithReply === true;
+  const first = readExtension(reader, options.limits, ['ok', 'challenge'], host, 'hello', !held);
+  let reply = await (held && options.okWithinBeats === true
+    ? silenceBound(first, host, DEFAULT_BEAT_MS)
+    : first);
   if (reply.verb === 'challenge') {
     const token = options.token;
     if (token === undefined) {
@@ -358,27 +371,67 @@ export async function offerCached(
 
 /**
  * Reads the reply header, and the `!X` messages the negotiated extensions put before it:
- * `queued` and `started` (extension `queue`, reported through `onQueue` as they come), then
- * a successful command's `stderr`.
+ * `queued` and `started` (extension `queue`, reported through `onQueue` as they come), a
+ * successful command's `stderr`, and with `beat` the heartbeats the server sends while the
+ * command waits or runs: a host silent for {@link MISSED_BEATS} of its intervals is lost, a
+ * `host-lost` JobError before the reply, which the client retries on another host. Long
+ * jobs stay unlimited as long as the host beats.
  */
 export async function readReply(
   reader: FramedReader,
   limits: ProtocolLimits & { readonly maxOutputBytes: number },
   extensions: ReadonlySet<Extension>,
   onQueue?: (verb: 'queued' | 'started') => void,
+  host = 'the host',
 ): Promise<{ header: Header; stderr: Buffer | undefined }> {
+  const beats = extensions.has('beat');
   const verbs = [
     ...(extensions.has('queue') ? (['queued', 'started'] as const) : []),
     ...(extensions.has('stderr') ? (['stderr'] as const) : []),
+    ...(beats ? (['beat'] as const) : []),
   ];
-  let h = await reader.readHeader(limits);
+  let intervalMs = DEFAULT_BEAT_MS;
   let stderr: Buffer | undefined;
-  while (verbs.length > 0 && h.kind === 'plain' && h.code === '!X' && stderr === undefined) {
-    const payload = await reader.readPayload(h.length, limits.maxOutputBytes + 16, 'stderr');
+  for (;;) {
+    const h = await (beats
+      ? silenceBound(reader.readHeader(limits), host, intervalMs)
+      : reader.readHeader(limits));
+    // After `stderr` only the reply comes (as before `beat` and `queue`).
+    if (verbs.length === 0 || stderr !== undefined || !(h.kind === 'plain' && h.code === '!X')) {
+      return { header: h, stderr };
+    }
+    const payload = await reader.readPayload(h.length, limits.maxOutputBytes + 16, '!X message');
     const msg = parseExtension(payload, verbs);
-    if (msg.verb === 'stderr') stderr = msg.bytes;
+    if (msg.verb === 'beat') intervalMs = msg.intervalMs;
+    else if (msg.verb === 'stderr') stderr = msg.bytes;
     else if (msg.verb === 'queued' || msg.verb === 'started') onQueue?.(msg.verb);
-    h = await reader.readHeader(limits);
   }
-  return { header: h, stderr };
+}
+
+/** `work`, or a `host-lost` JobError once {@link MISSED_BEATS} intervals pass first. */
+function silenceBound<T>(work: Promise<T>, host: string, intervalMs: number): Promise<T> {
+  const ms = MISSED_BEATS * intervalMs;
+  return new Promise<T>((resolve, reject) => {
+    const timer = setTimeout(
+      () =>
+        reject(
+          new JobError(
+            'host-lost',
+            `rakeserver at ${host} went silent: no heartbeat for ${ms / 1000} s (it beats every ${intervalMs / 1000} s while a job runs); taking the host as lost`,
+            true,
+          ),
+        ),
+      ms,
+    );
+    work.then(
+      (value) => {
+        clearTimeout(timer);
+        resolve(value);
+      },
+      (err: unknown) => {
+        clearTimeout(timer);
+        reject(err);
+      },
+    );
+  });
 }

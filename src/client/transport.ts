@@ -241,6 +241,8 @@ function converse<T>(
   return new Observable<T>((sub) => {
     const socket = connect({ host: endpoint.host, port: endpoint.port });
     socket.setNoDelay(true);
+    // A base-mode host has no heartbeat: the kernel's keepalive notices a dead host or link.
+    socket.setKeepAlive(true, 30_000);
     let counted = meter === undefined;
     // Counted once the conversation is over, so a caller that awaited it sees the bytes.
     const count = () => {
@@ -492,6 +494,7 @@ function runJobOnce(
                 ? {
                     followUp: () => sendJob(true, true, files, peer.extensions.includes('queue')),
                     okWithReply: true,
+                    okWithinBeats: peer.extensions.includes('beat'),
                   }
                 : early === undefined
                   ? {}
@@ -528,8 +531,12 @@ function runJobOnce(
         }
         await sendJob(modes, push, files, peer.kind === 'rake' ? ext.has('queue') : undefined);
       }
-      const { header: reply, stderr: warnings } = await readReply(reader, limits, ext, (verb) =>
-        emit({ type: verb }),
+      const { header: reply, stderr: warnings } = await readReply(
+        reader,
+        limits,
+        ext,
+        (verb) => emit({ type: verb }),
+        hostKey(endpoint),
       ).catch((err: unknown) => {
         throw writeFailed ?? err;
       });

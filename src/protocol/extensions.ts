@@ -17,9 +17,11 @@ import { DEFAULT_LIMITS, type ProtocolLimits } from './limits.js';
  *   keep their places relative to it.
  * - `queue`: a job that must wait for a free slot is announced (`!X queued`), and so is the
  *   moment it starts (`!X started`), so the client tells time queued from time running.
+ * - `beat` (heartbeat): while a command is queued or runs, the server sends `!X beat <ms>`
+ *   every `<ms>`, so the client can tell a silent (frozen, cut off) host from a long job.
  * - `auth`: the server requires a token (challenge-response with HMAC-SHA256).
  */
-export type Extension = 'stderr' | 'mode' | 'cache' | 'push' | 'cwd' | 'queue' | 'auth';
+export type Extension = 'stderr' | 'mode' | 'cache' | 'push' | 'cwd' | 'queue' | 'beat' | 'auth';
 
 /** Every extension this implementation knows, in the order it lists them. */
 export const EXTENSIONS: readonly Extension[] = [
@@ -29,6 +31,7 @@ export const EXTENSIONS: readonly Extension[] = [
   'push',
   'cwd',
   'queue',
+  'beat',
   'auth',
 ];
 
@@ -149,7 +152,19 @@ export type ExtensionMessage =
   | { readonly verb: 'queued' }
   /** Extension `queue`: the job that was queued starts now. */
   | { readonly verb: 'started' }
-  | { readonly verb: 'stderr'; readonly bytes: Buffer };
+  | { readonly verb: 'stderr'; readonly bytes: Buffer }
+  /** Extension `beat`: the server is alive; the next beat comes within `intervalMs`. */
+  | { readonly verb: 'beat'; readonly intervalMs: number };
+
+/**
+ * A server sends its first `beat` at most this long after it has read the command (then one
+ * every interval), and a client allows 3 times this for it. A job shorter than that gets no
+ * beat at all: its reply is the sign of life.
+ */
+export const FIRST_BEAT_WITHIN_MS = 5000;
+
+/** Longest interval a `beat` may announce (an hour): a larger one is malformed. */
+export const MAX_BEAT_INTERVAL_MS = 3_600_000;
 
 /** The verbs, for `expected` strings. */
 export type ExtensionVerb = ExtensionMessage['verb'];
@@ -189,6 +204,8 @@ export function encodeExtensionPayload(msg: ExtensionMessage): Buffer {
       return Buffer.from(`cwd ${msg.path}`);
     case 'stderr':
       return Buffer.concat([Buffer.from('stderr\n'), msg.bytes]);
+    case 'beat':
+      return Buffer.from(`beat ${msg.intervalMs}`);
   }
 }
 
@@ -268,6 +285,13 @@ export function parseExtension(
     case 'stderr':
       if (first !== 'stderr' || nl < 0) throw bad('a malformed stderr');
       return { verb, bytes: payload.subarray(nl + 1) };
+    case 'beat': {
+      const ms = /^beat ([1-9]\d{0,6})$/.exec(first)?.[1];
+      if (nl >= 0 || ms === undefined || Number(ms) > MAX_BEAT_INTERVAL_MS) {
+        throw bad('a malformed beat');
+      }
+      return { verb, intervalMs: Number(ms) };
+    }
     default:
       throw bad('an unknown verb');
   }

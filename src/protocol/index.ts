@@ -9,6 +9,7 @@ export {
   type ExtensionVerb,
   encodeExtension,
   encodeExtensionPayload,
+  FIRST_BEAT_WITHIN_MS,
   type HaveEntry,
   isOffer,
   OFFER_ANNEX,

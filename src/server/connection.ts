@@ -7,6 +7,7 @@ import {
   encodeExtension,
   encodeHeader,
   encodePacket,
+  FIRST_BEAT_WITHIN_MS,
   FLAGS,
   FramedReader,
   type HaveEntry,
@@ -69,6 +70,8 @@ export interface ConnectionContext {
    * first byte, however its bytes trickle; `undefined` = no deadline.
    */
   readonly messageTimeoutMs: number | undefined;
+  /** Interval of `!X beat` (extension `beat`); `undefined`: the extension is off. */
+  readonly heartbeatMs: number | undefined;
   readonly slots: JobSlots;
   /** Starts the jobs' shells. */
   readonly launcher: Launcher;
@@ -120,6 +123,9 @@ class JobLost extends Error {
 }
 
 const LINGER_MS = 1000;
+
+/** Idle time before TCP keepalive probes start, on every connection. */
+const KEEPALIVE_MS = 30_000;
 
 /**
  * Largest `!X` before authentication: a hello lists a handful of extensions, an answer to a
@@ -177,6 +183,9 @@ export class Connection {
     this.#remote = `${socket.remoteAddress}:${socket.remotePort}`;
     this.#authenticated = ctx.token === undefined;
     socket.setNoDelay(true);
+    // A peer whose host died or whose link broke mid-job is noticed even in base mode, which
+    // has no heartbeat (the kernel probes an idle connection; a frozen but live host answers).
+    socket.setKeepAlive(true, KEEPALIVE_MS);
     const gone = () => this.#abort.abort(CONNECTION_ENDED);
     socket.once('end', gone);
     socket.once('close', gone);
@@ -539,6 +548,8 @@ export class Connection {
     this.#setManaging(true);
     const dir = await this.#ensureDir();
     this.#setIdleTimeout(false);
+    // Extension `beat`: from here to the reply, the client hears from us every interval.
+    const stopBeats = this.#heartbeat();
     let release: (() => void) | undefined;
     // Extension `queue`: a command that must wait for a slot is announced, and so is its start.
     const queued = this.#ext.has('queue') && !this.#ctx.slots.available;
@@ -546,6 +557,7 @@ export class Connection {
       if (queued) await write(this.#socket, encodeExtension({ verb: 'queued' }));
       release = await this.#ctx.slots.acquire(this.#abort.signal);
     } catch (err) {
+      stopBeats();
       if (err instanceof SlotWaitAborted) throw new ClientGone('client left while queued');
       throw err;
     }
@@ -570,6 +582,7 @@ export class Connection {
       );
     } finally {
       release();
+      stopBeats();
     }
     this.#setIdleTimeout(true);
     const end = { command, reason: outcome.reason, durationMs: outcome.durationMs };
@@ -589,6 +602,29 @@ export class Connection {
       },
       'job end',
     );
+  }
+
+  /**
+   * With `beat` negotiated, sends `!X beat <ms>` every `<ms>` (the first after at most
+   * {@link FIRST_BEAT_WITHIN_MS}) until the returned function is called, just before the
+   * reply: a job shorter than that costs no write (a push client's held `ok` leaves with the
+   * reply). The first beat also carries such an `ok`. A beat is skipped while the client is
+   * not reading (the socket's buffer is full): bytes are already waiting for it.
+   */
+  #heartbeat(): () => void {
+    const ms = this.#ctx.heartbeatMs;
+    if (!this.#ext.has('beat') || ms === undefined) return () => {};
+    const beat = encodeExtension({ verb: 'beat', intervalMs: ms });
+    const send = () => {
+      if (this.#socket.destroyed || this.#socket.writableNeedDrain) return;
+      write(this.#socket, beat).catch(() => {});
+    };
+    const tick = () => {
+      send();
+      timer = setTimeout(tick, ms);
+    };
+    let timer = setTimeout(tick, Math.min(ms, FIRST_BEAT_WITHIN_MS));
+    return () => clearTimeout(timer);
   }
 
   /** Sends the reply for a finished job; returns what the log line needs. */

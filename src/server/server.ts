@@ -39,6 +39,9 @@ export const DEFAULT_SERVER_LIMITS: ServerLimits = {
  */
 const SPARE_JOB_DIRS = 256;
 
+/** See {@link ServeOptions.heartbeatIntervalSeconds}. */
+export const DEFAULT_HEARTBEAT_SECONDS = 5;
+
 /** See {@link ServeOptions.messageTimeoutSeconds}. */
 export const DEFAULT_MESSAGE_TIMEOUT_SECONDS = 10;
 
@@ -73,6 +76,12 @@ export interface ServeOptions {
    * that has no job; when every one has a job, the new one is closed, and that is logged.
    */
   readonly maxConnections?: number;
+  /**
+   * Seconds between the `!X beat` messages a client with extension `beat` gets while its
+   * command is queued or runs (`--heartbeat-interval`, default 5; 0 = the extension is off).
+   * A client takes a host silent for 3 intervals as lost.
+   */
+  readonly heartbeatIntervalSeconds?: number;
   /** On close, how long running jobs may finish before they are killed (default 10). */
   readonly graceSeconds?: number;
   /** pino logger; silent by default. */
@@ -86,8 +95,9 @@ export interface ServeOptions {
   /** Bytes of requirement contents kept by hash (extension `cache`); 0 = no cache. Default 512 MiB. */
   readonly cacheSize?: number;
   /**
-   * Extensions granted to a client that asks (default: `stderr`, `mode`, `push`, `cwd`, `queue`, and `cache` when
-   * `cacheSize` > 0). `auth` is not listed here: it follows from `token`.
+   * Extensions granted to a client that asks (default: `stderr`, `mode`, `push`, `cwd`,
+   * `queue`, `beat` unless `heartbeatIntervalSeconds` is 0, and `cache` when `cacheSize` > 0).
+   * `auth` is not listed here: it follows from `token`.
    */
   readonly extensions?: readonly Extension[];
   /** Version announced to our clients (default: this package's). */
@@ -164,13 +174,20 @@ export async function serve(options: ServeOptions = {}): Promise<ServerHandle> {
   if (cacheSize > 0 && wanted.has('cache')) {
     cache = await InputCache.open(join(workdir, 'cache'), cacheSize, log.child({ part: 'cache' }));
   }
+  const heartbeatSeconds = options.heartbeatIntervalSeconds ?? DEFAULT_HEARTBEAT_SECONDS;
   const granted = new Set<Extension>(
     (['stderr', 'mode', 'push', 'cwd', 'queue'] as const).filter((e) => wanted.has(e)),
   );
   if (cache) granted.add('cache');
+  if (wanted.has('beat') && heartbeatSeconds > 0) granted.add('beat');
   const description = describeServer(
     options.version ?? packageVersion(),
-    [...granted, ...(token ? (['auth'] as const) : [])],
+    // `beat` is listed for clients that send a job behind their hello (so they bound the wait
+    // for the `ok` it carries); with a token nobody does, and the annex's 59 bytes are few.
+    [
+      ...[...granted].filter((e) => !(token && e === 'beat')),
+      ...(token ? (['auth'] as const) : []),
+    ],
     maxJobs,
   );
   const slots = new JobSlots(maxJobs);
@@ -201,6 +218,8 @@ export async function serve(options: ServeOptions = {}): Promise<ServerHandle> {
     workdir,
     jobTimeoutMs: (options.jobTimeoutSeconds ?? 0) * 1000,
     idleTimeoutMs: (options.idleTimeoutSeconds ?? 300) * 1000,
+    heartbeatMs:
+      heartbeatSeconds > 0 ? Math.max(1, Math.round(heartbeatSeconds * 1000)) : undefined,
     messageTimeoutMs:
       options.messageTimeoutSeconds === 0
         ? undefined

@@ -17,6 +17,7 @@ export interface ServeArgs {
   readonly 'cost-offset': number;
   readonly 'job-timeout': number;
   readonly 'idle-timeout': number;
+  readonly 'heartbeat-interval': number;
   readonly grace: number;
   readonly 'log-level': string;
   readonly 'token-file'?: string | undefined;
@@ -71,6 +72,12 @@ export function withServeOptions<T>(y: Argv<T>): Argv<T & ServeArgs> {
       default: 300,
       describe: 'close a connection silent this many seconds while a request is due (0 = never)',
     })
+    .option('heartbeat-interval', {
+      type: 'number',
+      default: 5,
+      describe:
+        'seconds between heartbeats to a rake-ts client while its job runs; it takes 3 missed ones as a lost host (0 = none)',
+    })
     .option('grace', {
       type: 'number',
       default: 10,
@@ -123,6 +130,7 @@ export function withServeOptions<T>(y: Argv<T>): Argv<T & ServeArgs> {
       for (const [name, v] of [
         ['--job-timeout', a['job-timeout']],
         ['--idle-timeout', a['idle-timeout']],
+        ['--heartbeat-interval', a['heartbeat-interval']],
         ['--grace', a.grace],
       ] as const) {
         if (!(Number.isFinite(v) && v >= 0))
@@ -155,6 +163,7 @@ export function serveOptionsFrom(args: ServeArgs, logger: Logger): ServeOptions 
     costOffset: args['cost-offset'],
     jobTimeoutSeconds: args['job-timeout'],
     idleTimeoutSeconds: args['idle-timeout'],
+    heartbeatIntervalSeconds: args['heartbeat-interval'],
     graceSeconds: args.grace,
     spawner: args.spawner,
     ...(args['reapi-port'] !== undefined && { reapiPort: args['reapi-port'] }),
