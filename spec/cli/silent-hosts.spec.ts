@@ -93,4 +93,17 @@ describe('rake-ts: hosts that never answered', { timeout: 60_000 }, () => {
     assert.equal(notes.length, expected.length, notes.join('\n'));
     for (const [i, re] of expected.entries()) assert.match(notes[i] ?? '', re);
   });
+
+  it('with -v, says so as soon as a host fails to answer', async () => {
+    await writeFile(
+      join(dir, 'Rakefile'),
+      `PORT = ${live.port}\nHOSTS = 127.0.0.1:${live.port} 127.0.0.1:${dead}\n\nall:\n\tremote-true\n`,
+    );
+    const r = await rake(dir, ['--no-embedded', '--progress=never', '-v']);
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    assert.match(
+      r.stderr,
+      new RegExp(`127\\.0\\.0\\.1:${dead} did not answer a cost query \\(refused: ECONNREFUSED\\)`),
+    );
+  });
 });

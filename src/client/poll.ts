@@ -215,15 +215,21 @@ export class CostPoller {
   readonly #trouble = new Map<string, { trouble: HostTrouble; error: string }>();
   /** Host key → why it gets no more work in this run (it refused our token). */
   readonly #banned = new Map<string, string>();
+  readonly #onTrouble: ((host: string, trouble: HostTrouble, error: string) => void) | undefined;
   #open: PollRound | undefined;
   #nextId = 1;
 
   constructor(
     hosts: readonly Endpoint[],
     query: QueryCost,
-    options: PollOptions & { readonly backoffMs?: number },
+    options: PollOptions & {
+      readonly backoffMs?: number;
+      /** Called once per host, at its first failed cost query of the run (for `-v` logs). */
+      readonly onTrouble?: (host: string, trouble: HostTrouble, error: string) => void;
+    },
     mark: () => number,
   ) {
+    this.#onTrouble = options.onTrouble;
     this.#hosts = hosts;
     this.#query = query;
     this.#options = options;
@@ -277,6 +283,7 @@ export class CostPoller {
           this.#answered.add(r.host);
           return;
         }
+        if (!this.#trouble.has(r.host)) this.#onTrouble?.(r.host, r.trouble, r.error);
         this.#trouble.set(r.host, { trouble: r.trouble, error: r.error });
         // A slow host is up and busy: it is asked again next time.
         if (this.#backoffMs > 0 && r.failure !== 'slow') {

@@ -246,6 +246,12 @@ function runTargets(
         replyTimeoutMs: options.costTimeoutMs ?? DEFAULT_COST_TIMEOUT_MS,
         scheduler,
         backoffMs: options.hostBackoffMs ?? DEFAULT_HOST_BACKOFF_MS,
+        // A dead host is said at `-v` as soon as it shows, not only in the summary.
+        onTrouble: (host, trouble, error) =>
+          logger.info(
+            { host, reason: trouble, error },
+            `${host} did not answer a cost query (${trouble}: ${error})`,
+          ),
       },
       () => ledger.mark(),
     );
