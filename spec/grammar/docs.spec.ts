@@ -4,6 +4,7 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
 import { renderGrammarDocs } from '../../grammar/docs.js';
+import { Command, lexerModes } from '../../grammar/lexer.js';
 
 const grammarDir = new URL('../../grammar/', import.meta.url);
 
@@ -19,6 +20,21 @@ describe('generated grammar docs', () => {
       assert.ok(onDisk === fresh, `grammar/${name} is stale: run npm run gen:grammar`);
     });
   }
+
+  it('the EBNF lists every lexer mode with the patterns the lexer uses', () => {
+    const ebnf = renderGrammarDocs()['rakefile.ebnf'];
+    for (const [mode, tokens] of Object.entries(lexerModes)) {
+      assert.match(ebnf, new RegExp(`^/\\* mode ${mode} \\*/$`, 'm'));
+      for (const token of tokens) {
+        if (token.PATTERN instanceof RegExp) assert.ok(ebnf.includes(`/${token.PATTERN.source}/`));
+      }
+    }
+    const command = ebnf.split('\n').find((l) => /^command +::= /.test(l));
+    assert.equal(
+      command?.replace(/ +::= /, ' ::= '),
+      `command ::= /${(Command.PATTERN as RegExp).source}/`,
+    );
+  });
 
   it('the EBNF names every parser rule', () => {
     const ebnf = renderGrammarDocs()['rakefile.ebnf'];

@@ -287,8 +287,10 @@ function checkDiagnostic(d: Diagnostic, lineCount: number): void {
   assert.ok((d.length ?? 1) >= 1);
 }
 
-describe('lexing and parsing in blocks of lines', () => {
-  it('gives the same result wherever the blocks end', () => {
+describe('lexing and parsing in pieces', () => {
+  // Pieces start at a setting or header line at least `block` characters on: the result
+  // must not depend on where they are.
+  it('gives the same result wherever the pieces end', () => {
     fc.assert(
       fc.property(
         rakefile,
