@@ -94,6 +94,24 @@ describe('rake-ts: hosts that never answered', { timeout: 60_000 }, () => {
     for (const [i, re] of expected.entries()) assert.match(notes[i] ?? '', re);
   });
 
+  it('a loopback port where nothing listened: the embedded server that ran there is named', async () => {
+    const free = await freePort();
+    await writeFile(
+      join(dir, 'Rakefile'),
+      `PORT = ${live.port}\nHOSTS = 127.0.0.1:${free}\n\nall:\n\tremote-echo served\n`,
+    );
+    const r = await rake(dir, ['--progress=never']);
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    assert.match(r.stdout, /^served$/m);
+    assert.match(
+      r.stdout,
+      new RegExp(
+        `^rake-ts: nothing listened at 127\\.0\\.0\\.1:${free}: an embedded server ran there \\(loopback-host\\)$`,
+        'm',
+      ),
+    );
+  });
+
   it('with -v, says so as soon as a host fails to answer', async () => {
     await writeFile(
       join(dir, 'Rakefile'),

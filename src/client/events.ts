@@ -1,5 +1,5 @@
 import type { SourcePosition } from '../../grammar/model.js';
-import type { HostAlias, SilentHost } from './hosts.js';
+import type { EmbeddedNote, HostAlias, SilentHost } from './hosts.js';
 import type { ActionOutput } from './output.js';
 
 /**
@@ -141,6 +141,11 @@ export interface RunSummary {
    * no such name, …) or refused this client's token. Absent when every host answered.
    */
   readonly silentHosts?: readonly SilentHost[];
+  /**
+   * Loopback endpoints where nothing listened, so the run served them itself (embedded
+   * servers). Absent when it started none.
+   */
+  readonly embedded?: readonly EmbeddedNote[];
   readonly ms: number;
   /**
    * The exit status the CLI uses: 0 success, 1 an action failed, 3 an action could not be

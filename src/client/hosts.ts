@@ -149,6 +149,16 @@ export interface SilentHost {
   readonly detail: string;
 }
 
+/**
+ * A loopback endpoint where nothing listened, so the run started a server of its own there
+ * (`embedded-server-started`): it then answered, but the summary says so.
+ */
+export interface EmbeddedNote {
+  /** `host:port` the embedded server listened on. */
+  readonly host: string;
+  readonly reason: 'local-actions' | 'loopback-host' | 'fallback';
+}
+
 const NO_SUCH_NAME = new Set(['ENOTFOUND', 'EAI_AGAIN', 'EAI_NONAME', 'EAI_FAIL']);
 const UNREACHABLE = new Set(['EHOSTUNREACH', 'ENETUNREACH', 'EHOSTDOWN', 'EADDRNOTAVAIL']);
 

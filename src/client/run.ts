@@ -25,7 +25,7 @@ import { trackCleanup } from './cleanup.js';
 import { EmbeddedServers, type StartServer, startEmbeddedServer } from './embedded.js';
 import { type Endpoint, hostKey, isLoopback } from './endpoint.js';
 import { type ActionRef, NO_PHASES, type RakeEvent, type RunSummary } from './events.js';
-import { distinctHosts, type HostAlias, type SilentHost } from './hosts.js';
+import { distinctHosts, type EmbeddedNote, type HostAlias, type SilentHost } from './hosts.js';
 import { OutputClaims } from './landing.js';
 import { OutputSpool } from './output.js';
 import { CostPoller } from './poll.js';
@@ -295,6 +295,8 @@ function runTargets(
       ),
     );
 
+    /** Where nothing listened and this run started a server of its own. */
+    const embeddedStarted: EmbeddedNote[] = [];
     const done$ = defer(() =>
       of<RakeEvent>({
         type: 'done',
@@ -303,6 +305,7 @@ function runTargets(
           tally.summary(scheduler.now() - started, tally.perHost()),
           targets.aliases,
           poller.silentHosts(),
+          embeddedStarted,
         ),
       }),
     );
@@ -314,6 +317,9 @@ function runTargets(
     return concat(setup$, actionsets$, done$).pipe(
       tap((e) => {
         tally.add(e);
+        if (e.type === 'embedded-server-started') {
+          embeddedStarted.push({ host: hostKey({ host: e.host, port: e.port }), reason: e.reason });
+        }
         logEvent(logger, e);
       }),
       finalize(() => trackCleanup(embedded.close())),
@@ -330,12 +336,14 @@ function withHostNotes(
   summary: RunSummary,
   aliases: readonly HostAlias[],
   silent: readonly SilentHost[],
+  embedded: readonly EmbeddedNote[],
 ): RunSummary {
   const idle = silent.filter((h) => h.reason === 'wanted-token' || !(h.host in summary.perHost));
   return {
     ...summary,
     ...(aliases.length > 0 ? { aliases } : {}),
     ...(idle.length > 0 ? { silentHosts: idle } : {}),
+    ...(embedded.length > 0 ? { embedded: [...embedded] } : {}),
   };
 }
 

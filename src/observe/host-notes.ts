@@ -40,6 +40,9 @@ export function formatHostNotes(s: RunSummary): string {
     const what = h.reason === 'wanted-token' ? 'no work' : 'never answered';
     out += `rake-ts: ${what}: ${describeSilentHost(h)}\n`;
   }
+  for (const e of s.embedded ?? []) {
+    out += `rake-ts: nothing listened at ${e.host}: an embedded server ran there (${e.reason})\n`;
+  }
   for (const a of s.aliases ?? []) {
     out += `rake-ts: ${a.alias} is ${a.host} (both reach ${a.address}): counted once\n`;
   }
