@@ -177,7 +177,7 @@ describe('rake-ts logging', { timeout: 90_000 }, () => {
     );
     // The recap after the summary: where, which host, the status, not the stderr again.
     assert.match(
-      r.stderr,
+      r.stdout,
       /\nrake-ts: FAILED [\w/.-]*Rakefile\.fail:8 set#2 on 127\.0\.0\.1:\d+ \(exit status 2\): echo oops >&2; exit 2\n$/,
     );
   });

@@ -178,7 +178,8 @@ describe('rake-ts [Rakefile]', () => {
       );
       const r = await rake(dir, ['--no-fallback', '--no-embedded']);
       assert.equal(r.code, EXIT.noHost, r.stderr);
-      assert.match(r.stderr, /no-host/);
+      assert.match(r.stderr, /no host answered the cost poll \(127\.0\.0\.1:1: ECONNREFUSED\)/);
+      assert.match(r.stdout, /^rake-ts: FAILED Rakefile:5 set#0 \(no-host\): true$/m);
     } finally {
       await removeDir(dir);
     }

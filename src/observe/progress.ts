@@ -200,11 +200,13 @@ export class ProgressDisplay {
       );
       return;
     }
+    // The recap is part of the summary, on the same stream: stdout may queue (the CLI's
+    // writer waits for a slow reader), and one stream keeps the order.
     if (!this.#o.quiet || s.exitStatus !== 0) {
       this.#o.stdout.write(line);
       this.#o.stdout.write(formatHostNotes(s));
+      if (this.#failures.length > 0) this.#o.stdout.write(formatRecap(this.#failures));
     }
-    if (this.#failures.length > 0) this.#o.stderr.write(formatRecap(this.#failures));
   }
 
   /**
