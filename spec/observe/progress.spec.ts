@@ -390,6 +390,55 @@ describe('live progress (virtual time: no sleeping)', () => {
     );
   });
 
+  it('draws no status line while stdout still holds output (a slow reader), so none lands above it', () => {
+    let raw = '';
+    const held: (() => void)[] = [];
+    const stderr = Object.assign(
+      new Writable({
+        write(chunk: Buffer | string, _enc, cb) {
+          raw += chunk.toString();
+          cb();
+        },
+      }),
+      { columns: 60, rows: 20 },
+    );
+    // Object mode, as the CLI's StdoutWriter: an output reaches the screen only when released.
+    const stdout = new Writable({
+      objectMode: true,
+      write(item: ActionOutput | string, _enc, cb) {
+        held.push(() => {
+          raw += typeof item === 'string' ? item : item.buffer().toString();
+          cb();
+        });
+      },
+    });
+    const snapshots = new Map<number, string[]>();
+    const ts = new TestScheduler(assert.deepEqual);
+    ts.run(({ flush }) => {
+      const display = new ProgressDisplay({
+        mode: 'live',
+        stdout,
+        stderr,
+        actionsets: 1,
+        actions: 3,
+        scheduler: ts,
+        redrawMs: 5,
+      });
+      const events = script(0).filter((e) => e.time <= 10);
+      timed(events, ts).subscribe((e) => display.next(e));
+      ts.schedule(() => held.shift()?.(), 17);
+      for (const at of [8, 16, 18, 22]) ts.schedule(() => snapshots.set(at, screen(raw)), at);
+      ts.schedule(() => display.dispose(), 30);
+      flush();
+    });
+    assert.match(snapshots.get(8)?.[0] ?? '', /^\[0\/3\] build/, 'the status before the output');
+    assert.deepEqual(snapshots.get(16), [], 'erased, and not drawn while the output waits');
+    assert.deepEqual(snapshots.get(18), ['a1', 'a2'], 'the output, nothing above it');
+    const after = snapshots.get(22) ?? [];
+    assert.deepEqual(after.slice(0, 2), ['a1', 'a2']);
+    assert.match(after[2] ?? '', /^\[1\/3\] build \(1\/1\): 2 running/, 'the status below it');
+  });
+
   it('cuts status lines to the terminal width, so they never wrap', () => {
     const t = terminal();
     const long = ref('s', 0, `echo ${'x'.repeat(200)}`);

@@ -383,6 +383,13 @@ export class ProgressDisplay {
 
   #draw(): void {
     if (this.#ended) return;
+    // stdout still holds output (the CLI's writer waits for a slow reader): drawing now
+    // would put the status lines above output not yet shown, and the next erase would take
+    // that output's lines instead. The timer draws once it is out.
+    if (this.#o.stdout.writableLength > 0) {
+      this.#dirty = true;
+      return;
+    }
     this.#dirty = false;
     const lines = this.#statusLines();
     this.#o.stderr.write(`${this.#erase()}${lines.map((l) => `${l}\n`).join('')}`);
