@@ -1,6 +1,7 @@
 import { type BigIntStats, type Dirent, lstatSync, readdirSync, rmSync } from 'node:fs';
 import { chmod, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
+import { removeDeep } from './remove-deep.js';
 
 /** Identity of a regular file's content at one moment: any change means "modified". */
 interface FileStamp {
@@ -139,7 +140,8 @@ export function changedFiles(before: TreeSnapshot, after: TreeSnapshot): string[
 
 /**
  * Removes a job directory, even one whose command made subdirectories read-only (it makes
- * every directory writable again and retries once). `small`: the caller knows the tree
+ * every directory writable again and retries once), or one deeper than PATH_MAX
+ * ({@link removeDeep}). `small`: the caller knows the tree
  * holds few entries (fewer than {@link ENTRIES_PER_TURN}), so it goes synchronously.
  */
 export async function removeTree(dir: string, { small = false } = {}): Promise<void> {
@@ -153,9 +155,16 @@ export async function removeTree(dir: string, { small = false } = {}): Promise<v
   }
   try {
     await rm(dir, { recursive: true, force: true, maxRetries: 2 });
-  } catch {
-    await makeWritable(dir);
-    await rm(dir, { recursive: true, force: true, maxRetries: 2 });
+  } catch (err) {
+    // Deeper than PATH_MAX: only a walk with descriptors gets there.
+    if ((err as NodeJS.ErrnoException).code === 'ENAMETOOLONG') return removeDeep(dir);
+    try {
+      await makeWritable(dir);
+      await rm(dir, { recursive: true, force: true, maxRetries: 2 });
+    } catch {
+      // Deeper than PATH_MAX: only a walk with descriptors gets there.
+      await removeDeep(dir);
+    }
   }
 }
 
