@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import {
   catchError,
@@ -14,6 +15,7 @@ import {
   tap,
   timeout,
 } from 'rxjs';
+import { Token } from '../protocol/token.js';
 import { bindAddress, type Endpoint, endpointIdentity, hostKey, isLoopback } from './endpoint.js';
 import { isConnectionRefused } from './errors.js';
 import type { RakeEvent } from './events.js';
@@ -26,17 +28,30 @@ export interface EmbeddedServer {
   close(): Promise<void>;
 }
 
-/** Starts a server at a loopback endpoint: `serve()` from src/server by default. */
-export type StartServer = (endpoint: Endpoint, logger: Logger) => Promise<EmbeddedServer>;
+/**
+ * Starts a server at a loopback endpoint: `serve()` from src/server by default. It must
+ * require `token` (the run's secret), so that no other user of the machine can run commands
+ * through it as this user.
+ */
+export type StartServer = (
+  endpoint: Endpoint,
+  logger: Logger,
+  token: Token,
+) => Promise<EmbeddedServer>;
 
 /** Why an embedded server is wanted; carried by the `embedded-server-started` event. */
 export type EmbeddedReason = 'local-actions' | 'loopback-host' | 'fallback';
 
 /** The default {@link StartServer}: an in-process `serve()`. */
-export const startEmbeddedServer: StartServer = async (endpoint, logger) => {
+export const startEmbeddedServer: StartServer = async (endpoint, logger, token) => {
   // Loaded only when a server is started: most runs find theirs listening.
   const { serve } = await import('../server/server.js');
-  const handle = await serve({ host: bindAddress(endpoint.host), port: endpoint.port, logger });
+  const handle = await serve({
+    host: bindAddress(endpoint.host),
+    port: endpoint.port,
+    logger,
+    token,
+  });
   // By the time a run closes it, its jobs have ended (or their connections were closed, which
   // kills them): the grace period only lets the last connections finish cleanly.
   return { host: handle.host, port: handle.port, close: () => handle.close({ graceSeconds: 2 }) };
@@ -146,7 +161,10 @@ export class EmbeddedServers {
           this.#logger.debug({ host: hostKey(endpoint), err }, 'probe failed');
           return EMPTY;
         }
-        return defer(() => from(this.#start(endpoint, this.#serverLogger()))).pipe(
+        // A secret of this run: the server runs commands only for this client (issue 17,
+        // defect 10). Loopback is no barrier on a machine other people use.
+        const secret = new Token(randomBytes(32).toString('hex'));
+        return defer(() => from(this.#start(endpoint, this.#serverLogger(), secret))).pipe(
           mergeMap((server) => {
             if (this.#closed) {
               // The run ended while the server was starting.
@@ -154,6 +172,7 @@ export class EmbeddedServers {
               return EMPTY;
             }
             this.#started.push(server);
+            this.#transport.trust?.(endpoint, secret);
             // Logged from the event, with the others (src/observe/log-events.ts).
             return of<RakeEvent>({
               type: 'embedded-server-started',

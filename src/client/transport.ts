@@ -22,7 +22,7 @@ import { DEFAULT_LIMITS, type ProtocolLimits } from '../protocol/limits.js';
 import { prepareInside, wireNameSegments } from '../protocol/names.js';
 import { FramedReader } from '../protocol/reader.js';
 import type { Token } from '../protocol/token.js';
-import { type Endpoint, hostKey } from './endpoint.js';
+import { type Endpoint, endpointIdentity, hostKey } from './endpoint.js';
 import { describeError, isConnectionError, JobError } from './errors.js';
 import type { LookupAddresses } from './hosts.js';
 import { discardStaged, landStaged, outputRefusal } from './landing.js';
@@ -112,6 +112,11 @@ export interface Transport {
    * host (`hosts.ts`). Without it, names are compared as spelled.
    */
   readonly lookup?: LookupAddresses;
+  /**
+   * From now on, prove this client to the server at `endpoint` with `token` (not the run's
+   * token): an embedded server's per-run secret (`embedded.ts`).
+   */
+  trust?(endpoint: Endpoint, token: Token): void;
 }
 
 /** Limits on what a server may make the client take: stdout (spooled when large) and stderr. */
@@ -157,6 +162,8 @@ interface TransportState {
   readonly limits: TransportLimits;
   readonly track: TrackCleanup;
   readonly token: Token | undefined;
+  /** Tokens for particular servers (embedded servers' per-run secrets), by endpoint identity. */
+  readonly trusted: Map<string, Token>;
   readonly meter: TransferMeter | undefined;
   readonly spool: OutputSpool;
   readonly peers: PeerDirectory;
@@ -180,6 +187,7 @@ export function tcpTransport(options: TransportOptions = {}): Transport {
     limits: { ...DEFAULT_TRANSPORT_LIMITS, ...options.limits },
     track: options.track ?? (() => {}),
     token: options.token,
+    trusted: new Map(),
     meter: options.meter,
     spool: options.spool ?? new OutputSpool(),
     peers: new PeerDirectory(),
@@ -191,6 +199,9 @@ export function tcpTransport(options: TransportOptions = {}): Transport {
     queryCost: (endpoint) => queryCost(endpoint, state),
     runJob: (endpoint, job) => runJob(endpoint, job, state),
     lookup: async (host) => (await dnsLookup(host, { all: true })).map((a) => a.address),
+    trust: (endpoint, token) => {
+      state.trusted.set(endpointIdentity(endpoint), token);
+    },
   };
 }
 
@@ -377,7 +388,10 @@ function peerOf(
   const base: PeerInfo = { kind: 'base' };
   const known = state.peers.get(endpoint);
   if (known !== undefined) return Promise.resolve(known);
-  if (state.asked.has(hostKey(endpoint))) return Promise.resolve(base);
+  // A server this run started (an embedded one) is ours and requires its secret: never
+  // taken for a base server while its cost answer is still on its way.
+  const ours = state.trusted.has(endpointIdentity(endpoint));
+  if (state.asked.has(hostKey(endpoint)) && !ours) return Promise.resolve(base);
   return new Promise<PeerInfo>((resolve) => {
     const subscription = queryCost(endpoint, state)
       .pipe(
@@ -419,6 +433,7 @@ function runJobOnce(
   mayOfferEarly: boolean,
 ): Observable<JobProgress> {
   const { limits, track } = state;
+  const token = state.trusted.get(endpointIdentity(endpoint)) ?? state.token;
   let replied = false;
   return converse<JobProgress>(
     endpoint,
@@ -437,7 +452,7 @@ function runJobOnce(
       // To a host that said it wants no token, what follows the hello is sent without
       // waiting for its `ok`: the server reads them in order.
       const ahead =
-        mayOfferEarly && peer.kind === 'rake' && !peer.authRequired && state.token === undefined;
+        mayOfferEarly && peer.kind === 'rake' && !peer.authRequired && token === undefined;
       // Pushed ahead, the files carry modes: only to a host that said it has both.
       const pushAhead =
         ahead && peer.extensions.includes('push') && peer.extensions.includes('mode');
@@ -488,7 +503,7 @@ function runJobOnce(
         peer.kind === 'rake'
           ? await negotiate(socket, reader, {
               endpoint,
-              token: state.token,
+              token,
               limits,
               ...(blind
                 ? {

@@ -338,6 +338,7 @@ export async function serve(options: ServeOptions = {}): Promise<ServerHandle> {
       costOffset,
       limits,
       auth: token !== undefined,
+      access: whoCanConnect(host, token !== undefined),
       cacheSize: cache ? cacheSize : 0,
       spawner: launcher.kind,
       containment: launcher.containment.kind,
@@ -395,4 +396,16 @@ export async function serve(options: ServeOptions = {}): Promise<ServerHandle> {
       return closing;
     },
   };
+}
+
+/**
+ * Who can run commands on a server, said in its `listening` line: the token is the only
+ * line of defence, and loopback is not one on a machine other people log in to.
+ */
+export function whoCanConnect(host: string, hasToken: boolean): string {
+  if (hasToken) return 'only clients that prove they know the token';
+  if (isLoopback(host)) {
+    return 'every user of this machine, as this user: no token (on a machine others use, start it with --token-file)';
+  }
+  return `anyone who can connect to ${host}, as this user: no token (use --token-file)`;
 }

@@ -85,7 +85,7 @@ export function withServeOptions<T>(y: Argv<T>): Argv<T & ServeArgs> {
     })
     .option('token-file', {
       type: 'string',
-      describe: `require clients to prove they know the token in this file (default: $${TOKEN_ENV} if set)`,
+      describe: `require clients to prove they know the token in this file (default: $${TOKEN_ENV} if set). Without a token, every user of this machine (and beyond loopback, anyone who can connect) runs commands as you`,
     })
     .option('cache-size', {
       type: 'string',
