@@ -5,9 +5,14 @@
 #   python3 >= 3.8:   rakeserver's spawn helper (src/server/spawn-helper.ts; os.posix_spawn)
 #   jq:               spec/cli/logging.spec.ts pipes `--log-format json` stderr through it
 # Then the test bed's tools (ip, tc, iptables: scripts/testbed/install-tools.sh, which never
-# fails): without iptables six test-bed specs skip, saying why.
+# fails): without iptables six test-bed specs skip, saying why. And Debian's chromium for
+# spec/observe/report-browser.spec.ts (scripts/install-chromium.sh): if it cannot be had,
+# that spec skips, saying why. Everything a spec needs is installed here: no spec installs.
 set -euo pipefail
 bash "$(dirname "$0")/testbed/install-tools.sh"
+if ! bash "$(dirname "$0")/install-chromium.sh" >>/tmp/rake-test-apt.log 2>&1; then
+  echo "test tools: chromium could not be installed (log: /tmp/rake-test-apt.log); the report browser spec will skip" >&2
+fi
 missing=()
 command -v cc >/dev/null 2>&1 || missing+=(gcc libc6-dev)
 command -v make >/dev/null 2>&1 || missing+=(make)
