@@ -10,13 +10,14 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
+import { createServer as createTlsServer } from 'node:tls';
 import { pino } from 'pino';
 import { type ServerHandle, serve } from '../../src/server/server.js';
 import { freePort } from '../client/support.js';
 import { waitUntil } from '../helpers/wait.js';
 
 const root = new URL('../../', import.meta.url).pathname;
-const T = { timeout: 120_000 };
+const T = { timeout: 400_000 };
 
 /** The server's log records, as it writes them. */
 const records: Array<Record<string, unknown>> = [];
@@ -50,6 +51,7 @@ function rake(
   cwd: string,
   args: string[],
   onStart?: (child: ChildProcess) => void,
+  env: NodeJS.ProcessEnv = process.env,
 ): Promise<{ code: number | null; signal: string | null; stdout: string; stderr: string }> {
   return new Promise((ok) => {
     const child = spawn(
@@ -57,6 +59,7 @@ function rake(
       ['--import', import.meta.resolve('tsx'), join(root, 'spec/net/rake-cli.ts'), ...args],
       {
         cwd,
+        env,
         stdio: ['ignore', 'pipe', 'pipe'],
       },
     );
@@ -216,6 +219,65 @@ describe('rake-ts --executor (REAPI)', T, () => {
     await new Promise((ok) => relay.close(ok));
     assert.equal(r.code, 0, r.stderr);
     assert.equal(await readFile(join(dir, 'resumed.txt'), 'utf8'), 'after the break\n');
+  });
+
+  it('grpcs://: TLS to the farm, its certificate checked against the trusted roots', async () => {
+    const key = join(work, 'tls.key');
+    const cert = join(work, 'tls.crt');
+    execFileSync(
+      'openssl',
+      [
+        'req',
+        '-x509',
+        '-newkey',
+        'rsa:2048',
+        '-nodes',
+        '-days',
+        '1',
+        '-subj',
+        '/CN=localhost',
+        '-addext',
+        'subjectAltName=DNS:localhost,IP:127.0.0.1',
+        '-keyout',
+        key,
+        '-out',
+        cert,
+      ],
+      { stdio: 'ignore' },
+    );
+    // A TLS-terminating front for the server's plain REAPI port, as a farm's load balancer.
+    const front = createTlsServer(
+      { key: await readFile(key), cert: await readFile(cert), ALPNProtocols: ['h2'] },
+      (down) => {
+        const up = connect(server.reapiPort as number, '127.0.0.1');
+        down.pipe(up).pipe(down);
+        down.on('error', () => up.destroy()).on('close', () => up.destroy());
+        up.on('error', () => down.destroy());
+      },
+    );
+    await new Promise<void>((ok) => front.listen(0, '127.0.0.1', ok));
+    const tlsPort = (front.address() as { port: number }).port;
+    const dir = await project('tls', 'hi:\n\tremote-echo over-tls > tls.txt\n');
+    try {
+      const untrusted = await rake(dir, [
+        '--executor',
+        `grpcs://localhost:${tlsPort}`,
+        '--no-fallback',
+        '--progress',
+        'never',
+      ]);
+      assert.notEqual(untrusted.code, 0, 'a certificate nobody trusts is refused');
+      const trusted = await rake(
+        dir,
+        ['--executor', `grpcs://localhost:${tlsPort}`, '--no-fallback', '--progress', 'never'],
+        undefined,
+        { ...process.env, NODE_EXTRA_CA_CERTS: cert },
+      );
+      assert.equal(trusted.code, 0, trusted.stderr);
+      assert.equal(await readFile(join(dir, 'tls.txt'), 'utf8'), 'over-tls\n');
+    } finally {
+      await new Promise((ok) => front.close(ok));
+    }
   });
 
   it("refuses outputs under .git/ and lands none of that action's files", async () => {

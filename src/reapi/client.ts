@@ -1,4 +1,6 @@
 import { randomUUID } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { rootCertificates } from 'node:tls';
 import {
   type DescMessage,
   type DescMethod,
@@ -120,7 +122,7 @@ export class ReapiClient {
     this.target = target;
     this.#client = new Client(
       target.address,
-      creds ?? (target.tls ? credentials.createSsl() : credentials.createInsecure()),
+      creds ?? (target.tls ? credentials.createSsl(tlsRoots()) : credentials.createInsecure()),
       {
         'grpc.max_receive_message_length': 16 * 1024 * 1024,
         'grpc.max_send_message_length': 16 * 1024 * 1024,
@@ -486,6 +488,21 @@ export class ReapiClient {
       $typeName: 'google.longrunning.CancelOperationRequest',
       name,
     });
+  }
+}
+
+/**
+ * The roots a `grpcs://` farm's certificate is checked against: Node's bundled ones plus the
+ * file NODE_EXTRA_CA_CERTS names (grpc-js's own default leaves that file out). Null = grpc-js's
+ * default.
+ */
+function tlsRoots(): Buffer | null {
+  const extra = process.env.NODE_EXTRA_CA_CERTS;
+  if (!extra) return null;
+  try {
+    return Buffer.from([...rootCertificates, readFileSync(extra, 'utf8')].join('\n'));
+  } catch {
+    return null;
   }
 }
 
