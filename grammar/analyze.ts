@@ -55,6 +55,16 @@ interface OpenActionset {
   strayReported: boolean;
 }
 
+/** Consecutive actions with no header above them, reported together. */
+interface StrayRun {
+  /** Where the first one's content starts and its command ends. */
+  readonly start: number;
+  end: number;
+  /** Start of the line before the run, to spot a broken header there. */
+  readonly after: number;
+  count: number;
+}
+
 /** A line the lexer refused: where it starts, and why. */
 interface RefusedLine {
   readonly offset: number;
@@ -85,8 +95,13 @@ export class Analyzer {
   /** Actionset names, and the line each was first defined on. */
   readonly #names = new Map<string, number>();
   #open: OpenActionset | undefined;
-  /** Start of the last setting or header line. */
+  /** Start of the last line handed over in column 1 or in a stray run. */
   #previousLine = 0;
+  /** Indented lines with no actionset, while more may follow (they can span pieces). */
+  #strayRun: StrayRun | undefined;
+  /** A `requires` line with no actionset was reported for each line since the last setting,
+   * until a stray action: the lines after it are its files. */
+  #strayAction = false;
   #remoteActions = 0;
   #firstRemote: number | undefined;
   /** Start of a PORT/HOSTS line that came after an actionset (and so ended it), for hints. */
@@ -99,9 +114,10 @@ export class Analyzer {
 
   /**
    * Takes one piece: first the lines the lexer refused, then the parser's nodes and errors,
-   * merged in file order.
+   * merged in file order. `continued`: the piece starts inside the open actionset, and its
+   * tokens with a stand-in header (grammar/parse.ts).
    */
-  feed(lexed: ILexingResult, parsed: ParseOutput, base: number): void {
+  feed(lexed: ILexingResult, parsed: ParseOutput, base: number, continued = false): void {
     this.#base = base;
     // A lexing error at the start of a line spans the refused lines in a row (chevrotain
     // resumes at the next line it can match): each gets its diagnostic. One inside a line
@@ -138,7 +154,8 @@ export class Analyzer {
           this.#hostsSetting(node);
           break;
         case 'header':
-          this.#header(node.name);
+          // A piece that continues the open actionset starts with a stand-in header.
+          if (!continued || node !== nodes[0]) this.#header(node.name);
           break;
         case 'action':
           this.#action(node);
@@ -146,6 +163,11 @@ export class Analyzer {
       }
     }
     while (e < errors.length) this.#error(errors[e++] as IRecognitionException);
+  }
+
+  /** True when an actionset is open: an action line now would be one of its actions. */
+  get inActionset(): boolean {
+    return this.#open !== undefined;
   }
 
   /** Once every piece has been fed: the model, or every diagnostic. */
@@ -218,8 +240,13 @@ export class Analyzer {
     });
   }
 
-  /** A line in column 1 at `offset` (or the end) ends the open actionset. */
+  /** A line in column 1 at `offset` (or the end) ends the open actionset or stray run. */
   #topLevel(offset: number): void {
+    if (this.#strayRun !== undefined) {
+      this.#reportStrayRun(this.#strayRun);
+      this.#strayRun = undefined;
+    }
+    this.#strayAction = false;
     const open = this.#open;
     if (open === undefined) return;
     if (open.actions.length === 0 && !this.#hasRefusedBetween(open.offset, offset)) {
@@ -364,10 +391,6 @@ export class Analyzer {
    */
   #strayLines(tokens: readonly IToken[]): void {
     const base = this.#base;
-    let previousLine = this.#previousLine;
-    let first: { line: number; start: number; end: number } | undefined;
-    let count = 0;
-    let after = 0;
     let previous: IToken | undefined;
     for (const token of tokens) {
       const type = token.tokenType;
@@ -375,16 +398,16 @@ export class Analyzer {
       previous = token;
       // Each line starts with `requires`, `remote-` or a command (not one after `remote-`).
       if (type === Command && afterRemote) {
-        if (first !== undefined && first.end === 0) {
-          first.end = base + token.startOffset + token.image.length;
-        }
+        const run = this.#strayRun;
+        if (run !== undefined && run.end === 0)
+          run.end = base + token.startOffset + token.image.length;
         continue;
       }
       if (type !== Requires && type !== Remote && type !== Command) continue;
       const at = base + token.startOffset;
       const line = this.#text.lastIndexOf('\n', at - 1) + 1;
       if (type === Requires) {
-        if (count === 0) {
+        if (!this.#strayAction) {
           this.#report('requires-before-action', at, 'requires'.length, {
             message: '`requires` line outside any actionset',
             hint: REQUIRES_HINT,
@@ -396,28 +419,32 @@ export class Analyzer {
           this.#remoteActions++;
           this.#firstRemote ??= start;
         }
-        if (count === 0) {
-          first = { line, start, end: type === Remote ? 0 : at + token.image.length };
-          after = previousLine;
+        this.#strayAction = true;
+        if (this.#strayRun !== undefined) this.#strayRun.count++;
+        else {
+          const end = type === Remote ? 0 : at + token.image.length;
+          this.#strayRun = { start, end, after: this.#previousLine, count: 1 };
         }
-        count++;
       }
-      previousLine = line;
+      this.#previousLine = line;
     }
-    if (first === undefined) return;
+  }
+
+  /** The run of stray actions, once a line in column 1 (or the end) has ended it. */
+  #reportStrayRun(run: StrayRun): void {
     // A broken header above them has its own diagnostic; do not pile on.
-    if (this.#hasRefusedBetween(after, first.start, BROKEN_HEADER)) return;
-    const suffix = count > 1 ? ` (and ${count - 1} more after it)` : '';
-    const length = first.end - first.start;
+    if (this.#hasRefusedBetween(run.after, run.start, BROKEN_HEADER)) return;
+    const suffix = run.count > 1 ? ` (and ${run.count - 1} more after it)` : '';
+    const length = run.end - run.start;
     const setting = this.#settingAfterActionset;
     if (setting === undefined) {
-      this.#report('action-before-actionset', first.start, length, {
+      this.#report('action-before-actionset', run.start, length, {
         message: `action before any actionset${suffix}`,
         hint: 'start an actionset with a header line `name:` above it',
       });
     } else {
       const keyword = this.#text.startsWith('PORT', setting) ? 'PORT' : 'HOSTS';
-      this.#report('action-before-actionset', first.start, length, {
+      this.#report('action-before-actionset', run.start, length, {
         message: `action outside any actionset${suffix}`,
         hint: `the ${keyword} line on line ${this.#lines.lineOf(setting)} ended the actionset above; move it before the first actionset`,
       });

@@ -1,9 +1,10 @@
 import { Buffer } from 'node:buffer';
 import { open } from 'node:fs/promises';
+import type { IToken } from 'chevrotain';
 import { Analyzer, type ParseResult } from './analyze.js';
 import { decodeRakefile } from './decode.js';
 import type { Diagnostic } from './diagnostics.js';
-import { classifyLine, createRakefileLexer, type RakefileLexer } from './lexer.js';
+import { Colon, classifyLine, createRakefileLexer, Name, type RakefileLexer } from './lexer.js';
 import { RakefileParser } from './parser.js';
 import { LineIndex } from './positions.js';
 
@@ -38,12 +39,21 @@ export function parseRakefile(text: string | Uint8Array, options: ParseOptions =
 
 /**
  * Characters lexed and parsed at a time, at least. A large file is cut into pieces, each
- * starting at a setting or header line: there the indentation is back to level 0 and every
- * rule of the grammar is closed, so each piece is a Rakefile of its own to chevrotain, and
- * only one piece's tokens are alive at a time (docs/benchmarks.md). The analyser carries
- * what spans pieces (names, settings, the open actionset).
+ * starting at a setting or header line, or at an action line. At a setting or header every
+ * rule of the grammar is closed and the indentation is back to level 0, so the piece is a
+ * Rakefile of its own to chevrotain. A piece that starts at an action inside an actionset
+ * gets a stand-in header token in front (the analyser knows it is one), so the actions
+ * still parse as the actionset's. Only one piece's tokens are alive at a time
+ * (docs/benchmarks.md); the analyser carries what spans pieces (names, settings, the open
+ * actionset, a run of misplaced lines).
  */
 const PIECE = 1 << 16;
+
+/** The stand-in header of a piece that continues an actionset. */
+const CONTINUED: readonly IToken[] = [Name, Colon].map(
+  (type) =>
+    ({ image: '', startOffset: -1, tokenTypeIdx: type.tokenTypeIdx, tokenType: type }) as IToken,
+);
 
 /**
  * Parses decoded text; `piece` is exported for the spec that checks that where the pieces
@@ -58,18 +68,22 @@ export function parseText(text: string, file: string, piece = PIECE): ParseResul
     const lexed = lexer.tokenize(
       start === 0 && end === text.length ? text : text.slice(start, end),
     );
-    analyzer.feed(lexed, parser.parse(lexed.tokens), start);
+    const continued = start > 0 && analyzer.inActionset && classifyLine(text, start) === 'action';
+    const tokens = continued ? [...CONTINUED, ...lexed.tokens] : lexed.tokens;
+    analyzer.feed(lexed, parser.parse(tokens), start, continued);
     start = end;
   }
   return analyzer.finish();
 }
 
-/** The start of the first setting or header line at or after `from`, or the end of the text. */
+/** The start of the first setting, header or action line at or after `from`, or the end. */
 function pieceEnd(text: string, from: number): number {
   if (from >= text.length) return text.length;
   for (let at = text.indexOf('\n', from - 1); at !== -1; at = text.indexOf('\n', at + 1)) {
     const kind = classifyLine(text, at + 1);
-    if (kind === 'port' || kind === 'hosts' || kind === 'header') return at + 1;
+    if (kind === 'port' || kind === 'hosts' || kind === 'header' || kind === 'action') {
+      return at + 1;
+    }
   }
   return text.length;
 }

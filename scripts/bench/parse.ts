@@ -3,6 +3,7 @@
  * Target (issue "The grammar"): under 1 s wall time and under 200 MB peak memory.
  *
  *   node --import tsx scripts/bench/parse.ts [--actions N] [--runs N] [--baseline REV]
+ *                                            [--per-actionset N]  (default 1000)
  *
  * With `--baseline REV` (a commit, a tag, `HEAD~3`), the grammar/ of REV is compiled the
  * same way and its runs alternate with this tree's, so both are measured under the same load
@@ -161,6 +162,7 @@ async function main(): Promise<void> {
       actions: { type: 'string', default: '100000' },
       runs: { type: 'string', default: '7' },
       baseline: { type: 'string' },
+      'per-actionset': { type: 'string', default: '1000' },
     },
   });
 
@@ -168,8 +170,8 @@ async function main(): Promise<void> {
   const runs = Number(values.runs);
   const dir = join(root, '.bench');
   mkdirSync(dir, { recursive: true });
-  const path = join(dir, `Rakefile.${actions}`);
-  const text = generateRakefile(actions);
+  const path = join(dir, `Rakefile.${actions}.${values['per-actionset']}`);
+  const text = generateRakefile(actions, Number(values['per-actionset']));
   writeFileSync(path, text);
   const dist = join(dir, 'parse-dist');
   compile(dist);
@@ -212,9 +214,9 @@ async function main(): Promise<void> {
       '',
       "What is timed: `readRakefile(path)` in a plain `node` process running grammar/ compiled by tsc (no tsx): reading, checking and decoding the bytes, lexing, parsing and building the model, including building the chevrotain lexer and parser on first use (about 40 ms). Module loading is not included. Peak RSS is that process's `maxRSS`. The machine is shared: at load averages of 10 and more the wall time of the same build spreads to 2–5 s while its CPU time stays near 1.1–1.5 s.",
       '',
-      "Where the memory goes: the model itself, about 57 MB of V8 heap here (100,000 actions, 300,000 requirements, 400,000 positions), the 15 MB text its strings point into, and the 15 MB of file bytes. What keeps the rest small: the text is lexed and parsed in pieces of at least 64 KiB, each starting at a setting or header line (where the indentation is back to level 0 and every rule of the grammar is closed), so only one piece of word tokens (about 4,000) is alive at a time; and the parser's embedded actions hand over small nodes, which the analyser turns into the model as they come, instead of a tree of the whole file. Earlier designs, measured with this script: one token per line, classified by hand, the inside of lines read by hand (the grammar before issue 19), about 166 MB and 0.75 to 0.85 times the CPU time of this one (alternating runs with `--baseline 86c8bee` on 2026-12-07, load averages 14 to 16: medians 863 against 1146 ms, 1216 against 1431 ms); one token per word with a syntax tree, about 330 MB and 1.5 s; one token per line lexed all at once, about 195 MB.",
+      "Where the memory goes: the model itself, about 57 MB of V8 heap here (100,000 actions, 300,000 requirements, 400,000 positions), the 15 MB text its strings point into, and the 15 MB of file bytes. What keeps the rest small: the text is lexed and parsed in pieces of at least 64 KiB, each starting at a setting or header line (where the indentation is back to level 0 and every rule of the grammar is closed) or at an action line (with a stand-in header token in front), so only one piece of word tokens (about 4,000) is alive at a time, even when all 100,000 actions are in one actionset (`--per-actionset 100000`: 172 MB peak RSS, against 261 MB when pieces started only at settings and headers, at load average 31); and the parser's embedded actions hand over small nodes, which the analyser turns into the model as they come, instead of a tree of the whole file. Earlier designs, measured with this script: one token per line, classified by hand, the inside of lines read by hand (the grammar before issue 19), about 166 MB and 0.75 to 0.85 times the CPU time of this one (alternating runs with `--baseline 86c8bee` on 2026-12-07, load averages 14 to 16: medians 863 against 1146 ms, 1216 against 1431 ms); one token per word with a syntax tree, about 330 MB and 1.5 s; one token per line lexed all at once, about 195 MB.",
       '',
-      'Reproduce: `node --import tsx scripts/bench/parse.ts [--actions 100000] [--runs 7] [--baseline REV]` (the generated Rakefile and the compiled code go to `.bench/`).',
+      'Reproduce: `node --import tsx scripts/bench/parse.ts [--actions 100000] [--runs 7] [--baseline REV] [--per-actionset 1000]` (the generated Rakefile and the compiled code go to `.bench/`).',
     ].join('\n'),
   );
   if (baselineDist === undefined) return;

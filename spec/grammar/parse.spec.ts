@@ -9,7 +9,7 @@ import { type Diagnostic, formatDiagnostic, formatDiagnostics } from '../../gram
 import { parseHostEntry } from '../../grammar/hosts.js';
 import { rakefileToJson } from '../../grammar/json.js';
 import { classifyLine, createRakefileLexer } from '../../grammar/lexer.js';
-import { parseRakefile, readRakefile } from '../../grammar/parse.js';
+import { parseRakefile, parseText, readRakefile } from '../../grammar/parse.js';
 import { RakefileParser } from '../../grammar/parser.js';
 import { printRakefile } from '../../grammar/print.js';
 
@@ -144,6 +144,46 @@ describe('parseRakefile', () => {
       line: 10002,
       column: 12,
     });
+  });
+
+  it('parses a long actionset cut into pieces as it parses it whole', () => {
+    const lines = ['HOSTS = a', 'all:'];
+    for (let i = 0; i < 3000; i++) lines.push(`\tremote-cc -c f${i}.c`, `\t\trequires f${i}.c`);
+    const text = lines.join('\n');
+    const whole = parseText(text, 'Rakefile', text.length);
+    // Only one piece's tokens are alive at a time: the pieces are cut inside the actionset.
+    const parse = RakefileParser.prototype.parse;
+    let largest = 0;
+    RakefileParser.prototype.parse = function (tokens) {
+      largest = Math.max(largest, tokens.length);
+      return parse.call(this, tokens);
+    };
+    try {
+      assert.deepEqual(parseText(text, 'Rakefile', 256), whole);
+    } finally {
+      RakefileParser.prototype.parse = parse;
+    }
+    assert.ok(largest < 200, `a piece of ${largest} tokens`);
+    assert.equal(whole.ok && whole.rakefile.actionsets.length, 1);
+  });
+
+  it('reports a run of misplaced actions once, however many pieces it spans', () => {
+    const lines = ['x:', '\techo', 'PORT = 1'];
+    for (let i = 0; i < 500; i++) lines.push(`\techo ${i}`, `\t\trequires f${i}.c`);
+    lines.push('y:', '\t\trequires early.c', '\techo');
+    const text = lines.join('\n');
+    for (const piece of [64, 1000, text.length]) {
+      const r = parseText(text, 'Rakefile', piece);
+      assert.equal(r.ok, false);
+      if (r.ok) return;
+      assert.deepEqual(
+        r.diagnostics.map((d) => [d.code, d.position.line, d.message]),
+        [
+          ['action-before-actionset', 4, 'action outside any actionset (and 499 more after it)'],
+          ['requires-before-action', 1005, '`requires` line before any action of actionset `y`'],
+        ],
+      );
+    }
   });
 
   it('reports every error at once, in file order', () => {
