@@ -4,6 +4,7 @@
 #   cc, libc headers: the example C build (examples/hello-c) and the build specs
 #   python3 >= 3.8:   rakeserver's spawn helper (src/server/spawn-helper.ts; os.posix_spawn)
 #   jq:               spec/cli/logging.spec.ts pipes `--log-format json` stderr through it
+#   openssl:          spec/reapi/client.spec.ts makes a certificate for its grpcs:// front
 # Then the test bed's tools (ip, tc, iptables: scripts/testbed/install-tools.sh, which never
 # fails): without iptables six test-bed specs skip, saying why. And Debian's chromium for
 # spec/observe/report-browser.spec.ts (scripts/install-chromium.sh): if it cannot be had,
@@ -17,6 +18,7 @@ missing=()
 command -v cc >/dev/null 2>&1 || missing+=(gcc libc6-dev)
 command -v make >/dev/null 2>&1 || missing+=(make)
 command -v jq >/dev/null 2>&1 || missing+=(jq)
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 if ! python3 -c 'import os, sys; sys.exit(0 if sys.version_info >= (3, 8) and hasattr(os, "posix_spawn") else 1)' >/dev/null 2>&1; then
   missing+=(python3)
 fi
