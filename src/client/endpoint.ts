@@ -4,6 +4,12 @@ import { isLoopback } from '../util/loopback.js';
 
 export { isLoopback };
 
+/**
+ * The name events and the summary give the Rakefile's own directory as a place to run
+ * (`--local-here`): not a `host:port`, since no server is involved.
+ */
+export const HERE = 'here';
+
 /** A server address: a host name or IP (IPv6 without brackets) and a port. */
 export interface Endpoint {
   readonly host: string;

@@ -1,9 +1,8 @@
 import { stat } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import type { Rakefile } from '../../grammar/model.js';
-import { hostKey } from './endpoint.js';
+import { HERE, hostKey } from './endpoint.js';
 import type { ActionRef } from './events.js';
-import { HERE } from './here.js';
 import { wireName } from './requirements.js';
 import { actionRef, type RunOptions, resolveTargets } from './run.js';
 
