@@ -38,7 +38,7 @@ describe('rake-ts --local-here', { timeout: 60_000 }, () => {
     assert.deepEqual(await listFiles(dir), ['Rakefile', 'new.txt', 'present.txt']);
     assert.equal(await readFile(join(dir, 'new.txt'), 'utf8'), 'made\n');
     // No server was involved: the summary names the place `here`.
-    assert.match(r.stdout, /on 1 host \(here=2\)/);
+    assert.match(r.stderr, /on 1 host \(here=2\)/);
   });
 
   it('without it, a local action runs in a job directory of the local server', async () => {

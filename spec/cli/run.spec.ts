@@ -69,7 +69,7 @@ describe('rake-ts [Rakefile]', () => {
       const r = await rake(dir, []);
       assert.equal(r.code, EXIT.ok, r.stderr);
       assert.match(r.stdout, /^hello from rake-ts: 8 numbers, sum 31, max 9, mean 3\.87\n/);
-      assert.match(r.stdout, /rake-ts: ok: 6\/6 actions succeeded in [\d.]+ s/);
+      assert.match(r.stderr, /rake-ts: ok: 6\/6 actions succeeded in [\d.]+ s/);
     } finally {
       await closeAll(servers);
       await removeDir(dir);
@@ -89,7 +89,7 @@ describe('rake-ts [Rakefile]', () => {
       const r = await rake(dir, ['-q']);
       assert.equal(r.code, EXIT.ok, r.stderr);
       assert.ok(r.stdout.includes('a1\na2\na3\n') && r.stdout.includes('b1\nb2\nb3\n'), r.stdout);
-      assert.doesNotMatch(r.stdout, /rake-ts: ok/, '-q leaves out the summary');
+      assert.doesNotMatch(r.stderr, /rake-ts: ok/, '-q leaves out the summary');
     } finally {
       await closeAll(server ? [server] : []);
       await removeDir(dir);
@@ -111,7 +111,7 @@ describe('rake-ts [Rakefile]', () => {
       assert.match(r.stderr, new RegExp(`\\n  exited with status 4 on 127\\.0\\.0\\.1:${p}\\n`));
       assert.match(r.stderr, /\| oops/);
       assert.doesNotMatch(r.stdout, /never/);
-      assert.match(r.stdout, /FAILED: 0\/2 actions succeeded, 1 failed, 1 not started/);
+      assert.match(r.stderr, /FAILED: 0\/2 actions succeeded, 1 failed, 1 not started/);
     } finally {
       await closeAll(server ? [server] : []);
       await removeDir(dir);
@@ -179,7 +179,7 @@ describe('rake-ts [Rakefile]', () => {
       const r = await rake(dir, ['--no-fallback', '--no-embedded']);
       assert.equal(r.code, EXIT.noHost, r.stderr);
       assert.match(r.stderr, /no host answered the cost poll \(127\.0\.0\.1:1: ECONNREFUSED\)/);
-      assert.match(r.stdout, /^rake-ts: FAILED Rakefile:5 set#0 \(no-host\): true$/m);
+      assert.match(r.stderr, /^rake-ts: FAILED Rakefile:5 set#0 \(no-host\): true$/m);
     } finally {
       await removeDir(dir);
     }

@@ -73,8 +73,8 @@ describe('rake-ts: hosts that never answered', { timeout: 60_000 }, () => {
     if (process.env.SHOW) console.log(r.stdout, r.stderr);
     for (let i = 0; i < 6; i++) assert.match(r.stdout, new RegExp(`^out ${i}$`, 'm'));
     // Every action ran on the live host.
-    assert.match(r.stdout, new RegExp(`on 1 host \\(127\\.0\\.0\\.1:${live.port}=6\\)`));
-    const notes = r.stdout.split('\n').filter((l) => /^rake-ts: (never answered|no work):/.test(l));
+    assert.match(r.stderr, new RegExp(`on 1 host \\(127\\.0\\.0\\.1:${live.port}=6\\)`));
+    const notes = r.stderr.split('\n').filter((l) => /^rake-ts: (never answered|no work):/.test(l));
     const esc = (s: string) => s.replace(/[.[\]]/g, '\\$&');
     const expected = [
       new RegExp(
@@ -104,7 +104,7 @@ describe('rake-ts: hosts that never answered', { timeout: 60_000 }, () => {
     assert.equal(r.code, 0, r.stdout + r.stderr);
     assert.match(r.stdout, /^served$/m);
     assert.match(
-      r.stdout,
+      r.stderr,
       new RegExp(
         `^rake-ts: nothing listened at 127\\.0\\.0\\.1:${free}: an embedded server ran there \\(loopback-host\\)$`,
         'm',

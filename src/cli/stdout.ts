@@ -41,6 +41,11 @@ export class StdoutWriter extends Writable {
     target.on('error', this.#fail);
   }
 
+  /** Whether the stream it writes to is a terminal. */
+  get isTTY(): boolean {
+    return this.#terminal;
+  }
+
   /** Why stdout stopped taking bytes, if it did. */
   get failure(): StdoutFailure | undefined {
     return this.#failure;

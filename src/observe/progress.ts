@@ -201,11 +201,13 @@ export class ProgressDisplay {
       return;
     }
     // The recap is part of the summary, on the same stream: stdout may queue (the CLI's
-    // writer waits for a slow reader), and one stream keeps the order.
+    // writer waits for a slow reader), and one stream keeps the order. Off a terminal,
+    // stdout carries only what the actions printed (`rake-ts > out.bin`): stderr takes it.
     if (!this.#o.quiet || s.exitStatus !== 0) {
-      this.#o.stdout.write(line);
-      this.#o.stdout.write(formatHostNotes(s));
-      if (this.#failures.length > 0) this.#o.stdout.write(formatRecap(this.#failures));
+      const out = isTerminal(this.#o.stdout) ? this.#o.stdout : this.#o.stderr;
+      out.write(line);
+      out.write(formatHostNotes(s));
+      if (this.#failures.length > 0) out.write(formatRecap(this.#failures));
     }
   }
 
@@ -646,4 +648,9 @@ function every(ms: number, fn: () => void, scheduler?: SchedulerLike): { unsubsc
 function formatEta(ms: number): string {
   const s = Math.max(1, Math.round(ms / 1000));
   return s < 60 ? `${s} s` : `${Math.floor(s / 60)} min ${s % 60} s`;
+}
+
+/** Whether a stream is a terminal (the CLI's stdout writer says whether its stream is). */
+function isTerminal(stream: Writable): boolean {
+  return (stream as { isTTY?: boolean }).isTTY === true;
 }
