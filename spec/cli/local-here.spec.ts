@@ -3,6 +3,7 @@
 // as make runs recipes. The program runs in-process with captured streams; the local server
 // is a real one on loopback, the commands real processes.
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -10,6 +11,10 @@ import { after, before, describe, it } from 'node:test';
 import type { ServerHandle } from '../../src/server/index.js';
 import { listFiles, project, removeDir, startServers } from '../client/support.js';
 import { rake } from './support.js';
+
+const root = new URL('../../', import.meta.url).pathname;
+const bin = join(root, 'bin/rake-ts.js');
+const built = existsSync(join(root, 'dist/rake-ts.cjs'));
 
 describe('rake-ts --local-here', { timeout: 60_000 }, () => {
   let local: ServerHandle;
@@ -58,11 +63,28 @@ describe('rake-ts --local-here', { timeout: 60_000 }, () => {
     const r = await rake(dir, ['--local-here', '--fail-fast', '--progress=never']);
     assert.equal(r.code, 1);
     assert.match(r.stderr, /bad/);
-    assert.match(r.stderr, /exit status 4/);
+    assert.match(r.stderr, /exited with status 4 here/);
     const pid = Number(await readFile(join(dir, 'sleeper.pid'), 'utf8'));
     assert.ok(pid > 0);
     assert.throws(() => process.kill(pid, 0), /ESRCH/, 'the cancelled action’s process is gone');
     assert.ok(Date.now() - started < 25_000, 'the sleeper did not run its course');
+  });
+
+  it('the built program runs a local action here too', {
+    skip: built ? false : 'run `npm run build` first',
+  }, async () => {
+    await setUp('\tcat present.txt\n');
+    const r = spawnSync(
+      process.execPath,
+      [bin, '--local-here', '--no-embedded', '--progress=never'],
+      {
+        cwd: dir,
+        encoding: 'utf8',
+        timeout: 30_000,
+      },
+    );
+    assert.equal(r.status, 0, r.stdout + r.stderr);
+    assert.match(r.stdout, /^I am here$/m);
   });
 
   it('--help and -n say where local actions run', async () => {

@@ -25,7 +25,8 @@ type Child = ChildProcessByStdio<null, Readable, Readable>;
  * and `action-succeeded`, or `action-failed` (`exit-non-zero` with its stderr, or `timeout`).
  * Unsubscribing kills the command's process group; the CLI waits for it to be gone.
  * `child_process` is loaded only when such an action runs (`-n`, and runs without
- * `--local-here`, never load it: spec/cli/lazy-load.spec.ts).
+ * `--local-here`, never load it: spec/cli/lazy-load.spec.ts), through
+ * `process.getBuiltinModule` (Node 20.16+).
  */
 export function runHere(
   ctx: HereContext,
@@ -44,19 +45,16 @@ export function runHere(
       attempt: 1,
     });
     const state = new HereRun(ctx, action, started, t0, sub);
-    void import('node:child_process').then(
-      ({ spawn }) => {
-        if (state.finished) return;
-        state.watch(
-          spawn('/bin/sh', ['-c', action.command], {
-            cwd: ctx.directory,
-            // Its own process group, so that cancelling kills what it started too.
-            detached: true,
-            stdio: ['ignore', 'pipe', 'pipe'],
-          }),
-        );
-      },
-      (err: unknown) => state.failed(err instanceof Error ? err : new Error(String(err))),
+    // Loaded here, synchronously (a dynamic import() has no loader in the built CLI's cached
+    // script): only a run with `--local-here` pays for child_process.
+    const { spawn } = process.getBuiltinModule('node:child_process');
+    state.watch(
+      spawn('/bin/sh', ['-c', action.command], {
+        cwd: ctx.directory,
+        // Its own process group, so that cancelling kills what it started too.
+        detached: true,
+        stdio: ['ignore', 'pipe', 'pipe'],
+      }),
     );
     return () => state.cancel();
   });
