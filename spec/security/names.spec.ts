@@ -246,12 +246,14 @@ describe('both sides: the real client and the real server', () => {
     assertSentinelIntact();
   });
 
-  it('requirements outside the Rakefile directory travel under their base name, inside the job', async () => {
-    const { dir, text } = project(
-      server.port,
-      'find . -type f ! -name listing.txt | sort > listing.txt',
-      ['../shared/outside.h', './src/in.c', 'src/../src/in.c'],
-    );
+  it('requirements outside the Rakefile directory keep their places, inside the job', async () => {
+    // Our server carries relative places (extension cwd): `..` resolves inside the job
+    // directory, never above it (issue 18 item 12; docs/protocol.md).
+    const { dir, text } = project(server.port, 'cat ../shared/outside.h src/in.c > listing.txt', [
+      '../shared/outside.h',
+      './src/in.c',
+      'src/../src/in.c',
+    ]);
     mkdirSync(join(dir, '..', 'shared'), { recursive: true });
     writeFileSync(join(dir, '..', 'shared', 'outside.h'), '#define X 1\n');
     mkdirSync(join(dir, 'src'));
@@ -259,7 +261,7 @@ describe('both sides: the real client and the real server', () => {
     const events = await runIn(dir, text);
     const ok = events.find((e) => e.type === 'action-succeeded');
     assert.ok(ok, JSON.stringify(events.filter((e) => e.type === 'action-failed')));
-    assert.equal(readFileSync(join(dir, 'listing.txt'), 'utf8'), './outside.h\n./src/in.c\n');
+    assert.equal(readFileSync(join(dir, 'listing.txt'), 'utf8'), '#define X 1\nint x;\n');
     assertSentinelIntact();
   });
 });
