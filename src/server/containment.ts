@@ -10,7 +10,7 @@ import {
   rmdirSync,
   writeFileSync,
 } from 'node:fs';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import type { Logger } from 'pino';
 import { uniqueSuffix } from '../util/unique.js';
 import { OWNER_TAG } from './stale.js';
@@ -276,7 +276,7 @@ class CgroupContainment implements Containment {
     const log = this.#log;
     let released: Promise<boolean> | undefined;
     const group: JobGroup = {
-      tag: `${OWNER_TAG}-cg-${id}`,
+      tag: `${basename(this.#root)}-${id}`,
       procs: join(dir, 'cgroup.procs'),
       kill: () => {
         try {
