@@ -70,7 +70,6 @@ describe('rake-ts: hosts that never answered', { timeout: 60_000 }, () => {
       '0.5',
     ]);
     assert.equal(r.code, 0, r.stdout + r.stderr);
-    if (process.env.SHOW) console.log(r.stdout, r.stderr);
     for (let i = 0; i < 6; i++) assert.match(r.stdout, new RegExp(`^out ${i}$`, 'm'));
     // Every action ran on the live host.
     assert.match(r.stderr, new RegExp(`on 1 host \\(127\\.0\\.0\\.1:${live.port}=6\\)`));
