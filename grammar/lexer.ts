@@ -17,9 +17,10 @@
  * it, which the parser then reports), settings and headers at level 0.
  *
  * A line that cannot be right is matched by no token in the `line` mode: chevrotain reports
- * it as a lexing error and resumes at the next line (only the newline can restart the mode
- * there), so the parser never sees it and every such line gets its own diagnostic
- * (grammar/analyze.ts asks `classifyLine` why it was refused).
+ * it as a lexing error and resumes at the next line a token matches (the `line` matchers
+ * match only at the start of a line), so the parser never sees it and every such line gets
+ * its own diagnostic (grammar/analyze.ts asks `classifyLine` why it was refused). Text after
+ * a header's colon is a lexing error too: the `headerEnd` mode has no token for it.
  */
 import type { CustomPatternMatcherReturn, ILexingResult, IToken, TokenType } from 'chevrotain';
 import { createToken, Lexer } from './chevrotain.js';
