@@ -175,6 +175,15 @@ function templates(sentinel: string): Template[] {
       expect: /^!F\d+ +[\s\S]*not found[\s\S]*exit status 127[\s\S]*!F3 {61}127$/,
     },
     {
+      // Issue 17, defect 1: a NUL byte in a command once ended the spawn helper, and with it
+      // every client's jobs. Now that command alone is refused.
+      label: 'nul-command',
+      pieces: [...command('echo a\0b #'), disconnect],
+      expect: new RegExp(
+        `^!F\\d+ +rakeserver: refused: the command holds a NUL byte \\(at character 6\\)[\\s\\S]*${pad('!F1')}2$`,
+      ),
+    },
+    {
       label: 'symlink-dir',
       pieces: [...command(`ln -s ${sentinel} lnk #`), ...upload([['lnk/evil', 'x']])],
       expect: new RegExp(`^${pad('!SS  0')}!N${REFUSAL('bad-name')}$`),
