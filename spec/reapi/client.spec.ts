@@ -99,6 +99,8 @@ describe('rake-ts --executor (REAPI)', T, () => {
       String(port),
       '--progress',
       'never',
+      '--trace',
+      'build.trace.json',
     ]);
     assert.equal(r.code, 0, r.stderr);
     // The program's own output: the numbers' statistics.
@@ -111,6 +113,13 @@ describe('rake-ts --executor (REAPI)', T, () => {
     // Four compiles and the link went through REAPI; the inputs did not come back as outputs.
     assert.equal(actionsDone().length - before, 5);
     assert.ok(!r.stderr.includes('internal error'), r.stderr);
+    // The trace shows the farm's own timings of each remote action.
+    const trace = JSON.parse(await readFile(join(dir, 'build.trace.json'), 'utf8')) as {
+      traceEvents: Array<{ cat?: string; args?: { farm?: { worker: string } } }>;
+    };
+    const farmed = trace.traceEvents.filter((e) => e.cat === 'action' && e.args?.farm);
+    assert.equal(farmed.length, 5);
+    for (const e of farmed) assert.match(e.args?.farm?.worker ?? '', /^rakeserver@/);
   });
 
   it('reports a failing command with its stderr and exit status; exit 1', async () => {
@@ -290,6 +299,34 @@ describe('rake-ts --executor (REAPI)', T, () => {
     assert.match(r.stderr, /refused output "\.git\/hooks\/pre-commit": it is inside \.git\//);
     await assert.rejects(stat(join(dir, '.git/hooks/pre-commit')));
     await assert.rejects(stat(join(dir, 'fine.txt')), 'all or nothing');
+  });
+
+  it('--fallback: a farm that cannot be reached hands the action to the local server; --no-fallback fails it (exit 3)', async () => {
+    const closed = await freePort();
+    const dir = await project('fallback', 'hi:\n\tremote-echo ran-here > where.txt\n');
+    const port = String(await freePort());
+    const down = await rake(dir, [
+      '--executor',
+      `grpc://127.0.0.1:${closed}`,
+      '--no-fallback',
+      '--port',
+      port,
+      '--progress',
+      'never',
+    ]);
+    assert.equal(down.code, 3, down.stderr);
+    assert.match(down.stderr, new RegExp(`UNAVAILABLE.*grpc://127\\.0\\.0\\.1:${closed}`));
+    await assert.rejects(stat(join(dir, 'where.txt')));
+    const fell = await rake(dir, [
+      '--executor',
+      `grpc://127.0.0.1:${closed}`,
+      '--port',
+      port,
+      '--progress',
+      'never',
+    ]);
+    assert.equal(fell.code, 0, fell.stderr);
+    assert.equal(await readFile(join(dir, 'where.txt'), 'utf8'), 'ran-here\n');
   });
 
   it('says what is wrong with a bad --executor, and that --cache needs one', async () => {

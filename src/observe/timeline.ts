@@ -6,6 +6,7 @@
 import type {
   ActionRef,
   FailureReason,
+  FarmTimings,
   PhaseTimings,
   RakeEvent,
   RunSummary,
@@ -64,6 +65,8 @@ export interface ActionSpan {
   readonly uploadFiles: number;
   readonly downloadBytes: number;
   readonly downloadFiles: number;
+  /** With `--executor`: the farm's own timings of the action (a success's). */
+  readonly farm?: FarmTimings;
 }
 
 /** One actionset from its start to its end (or to the last event seen). */
@@ -188,6 +191,7 @@ export class TimelineBuilder {
           downloadBytes: e.downloadBytes,
           downloadFiles: e.files.length,
           ...(e.stderr === undefined || e.stderr === '' ? {} : { stderr: e.stderr }),
+          ...(e.farm === undefined ? {} : { farm: e.farm }),
         });
         return;
       case 'action-failed':
@@ -296,6 +300,7 @@ export class TimelineBuilder {
       downloadFiles?: number;
       stderr?: string;
       interrupted?: boolean;
+      farm?: FarmTimings;
     },
   ): void {
     const p = this.#pending.get(action.actionId);
@@ -322,6 +327,7 @@ export class TimelineBuilder {
       uploadFiles: p?.uploadFiles ?? 0,
       downloadBytes: f.downloadBytes ?? 0,
       downloadFiles: f.downloadFiles ?? 0,
+      ...(f.farm === undefined ? {} : { farm: f.farm }),
     });
   }
 }

@@ -141,6 +141,7 @@ function actionEvents(
         attempts: a.attempts,
         uploadBytes: a.uploadBytes,
         downloadBytes: a.downloadBytes,
+        ...(a.farm === undefined ? {} : { farm: a.farm }),
       },
     },
   ];
