@@ -1,0 +1,263 @@
+/**
+ * The local action cache (issue 21): results of successful remote actions, one file per key
+ * under the user's cache directory. Several clients may use one directory at once, so an
+ * entry is written under a temporary name and renamed into place (a reader sees the whole
+ * old entry, the whole new one, or none); a file damaged anyway (a full disk, a crash of the
+ * machine before the data reached it, a hand edit) is found on read by its hashes, taken as
+ * a miss, removed and logged. The size is bounded: past `maxBytes` the least recently used
+ * entries go (a hit refreshes an entry's modification time).
+ *
+ * An entry file: one line of JSON (the header: format, key, and size, mode and SHA-256 of
+ * the stdout and of each output file), then the stdout's bytes and each file's, in order.
+ */
+import { createHash, randomBytes } from 'node:crypto';
+import {
+  closeSync,
+  fstatSync,
+  mkdirSync,
+  openSync,
+  readdirSync,
+  readSync,
+  renameSync,
+  rmSync,
+  statSync,
+  utimesSync,
+  writeFileSync,
+} from 'node:fs';
+import { homedir } from 'node:os';
+import { join } from 'node:path';
+
+/** The header's `format`: bump it when the entry layout changes (older files are misses). */
+export const ENTRY_FORMAT = 'rake-ts-cache-entry/1';
+
+/** Default bound of the local cache: 1 GiB. */
+export const DEFAULT_LOCAL_CACHE_BYTES = 1024 * 1024 * 1024;
+
+/** An output file of a cached action: `name` relative to the Rakefile's directory, `/`-separated. */
+export interface CachedFile {
+  readonly name: string;
+  /** Permission bits (low 9 kept). */
+  readonly mode: number;
+  readonly bytes: Buffer;
+}
+
+/** What a hit restores: the action's stdout and its output files. */
+export interface CacheEntry {
+  readonly stdout: Buffer;
+  readonly files: readonly CachedFile[];
+}
+
+interface Part {
+  readonly size: number;
+  readonly sha256: string;
+}
+
+interface Header {
+  readonly format: string;
+  readonly key: string;
+  readonly stdout: Part;
+  readonly files: readonly (Part & { readonly name: string; readonly mode: number })[];
+}
+
+/** Where the cache lives by default: `$XDG_CACHE_HOME/rake-ts`, else `~/.cache/rake-ts`. */
+export function defaultCacheDir(env: NodeJS.ProcessEnv = process.env): string {
+  const xdg = env.XDG_CACHE_HOME;
+  // The XDG spec: a relative path is invalid and must be ignored.
+  const base = xdg?.startsWith('/') ? xdg : join(homedir(), '.cache');
+  return join(base, 'rake-ts');
+}
+
+const KEY = /^[0-9a-f]{64}$/;
+const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+
+/** Something the cache wants said (a corrupt entry removed, an entry that could not be written). */
+export type CacheLog = (message: string) => void;
+
+/** The local cache in one directory; every method is synchronous and never throws on I/O. */
+export class LocalCache {
+  readonly dir: string;
+  readonly maxBytes: number;
+  readonly #log: CacheLog;
+  /** Bytes of entries known, counted at the first write, then kept up to date by this client. */
+  #total: number | undefined;
+
+  constructor(dir: string, maxBytes: number = DEFAULT_LOCAL_CACHE_BYTES, log: CacheLog = () => {}) {
+    this.dir = dir;
+    this.maxBytes = maxBytes;
+    this.#log = log;
+  }
+
+  #path(key: string): string {
+    return join(this.dir, 'entries', key.slice(0, 2), key);
+  }
+
+  /** The entry for `key`, verified, or `undefined` (a miss; a damaged entry is removed). */
+  get(key: string): CacheEntry | undefined {
+    if (!KEY.test(key)) throw new RangeError(`not an action key: ${key}`);
+    const path = this.#path(key);
+    let data: Buffer;
+    try {
+      const fd = openSync(path, 'r');
+      try {
+        const size = fstatSync(fd).size;
+        data = Buffer.allocUnsafe(size);
+        for (let done = 0; done < size; ) {
+          const n = readSync(fd, data, done, size - done, done);
+          if (n === 0) {
+            data = data.subarray(0, done);
+            break;
+          }
+          done += n;
+        }
+      } finally {
+        closeSync(fd);
+      }
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') {
+        this.#log(`cache entry ${path} could not be read (${(err as Error).message}): a miss`);
+      }
+      return undefined;
+    }
+    const entry = decode(key, data);
+    if (typeof entry === 'string') {
+      this.#log(`cache entry ${path} is damaged (${entry}): removed, taken as a miss`);
+      rmSync(path, { force: true });
+      if (this.#total !== undefined) this.#total = Math.max(0, this.#total - data.length);
+      return undefined;
+    }
+    try {
+      const now = new Date();
+      utimesSync(path, now, now); // least recently used goes first
+    } catch {
+      // Removed by another client's eviction meanwhile: the bytes read are still whole.
+    }
+    return entry;
+  }
+
+  /**
+   * Stores `entry` under `key`: written under a temporary name in the cache directory, then
+   * renamed into place. An entry larger than the whole cache is not stored. Returns whether
+   * it was stored.
+   */
+  put(key: string, entry: CacheEntry): boolean {
+    if (!KEY.test(key)) throw new RangeError(`not an action key: ${key}`);
+    const data = encode(key, entry);
+    if (data.length > this.maxBytes) return false;
+    const path = this.#path(key);
+    const tmpDir = join(this.dir, 'tmp');
+    const tmp = join(tmpDir, `${key}.${process.pid}.${randomBytes(6).toString('hex')}`);
+    try {
+      mkdirSync(tmpDir, { recursive: true });
+      mkdirSync(join(this.dir, 'entries', key.slice(0, 2)), { recursive: true });
+      if (this.#total === undefined) this.#total = this.#scan().reduce((n, e) => n + e.size, 0);
+      writeFileSync(tmp, data, { mode: 0o600 });
+      renameSync(tmp, path);
+    } catch (err) {
+      rmSync(tmp, { force: true });
+      this.#log(`cache entry ${path} could not be written (${(err as Error).message})`);
+      return false;
+    }
+    this.#total += data.length;
+    if (this.#total > this.maxBytes) this.#evict();
+    return true;
+  }
+
+  #scan(): { path: string; size: number; mtimeMs: number }[] {
+    const out: { path: string; size: number; mtimeMs: number }[] = [];
+    const root = join(this.dir, 'entries');
+    let dirs: string[];
+    try {
+      dirs = readdirSync(root);
+    } catch {
+      return out;
+    }
+    for (const d of dirs) {
+      let names: string[];
+      try {
+        names = readdirSync(join(root, d));
+      } catch {
+        continue;
+      }
+      for (const name of names) {
+        const path = join(root, d, name);
+        try {
+          const st = statSync(path);
+          out.push({ path, size: st.size, mtimeMs: st.mtimeMs });
+        } catch {
+          // Removed by another client meanwhile.
+        }
+      }
+    }
+    return out;
+  }
+
+  /**
+   * Removes least recently used entries until the cache holds at most 90 % of its bound
+   * (so the next writes do not each scan again). Scans the directory: other clients' entries
+   * count too.
+   */
+  #evict(): void {
+    const entries = this.#scan().sort((a, b) => a.mtimeMs - b.mtimeMs);
+    let total = entries.reduce((n, e) => n + e.size, 0);
+    const target = Math.floor(this.maxBytes * 0.9);
+    for (const e of entries) {
+      if (total <= target) break;
+      rmSync(e.path, { force: true });
+      total -= e.size;
+    }
+    this.#total = total;
+  }
+}
+
+function encode(key: string, entry: CacheEntry): Buffer {
+  const header: Header = {
+    format: ENTRY_FORMAT,
+    key,
+    stdout: { size: entry.stdout.length, sha256: sha(entry.stdout) },
+    files: entry.files.map((f) => ({
+      name: f.name,
+      mode: f.mode & 0o777,
+      size: f.bytes.length,
+      sha256: sha(f.bytes),
+    })),
+  };
+  return Buffer.concat([
+    Buffer.from(`${JSON.stringify(header)}\n`),
+    entry.stdout,
+    ...entry.files.map((f) => f.bytes),
+  ]);
+}
+
+/** The entry in `data`, or why it is not one. */
+function decode(key: string, data: Buffer): CacheEntry | string {
+  const nl = data.indexOf(0x0a);
+  if (nl < 0) return 'no header';
+  let header: Header;
+  try {
+    header = JSON.parse(data.subarray(0, nl).toString('utf8')) as Header;
+  } catch {
+    return 'the header is not JSON';
+  }
+  if (header.format !== ENTRY_FORMAT) return `format ${String(header.format)}`;
+  if (header.key !== key) return 'it is stored under another key';
+  if (!Array.isArray(header.files)) return 'no file list';
+  let at = nl + 1;
+  const take = (part: Part, what: string): Buffer | string => {
+    if (!Number.isSafeInteger(part?.size) || part.size < 0) return `${what}: bad size`;
+    if (at + part.size > data.length) return `${what}: truncated`;
+    const bytes = data.subarray(at, at + part.size);
+    at += part.size;
+    return sha(bytes) === part.sha256 ? bytes : `${what}: content does not match its SHA-256`;
+  };
+  const stdout = take(header.stdout, 'stdout');
+  if (typeof stdout === 'string') return stdout;
+  const files: CachedFile[] = [];
+  for (const f of header.files) {
+    if (typeof f.name !== 'string' || !Number.isInteger(f.mode)) return 'bad file entry';
+    const bytes = take(f, f.name);
+    if (typeof bytes === 'string') return bytes;
+    files.push({ name: f.name, mode: f.mode & 0o777, bytes });
+  }
+  if (at !== data.length) return `${data.length - at} bytes past the end`;
+  return { stdout, files };
+}
