@@ -200,10 +200,19 @@ export class OutputSpool {
   close(): void {
     if (this.#dir !== undefined) rmSync(this.#dir, { recursive: true, force: true });
     this.#dir = undefined;
+    process.off('exit', this.#atExit);
   }
 
   #directory(): string {
-    this.#dir ??= mkdtempSync(join(this.#parent, 'rake-ts-stdout-'));
+    if (this.#dir === undefined) {
+      this.#dir = mkdtempSync(join(this.#parent, 'rake-ts-stdout-'));
+      // A spool nobody closes (a transport made without one) still goes with the process.
+      process.once('exit', this.#atExit);
+    }
     return this.#dir;
   }
+
+  readonly #atExit = (): void => {
+    if (this.#dir !== undefined) rmSync(this.#dir, { recursive: true, force: true });
+  };
 }
