@@ -4,7 +4,7 @@
 # `rakeserver --reapi-port`, every action remote (no local fallback). Then, after
 # `bazel clean`, the same build must be answered from the server's ActionCache.
 # Needs `npm run build` (dist/) and scripts/conformance/setup.sh. Run by .ci/run.
-# Prints "N passed, N failed" and exits non-zero on any failure.
+# Prints "conformance: N passed, N failed" and exits non-zero on any failure.
 set -uo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
@@ -29,7 +29,7 @@ check() { # check NAME CONDITION-EXIT-STATUS DETAIL
 }
 finish() {
   echo "conformance (bazel): $(($(date +%s) - started)) s; load average: $(cut -d' ' -f1-3 /proc/loadavg)"
-  echo "$passed passed, $failed failed"
+  echo "conformance: $passed passed, $failed failed"
   [ "$failed" -eq 0 ]
   exit $?
 }

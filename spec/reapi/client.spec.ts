@@ -329,6 +329,41 @@ describe('rake-ts --executor (REAPI)', T, () => {
     assert.equal(await readFile(join(dir, 'where.txt'), 'utf8'), 'ran-here\n');
   });
 
+  it('retries a transient code with backoff (RESOURCE_EXHAUSTED: a store too small), then fails saying what to do', async () => {
+    const small = await serve({ port: 0, reapiPort: 0, cacheSize: 1024 });
+    try {
+      const dir = await project('full', 'big:\n\tremote-wc -c big.bin\n\t\trequires big.bin\n');
+      await writeFile(join(dir, 'big.bin'), randomBytes(4096));
+      const r = await rake(dir, [
+        '--executor',
+        `grpc://127.0.0.1:${small.reapiPort}`,
+        '--no-fallback',
+        '--progress',
+        'never',
+        '--log-format',
+        'json',
+        '-vv',
+      ]);
+      assert.equal(r.code, 3, r.stderr);
+      const retried = r.stderr
+        .split('\n')
+        .filter((l) => l.startsWith('{'))
+        .map((l) => JSON.parse(l) as { msg?: string; code?: string; waitMs?: number })
+        .filter((l) => l.msg === 'REAPI call retried');
+      assert.deepEqual(
+        retried.map((l) => [l.code, l.waitMs]),
+        [
+          ['RESOURCE_EXHAUSTED', 200],
+          ['RESOURCE_EXHAUSTED', 400],
+          ['RESOURCE_EXHAUSTED', 800],
+        ],
+      );
+      assert.match(r.stderr, /larger --cache-size/);
+    } finally {
+      await small.close({ graceSeconds: 1 });
+    }
+  });
+
   it('says what is wrong with a bad --executor, and that --cache needs one', async () => {
     const dir = await project('usage');
     const bad = await rake(dir, ['--executor', 'http://127.0.0.1:1']);
