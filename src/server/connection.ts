@@ -32,7 +32,7 @@ import type { InputCache } from './cache.js';
 import { type JobOutcome, runJob } from './job.js';
 import { type JobDirs, layoutOf } from './jobdirs.js';
 import type { Launcher } from './launcher.js';
-import { changedFiles, isSmallListing, listRegularFiles } from './outputs.js';
+import { changedFiles, isSmallListing, listRegularFiles, StdoutSpool } from './outputs.js';
 import { type JobSlots, SlotWaitAborted } from './slots.js';
 
 /** Limits the server enforces: the wire limits plus the cap on captured output. */
@@ -63,6 +63,8 @@ export interface ConnectionContext {
   readonly logger: Logger;
   readonly limits: ServerLimits;
   readonly workdir: string;
+  /** Where jobs' large stdout is spooled (a directory of this server's, not a job's). */
+  readonly spoolDir: string;
   readonly jobTimeoutMs: number;
   readonly idleTimeoutMs: number;
   /**
@@ -162,6 +164,8 @@ export class Connection {
   #managing = false;
   #outcome: ConnectionOutcome = 'ok';
   #evicted = false;
+  /** The current command's stdout, until its reply is sent. */
+  #spool: StdoutSpool | undefined;
   #commands = 0;
   #costQueries = 0;
   #mode: ConnectionMode = 'fresh';
@@ -240,6 +244,7 @@ export class Connection {
     } finally {
       this.#setManaging(false);
       this.#abort.abort(CONNECTION_ENDED);
+      this.#disposeSpool();
       this.#settleExpected();
       await this.#removeDir();
       await this.#close(linger);
@@ -563,6 +568,10 @@ export class Connection {
     }
     let outcome: JobOutcome;
     let before: Awaited<ReturnType<typeof listRegularFiles>>;
+    // Stdout past 256 KiB goes to a file, not the heap: a client that never reads its reply
+    // must not make the server hold a finished job's 64 MiB (issue 17, defect 7).
+    const spool = new StdoutSpool(join(this.#ctx.spoolDir, `${this.id}-${this.#commands}`));
+    this.#spool = spool;
     try {
       if (queued) await write(this.#socket, encodeExtension({ verb: 'started' }));
       before = await listRegularFiles(dir, limits.maxFiles);
@@ -577,6 +586,7 @@ export class Connection {
           signal: this.#abort.signal,
           timeoutMs: this.#ctx.jobTimeoutMs,
           maxOutputBytes: limits.maxOutputBytes,
+          stdoutSpool: spool,
         },
         this.#ctx.launcher,
       );
@@ -590,7 +600,8 @@ export class Connection {
       this.#log.info({ ...end, exitStatus: null }, 'job end');
       throw new ClientGone('client left during its job');
     }
-    const reply = await this.#reply(outcome, dir, before.ok ? before.files : new Map());
+    const reply = await this.#reply(outcome, dir, before.ok ? before.files : new Map(), spool);
+    this.#disposeSpool();
     this.#setManaging(false);
     this.#log.info(
       {
@@ -632,6 +643,7 @@ export class Connection {
     outcome: Exclude<JobOutcome, { reason: 'aborted' }>,
     dir: string,
     before: Parameters<typeof changedFiles>[0],
+    spool: StdoutSpool,
   ): Promise<{ exitCode: number; files: number }> {
     const limits = this.#ctx.limits;
     switch (outcome.reason) {
@@ -697,8 +709,10 @@ export class Connection {
     await this.#writeAll([
       ...warnings,
       encodeHeader({ kind: 'flagged', flags, length: outcome.stdoutBytes }),
-      ...outcome.stdout,
     ]);
+    // From memory in the same tick (one write with the header), or read back from the spool
+    // file 256 KiB at a time, each read waiting until the socket has taken the last.
+    for await (const chunk of spool.read()) await write(this.#socket, chunk);
     if (outputs.length > 0) {
       await sendFilestream(
         this.#socket,
@@ -828,6 +842,11 @@ export class Connection {
   #payloadDeadline(length: number): number | undefined {
     const ms = this.#ctx.messageTimeoutMs;
     return ms === undefined ? undefined : ms + Math.ceil(length / 65536) * 1000;
+  }
+
+  #disposeSpool(): void {
+    this.#spool?.dispose();
+    this.#spool = undefined;
   }
 
   #setManaging(on: boolean): void {

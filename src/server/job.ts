@@ -1,5 +1,6 @@
 import type { Readable } from 'node:stream';
 import { JOB_LOST, type JobProcess, type Launcher, SpawnerLost } from './launcher.js';
+import type { StdoutSpool } from './outputs.js';
 
 /** What {@link runJob} needs: the command, where to run it, and its bounds. */
 export interface JobSpec {
@@ -11,6 +12,11 @@ export interface JobSpec {
   readonly timeoutMs: number;
   /** Cap on captured stdout and on captured stderr, each. */
   readonly maxOutputBytes: number;
+  /**
+   * Where stdout goes (large output to a file, not the heap: see `StdoutSpool`); without
+   * one it is kept in memory, in the outcome's `stdout`.
+   */
+  readonly stdoutSpool?: StdoutSpool;
 }
 
 /**
@@ -76,6 +82,7 @@ export async function runJob(spec: JobSpec, launcher: Launcher): Promise<JobOutc
     let stop: JobOutcome['reason'] | undefined;
     let stopStream: 'stdout' | 'stderr' = 'stdout';
     let settled = false;
+    let spoolFailed: Error | undefined;
 
     const stopWith = (reason: JobOutcome['reason']) => {
       stop ??= reason;
@@ -93,7 +100,14 @@ export async function runJob(spec: JobSpec, launcher: Launcher): Promise<JobOutc
         stopStream = 'stdout';
         return stopWith('output-limit');
       }
-      stdout.push(chunk);
+      if (spec.stdoutSpool === undefined) return stdout.push(chunk);
+      try {
+        spec.stdoutSpool.write(chunk);
+      } catch (err) {
+        // This server cannot hold the output (disk full): its fault, so the job is lost.
+        spoolFailed ??= asError(err);
+        stopWith('lost');
+      }
     });
     child.stderr.on('data', (chunk: Buffer) => {
       stderrBytes += chunk.length;
@@ -115,6 +129,13 @@ export async function runJob(spec: JobSpec, launcher: Launcher): Promise<JobOutc
     void child.exited.then((exitCode) => {
       const done = () => {
         const durationMs = elapsed();
+        if (spoolFailed !== undefined) {
+          return finish({
+            reason: 'lost',
+            message: `cannot keep the job's stdout: ${(spoolFailed as NodeJS.ErrnoException).code ?? spoolFailed.message}`,
+            durationMs,
+          });
+        }
         if (exitCode === JOB_LOST) {
           return finish({
             reason: 'lost',

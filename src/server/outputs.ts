@@ -1,4 +1,14 @@
-import { type BigIntStats, type Dirent, lstatSync, readdirSync, rmSync } from 'node:fs';
+import {
+  type BigIntStats,
+  closeSync,
+  createReadStream,
+  type Dirent,
+  lstatSync,
+  openSync,
+  readdirSync,
+  rmSync,
+  writeSync,
+} from 'node:fs';
 import { chmod, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { removeDeep } from './remove-deep.js';
@@ -175,4 +185,87 @@ async function makeWritable(dir: string): Promise<void> {
     const entries = await readdir(d, { withFileTypes: true }).catch(() => [] as Dirent[]);
     for (const e of entries) if (e.isDirectory()) pending.push(join(d, e.name));
   }
+}
+
+/**
+ * A job's stdout as it arrives: in memory up to `memoryBytes`, then in a file of its own
+ * (`path`, outside the job directory, so never an output file), so a finished job whose
+ * client does not read its reply holds no more than `memoryBytes` of the server's heap. The
+ * writes are synchronous (a page-cache copy of a pipe's chunk, at most 64 KiB); the reply
+ * streams the file back with backpressure. {@link dispose} removes the file.
+ */
+export class StdoutSpool {
+  readonly #path: string;
+  readonly #memoryBytes: number;
+  readonly #chunks: Buffer[] = [];
+  #bytes = 0;
+  #fd: number | undefined;
+  #spilled = false;
+
+  constructor(path: string, memoryBytes = SPOOL_MEMORY_BYTES) {
+    this.#path = path;
+    this.#memoryBytes = memoryBytes;
+  }
+
+  /** Bytes written so far. */
+  get bytes(): number {
+    return this.#bytes;
+  }
+
+  /** True once the output went to the file (over `memoryBytes`). */
+  get spilled(): boolean {
+    return this.#spilled;
+  }
+
+  /** Adds a chunk of stdout. Throws if the file cannot be written (disk full). */
+  write(chunk: Buffer): void {
+    this.#bytes += chunk.length;
+    if (!this.#spilled && this.#bytes <= this.#memoryBytes) {
+      this.#chunks.push(chunk);
+      return;
+    }
+    if (!this.#spilled) {
+      this.#fd = openSync(this.#path, 'w', 0o600);
+      this.#spilled = true;
+      for (const held of this.#chunks.splice(0)) writeAll(this.#fd, held);
+    }
+    writeAll(this.#fd as number, chunk);
+  }
+
+  /** The output, chunk by chunk: from memory, or read back from the file in 256 KiB reads. */
+  async *read(): AsyncGenerator<Buffer> {
+    if (!this.#spilled) {
+      yield* this.#chunks;
+      return;
+    }
+    this.#closeFd();
+    for await (const chunk of createReadStream(this.#path, { highWaterMark: 256 * 1024 })) {
+      yield chunk as Buffer;
+    }
+  }
+
+  /** Frees the memory and removes the file. Idempotent; never throws. */
+  dispose(): void {
+    this.#chunks.length = 0;
+    this.#closeFd();
+    if (this.#spilled) rmSync(this.#path, { force: true });
+  }
+
+  #closeFd(): void {
+    if (this.#fd === undefined) return;
+    try {
+      closeSync(this.#fd);
+    } catch {
+      // Already closed.
+    }
+    this.#fd = undefined;
+  }
+}
+
+/** Stdout a job keeps in memory before its spool goes to a file (see {@link StdoutSpool}). */
+export const SPOOL_MEMORY_BYTES = 256 * 1024;
+
+function writeAll(fd: number, chunk: Buffer): void {
+  let done = 0;
+  while (done < chunk.length) done += writeSync(fd, chunk, done, chunk.length - done);
 }

@@ -204,6 +204,8 @@ export async function serve(options: ServeOptions = {}): Promise<ServerHandle> {
     if (ownsWorkdir) await removeTree(workdir);
     throw err;
   }
+  // Large stdout of finished jobs waits here for its reply (StdoutSpool), not in the heap.
+  const spoolDir = await mkdtemp(join(workdir, `spool-${OWNER_TAG}-`));
   const descriptors = descriptorLimit();
   const maxConnections =
     options.maxConnections ?? defaultMaxConnections(descriptors.limit, maxJobs);
@@ -216,6 +218,7 @@ export async function serve(options: ServeOptions = {}): Promise<ServerHandle> {
     logger: log,
     limits,
     workdir,
+    spoolDir,
     jobTimeoutMs: (options.jobTimeoutSeconds ?? 0) * 1000,
     idleTimeoutMs: (options.idleTimeoutSeconds ?? 300) * 1000,
     heartbeatMs:
@@ -292,6 +295,7 @@ export async function serve(options: ServeOptions = {}): Promise<ServerHandle> {
     });
   } catch (err) {
     await launcher.close();
+    await removeTree(spoolDir);
     if (ownsWorkdir) await removeTree(workdir);
     throw err;
   }
@@ -312,6 +316,7 @@ export async function serve(options: ServeOptions = {}): Promise<ServerHandle> {
     } catch (err) {
       server.close();
       await launcher.close();
+      await removeTree(spoolDir);
       if (ownsWorkdir) await removeTree(workdir);
       throw err;
     }
@@ -375,6 +380,7 @@ export async function serve(options: ServeOptions = {}): Promise<ServerHandle> {
     await stopped;
     await launcher.close();
     await jobDirs.close();
+    await removeTree(spoolDir);
     await sweeping;
     // Each connection removed its own directory; a shared --workdir is left as it was.
     if (ownsWorkdir) await removeTree(workdir);

@@ -11,8 +11,11 @@ import { removeTree } from './outputs.js';
  */
 export const OWNER_TAG = `p${process.pid}`;
 
-/** Names this module may remove: job and spare directories, workdirs, spawn sockets' dirs. */
-const OWNED = /^(?:job-\d+-|spare-|rakeserver-|rakeserver-spawn-)p(\d+)-/;
+/**
+ * Names this module may remove: job and spare directories, stdout spools, workdirs, spawn
+ * sockets' dirs.
+ */
+const OWNED = /^(?:job-\d+-|spare-|spool-|rakeserver-|rakeserver-spawn-)p(\d+)-/;
 
 /**
  * Removes, in `dir`, the directories that dead servers left behind: names tagged with a
