@@ -7,8 +7,8 @@
  * `../../etc/x`, absolute names, NUL, names through a symlink the project holds, a name that
  * is a directory, wrong sizes, truncations, bad headers, huge lengths), or random bytes.
  * A third of the sessions speak extension mode instead (docs/protocol.md): a rake/1 cost
- * reply, then `!X ok` with some of `stderr,mode,cache,push` granted, `!X need`, `!M` questions
- * and answers, `!X stderr`, valid or mutated in the same ways.
+ * reply, then `!X ok` with some of `stderr,mode,cache,push,beat` granted, `!X need`, `!M`
+ * questions and answers, `!X beat` heartbeats, `!X stderr`, valid or mutated in the same ways.
  *
  * Checked after every session: the Observable completed with `done` and exactly one
  * `action-succeeded` or `action-failed` (with a reason) within a bound — no hang, no error,
@@ -195,6 +195,9 @@ const GRANTS: ReadonlyArray<readonly string[]> = [
   ['cache', 'push'],
   ['cache'],
   ['push'],
+  ['stderr', 'mode', 'cache', 'push', 'beat'],
+  ['mode', 'beat'],
+  ['beat'],
   [],
 ];
 
@@ -235,6 +238,10 @@ function extendedTemplates(grant: readonly string[], requires: boolean): ReplyTe
       list.map(([name, content, bits]) => (mode ? [name, content, bits] : [name, content])),
     );
   const warn = stderr ? packet('!X', 'content', 'stderr\nwarning: w\n') : [];
+  // With `beat`, heartbeats while the command runs, before any `stderr` and the reply.
+  const beats = grant.includes('beat')
+    ? [...packet('!X', 'content', 'beat 500'), ...packet('!X', 'content', 'beat 400')]
+    : [];
   const ok = (stdout: string, names: Record<string, string>, executable: string[] = []) =>
     ({
       result: 'succeeded',
@@ -248,13 +255,14 @@ function extendedTemplates(grant: readonly string[], requires: boolean): ReplyTe
   return [true, false].flatMap((needed) => [
     {
       label: label('stdout', needed),
-      pieces: [...withNeed(needed), ...warn, ...packet('!SS  ', 'content', 'hi\n')],
+      pieces: [...withNeed(needed), ...beats, ...warn, ...packet('!SS  ', 'content', 'hi\n')],
       expect: ok('hi\n', {}),
     },
     {
       label: label('failure', needed),
       pieces: [
         ...withNeed(needed),
+        ...beats,
         ...packet('!F', 'content', 'oops\n'),
         ...packet('!F', 'size', '3'),
       ],
@@ -264,6 +272,7 @@ function extendedTemplates(grant: readonly string[], requires: boolean): ReplyTe
       label: label('files', needed),
       pieces: [
         ...withNeed(needed),
+        ...beats,
         ...warn,
         ...packet('!SSI ', 'content', ''),
         ...files([
