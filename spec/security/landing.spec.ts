@@ -189,6 +189,32 @@ describe('an action’s outputs land all together or not at all', { timeout: 60_
   });
 });
 
+describe('a broken download into new directories', { timeout: 60_000 }, () => {
+  it('removes the directories it made, and keeps one that was there', async () => {
+    const server = await scriptedServer(
+      () =>
+        outputs(
+          [
+            ['kept/x.o', 'into a directory the project had'],
+            ['gen/one.o', 'into a new one'],
+            ['gen/deep/two.o', 'cut short by the server'],
+          ],
+          5,
+        ),
+      true,
+    );
+    try {
+      const { dir, text } = project(server.port, ['gen']);
+      mkdirSync(join(dir, 'kept'));
+      const events = await runIn(dir, text);
+      assert.ok(failures(events)[0], 'the action fails');
+      assert.deepEqual(left(dir), ['kept'], 'gen/ and gen/deep/ are gone, kept/ stays empty');
+    } finally {
+      await server.close();
+    }
+  });
+});
+
 describe('two actions of one actionset writing the same output', { timeout: 60_000 }, () => {
   it('fails the second, naming the first; the first one’s file stays', async () => {
     const server = await scriptedServer((n) => outputs([['same.o', `written by job ${n}\n`]]));

@@ -7,9 +7,10 @@
  * received under a temporary name, and they are renamed into place together once all have
  * arrived (issue 17, defects 6 and 9).
  */
-import { renameSync, rmSync } from 'node:fs';
-import { resolve } from 'node:path';
+import { lstatSync, renameSync, rmdirSync, rmSync } from 'node:fs';
+import { join, resolve, sep } from 'node:path';
 import type { TransferredFile } from '../protocol/filestream.js';
+import { prepareInside } from '../protocol/names.js';
 import type { ActionRef } from './events.js';
 
 /**
@@ -82,5 +83,42 @@ export class OutputClaims {
     }
     for (const name of names) this.#owners.set(name, action);
     return undefined;
+  }
+}
+
+/**
+ * `prepareInside` that remembers the directories it made, so that outputs that do not land
+ * leave no empty directory behind either (one that existed before is never touched).
+ */
+export class MadeDirectories {
+  readonly #made: string[] = [];
+
+  /** The path to write `name` (relative, `/`-separated) at inside `dir`; see `prepareInside`. */
+  prepare(dir: string, name: string): string {
+    const missing: string[] = [];
+    let current = dir;
+    for (const segment of name.split('/').slice(0, -1)) {
+      current = join(current, segment);
+      if (!current.startsWith(dir + sep)) break;
+      if (lstatSync(current, { throwIfNoEntry: false }) === undefined) missing.push(current);
+    }
+    try {
+      return prepareInside(dir, name);
+    } finally {
+      for (const d of missing) {
+        if (lstatSync(d, { throwIfNoEntry: false })?.isDirectory()) this.#made.push(d);
+      }
+    }
+  }
+
+  /** Removes the directories it made that are empty, deepest first. */
+  removeEmpty(): void {
+    for (const d of [...this.#made].reverse()) {
+      try {
+        rmdirSync(d);
+      } catch {
+        // Not empty (something else landed there), or gone.
+      }
+    }
   }
 }

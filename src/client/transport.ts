@@ -19,13 +19,13 @@ import {
   parseDecimal,
 } from '../protocol/header.js';
 import { DEFAULT_LIMITS, type ProtocolLimits } from '../protocol/limits.js';
-import { prepareInside, wireNameSegments } from '../protocol/names.js';
+import { wireNameSegments } from '../protocol/names.js';
 import { FramedReader } from '../protocol/reader.js';
 import type { Token } from '../protocol/token.js';
 import { type Endpoint, endpointIdentity, hostKey } from './endpoint.js';
 import { describeError, isConnectionError, JobError } from './errors.js';
 import type { LookupAddresses } from './hosts.js';
-import { discardStaged, landStaged, outputRefusal } from './landing.js';
+import { discardStaged, landStaged, MadeDirectories, outputRefusal } from './landing.js';
 import {
   CACHE_MIN_BYTES,
   ContentHasher,
@@ -585,6 +585,7 @@ function runJobOnce(
         if (outputs) {
           // Every file is staged under a temporary name and they land together at the end:
           // a refused name or a broken connection leaves nothing of this action behind.
+          const made = new MadeDirectories();
           const received = await receiveFilestream(reader, socket, {
             resolve: (name) => {
               const local = outputName(name, cwd);
@@ -596,17 +597,21 @@ function runJobOnce(
                   false,
                 );
               }
-              return prepareInside(job.outputDir, local);
+              return made.prepare(job.outputDir, local);
             },
             limits,
             modes,
             push,
             stage: true,
+          }).catch((err: unknown) => {
+            made.removeEmpty();
+            throw err;
           });
           const names = received.map((f) => relative(job.outputDir, f.path).split(sep).join('/'));
           const conflict = job.claim?.(names);
           if (conflict !== undefined) {
             discardStaged(received);
+            made.removeEmpty();
             throw new JobError(
               'bad-output',
               `${conflict} (from ${hostKey(endpoint)}); no output of this action was written`,
