@@ -43,6 +43,7 @@ const REQUIRES_HINT =
 interface HostEntryAt {
   readonly host: string;
   readonly port: number | undefined;
+  readonly tls?: true;
   readonly offset: number;
 }
 
@@ -182,6 +183,7 @@ export class Analyzer {
     const hosts: HostSpec[] = (this.#hosts?.entries ?? []).map((h) => ({
       host: h.host,
       port: h.port ?? port,
+      ...(h.tls ? { tls: h.tls } : {}),
       position: this.#lines.position(h.offset),
     }));
     return {
@@ -345,8 +347,14 @@ export class Analyzer {
     for (const word of node.entries) {
       const at = base + word.startOffset;
       const entry = parseHostEntry(word.image);
-      if (entry.ok) entries.push({ host: entry.host, port: entry.port, offset: at });
-      else this.#report('invalid-host', at + entry.start, entry.length, entry);
+      if (entry.ok) {
+        entries.push({
+          host: entry.host,
+          port: entry.port,
+          ...(entry.tls ? { tls: true } : {}),
+          offset: at,
+        });
+      } else this.#report('invalid-host', at + entry.start, entry.length, entry);
     }
     this.#hosts ??= { entries, line };
   }

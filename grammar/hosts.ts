@@ -1,8 +1,16 @@
 import { isIPv4, isIPv6 } from 'node:net';
 
-/** A `HOSTS` entry as written: the port is absent when the entry names none. */
+/**
+ * A `HOSTS` entry as written: the port is absent when the entry names none; `tls` when it
+ * was written `rakes://…` (the client talks TLS to it).
+ */
 export type HostEntry =
-  | { readonly ok: true; readonly host: string; readonly port: number | undefined }
+  | {
+      readonly ok: true;
+      readonly host: string;
+      readonly port: number | undefined;
+      readonly tls?: true;
+    }
   | {
       readonly ok: false;
       readonly message: string;
@@ -15,11 +23,33 @@ export type HostEntry =
 const HOST_NAME = /^[A-Za-z0-9_](?:[A-Za-z0-9_.-]*)$/;
 const FORMS = 'write `name`, `name:port`, `192.0.2.7:port` or `[::1]:port`';
 
+/** The scheme of a host the client reaches over TLS (`rakes://build1:6239`). */
+export const TLS_SCHEME = 'rakes://';
+
 /**
- * Reads one `HOSTS` entry: `name`, `name:port`, `a.b.c.d[:port]`, `[v6]` or `[v6]:port`.
- * An IPv6 address must be in brackets, since its colons would read as a port.
+ * Reads one `HOSTS` entry: `name`, `name:port`, `a.b.c.d[:port]`, `[v6]` or `[v6]:port`,
+ * each maybe after `rakes://` (TLS). An IPv6 address must be in brackets, since its colons
+ * would read as a port.
  */
 export function parseHostEntry(entry: string): HostEntry {
+  if (entry.toLowerCase().startsWith(TLS_SCHEME)) {
+    const inner = parsePlainEntry(entry.slice(TLS_SCHEME.length));
+    if (inner.ok) return { ...inner, tls: true };
+    return { ...inner, start: inner.start + TLS_SCHEME.length };
+  }
+  if (/^[a-z][a-z0-9+.-]*:\/\//i.test(entry)) {
+    const scheme = entry.slice(0, entry.indexOf(':'));
+    return fail(
+      `unknown scheme \`${scheme}://\``,
+      `write \`rakes://host:port\` for a TLS host, or the host without a scheme`,
+      0,
+      scheme.length + 3,
+    );
+  }
+  return parsePlainEntry(entry);
+}
+
+function parsePlainEntry(entry: string): HostEntry {
   if (entry.startsWith('[')) {
     const close = entry.indexOf(']');
     if (close === -1) {

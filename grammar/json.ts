@@ -19,6 +19,7 @@ export function rakefileToJson(rakefile: Rakefile): object {
     hosts: rakefile.hosts.map((h) => ({
       host: h.host,
       port: h.port,
+      ...(h.tls ? { tls: true } : {}),
       position: positionToJson(h.position),
     })),
     actionsets: rakefile.actionsets.map((s) => ({

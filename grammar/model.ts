@@ -19,6 +19,8 @@ export interface HostSpec {
   /** Host name or address as written, without brackets for IPv6 (`::1`, not `[::1]`). */
   readonly host: string;
   readonly port: number;
+  /** Written `rakes://host:port`: the client talks TLS to it (base-protocol tools cannot). */
+  readonly tls?: true;
   readonly position: SourcePosition;
 }
 

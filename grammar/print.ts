@@ -1,4 +1,5 @@
 import { isIPv6 } from 'node:net';
+import { TLS_SCHEME } from './hosts.js';
 import type { HostSpec, Rakefile } from './model.js';
 
 /**
@@ -27,6 +28,6 @@ export function printRakefile(rakefile: Rakefile): string {
 }
 
 function printHost(spec: HostSpec, defaultPort: number): string {
-  const host = isIPv6(spec.host) ? `[${spec.host}]` : spec.host;
+  const host = `${spec.tls ? TLS_SCHEME : ''}${isIPv6(spec.host) ? `[${spec.host}]` : spec.host}`;
   return spec.port === defaultPort ? host : `${host}:${spec.port}`;
 }

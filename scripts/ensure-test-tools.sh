@@ -4,7 +4,7 @@
 #   cc, libc headers: the example C build (examples/hello-c) and the build specs
 #   python3 >= 3.8:   rakeserver's spawn helper (src/server/spawn-helper.ts; os.posix_spawn)
 #   jq:               spec/cli/logging.spec.ts pipes `--log-format json` stderr through it
-#   openssl:          spec/reapi/client.spec.ts makes a certificate for its grpcs:// front
+#   openssl:          certificates: spec/reapi/client.spec.ts (its grpcs:// front), spec/tls/certs.ts
 # Then the test bed's tools (ip, tc, iptables: scripts/testbed/install-tools.sh, which never
 # fails): without iptables six test-bed specs skip, saying why. And Debian's chromium for
 # spec/observe/report-browser.spec.ts (scripts/install-chromium.sh): if it cannot be had,

@@ -14,6 +14,8 @@ export const HERE = 'here';
 export interface Endpoint {
   readonly host: string;
   readonly port: number;
+  /** Talk TLS to this host (written `rakes://host:port`, or `--tls`): see src/tls/. */
+  readonly tls?: boolean;
 }
 
 /**
@@ -46,7 +48,8 @@ export function endpointIdentity(e: Endpoint): string {
 /**
  * Parses a `--hosts` value: entries separated by spaces or commas, each read by the same
  * function as a Rakefile's `HOSTS` entries (grammar/hosts.ts), so both take and refuse the
- * same words (`name`, `name:port`, `a.b.c.d[:port]`, `[v6][:port]`; a bare IPv6 address is
+ * same words (`name`, `name:port`, `a.b.c.d[:port]`, `[v6][:port]`, each maybe after
+ * `rakes://` for TLS; a bare IPv6 address is
  * refused with a hint to bracket it). Returns the endpoints, or the first entry it could not
  * read with what is wrong and what to write instead.
  */
@@ -58,7 +61,11 @@ export function parseHostList(
   for (const item of text.split(/[\s,]+/).filter((s) => s !== '')) {
     const entry = parseHostEntry(item);
     if (!entry.ok) return { ok: false, bad: item, message: entry.message, hint: entry.hint };
-    hosts.push({ host: entry.host, port: entry.port ?? defaultPort });
+    hosts.push({
+      host: entry.host,
+      port: entry.port ?? defaultPort,
+      ...(entry.tls ? { tls: true } : {}),
+    });
   }
   if (hosts.length > 0) return { ok: true, hosts };
   return {

@@ -20,6 +20,7 @@ import {
 import type { Actionset, Rakefile } from '../../grammar/model.js';
 import { logEvent } from '../observe/log-events.js';
 import type { Token } from '../protocol/token.js';
+import type { ClientTls } from '../tls/index.js';
 import { type ActionContext, type PlannedAction, runAction } from './action.js';
 import { trackCleanup } from './cleanup.js';
 import { EmbeddedServers, type StartServer, startEmbeddedServer } from './embedded.js';
@@ -106,6 +107,11 @@ export interface RunOptions {
    * to the local server. See docs/remote-execution.md.
    */
   readonly executor?: RemoteExecutor;
+  /**
+   * TLS for hosts written `rakes://` (`--tls-ca`, `--tls-cert`, `--tls-key`); with `all`
+   * (`--tls`), for every host in `HOSTS`. Ignored when `transport` is given, but for `all`.
+   */
+  readonly tls?: ClientTls;
 }
 
 /** Runs one remote action elsewhere than our hosts (src/reapi/executor.ts). */
@@ -136,11 +142,16 @@ export function resolveTargets(rakefile: Rakefile, options: RunOptions = {}): Ta
     rakefile.hosts.map((h) => ({
       host: h.host,
       port: options.port !== undefined && h.port === rakefile.port ? options.port : h.port,
+      ...(h.tls === true ? { tls: true } : {}),
     }));
   const directory =
     options.directory ??
     (rakefile.file.startsWith('<') ? process.cwd() : dirname(resolve(rakefile.file)));
-  return { hosts, local: { host: 'localhost', port }, directory: resolve(directory) };
+  return {
+    hosts: options.tls?.all ? hosts.map((h) => ({ ...h, tls: true })) : hosts,
+    local: { host: 'localhost', port },
+    directory: resolve(directory),
+  };
 }
 
 /** The identity of action `index` of `set`, as events carry it. */
@@ -178,7 +189,8 @@ export function run(rakefile: Rakefile, options: RunOptions = {}): Observable<Ra
     const listed = resolveTargets(rakefile, options);
     const spool = options.spool ?? new OutputSpool();
     const transport =
-      options.transport ?? tcpTransport({ track: trackCleanup, token: options.token, spool });
+      options.transport ??
+      tcpTransport({ track: trackCleanup, token: options.token, spool, tls: options.tls });
     const connectTimeoutMs = options.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS;
     // One server listed under two names is one host (docs/client.md, "One server, one host");
     // a lookup that takes longer than a connect would leaves the names as spelled.
@@ -284,7 +296,8 @@ function runTargets(
       rakefile.actionsets.some((s) => s.actions.some((a) => !a.remote));
     const setup$ = merge(
       ...(executor ? [] : targets.hosts)
-        .filter((h) => isLoopback(h.host))
+        // An embedded server speaks no TLS: a `rakes://` host must be a real server.
+        .filter((h) => isLoopback(h.host) && h.tls !== true)
         .map((h) => embedded.ensure(h, 'loopback-host')),
       hasLocal ? embedded.ensure(targets.local, 'local-actions') : EMPTY,
     );

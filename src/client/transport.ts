@@ -22,6 +22,14 @@ import { DEFAULT_LIMITS, type ProtocolLimits } from '../protocol/limits.js';
 import { wireNameSegments } from '../protocol/names.js';
 import { FramedReader } from '../protocol/reader.js';
 import type { Token } from '../protocol/token.js';
+import { TlsDialer } from '../tls/client.js';
+import {
+  type CertificateInfo,
+  CLIENT_CERT_REFUSED,
+  type ClientTls,
+  PLAIN_ON_TLS_PORT,
+  TlsError,
+} from '../tls/index.js';
 import { type Endpoint, endpointIdentity, hostKey } from './endpoint.js';
 import { describeError, isConnectionError, JobError } from './errors.js';
 import type { LookupAddresses } from './hosts.js';
@@ -152,6 +160,16 @@ export interface TransportOptions {
   readonly meter?: TransferMeter;
   /** Where large stdout goes (default: a spool of this transport's own, never removed). */
   readonly spool?: OutputSpool;
+  /** CA, certificate and key for hosts written `rakes://` (default: the system's CAs, no certificate). */
+  readonly tls?: ClientTls | undefined;
+}
+
+/** The TCP transport, and what its TLS connections learnt (`rake-ts hosts`, benchmarks). */
+export interface TcpTransport extends Transport {
+  /** The certificate a TLS host presented on its last handshake. */
+  certificate(endpoint: Endpoint): CertificateInfo | undefined;
+  /** TLS handshakes completed, and how many resumed a session. */
+  readonly tlsStats: { readonly handshakes: number; readonly resumed: number };
 }
 
 /**
@@ -175,6 +193,8 @@ interface TransportState {
    * nothing listened then, and an embedded server may listen there now.
    */
   readonly asked: Set<string>;
+  /** Opens the connections to hosts written `rakes://`. */
+  readonly dialer: TlsDialer;
 }
 
 /**
@@ -182,7 +202,7 @@ interface TransportState {
  * queries carry the extension offer; a job on a host that answered it negotiates the
  * extensions (docs/protocol.md, "Extensions"), on any other host it is pure base mode.
  */
-export function tcpTransport(options: TransportOptions = {}): Transport {
+export function tcpTransport(options: TransportOptions = {}): TcpTransport {
   const state: TransportState = {
     limits: { ...DEFAULT_TRANSPORT_LIMITS, ...options.limits },
     track: options.track ?? (() => {}),
@@ -194,6 +214,7 @@ export function tcpTransport(options: TransportOptions = {}): Transport {
     hasher: new ContentHasher(),
     plainOnly: new Set(),
     asked: new Set(),
+    dialer: new TlsDialer(options.tls),
   };
   return {
     queryCost: (endpoint) => queryCost(endpoint, state),
@@ -202,6 +223,8 @@ export function tcpTransport(options: TransportOptions = {}): Transport {
     trust: (endpoint, token) => {
       state.trusted.set(endpointIdentity(endpoint), token);
     },
+    certificate: (endpoint) => state.dialer.certificate(hostKey(endpoint)),
+    tlsStats: state.dialer.stats,
   };
 }
 
@@ -247,10 +270,16 @@ function converse<T>(
   ) => Promise<void>,
   classify: (err: unknown) => unknown,
   track: TrackCleanup,
-  meter?: TransferMeter,
+  meter: TransferMeter | undefined,
+  dialer: TlsDialer,
 ): Observable<T> {
   return new Observable<T>((sub) => {
-    const socket = connect({ host: endpoint.host, port: endpoint.port });
+    const tls =
+      endpoint.tls === true
+        ? dialer.dial(endpoint.host, endpoint.port, hostKey(endpoint))
+        : undefined;
+    const socket = tls?.socket ?? connect({ host: endpoint.host, port: endpoint.port });
+    if (tls !== undefined) handshakes.set(socket, tls.ready);
     socket.setNoDelay(true);
     // A base-mode host has no heartbeat: the kernel's keepalive notices a dead host or link.
     socket.setKeepAlive(true, 30_000);
@@ -285,7 +314,8 @@ function converse<T>(
         closed = true;
         count();
         socket.destroy();
-        if (!wasClosed) sub.error(classify(err));
+        // A certificate, CA or plain-vs-TLS failure is told as such, naming the host.
+        if (!wasClosed) sub.error(classify(tls?.explain(err) ?? err));
       },
     );
     track(work);
@@ -302,7 +332,12 @@ function converse<T>(
   });
 }
 
+/** TLS sockets and their handshakes: such a socket is connected once the handshake is over. */
+const handshakes = new WeakMap<Socket, Promise<void>>();
+
 function connected(socket: Socket): Promise<void> {
+  const handshake = handshakes.get(socket);
+  if (handshake !== undefined) return handshake;
   return new Promise((resolve, reject) => {
     if (!socket.connecting) {
       if (socket.destroyed) reject(new Error('connection closed'));
@@ -349,7 +384,10 @@ function queryCost(endpoint: Endpoint, state: TransportState): Observable<CostPr
           }),
         );
         const reply = await reader.readHeader(limits);
-        if (offer && reply.kind === 'plain' && reply.code === '!F') throw new OfferRefused();
+        if (reply.kind === 'plain' && reply.code === '!F') {
+          await refusedForTls(reader, reply.length, endpoint);
+          if (offer) throw new OfferRefused();
+        }
         const h = expectPlain(reply, '!E');
         const payload = await reader.readPayload(h.length, 64, 'cost');
         const cost = parseDecimal(payload, 'cost');
@@ -360,6 +398,7 @@ function queryCost(endpoint: Endpoint, state: TransportState): Observable<CostPr
       (err) => err,
       () => {},
       state.meter,
+      state.dialer,
     );
   if (state.plainOnly.has(hostKey(endpoint))) return ask(false);
   return ask(true).pipe(
@@ -368,6 +407,33 @@ function queryCost(endpoint: Endpoint, state: TransportState): Observable<CostPr
       state.plainOnly.add(hostKey(endpoint));
       return ask(false).pipe(filter((p) => p.type !== 'connected'));
     }),
+  );
+}
+
+/**
+ * A `!F` cost reply from our server's TLS port says why in its payload: a plain query on
+ * the TLS port ({@link PLAIN_ON_TLS_PORT}), or a client certificate refused
+ * ({@link CLIENT_CERT_REFUSED}); either becomes a {@link TlsError} saying what to do. Any
+ * other refusal is left to the caller (a short payload is read; the connection is dropped
+ * after it either way).
+ */
+async function refusedForTls(reader: FramedReader, length: number, endpoint: Endpoint) {
+  if (length === 0 || length > 4096) return;
+  const said = await reader.readPayload(length, 4096, 'refusal').then(
+    (b) => b.toString('utf8'),
+    () => '',
+  );
+  const host = hostKey(endpoint);
+  if (said.startsWith(CLIENT_CERT_REFUSED)) {
+    throw new TlsError(
+      'client-cert-refused',
+      `${host} refused this client's certificate: ${said.slice(CLIENT_CERT_REFUSED.length).trim()}`,
+    );
+  }
+  if (!said.startsWith(PLAIN_ON_TLS_PORT)) return;
+  throw new TlsError(
+    'tls-required',
+    `${host} is a TLS port and this client spoke plain text to it: write the host as rakes://${host} (or pass --tls), or use the server's plain port`,
   );
 }
 
@@ -392,7 +458,7 @@ function peerOf(
   // taken for a base server while its cost answer is still on its way.
   const ours = state.trusted.has(endpointIdentity(endpoint));
   if (state.asked.has(hostKey(endpoint)) && !ours) return Promise.resolve(base);
-  return new Promise<PeerInfo>((resolve) => {
+  return new Promise<PeerInfo>((resolve, reject) => {
     const subscription = queryCost(endpoint, state)
       .pipe(
         filter((p): p is Extract<CostProbe, { type: 'cost' }> => p.type === 'cost'),
@@ -401,7 +467,8 @@ function peerOf(
       )
       .subscribe({
         next: (p) => resolve(p.peer ?? base),
-        error: () => resolve(base),
+        // A certificate or CA the host or this client refuses fails the job with the reason.
+        error: (err: unknown) => (err instanceof TlsError ? reject(err) : resolve(base)),
         complete: () => resolve(base),
       });
     cancel.onCancel(() => {
@@ -637,6 +704,7 @@ function runJobOnce(
     (err) => (err instanceof StaleOffer ? err : classifyJobError(err, replied)),
     track,
     state.meter,
+    state.dialer,
   );
 }
 

@@ -11,9 +11,11 @@ import {
   Token,
 } from '../protocol/index.js';
 import type { ReapiServerHandle } from '../reapi/server.js';
+import type { ServerTls } from '../tls/index.js';
+import type { TlsListener } from '../tls/server.js';
 import { packageVersion } from '../util/version.js';
 import { InputCache } from './cache.js';
-import { Connection, type ServerLimits } from './connection.js';
+import { Connection, REFUSAL_EXIT_CODE, type ServerLimits } from './connection.js';
 import type { ContainmentChoice } from './containment.js';
 import { DEFAULT_CACHE_SIZE, DEFAULT_PORT, isLoopback } from './defaults.js';
 import { defaultMaxConnections, descriptorLimit } from './descriptors.js';
@@ -115,12 +117,22 @@ export interface ServeOptions {
   readonly containment?: ContainmentChoice;
   /** Also serve REAPI v2 on this port (`--reapi-port`; 0 = any free port): docs/remote-execution.md. */
   readonly reapiPort?: number;
+  /**
+   * Serve TLS too, on its own port (`--tls-port`, default 6239) beside the plain one: base
+   * clients keep the plain port. With `clientCa`, only clients with a certificate it signed.
+   */
+  readonly tls?: ServerTls;
+  /** Listen on the plain port (default true); false serves TLS only (`--no-plain`). */
+  readonly plain?: boolean;
 }
 
 /** A running server: where it listens, its current cost, and how to stop it. */
 export interface ServerHandle {
   readonly host: string;
+  /** The plain port; the TLS port when the server serves TLS only. */
   readonly port: number;
+  /** The TLS port, when the server serves TLS. */
+  readonly tlsPort: number | undefined;
   /** The directory holding the job directories. */
   readonly workdir: string;
   /** The cost a query would report now. */
@@ -253,7 +265,7 @@ export async function serve(options: ServeOptions = {}): Promise<ServerHandle> {
     return false;
   };
 
-  const server: Server = createServer({ allowHalfOpen: true }, (socket: Socket) => {
+  const onConnection = (socket: Socket) => {
     if (closing) {
       socket.destroy();
       return;
@@ -283,17 +295,40 @@ export async function serve(options: ServeOptions = {}): Promise<ServerHandle> {
     const conn = new Connection(nextId++, socket, context);
     connections.add(conn);
     void conn.done.finally(() => connections.delete(conn));
-  });
+  };
+  const server: Server = createServer({ allowHalfOpen: true }, onConnection);
+  const plain = options.plain ?? true;
+  let tlsListener: TlsListener | undefined;
 
   try {
-    await new Promise<void>((ok, fail) => {
-      server.once('error', fail);
-      server.listen(options.port ?? DEFAULT_PORT, host, () => {
-        server.off('error', fail);
-        ok();
+    if (!plain && options.tls === undefined) {
+      throw new Error('no port to serve: the plain port is off and no TLS certificate is given');
+    }
+    if (plain) {
+      await new Promise<void>((ok, fail) => {
+        server.once('error', fail);
+        server.listen(options.port ?? DEFAULT_PORT, host, () => {
+          server.off('error', fail);
+          ok();
+        });
       });
-    });
+    }
+    if (options.tls !== undefined) {
+      // Loaded only for a server with a certificate (node:tls costs 15-20 ms to load).
+      const { listenTls } = await import('../tls/server.js');
+      const plainAddress = plain ? server.address() : null;
+      tlsListener = await listenTls({
+        tls: options.tls,
+        host,
+        idleTimeoutMs: context.idleTimeoutMs || 300_000,
+        plainPort: typeof plainAddress === 'object' && plainAddress ? plainAddress.port : undefined,
+        log,
+        refusalExitCode: REFUSAL_EXIT_CODE,
+        accept: onConnection,
+      });
+    }
   } catch (err) {
+    if (server.listening) server.close();
     await launcher.close();
     await removeTree(spoolDir);
     if (ownsWorkdir) await removeTree(workdir);
@@ -315,16 +350,21 @@ export async function serve(options: ServeOptions = {}): Promise<ServerHandle> {
       );
     } catch (err) {
       server.close();
+      tlsListener?.server.close();
       await launcher.close();
       await removeTree(spoolDir);
       if (ownsWorkdir) await removeTree(workdir);
       throw err;
     }
   }
-  const address = server.address();
-  const port = typeof address === 'object' && address ? address.port : (options.port ?? 0);
+  const address = plain ? server.address() : null;
+  const port =
+    typeof address === 'object' && address
+      ? address.port
+      : (tlsListener?.port ?? options.port ?? 0);
+  const tlsPort = tlsListener?.port;
 
-  if (!isLoopback(host) && token === undefined) {
+  if (!isLoopback(host) && token === undefined && (plain || options.tls?.clientCa === undefined)) {
     log.warn(
       { host, port },
       'LISTENING BEYOND LOOPBACK WITHOUT A TOKEN: this server runs ANY command any peer sends it, as this user; set --token-file or RAKE_TOKEN',
@@ -333,7 +373,8 @@ export async function serve(options: ServeOptions = {}): Promise<ServerHandle> {
   log.info(
     {
       host,
-      port,
+      port: plain ? port : undefined,
+      ...(tlsPort === undefined ? {} : { tlsPort, mutualTls: options.tls?.clientCa !== undefined }),
       workdir,
       maxJobs,
       maxConnections,
@@ -362,7 +403,11 @@ export async function serve(options: ServeOptions = {}): Promise<ServerHandle> {
 
   const shutdown = async (graceSeconds: number): Promise<void> => {
     log.info({ graceSeconds, connections: connections.size, managing }, 'shutting down');
-    const stopped = new Promise<void>((ok) => server.close(() => ok()));
+    const stopped = Promise.all(
+      [plain ? server : undefined, tlsListener?.server].map(
+        (s) => new Promise<void>((ok) => (s === undefined ? ok() : s.close(() => ok()))),
+      ),
+    );
     for (const conn of connections) if (!conn.managing) conn.shutdown();
     const all = () => Promise.all([...connections].map((c) => c.done));
     let timer: NodeJS.Timeout | undefined;
@@ -390,6 +435,7 @@ export async function serve(options: ServeOptions = {}): Promise<ServerHandle> {
   return {
     host,
     port,
+    tlsPort,
     workdir,
     cost: context.cost,
     description,

@@ -21,6 +21,7 @@ import { describePeer, type PeerInfo } from '../../client/negotiate.js';
 import { type CostResult, pollCosts } from '../../client/poll.js';
 import { resolveTargets } from '../../client/run.js';
 import { tcpTransport } from '../../client/transport.js';
+import { type CertificateInfo, describeCertificate } from '../../tls/index.js';
 import {
   type CliIO,
   cliContext,
@@ -28,9 +29,10 @@ import {
   POLL_TIMEOUT_OPTIONS,
   UsageError,
 } from '../context.js';
+import { clientTlsFrom, TLS_CLIENT_OPTIONS, type TlsClientArgs } from '../tls-options.js';
 
 /** The flags of `rake-ts hosts`. */
-export interface HostsArgs {
+export interface HostsArgs extends TlsClientArgs {
   readonly rakefile?: string | undefined;
   readonly file?: string | undefined;
   readonly directory?: string | undefined;
@@ -59,6 +61,11 @@ export interface HostReport {
   readonly error?: string;
   readonly rttMs: number;
   readonly server?: PeerInfo & { readonly description: string };
+  /**
+   * For a TLS host (`rakes://`, `--tls`): the certificate it presented, when the handshake
+   * got that far, with `description` as the table shows it (a warning within 14 days of expiry).
+   */
+  readonly tls?: { readonly certificate?: CertificateInfo & { readonly description: string } };
 }
 
 function withHostsOptions<T>(y: Argv<T>): Argv<T & HostsArgs> {
@@ -79,6 +86,7 @@ function withHostsOptions<T>(y: Argv<T>): Argv<T & HostsArgs> {
     })
     .option('port', { type: 'number', describe: 'replace PORT (as for a run)' })
     .options(POLL_TIMEOUT_OPTIONS)
+    .options(TLS_CLIENT_OPTIONS)
     .option('json', { type: 'boolean', default: false, describe: 'print the table as JSON' })
     .example([
       ['$0 hosts', "ask every host of ./Rakefile's HOSTS"],
@@ -128,19 +136,28 @@ export async function runHosts(args: HostsArgs, io: CliIO): Promise<number> {
     return EXIT_USAGE;
   }
   const rakefile = read.rakefile;
+  let tls: Awaited<ReturnType<typeof clientTlsFrom>>;
+  try {
+    tls = await clientTlsFrom(args, base);
+  } catch (err) {
+    io.stderr.write(`rake-ts hosts: ${err instanceof Error ? err.message : String(err)}\n`);
+    return EXIT_USAGE;
+  }
   const override =
     args.hosts === undefined ? undefined : parseHostList(args.hosts, args.port ?? rakefile.port);
   const targets = resolveTargets(rakefile, {
     directory: resolve(path, '..'),
     ...(override?.ok ? { hosts: override.hosts } : {}),
     ...(args.port !== undefined ? { port: args.port } : {}),
+    ...(tls ? { tls } : {}),
   });
   const hasLocal = rakefile.actionsets.some((s) => s.actions.some((a) => !a.remote));
   const asked = hostsToAsk(targets.hosts, hasLocal ? targets.local : undefined);
+  const transport = tcpTransport({ tls });
   const results = await lastValueFrom(
     pollCosts(
       asked.map((a) => a.endpoint),
-      (e) => tcpTransport().queryCost(e),
+      (e) => transport.queryCost(e),
       {
         connectTimeoutMs: args['connect-timeout'] * 1000,
         replyTimeoutMs: args['cost-timeout'] * 1000,
@@ -149,7 +166,16 @@ export async function runHosts(args: HostsArgs, io: CliIO): Promise<number> {
   );
   const reports = asked.map(({ endpoint, role }) => {
     const r = results.find((x) => x.endpoint === endpoint);
-    return hostReport(hostKey(endpoint), role, r);
+    const report = hostReport(hostKey(endpoint), role, r);
+    if (endpoint.tls !== true) return report;
+    const cert = transport.certificate(endpoint);
+    return {
+      ...report,
+      tls:
+        cert === undefined
+          ? {}
+          : { certificate: { ...cert, description: describeCertificate(cert) } },
+    };
   });
 
   if (args.json) {
@@ -202,14 +228,21 @@ function hostReport(host: string, role: HostReport['role'], r: CostResult | unde
 
 /** The table `rake-ts hosts` prints: one row per host, columns padded. */
 export function formatHostTable(reports: readonly HostReport[]): string {
+  // A TLS column only when some host is TLS: `plain`, or `tls` and the certificate.
+  const anyTls = reports.some((r) => r.tls !== undefined);
+  const tlsCell = (r: HostReport) =>
+    r.tls === undefined
+      ? ['plain']
+      : [`tls ${r.tls.certificate?.description ?? '(no certificate)'}`];
   const rows = [
-    ['HOST', 'ROLE', 'COST', 'RTT', 'SERVER', 'STATUS'],
+    ['HOST', 'ROLE', 'COST', 'RTT', 'SERVER', ...(anyTls ? ['TLS'] : []), 'STATUS'],
     ...reports.map((r) => [
       r.host,
       r.role,
       r.cost === undefined ? '-' : String(r.cost),
       `${Math.round(r.rttMs)} ms`,
       r.server?.description ?? '-',
+      ...(anyTls ? tlsCell(r) : []),
       r.reachable ? 'reachable' : `unreachable: ${r.error ?? 'unknown'}`,
     ]),
   ];

@@ -24,6 +24,7 @@ import { cliContext, POLL_TIMEOUT_OPTIONS, UsageError } from '../context.js';
 import { createCliLogger, jsonOnStderr, type LogArgs, withLogOptions } from '../logging.js';
 import { type ObserveArgs, withObserveOptions, writeTimelineFiles } from '../observe.js';
 import { type StdoutFailure, StdoutWriter } from '../stdout.js';
+import { clientTlsFrom, TLS_CLIENT_OPTIONS, type TlsClientArgs } from '../tls-options.js';
 
 /**
  * Exit statuses of `rake-ts [Rakefile]` (docs/client.md). 0 success; 1 an action failed;
@@ -45,7 +46,7 @@ export const EXIT = {
 } as const;
 
 /** The parsed flags of the default command. */
-export interface RunArgs extends LogArgs, ObserveArgs {
+export interface RunArgs extends LogArgs, ObserveArgs, TlsClientArgs {
   readonly rakefile?: string | undefined;
   readonly file?: string | undefined;
   readonly directory?: string | undefined;
@@ -155,6 +156,7 @@ export function withRunOptions<T>(y: Argv<T>): Argv<T & RunArgs> {
       type: 'string',
       describe: `prove to servers that require one that this client knows the token in this file (default: $${TOKEN_ENV} if set)`,
     })
+    .options(TLS_CLIENT_OPTIONS)
     .option('verbose', {
       alias: 'v',
       type: 'count',
@@ -305,6 +307,12 @@ export async function runRake(args: RunArgs, io: RunIO = defaultIO()): Promise<n
       `rake-ts: ${err instanceof TokenError ? err.message : String(err)}`,
     );
   }
+  let tls: Awaited<ReturnType<typeof clientTlsFrom>>;
+  try {
+    tls = await clientTlsFrom(args, base);
+  } catch (err) {
+    return usage('usage-error', `rake-ts: ${err instanceof Error ? err.message : String(err)}`);
+  }
   // Action output and the summary reach stdout in order, with backpressure; large outputs
   // wait in the spool, which outlives the run until stdout has taken them.
   const spool = new OutputSpool();
@@ -365,6 +373,7 @@ export async function runRake(args: RunArgs, io: RunIO = defaultIO()): Promise<n
     localHere: args['local-here'],
     ...(token ? { token: token.token } : {}),
     ...(executor ? { executor } : {}),
+    ...(tls ? { tls } : {}),
     logger,
     spool,
   };

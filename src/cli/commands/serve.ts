@@ -5,6 +5,12 @@ import { loadToken, TOKEN_ENV, TokenError } from '../../protocol/token.js';
 import { DEFAULT_CACHE_SIZE, DEFAULT_PORT, isLoopback } from '../../server/defaults.js';
 import type { ServeOptions, ServerHandle } from '../../server/index.js';
 import type { SpawnerChoice } from '../../server/launcher.js';
+import {
+  DEFAULT_TLS_PORT,
+  loadServerTls,
+  type ServerTls,
+  TlsConfigError,
+} from '../../tls/index.js';
 import { cliContext, UsageError } from '../context.js';
 
 /** The parsed flags of `rakeserver` / `rake-ts serve`; shared so both programs agree. */
@@ -24,6 +30,11 @@ export interface ServeArgs {
   readonly 'cache-size': string;
   readonly spawner: SpawnerChoice;
   readonly 'reapi-port'?: number | undefined;
+  readonly 'tls-cert'?: string | undefined;
+  readonly 'tls-key'?: string | undefined;
+  readonly 'tls-client-ca'?: string | undefined;
+  readonly 'tls-port'?: number | undefined;
+  readonly plain: boolean;
 }
 
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
@@ -104,6 +115,25 @@ export function withServeOptions<T>(y: Argv<T>): Argv<T & ServeArgs> {
       describe:
         'also serve the Remote Execution API v2 (gRPC; Bazel --remote_executor, rake-ts --executor) on this port (0 = any free port): docs/remote-execution.md',
     })
+    .option('tls-cert', {
+      type: 'string',
+      describe: `serve TLS with this certificate (PEM) on --tls-port, beside the plain port`,
+    })
+    .option('tls-key', { type: 'string', describe: 'the private key (PEM) of --tls-cert' })
+    .option('tls-client-ca', {
+      type: 'string',
+      describe:
+        'mutual TLS: TLS clients must present a certificate signed by this CA (PEM); adds to --token-file',
+    })
+    .option('tls-port', {
+      type: 'number',
+      describe: `TCP port for TLS (default ${DEFAULT_TLS_PORT}; 0 = any free port, as is the default with --port 0)`,
+    })
+    .option('plain', {
+      type: 'boolean',
+      default: true,
+      describe: 'serve the plain (base-protocol) port too; --no-plain serves TLS only',
+    })
     .option('log-level', {
       type: 'string',
       choices: LOG_LEVELS,
@@ -119,6 +149,18 @@ export function withServeOptions<T>(y: Argv<T>): Argv<T & ServeArgs> {
         throw new UsageError('--port must be a whole number from 0 to 65535');
       if (!whole(a['reapi-port'], 0, 65535))
         throw new UsageError('--reapi-port must be a whole number from 0 to 65535');
+      if (!whole(a['tls-port'], 0, 65535))
+        throw new UsageError('--tls-port must be a whole number from 0 to 65535');
+      if ((a['tls-cert'] === undefined) !== (a['tls-key'] === undefined))
+        throw new UsageError('--tls-cert and --tls-key go together: give both or neither');
+      if (a['tls-cert'] === undefined) {
+        for (const flag of ['tls-client-ca', 'tls-port'] as const) {
+          if (a[flag] !== undefined)
+            throw new UsageError(`--${flag} needs --tls-cert and --tls-key`);
+        }
+        if (!a.plain)
+          throw new UsageError('--no-plain leaves no port: give --tls-cert and --tls-key');
+      }
       if (!whole(a['max-jobs'], 1))
         throw new UsageError('--max-jobs must be a whole number of at least 1');
       if (!whole(a['max-connections'], 1))
@@ -200,6 +242,26 @@ export async function runServe(
       `rakeserver: WARNING: listening on ${args.host} without a token: anyone who can reach this port runs commands as this user. Use --token-file F or set ${TOKEN_ENV}.\n`,
     );
   }
+  let tls: ServerTls | undefined;
+  try {
+    tls =
+      args['tls-cert'] === undefined || args['tls-key'] === undefined
+        ? undefined
+        : await loadServerTls(
+            {
+              cert: args['tls-cert'],
+              key: args['tls-key'],
+              clientCa: args['tls-client-ca'],
+              port: args['tls-port'] ?? (args.port === 0 ? 0 : DEFAULT_TLS_PORT),
+            },
+            process.cwd(),
+          );
+  } catch (err) {
+    const message = err instanceof TlsConfigError ? err.message : String(err);
+    logger.fatal({ err: message }, 'cannot load the TLS files');
+    io.stderr.write(`rakeserver: ${message}\n`);
+    return 2;
+  }
   let handle: ServerHandle;
   try {
     // Loaded here, not with the CLI: a client run needs none of the server.
@@ -207,11 +269,17 @@ export async function runServe(
     handle = await serve({
       ...serveOptionsFrom(args, logger),
       ...(token ? { token: token.token } : {}),
+      ...(tls ? { tls } : {}),
+      plain: args.plain,
     });
   } catch (err) {
     const e = err as NodeJS.ErrnoException;
     logger.fatal({ err: e }, 'cannot start');
-    io.stderr.write(`rakeserver: cannot listen on ${args.host}:${args.port}: ${e.message}\n`);
+    const ports = [
+      ...(args.plain ? [String(args.port)] : []),
+      ...(tls ? [`${tls.port} (TLS)`] : []),
+    ].join(' and ');
+    io.stderr.write(`rakeserver: cannot listen on ${args.host} port ${ports}: ${e.message}\n`);
     return 1;
   }
   const signal = await new Promise<NodeJS.Signals>((resolve) => {
