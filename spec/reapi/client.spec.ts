@@ -101,6 +101,8 @@ describe('rake-ts --executor (REAPI)', T, () => {
       'never',
       '--trace',
       'build.trace.json',
+      '--report',
+      'build.html',
     ]);
     assert.equal(r.code, 0, r.stderr);
     // The program's own output: the numbers' statistics.
@@ -120,6 +122,9 @@ describe('rake-ts --executor (REAPI)', T, () => {
     const farmed = trace.traceEvents.filter((e) => e.cat === 'action' && e.args?.farm);
     assert.equal(farmed.length, 5);
     for (const e of farmed) assert.match(e.args?.farm?.worker ?? '', /^rakeserver@/);
+    // And the report's timeline, in each remote action's tooltip.
+    const html = await readFile(join(dir, 'build.html'), 'utf8');
+    assert.equal(html.match(/farm rakeserver@[^:]+: queued [^,]+, inputs [^,]+, ran /g)?.length, 5);
   });
 
   it('reports a failing command with its stderr and exit status; exit 1', async () => {

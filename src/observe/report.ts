@@ -224,6 +224,14 @@ function tooltip(a: ActionSpan, t0: number): string {
   if (a.uploadBytes > 0 || a.downloadBytes > 0) {
     lines.push(`${formatBytes(a.uploadBytes)} up, ${formatBytes(a.downloadBytes)} down`);
   }
+  if (a.farm !== undefined) {
+    const f = a.farm;
+    lines.push(
+      f.cached
+        ? `farm ${f.worker}: from its ActionCache`
+        : `farm ${f.worker}: queued ${formatSeconds(f.queuedMs)}, inputs ${formatSeconds(f.inputFetchMs)}, ran ${formatSeconds(f.executionMs)}, outputs ${formatSeconds(f.outputUploadMs)}`,
+    );
+  }
   if (a.message !== undefined) lines.push(a.message);
   return lines.join('\n');
 }
