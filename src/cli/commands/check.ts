@@ -120,7 +120,10 @@ export function summarize(rakefile: Rakefile): string {
     rakefile.hosts.length === 0
       ? 'none (every action runs here)'
       : rakefile.hosts
-          .map((h) => `${h.host.includes(':') ? `[${h.host}]` : h.host}:${h.port}`)
+          .map(
+            (h) =>
+              `${h.tls ? 'rakes://' : ''}${h.host.includes(':') ? `[${h.host}]` : h.host}:${h.port}`,
+          )
           .join(' ');
   const lines = [
     `${rakefile.file}: OK`,
@@ -129,6 +132,12 @@ export function summarize(rakefile: Rakefile): string {
     `  files       ${files.length} required (${new Set(files).size} distinct)`,
     `  hosts       ${hosts}`,
     `  port        ${rakefile.port}`,
+    // A base-protocol client (the reference rake-p) would take `rakes` for a host name.
+    ...(rakefile.hosts.some((h) => h.tls)
+      ? [
+          '  note        rakes:// hosts are TLS (rake-ts only): base-protocol tools (the reference rake-p) cannot read this HOSTS line',
+        ]
+      : []),
     '',
   ];
   const width = Math.max(...rakefile.actionsets.map((s) => s.name.length), 0);
