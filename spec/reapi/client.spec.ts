@@ -369,13 +369,17 @@ describe('rake-ts --executor (REAPI)', T, () => {
     }
   });
 
-  it('says what is wrong with a bad --executor, and that --cache needs one', async () => {
+  it('says what is wrong with a bad --executor, and with a bad --cache-size', async () => {
     const dir = await project('usage');
     const bad = await rake(dir, ['--executor', 'http://127.0.0.1:1']);
     assert.equal(bad.code, 2);
     assert.match(bad.stderr, /not grpc:\/\/HOST:PORT/);
-    const lone = await rake(dir, ['--cache']);
-    assert.equal(lone.code, 2);
-    assert.match(lone.stderr, /--cache needs --executor/);
+    // Without --executor, --cache is the local action cache (spec/cache/cli.spec.ts).
+    const size = await rake(dir, ['--cache', '--cache-size', 'lots']);
+    assert.equal(size.code, 2);
+    assert.match(
+      size.stderr,
+      /--cache-size must be a number of bytes, optionally with K, M or G; got lots/,
+    );
   });
 });

@@ -16,6 +16,7 @@ import {
   timeout,
   timer,
 } from 'rxjs';
+import type { LocalCache } from '../cache/store.js';
 import type { OutgoingFile } from '../protocol/filestream.js';
 import { type Endpoint, hostKey } from './endpoint.js';
 import {
@@ -90,6 +91,8 @@ export interface ActionContext {
    * (`--local-here`), instead of as jobs of the local server.
    */
   readonly localHere?: boolean;
+  /** `--cache`: the local action cache remote actions are looked up in and stored to. */
+  readonly cache?: LocalCache;
 }
 
 /** A failed attempt, with the phases it got through. */
@@ -364,6 +367,8 @@ function attemptOn(
     let files: readonly string[] = [];
     let downloadBytes = 0;
     let failed = false;
+    /** The action cache's key, when it answered for the job. */
+    let cachedKey: string | undefined;
     const phases = (): PhaseTimings => {
       const t = scheduler.now();
       const ran = stage === 'run' || stage === 'download';
@@ -389,6 +394,7 @@ function attemptOn(
         ...(action.claims === undefined
           ? {}
           : { claim: (names: readonly string[]) => action.claims?.claim(names, action.ref) }),
+        ...(ctx.cache !== undefined && action.ref.remote ? { cache: ctx.cache } : {}),
       })
       .pipe(
         timeout({
@@ -500,6 +506,11 @@ function attemptOn(
               files = p.files;
               downloadBytes = p.bytes;
               break;
+            case 'cached':
+              cachedKey = p.key;
+              stdout = p.stdout;
+              files = p.files;
+              break;
           }
         },
         error: (err: unknown) => {
@@ -524,6 +535,7 @@ function attemptOn(
               files,
               downloadBytes,
               ...(warnings ? { stderr: warnings } : {}),
+              ...(cachedKey === undefined ? {} : { cached: { key: cachedKey } }),
               phases: phases(),
               attempts: info.attempt,
               ms: t - info.started,

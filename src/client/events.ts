@@ -127,6 +127,11 @@ export interface RunSummary {
   readonly retries: number;
   readonly fallbacks: number;
   /**
+   * Successes answered from the local action cache (`--cache`): nothing ran for them, and
+   * they count in no host's `perHost`. Absent when there were none.
+   */
+  readonly cached?: number;
+  /**
    * How many actions each host ran (`host:port` → count), successful or not: an action
    * counts once, on the host where it ended (not once per attempt).
    */
@@ -245,6 +250,11 @@ export type RakeEvent =
       readonly ms: number;
       /** With `--executor`: the farm's own timings (docs/remote-execution.md). */
       readonly farm?: FarmTimings;
+      /**
+       * With `--cache`: the local action cache had the action's key (docs/client.md, "The
+       * action cache"), so nothing ran; `host` is the host it would have run on.
+       */
+      readonly cached?: { readonly key: string };
     })
   | (ActionEventBase & {
       readonly type: 'action-failed';

@@ -18,6 +18,7 @@ import {
   timeout,
 } from 'rxjs';
 import type { Actionset, Rakefile } from '../../grammar/model.js';
+import type { LocalCache } from '../cache/store.js';
 import { logEvent } from '../observe/log-events.js';
 import type { Token } from '../protocol/token.js';
 import type { ClientTls } from '../tls/index.js';
@@ -112,6 +113,11 @@ export interface RunOptions {
    * (`--tls`), for every host in `HOSTS`. Ignored when `transport` is given, but for `all`.
    */
   readonly tls?: ClientTls;
+  /**
+   * `--cache`: the local action cache (`src/cache/store.ts`). A remote action whose key it
+   * holds is not run, its stdout and outputs are restored (docs/client.md, "The action cache").
+   */
+  readonly cache?: LocalCache;
 }
 
 /** Runs one remote action elsewhere than our hosts (src/reapi/executor.ts). */
@@ -284,6 +290,7 @@ function runTargets(
       connectTimeoutMs,
       jobTimeoutMs: options.jobTimeoutMs,
       localHere: options.localHere ?? false,
+      ...(options.cache === undefined ? {} : { cache: options.cache }),
     };
     const jobs =
       options.jobs === undefined ? DEFAULT_JOBS : options.jobs <= 0 ? Infinity : options.jobs;
@@ -369,6 +376,7 @@ class Tally {
   #cancelled = 0;
   #retries = 0;
   #fallbacks = 0;
+  #cached = 0;
   #noHost = false;
   readonly #perHost = new Map<string, number>();
   readonly #total: number;
@@ -389,7 +397,8 @@ class Tally {
       (e.type === 'action-succeeded' ||
         e.type === 'action-failed' ||
         e.type === 'action-cancelled') &&
-      e.host !== undefined
+      e.host !== undefined &&
+      !(e.type === 'action-succeeded' && e.cached !== undefined)
     ) {
       this.#perHost.set(e.host, (this.#perHost.get(e.host) ?? 0) + 1);
     }
@@ -399,6 +408,7 @@ class Tally {
         break;
       case 'action-succeeded':
         this.#succeeded++;
+        if (e.cached !== undefined) this.#cached++;
         break;
       case 'action-failed':
         this.#failed++;
@@ -434,6 +444,7 @@ class Tally {
       skipped: this.#total - this.#succeeded - this.#failed - this.#cancelled,
       retries: this.#retries,
       fallbacks: this.#fallbacks,
+      ...(this.#cached > 0 ? { cached: this.#cached } : {}),
       perHost,
       ms,
       exitStatus,

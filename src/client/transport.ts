@@ -1,7 +1,22 @@
 import { lookup as dnsLookup } from 'node:dns/promises';
 import { connect, type Socket } from 'node:net';
 import { relative, sep } from 'node:path';
-import { catchError, filter, Observable, take, throwError, timeout } from 'rxjs';
+import {
+  catchError,
+  defer,
+  filter,
+  from,
+  mergeMap,
+  Observable,
+  of,
+  take,
+  tap,
+  throwError,
+  timeout,
+} from 'rxjs';
+import { entryOf, jobKey, stageCached } from '../cache/job.js';
+import { ownPlatform, type PlatformIdentity } from '../cache/key.js';
+import type { CacheEntry, LocalCache } from '../cache/store.js';
 import { isProtocolError, ProtocolError } from '../protocol/errors.js';
 import { type Extension, encodeExtension, OFFER_ANNEX } from '../protocol/extensions.js';
 import {
@@ -46,7 +61,7 @@ import {
   readNeed,
   readReply,
 } from './negotiate.js';
-import { type ActionOutput, OutputSpool } from './output.js';
+import { ActionOutput, OutputSpool } from './output.js';
 import type { CostProbe } from './poll.js';
 import { jobLayout, type RequiredFile } from './requirements.js';
 
@@ -67,6 +82,12 @@ export interface JobSpec {
    * they land: a message refuses them all (another action of the actionset wrote one).
    */
   readonly claim?: (names: readonly string[]) => string | undefined;
+  /**
+   * The local action cache (`--cache`, issue 21): a job whose key is stored is not sent, its
+   * outputs are restored (`cached`); a success is stored. Only for a host whose platform is
+   * known (see {@link hostPlatform}).
+   */
+  readonly cache?: LocalCache;
 }
 
 /**
@@ -105,7 +126,18 @@ export type JobProgress =
       readonly exitStatus: number | undefined;
     }
   /** Output files written, as paths relative to the output directory (`/`-separated). */
-  | { readonly type: 'downloaded'; readonly files: readonly string[]; readonly bytes: number };
+  | { readonly type: 'downloaded'; readonly files: readonly string[]; readonly bytes: number }
+  /**
+   * The action cache had the job's key: nothing was sent, the stored stdout and output files
+   * (landed like downloaded ones) stand for the run. The only progress of such a job.
+   */
+  | {
+      readonly type: 'cached';
+      readonly key: string;
+      readonly stdout: ActionOutput;
+      readonly files: readonly string[];
+      readonly bytes: number;
+    };
 
 /**
  * The two conversations a client has with a server. The TCP implementation is
@@ -485,7 +517,96 @@ function peerOf(
  */
 class StaleOffer extends Error {}
 
+/**
+ * The platform identity of the host at `endpoint`, for the action cache's key: an embedded
+ * server (the only servers this transport is told to trust, with their per-run secret) is
+ * this process; any other host's identity is unknown (no server announces one yet),
+ * so it gets no hits and its results are not stored (docs/client.md, "The action cache").
+ */
+function hostPlatform(endpoint: Endpoint, state: TransportState): PlatformIdentity | undefined {
+  return state.trusted.has(endpointIdentity(endpoint)) ? ownPlatform() : undefined;
+}
+
 function runJob(endpoint: Endpoint, job: JobSpec, state: TransportState): Observable<JobProgress> {
+  const cache = job.cache;
+  if (cache === undefined) return runJobRetrying(endpoint, job, state);
+  return defer(() => from(cacheKey(endpoint, job, state))).pipe(
+    mergeMap((key) => {
+      if (key === undefined) return runJobRetrying(endpoint, job, state);
+      const hit = cache.get(key);
+      if (hit !== undefined) return defer(() => of(restoreHit(job, key, hit)));
+      let stdout: ActionOutput | undefined;
+      let names: readonly string[] = [];
+      return runJobRetrying(endpoint, job, state).pipe(
+        tap({
+          next: (p) => {
+            if (p.type === 'replied' && p.ok) stdout = p.stdout;
+            if (p.type === 'downloaded') names = p.files;
+          },
+          complete: () => {
+            // Only a success (exit 0) is stored, with what landed.
+            if (stdout === undefined) return;
+            const entry = entryOf(job.outputDir, stdout.buffer(), names);
+            if (entry !== undefined) cache.put(key, entry);
+          },
+        }),
+      );
+    }),
+  );
+}
+
+/** The job's key as the host at `endpoint` would receive it, or `undefined` (no caching). */
+async function cacheKey(
+  endpoint: Endpoint,
+  job: JobSpec,
+  state: TransportState,
+): Promise<string | undefined> {
+  const platform = hostPlatform(endpoint, state);
+  const peer = state.peers.get(endpoint);
+  if (platform === undefined || peer === undefined) return undefined;
+  const carriesPaths = peer.kind === 'rake' && peer.extensions.includes('cwd');
+  const layout = jobLayout(job.outputDir, job.files, carriesPaths, hostKey(endpoint));
+  if (!layout.ok) return undefined;
+  return jobKey(job.command, layout.files, layout.cwd, platform, (f) => state.hasher.entry(f));
+}
+
+/** A hit's outputs landed as a job's would be: checked, staged, claimed, renamed together. */
+function restoreHit(job: JobSpec, key: string, hit: CacheEntry): JobProgress {
+  const staged = stageCached(job.outputDir, hit.files, (name) => {
+    const why = outputRefusal(name, job.outputDir, job.refusedFiles ?? []);
+    if (why !== undefined) {
+      throw new JobError(
+        'bad-output',
+        `refused output file ${JSON.stringify(name)} from the action cache: ${why}; no output of this action was written`,
+        false,
+      );
+    }
+  });
+  const names = hit.files.map((f) => f.name);
+  const conflict = job.claim?.(names);
+  if (conflict !== undefined) {
+    discardStaged(staged);
+    throw new JobError(
+      'bad-output',
+      `${conflict} (from the action cache); no output of this action was written`,
+      false,
+    );
+  }
+  landStaged(staged);
+  return {
+    type: 'cached',
+    key,
+    stdout: ActionOutput.of(hit.stdout),
+    files: names,
+    bytes: staged.reduce((n, f) => n + f.size, 0),
+  };
+}
+
+function runJobRetrying(
+  endpoint: Endpoint,
+  job: JobSpec,
+  state: TransportState,
+): Observable<JobProgress> {
   return runJobOnce(endpoint, job, state, true).pipe(
     catchError((err: unknown) =>
       err instanceof StaleOffer ? runJobOnce(endpoint, job, state, false) : throwError(() => err),

@@ -332,7 +332,10 @@ export class ProgressDisplay {
         if (!quiet) this.#say(e, 'info', `${this.#setLabel()}: ${setOutcome(e)}`);
         return;
       case 'action-succeeded': {
-        const ok = `ok ${e.action.actionId} on ${e.host} in ${formatSeconds(e.ms)}: ${oneLine(e.action.command)}`;
+        const ok =
+          e.cached !== undefined
+            ? `ok ${e.action.actionId} from the cache in ${formatSeconds(e.ms)}: ${oneLine(e.action.command)}`
+            : `ok ${e.action.actionId} on ${e.host} in ${formatSeconds(e.ms)}: ${oneLine(e.action.command)}`;
         const warned = e.stderr !== undefined && e.stderr !== '';
         if (json) {
           this.#say(e, warned ? 'warn' : 'info', warned ? `${ok} (it wrote to stderr)` : ok);

@@ -75,6 +75,7 @@ export function runTotals(timeline: Timeline): RunTotals {
  */
 export function formatSummaryLine(s: RunSummary, totals?: RunTotals): string {
   const parts = [`${s.succeeded}/${s.actions} actions succeeded`];
+  if ((s.cached ?? 0) > 0) parts.push(`${s.cached} from the cache`);
   if (s.failed > 0) parts.push(`${s.failed} failed`);
   if (s.cancelled > 0) parts.push(`${s.cancelled} cancelled`);
   if (s.skipped > 0) parts.push(`${s.skipped} not started`);

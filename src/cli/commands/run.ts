@@ -6,6 +6,7 @@ import { asyncScheduler, type Subscription } from 'rxjs';
 import type { Argv, CommandModule } from 'yargs';
 import { formatDiagnostics } from '../../../grammar/diagnostics.js';
 import { readRakefile } from '../../../grammar/parse.js';
+import { DEFAULT_LOCAL_CACHE_BYTES, defaultCacheDir, LocalCache } from '../../cache/store.js';
 import { whenSettled } from '../../client/cleanup.js';
 import { hostListProblem, parseHostList } from '../../client/endpoint.js';
 import type { RunSummary } from '../../client/events.js';
@@ -25,6 +26,7 @@ import { createCliLogger, jsonOnStderr, type LogArgs, withLogOptions } from '../
 import { type ObserveArgs, withObserveOptions, writeTimelineFiles } from '../observe.js';
 import { type StdoutFailure, StdoutWriter } from '../stdout.js';
 import { clientTlsFrom, TLS_CLIENT_OPTIONS, type TlsClientArgs } from '../tls-options.js';
+import { parseSize } from './serve.js';
 
 /**
  * Exit statuses of `rake-ts [Rakefile]` (docs/client.md). 0 success; 1 an action failed;
@@ -70,6 +72,8 @@ export interface RunArgs extends LogArgs, ObserveArgs, TlsClientArgs {
   readonly 'instance-name': string;
   readonly platform?: string[] | undefined;
   readonly cache: boolean;
+  readonly 'cache-dir'?: string | undefined;
+  readonly 'cache-size'?: string | undefined;
 }
 
 /** Where the command reads and writes; tests pass their own. */
@@ -194,7 +198,17 @@ export function withRunOptions<T>(y: Argv<T>): Argv<T & RunArgs> {
       type: 'boolean',
       default: false,
       describe:
-        "with --executor: look actions up in the farm's ActionCache first and let it answer from its cache",
+        "reuse results of remote actions run before (also RAKE_CACHE=1): with --executor the farm's ActionCache, else the local action cache (docs/client.md, 'The action cache')",
+    })
+    .option('cache-dir', {
+      type: 'string',
+      describe: 'the local action cache (default: $XDG_CACHE_HOME/rake-ts, else ~/.cache/rake-ts)',
+    })
+    .option('cache-size', {
+      type: 'string',
+      default: '1G',
+      describe:
+        'bound of the local action cache in bytes (K, M, G suffixes); least recently used entries go first',
     })
     .example([
       ['$0', 'run ./Rakefile'],
@@ -241,9 +255,11 @@ export function withRunOptions<T>(y: Argv<T>): Argv<T & RunArgs> {
         for (const flag of ['executor-header', 'platform'] as const) {
           if (a[flag] !== undefined) throw new UsageError(`--${flag} needs --executor`);
         }
-        if (a.cache)
-          throw new UsageError("--cache needs --executor (the ActionCache is a REAPI farm's)");
       }
+      if (a['cache-size'] !== undefined && parseSize(a['cache-size']) === undefined)
+        throw new UsageError(
+          `--cache-size must be a number of bytes, optionally with K, M or G; got ${a['cache-size']}`,
+        );
       for (const p of a.platform ?? []) {
         if (!/^[^=]+=/.test(p)) throw new UsageError(`--platform "${p}" is not KEY=VALUE`);
       }
@@ -332,6 +348,8 @@ export async function runRake(args: RunArgs, io: RunIO = defaultIO()): Promise<n
   const logger = log.logger;
   const hosts =
     args.hosts === undefined ? undefined : parseHostList(args.hosts, args.port ?? rakefile.port);
+  /** `--cache` or `RAKE_CACHE=1`: the farm's ActionCache with --executor, else the local cache. */
+  const cacheOn = args.cache || process.env.RAKE_CACHE === '1';
   let executor: (RemoteExecutor & { close(): void }) | undefined;
   if (args.executor !== undefined && !args['dry-run']) {
     const { parseExecutor } = await import('../../reapi/client.js');
@@ -349,7 +367,7 @@ export async function runRake(args: RunArgs, io: RunIO = defaultIO()): Promise<n
         const i = p.indexOf('=');
         return [p.slice(0, i), p.slice(i + 1)] as const;
       }),
-      cache: args.cache,
+      cache: cacheOn,
       outputDir: resolve(path, '..'),
       refusedFiles: [path],
       scheduler: asyncScheduler,
@@ -374,6 +392,17 @@ export async function runRake(args: RunArgs, io: RunIO = defaultIO()): Promise<n
     ...(token ? { token: token.token } : {}),
     ...(executor ? { executor } : {}),
     ...(tls ? { tls } : {}),
+    ...(cacheOn && executor === undefined
+      ? {
+          cache: new LocalCache(
+            args['cache-dir'] !== undefined
+              ? resolve(io.cwd, args['cache-dir'])
+              : defaultCacheDir(),
+            parseSize(args['cache-size'] ?? '') ?? DEFAULT_LOCAL_CACHE_BYTES,
+            (message) => logger.warn({ component: 'cache' }, message),
+          ),
+        }
+      : {}),
     logger,
     spool,
   };

@@ -1,0 +1,82 @@
+// `rake-ts --cache` / RAKE_CACHE=1 as a user runs it (a child process): the second run takes
+// the action from the local cache in --cache-dir, prints its stdout, and the summary says so.
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
+import { mkdtemp, rm, unlink, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, it } from 'node:test';
+import { freePort, project, removeDir } from '../client/support.js';
+
+const T = { timeout: 120_000 };
+const CLI = new URL('../net/rake-cli.ts', import.meta.url).pathname;
+
+function rake(
+  cwd: string,
+  args: string[],
+  env: NodeJS.ProcessEnv,
+): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((ok, fail) => {
+    const child = spawn(process.execPath, ['--import', import.meta.resolve('tsx'), CLI, ...args], {
+      cwd,
+      env,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => {
+      stdout += d.toString();
+    });
+    child.stderr.on('data', (d: Buffer) => {
+      stderr += d.toString();
+    });
+    child.on('error', fail);
+    child.on('close', (code) => ok({ code, stdout, stderr }));
+  });
+}
+
+describe('rake-ts --cache', () => {
+  it('RAKE_CACHE=1 and --cache-dir: the second run is answered from the cache', T, async () => {
+    const dir = await project({ 'in.txt': 'abc\n' });
+    const cacheDir = await mkdtemp(join(tmpdir(), 'rake-cache-cli-'));
+    const counter = join(cacheDir, 'counter');
+    try {
+      await writeFile(
+        join(dir, 'Rakefile'),
+        [
+          `PORT = ${await freePort()}`,
+          `HOSTS = 127.0.0.1:${await freePort()}`,
+          '',
+          'build:',
+          `\tremote-sh -c 'echo ran >> ${counter}; rev in.txt > out.txt; echo built'`,
+          '\t\trequires in.txt',
+          '',
+        ].join('\n'),
+      );
+      const args = ['--cache-dir', join(cacheDir, 'c'), '--progress', 'never'];
+      const env = { ...process.env, RAKE_CACHE: '1' };
+      const first = await rake(dir, args, env);
+      assert.equal(first.code, 0, first.stderr);
+      assert.equal(first.stdout, 'built\n');
+      assert.doesNotMatch(first.stderr, /from the cache/);
+      await unlink(join(dir, 'out.txt'));
+
+      const second = await rake(dir, args, env);
+      assert.equal(second.code, 0, second.stderr);
+      assert.equal(second.stdout, 'built\n', 'the cached stdout is printed as the run would');
+      assert.match(second.stderr, /1\/1 actions succeeded, 1 from the cache/);
+      assert.equal(readFileSync(join(dir, 'out.txt'), 'utf8'), 'cba\n');
+      assert.equal(readFileSync(counter, 'utf8'), 'ran\n', 'the command ran once');
+      assert.ok(existsSync(join(cacheDir, 'c', 'entries')));
+
+      // Without RAKE_CACHE or --cache it runs.
+      const third = await rake(dir, args, { ...process.env, RAKE_CACHE: '' });
+      assert.equal(third.code, 0, third.stderr);
+      assert.equal(readFileSync(counter, 'utf8'), 'ran\nran\n');
+    } finally {
+      await removeDir(dir);
+      await rm(cacheDir, { recursive: true, force: true });
+    }
+  });
+});
