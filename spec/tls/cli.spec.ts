@@ -120,6 +120,19 @@ describe('TLS through the CLI', () => {
     },
   );
 
+  it('a run names the host that failed TLS and why in its summary', T, async () => {
+    await writeFile(
+      join(dir, 'Rakefile'),
+      `HOSTS = rakes://localhost:${good.tlsPort}\n\nset:\n\tremote-echo hi\n`,
+    );
+    const r = await rake(dir, ['--no-fallback', '--progress=never', '--connect-timeout', '30']);
+    assert.equal(r.code, 3, r.stderr);
+    assert.match(
+      r.stderr,
+      /never answered: localhost:\d+ could not be reached over TLS \(the TLS certificate of localhost:\d+ is signed by a CA this client does not trust .*--tls-ca FILE\)/,
+    );
+  });
+
   it('rakeserver refuses TLS files it cannot use, naming the flag', T, async () => {
     const err = capture();
     const write = process.stderr.write.bind(process.stderr);

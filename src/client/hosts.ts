@@ -126,7 +126,8 @@ function merge(
  * Why a host could not be asked its cost, in the words the summary uses: nothing listened
  * (`refused`), no connection or no answer in time (`timed-out`), the name does not resolve
  * (`no-such-name`), no route to it (`unreachable`), it answered something that is not a
- * cost (`bad-answer`), or it closed the connection without answering (`closed`).
+ * cost (`bad-answer`), it closed the connection without answering (`closed`), or TLS with it
+ * failed (`tls`: a certificate, a CA, plain and TLS crossed; src/tls/).
  */
 export type HostTrouble =
   | 'refused'
@@ -134,7 +135,8 @@ export type HostTrouble =
   | 'no-such-name'
   | 'unreachable'
   | 'bad-answer'
-  | 'closed';
+  | 'closed'
+  | 'tls';
 
 /**
  * A host that did no work in a run, and why: it never answered a cost query

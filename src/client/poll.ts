@@ -15,6 +15,7 @@ import {
   throwError,
   timeout,
 } from 'rxjs';
+import { TlsError } from '../tls/index.js';
 import { type Endpoint, hostKey } from './endpoint.js';
 import { describeError, errorCode, isConnectionError } from './errors.js';
 import { type HostTrouble, type SilentHost, troubleOf } from './hosts.js';
@@ -139,9 +140,11 @@ export function pollCosts(
             const trouble: HostTrouble =
               err instanceof PollTimeout
                 ? 'timed-out'
-                : failure === 'bad-answer'
-                  ? 'bad-answer'
-                  : (troubleOf(errorCode(err)) ?? 'closed');
+                : err instanceof TlsError
+                  ? 'tls'
+                  : failure === 'bad-answer'
+                    ? 'bad-answer'
+                    : (troubleOf(errorCode(err)) ?? 'closed');
             return of<CostResult>(failed(describeError(err), failure, trouble));
           }),
           // A query that ends without an answer is a failure too.

@@ -14,6 +14,7 @@ const REASON: Record<SilentHost['reason'], string> = {
   unreachable: 'no route to it',
   'bad-answer': 'answered something that is not a cost',
   closed: 'closed the connection without answering',
+  tls: 'could not be reached over TLS',
   'wanted-token': 'wanted a token: it got no more work in this run',
 };
 
