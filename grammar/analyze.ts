@@ -18,7 +18,7 @@ import {
 } from './lexer.js';
 import { contentEnd, skipIndent } from './lines.js';
 import type { Action, Actionset, HostSpec, Rakefile, Requirement } from './model.js';
-import { DEFAULT_PORT } from './model.js';
+import { DEFAULT_PORT, isNoCacheComment } from './model.js';
 import type { ActionNode, HostsNode, ParseOutput, SettingNode } from './parser.js';
 import type { LineIndex } from './positions.js';
 
@@ -231,14 +231,19 @@ export class Analyzer {
       };
     }
     const command = node.command;
+    // A command never holds `#`: what follows it on its line is blanks and maybe a comment.
+    const end = base + command.startOffset + command.image.length;
+    const eol = text.indexOf('\n', end);
+    const rest = text
+      .slice(end, eol < 0 ? text.length : eol)
+      .replace(/\r$/, '')
+      .trimStart();
     this.#open?.actions.push({
-      command: text.slice(
-        base + command.startOffset,
-        base + command.startOffset + command.image.length,
-      ),
+      command: text.slice(base + command.startOffset, end),
       remote: node.remote !== undefined,
       requires,
       position,
+      ...(isNoCacheComment(rest) ? { noCache: true as const } : {}),
     });
   }
 

@@ -28,6 +28,7 @@ export function rakefileToJson(rakefile: Rakefile): object {
       actions: s.actions.map((a) => ({
         command: a.command,
         remote: a.remote,
+        ...(a.noCache ? { noCache: true } : {}),
         requires: a.requires.map((r) => ({ path: r.path, position: positionToJson(r.position) })),
         position: positionToJson(a.position),
       })),

@@ -38,6 +38,24 @@ export interface Action {
   readonly remote: boolean;
   readonly requires: readonly Requirement[];
   readonly position: SourcePosition;
+  /**
+   * True when the action's line ends with the comment `# rake-ts: no-cache` (see
+   * {@link NO_CACHE_MARK}): `--cache` never answers it from the cache nor stores its result,
+   * for commands whose effect is not their outputs (`date > stamp`, a deploy). A comment, so
+   * base-protocol tools read the Rakefile unchanged. Absent otherwise.
+   */
+  readonly noCache?: true;
+}
+
+/** The comment that exempts an action from the action cache, on the action's own line. */
+export const NO_CACHE_MARK = '# rake-ts: no-cache';
+
+/**
+ * True when `comment` (from its `#` to the end of the line) is the no-cache mark: `#`, any
+ * blanks, `rake-ts:`, any blanks, `no-cache`, then the end or a blank (text may follow).
+ */
+export function isNoCacheComment(comment: string): boolean {
+  return /^#[ \t]*rake-ts:[ \t]*no-cache(?:[ \t]|$)/.test(comment);
 }
 
 /** A named group of actions that run in parallel; actionsets run one after another. */

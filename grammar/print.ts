@@ -1,6 +1,6 @@
 import { isIPv6 } from 'node:net';
 import { TLS_SCHEME } from './hosts.js';
-import type { HostSpec, Rakefile } from './model.js';
+import { type HostSpec, NO_CACHE_MARK, type Rakefile } from './model.js';
 
 /**
  * Writes a model back as a Rakefile in canonical form: `PORT = n`, then `HOSTS = ...` (a
@@ -18,7 +18,8 @@ export function printRakefile(rakefile: Rakefile): string {
   for (const actionset of rakefile.actionsets) {
     out.push('', `${actionset.name}:`);
     for (const action of actionset.actions) {
-      out.push(`\t${action.remote ? 'remote-' : ''}${action.command}`);
+      const mark = action.noCache ? `  ${NO_CACHE_MARK}` : '';
+      out.push(`\t${action.remote ? 'remote-' : ''}${action.command}${mark}`);
       if (action.requires.length > 0) {
         out.push(`\t\trequires ${action.requires.map((r) => r.path).join(' ')}`);
       }

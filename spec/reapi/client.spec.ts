@@ -151,6 +151,19 @@ describe('rake-ts --executor (REAPI)', T, () => {
     assert.ok((await readFile(join(dir, 'stats.o'))).equals(obj));
   });
 
+  it('--cache: an action marked # rake-ts: no-cache runs every time', async () => {
+    const dir = await project(
+      'nocache',
+      'compile:\n\tremote-cc -c src/stats.c -Iinclude # rake-ts: no-cache\n\t\trequires src/stats.c include/stats.h\n',
+    );
+    const first = await rake(dir, ['--executor', executor(), '--cache', '--progress', 'never']);
+    assert.equal(first.code, 0, first.stderr);
+    const ran = actionsDone().length;
+    const second = await rake(dir, ['--executor', executor(), '--cache', '--progress', 'never']);
+    assert.equal(second.code, 0, second.stderr);
+    assert.equal(actionsDone().length, ran + 1, 'Execute ran again');
+  });
+
   it('moves a large input and a large output (over ByteStream) intact', async () => {
     const dir = await project(
       'large',

@@ -394,7 +394,9 @@ function attemptOn(
         ...(action.claims === undefined
           ? {}
           : { claim: (names: readonly string[]) => action.claims?.claim(names, action.ref) }),
-        ...(ctx.cache !== undefined && action.ref.remote ? { cache: ctx.cache } : {}),
+        ...(ctx.cache !== undefined && action.ref.remote && action.ref.noCache !== true
+          ? { cache: ctx.cache }
+          : {}),
       })
       .pipe(
         timeout({

@@ -16,6 +16,8 @@ export interface ActionRef {
   /** The command as sent (any `remote-` prefix already removed). */
   readonly command: string;
   readonly remote: boolean;
+  /** The action is exempt from the action cache (`# rake-ts: no-cache`); absent otherwise. */
+  readonly noCache?: true;
 }
 
 /**

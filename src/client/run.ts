@@ -171,6 +171,7 @@ export function actionRef(set: Actionset, index: number): ActionRef {
     position: a.position,
     command: a.command,
     remote: a.remote,
+    ...(a.noCache ? { noCache: true as const } : {}),
   };
 }
 

@@ -183,12 +183,15 @@ export class ReapiExecutor {
           {
             platform: this.#o.platform,
             ...(this.#o.timeoutMs ? { timeoutMs: this.#o.timeoutMs } : {}),
+            // `# rake-ts: no-cache`: the farm neither answers it from nor stores it in its cache.
+            ...(action.ref.noCache ? { doNotCache: true } : {}),
             cache: this.#hashes,
           },
         );
         let result: ActionResult | undefined;
         let cached = false;
-        if (this.#o.cache) {
+        const lookUp = this.#o.cache && action.ref.noCache !== true;
+        if (lookUp) {
           result = await this.#retry(
             'GetActionResult',
             () => this.client.cachedResult(built.actionDigest),
@@ -224,7 +227,7 @@ export class ReapiExecutor {
             'Execute',
             () =>
               this.client.execute(built.actionDigest, {
-                skipCacheLookup: !this.#o.cache,
+                skipCacheLookup: !lookUp,
                 signal: abort.signal,
               }),
             abort.signal,

@@ -8,7 +8,7 @@ import { dirname, relative, resolve } from 'node:path';
 import type { Argv, CommandModule } from 'yargs';
 import { formatDiagnostics } from '../../../grammar/diagnostics.js';
 import { diagnosticsToJson, rakefileToJson } from '../../../grammar/json.js';
-import type { Rakefile } from '../../../grammar/model.js';
+import { NO_CACHE_MARK, type Rakefile } from '../../../grammar/model.js';
 import { readRakefile } from '../../../grammar/parse.js';
 import { printRakefile } from '../../../grammar/print.js';
 import { baseNameCollisions } from '../../client/requirements.js';
@@ -136,6 +136,11 @@ export function summarize(rakefile: Rakefile): string {
     ...(rakefile.hosts.some((h) => h.tls)
       ? [
           '  note        rakes:// hosts are TLS (rake-ts only): base-protocol tools (the reference rake-p) cannot read this HOSTS line',
+        ]
+      : []),
+    ...(actions.some((a) => a.noCache)
+      ? [
+          `  note        ${actions.filter((a) => a.noCache).length} action(s) exempt from --cache (${NO_CACHE_MARK}); base-protocol tools read the mark as a comment and run them as usual`,
         ]
       : []),
     '',
