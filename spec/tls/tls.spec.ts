@@ -7,6 +7,7 @@ import { after, before, describe, it } from 'node:test';
 import { lastValueFrom, toArray } from 'rxjs';
 import { JobError } from '../../src/client/errors.js';
 import { tcpTransport } from '../../src/client/transport.js';
+import { Token } from '../../src/protocol/token.js';
 import { type ServerHandle, serve } from '../../src/server/index.js';
 import { type ClientTls, TlsError, type TlsFailure } from '../../src/tls/index.js';
 import { only, project, removeDir, runAll, summary } from '../client/support.js';
@@ -219,6 +220,38 @@ describe('TLS: mutual TLS', () => {
       }
     },
   );
+});
+
+describe('TLS: mutual TLS and a token together', () => {
+  it('a job needs both the client certificate and the token', T, async () => {
+    const token = 'tls-spec-token-51c2';
+    const server = await serve({
+      port: 0,
+      maxJobs: 2,
+      graceSeconds: 0,
+      token,
+      tls: { cert: certs.server.cert, key: certs.server.key, clientCa: certs.ca.cert, port: 0 },
+    });
+    servers.push(server);
+    const text = `HOSTS = rakes://localhost:${server.tlsPort}\n\nset:\n\tremote-echo both > both.txt\n`;
+    const tls = { ca: certs.ca.cert, cert: certs.client.cert, key: certs.client.key };
+    const dir = await project();
+    try {
+      const ok = await runAll(dir, text, {
+        embedded: false,
+        fallback: false,
+        tls,
+        token: new Token(token),
+      });
+      assert.equal(summary(ok).exitStatus, 0, JSON.stringify(only(ok, 'action-failed')));
+      assert.equal(await readFile(join(dir, 'both.txt'), 'utf8'), 'both\n');
+      // The certificate without the token: the server still wants the token.
+      const noToken = await runAll(dir, text, { embedded: false, fallback: false, tls });
+      assert.notEqual(summary(noToken).exitStatus, 0);
+    } finally {
+      await removeDir(dir);
+    }
+  });
 });
 
 describe('TLS: certificates the client refuses', () => {
