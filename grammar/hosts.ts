@@ -33,6 +33,14 @@ export const TLS_SCHEME = 'rakes://';
  */
 export function parseHostEntry(entry: string): HostEntry {
   if (entry.toLowerCase().startsWith(TLS_SCHEME)) {
+    if (entry.length === TLS_SCHEME.length) {
+      return fail(
+        `\`${entry}\` names no host`,
+        'write the host after it, as in `rakes://build1:6239`',
+        0,
+        entry.length,
+      );
+    }
     const inner = parsePlainEntry(entry.slice(TLS_SCHEME.length));
     if (inner.ok) return { ...inner, tls: true };
     return { ...inner, start: inner.start + TLS_SCHEME.length };

@@ -8,6 +8,7 @@ import { main as rakeserver } from '../../src/cli/rakeserver.js';
 import { type ServerHandle, serve } from '../../src/server/index.js';
 import { capture, rake } from '../cli/support.js';
 import { project, removeDir } from '../client/support.js';
+import { startBaseServer } from '../helpers/base-server.js';
 import { makeTestCerts, type TestCerts } from './certs.js';
 
 const T = { timeout: 60_000 };
@@ -65,6 +66,39 @@ describe('TLS through the CLI', () => {
     assert.match(r.stderr, /Rakefile:1:9: .*unknown scheme `https:\/\/`/);
     assert.match(r.stderr, /rakes:\/\/host:port/);
   });
+
+  it('check says a rakes:// with no host names none, and points inside the entry', T, async () => {
+    await writeFile(
+      join(dir, 'Rakefile'),
+      'HOSTS = rakes://h:99999 rakes://\n\nset:\n\tremote-echo hi\n',
+    );
+    const r = await rake(dir, ['check']);
+    assert.equal(r.code, 2);
+    assert.match(r.stderr, /Rakefile:1:19: error: port `99999` of host `h`/);
+    assert.match(r.stderr, /Rakefile:1:25: error: `rakes:\/\/` names no host/);
+  });
+
+  it(
+    'a TLS host that never answers the handshake is named as such (a silent base server)',
+    T,
+    async () => {
+      const base = await startBaseServer();
+      try {
+        await writeFile(
+          join(dir, 'Rakefile'),
+          `HOSTS = rakes://127.0.0.1:${base.port}\n\nset:\n\tremote-echo hi\n`,
+        );
+        const r = await rake(dir, ['hosts', '--connect-timeout', '1']);
+        assert.equal(r.code, 3, r.stdout);
+        assert.match(
+          r.stdout,
+          /unreachable: no TLS connection within 1000 ms .*without rakes:\/\//,
+        );
+      } finally {
+        await base.close();
+      }
+    },
+  );
 
   it('hosts shows tls, the subject and the expiry, with a warning within 14 days', T, async () => {
     await writeFile(

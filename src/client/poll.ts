@@ -112,7 +112,9 @@ export function pollCosts(
               throwError(() =>
                 seen === 0
                   ? new PollTimeout(
-                      `no connection within ${options.connectTimeoutMs} ms`,
+                      endpoint.tls === true
+                        ? `no TLS connection within ${options.connectTimeoutMs} ms (connect and handshake; a plain port that waits in silence, as the reference rakeserver's does, never answers TLS: write it without rakes://)`
+                        : `no connection within ${options.connectTimeoutMs} ms`,
                       'unreachable',
                     )
                   : new PollTimeout(`no answer within ${options.replyTimeoutMs} ms`, 'slow'),
