@@ -1,0 +1,131 @@
+/**
+ * Benchmark: the local action cache (issue 21, `--cache`).
+ *
+ *   node --import tsx scripts/bench/action-cache.ts [--units 100] [--runs 3]
+ *
+ * The generated C project of scripts/bench/lib/project.ts (`--units` compiles + a link),
+ * built by `bin/rake-ts.js --cache` (run `npm run build` first) with a fresh cache directory:
+ * the first run (empty cache), the second with nothing changed, and a third after one unit's
+ * source changed. The hosts are 2 loopback endpoints where nothing listens, so the client
+ * serves them with embedded servers: today the only hosts whose platform it knows (see
+ * docs/client.md, "The action cache"). Each figure is a median over `--runs` fresh projects,
+ * with the range; the load average is printed beside them. The second run's outputs are
+ * compared byte for byte, modes included, with the first's.
+ */
+import { spawnSync } from 'node:child_process';
+import { appendFileSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { loadavg, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { checkProgram, cleanBuild, writeCProject } from './lib/project.js';
+import { median } from './lib/stats.js';
+
+const root = fileURLToPath(new URL('../..', import.meta.url));
+const { values: opts } = parseArgs({
+  options: { units: { type: 'string', default: '100' }, runs: { type: 'string', default: '3' } },
+});
+const UNITS = Number(opts.units);
+const RUNS = Number(opts.runs);
+
+async function freePort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const address = server.address();
+  const port = typeof address === 'object' && address ? address.port : 0;
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  return port;
+}
+
+interface Build {
+  readonly ms: number;
+  readonly actions: number;
+  readonly cached: number;
+}
+
+function build(dir: string, cacheDir: string): Build {
+  const t0 = performance.now();
+  const r = spawnSync(
+    process.execPath,
+    [join(root, 'bin/rake-ts.js'), '--cache', '--cache-dir', cacheDir, '--progress', 'never'],
+    { cwd: dir, encoding: 'utf8' },
+  );
+  const ms = performance.now() - t0;
+  if (r.status !== 0) throw new Error(`rake-ts exited ${r.status}: ${r.stderr}`);
+  const m = /(\d+)\/(\d+) actions succeeded(?:, (\d+) from the cache)?/.exec(r.stderr);
+  if (!m) throw new Error(`no summary line in: ${r.stderr}`);
+  return { ms, actions: Number(m[2]), cached: Number(m[3] ?? 0) };
+}
+
+/** Every output (objects and the program) with its bytes and mode. */
+function outputs(dir: string): Map<string, string> {
+  const out = new Map<string, string>();
+  for (const name of readdirSync(dir).sort()) {
+    if (!name.endsWith('.o') && name !== 'prog') continue;
+    const p = join(dir, name);
+    out.set(name, `${(statSync(p).mode & 0o777).toString(8)}:${readFileSync(p).toString('hex')}`);
+  }
+  return out;
+}
+
+const first: number[] = [];
+const second: number[] = [];
+const changed: number[] = [];
+const jobsSecond: number[] = [];
+const jobsChanged: number[] = [];
+let identical = true;
+const loadBefore = loadavg()[0] ?? 0;
+for (let run = 0; run < RUNS; run++) {
+  const scratch = mkdtempSync(join(tmpdir(), 'rake-bench-action-cache-'));
+  try {
+    const hosts = [`127.0.0.1:${await freePort()}`, `127.0.0.1:${await freePort()}`];
+    const project = writeCProject(
+      join(scratch, 'p'),
+      UNITS,
+      { hosts, port: await freePort() },
+      `run ${run} ${Date.now()}`,
+    );
+    const cacheDir = join(scratch, 'cache');
+    const a = build(project.dir, cacheDir);
+    const before = outputs(project.dir);
+    checkProgram(project, 'first run');
+    // checkProgram sets prog's mode to 0755: take the outputs as the build left them.
+    cleanBuild(project);
+    const b = build(project.dir, cacheDir);
+    const after = outputs(project.dir);
+    if (JSON.stringify([...before]) !== JSON.stringify([...after])) identical = false;
+    checkProgram(project, 'second run');
+    // A change that changes the object (a comment would not: the link would then hit too).
+    appendFileSync(join(project.dir, 'u5.c'), 'int u5_changed(void) { return 5; }\n');
+    const c = build(project.dir, cacheDir);
+    checkProgram(project, 'changed run');
+    first.push(a.ms);
+    second.push(b.ms);
+    changed.push(c.ms);
+    jobsSecond.push(b.actions - b.cached);
+    jobsChanged.push(c.actions - c.cached);
+    console.error(
+      `run ${run + 1}: first ${a.ms.toFixed(0)} ms (${a.cached} cached), second ${b.ms.toFixed(0)} ms (${b.actions - b.cached} ran), one unit changed ${c.ms.toFixed(0)} ms (${c.actions - c.cached} ran)`,
+    );
+  } finally {
+    rmSync(scratch, { recursive: true, force: true });
+  }
+}
+const loadAfter = loadavg()[0] ?? 0;
+const s = (v: number[]) =>
+  `${(median(v) / 1000).toFixed(2)} s (${(Math.min(...v) / 1000).toFixed(2)}–${(Math.max(...v) / 1000).toFixed(2)})`;
+const ratio = second.map((v, i) => v / (first[i] as number));
+console.log(
+  `| ${UNITS}-unit C project, --cache, embedded servers | median (range), ${RUNS} runs |`,
+);
+console.log('|---|---|');
+console.log(`| first run (empty cache) | ${s(first)} |`);
+console.log(
+  `| second run, nothing changed | ${s(second)}; ${(median(ratio) * 100).toFixed(1)} % of the first (${(Math.min(...ratio) * 100).toFixed(1)}–${(Math.max(...ratio) * 100).toFixed(1)} %); jobs run: ${jobsSecond.join(', ')} |`,
+);
+console.log(`| one unit's source changed | ${s(changed)}; jobs run: ${jobsChanged.join(', ')} |`);
+console.log(
+  `| outputs of the second run | ${identical ? 'byte-identical to the first, modes included' : 'DIFFERENT from the first'} |`,
+);
+console.log(`\nload average ${loadBefore.toFixed(1)} before, ${loadAfter.toFixed(1)} after`);
