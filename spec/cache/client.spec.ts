@@ -9,6 +9,10 @@ import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { LocalCache } from '../../src/cache/store.js';
 import type { RakeEvent } from '../../src/client/events.js';
+import { renderReport } from '../../src/observe/report.js';
+import { formatSummaryLine, hostStats } from '../../src/observe/summary.js';
+import { buildTimeline } from '../../src/observe/timeline.js';
+import { chromeTrace } from '../../src/observe/trace.js';
 import {
   closeAll,
   freePort,
@@ -95,6 +99,26 @@ describe('the local action cache in a run', () => {
         assert.equal(summary(second).cached, 1);
         assert.deepEqual(summary(second).perHost, {}, 'no host ran anything');
         assert.equal(only(second, 'upload-done').length, 0);
+        // The timeline, trace and report say it; no host counts it as work.
+        const timeline = buildTimeline(second);
+        assert.deepEqual(
+          timeline.actions.map((a) => a.cached),
+          [true],
+        );
+        assert.ok(hostStats(timeline).every((h) => h.actions === 0 && h.busyMs === 0));
+        assert.equal(timeline.actions[0]?.timings.run, 0);
+        const traced = chromeTrace(timeline).traceEvents.filter(
+          (e) => (e.args as { cached?: boolean } | undefined)?.cached === true,
+        );
+        assert.equal(traced.length, 1);
+        assert.match(
+          renderReport(timeline),
+          /from the local action cache \(--cache\): nothing ran/,
+        );
+        assert.match(
+          formatSummaryLine(summary(second)),
+          /1\/1 actions succeeded, 1 from the cache/,
+        );
 
         // A changed input is a miss: it runs again.
         await writeFile(join(dir, 'in.txt'), 'changed\n');

@@ -509,6 +509,11 @@ function attemptOn(
               downloadBytes = p.bytes;
               break;
             case 'cached':
+              // Nothing was sent: the restore is the action's only phase (as a download).
+              tConnected = t0;
+              tUploaded = t0;
+              tReplied = t0;
+              stage = 'download';
               cachedKey = p.key;
               stdout = p.stdout;
               files = p.files;

@@ -232,6 +232,7 @@ function tooltip(a: ActionSpan, t0: number): string {
         : `farm ${f.worker}: queued ${formatSeconds(f.queuedMs)}, inputs ${formatSeconds(f.inputFetchMs)}, ran ${formatSeconds(f.executionMs)}, outputs ${formatSeconds(f.outputUploadMs)}`,
     );
   }
+  if (a.cached === true) lines.push('from the local action cache (--cache): nothing ran');
   if (a.message !== undefined) lines.push(a.message);
   return lines.join('\n');
 }

@@ -37,7 +37,8 @@ export interface RunTotals {
 export function hostStats(timeline: Timeline): HostStats[] {
   const wall = Math.max(timeline.end - timeline.start, 0);
   return timeline.hosts.map((host) => {
-    const mine = timeline.actions.filter((a) => a.host === host);
+    // An action the local cache answered ran nowhere (as the summary's perHost).
+    const mine = timeline.actions.filter((a) => a.host === host && a.cached !== true);
     const busyMs = unionLength(
       mine.flatMap((a) =>
         a.phases.filter((p) => p.name === 'run').map((p) => [p.start, p.end] as const),

@@ -67,6 +67,8 @@ export interface ActionSpan {
   readonly downloadFiles: number;
   /** With `--executor`: the farm's own timings of the action (a success's). */
   readonly farm?: FarmTimings;
+  /** With `--cache`: answered from the local action cache, nothing ran (`host` would have run it). */
+  readonly cached?: true;
 }
 
 /** One actionset from its start to its end (or to the last event seen). */
@@ -192,6 +194,7 @@ export class TimelineBuilder {
           downloadFiles: e.files.length,
           ...(e.stderr === undefined || e.stderr === '' ? {} : { stderr: e.stderr }),
           ...(e.farm === undefined ? {} : { farm: e.farm }),
+          ...(e.cached === undefined ? {} : { cached: true }),
         });
         return;
       case 'action-failed':
@@ -301,6 +304,7 @@ export class TimelineBuilder {
       stderr?: string;
       interrupted?: boolean;
       farm?: FarmTimings;
+      cached?: boolean;
     },
   ): void {
     const p = this.#pending.get(action.actionId);
@@ -328,6 +332,7 @@ export class TimelineBuilder {
       downloadBytes: f.downloadBytes ?? 0,
       downloadFiles: f.downloadFiles ?? 0,
       ...(f.farm === undefined ? {} : { farm: f.farm }),
+      ...(f.cached === true ? { cached: true as const } : {}),
     });
   }
 }

@@ -142,6 +142,7 @@ function actionEvents(
         uploadBytes: a.uploadBytes,
         downloadBytes: a.downloadBytes,
         ...(a.farm === undefined ? {} : { farm: a.farm }),
+        ...(a.cached === true ? { cached: true } : {}),
       },
     },
   ];
