@@ -10,7 +10,7 @@ import { tcpTransport } from '../../src/client/transport.js';
 import { Token } from '../../src/protocol/token.js';
 import { type ServerHandle, serve } from '../../src/server/index.js';
 import { type ClientTls, TlsError, type TlsFailure } from '../../src/tls/index.js';
-import { only, project, removeDir, runAll, summary } from '../client/support.js';
+import { freePort, only, project, removeDir, runAll, summary } from '../client/support.js';
 import { startBaseServer } from '../helpers/base-server.js';
 import { hdr, pkt, RawPeer } from '../helpers/raw-peer.js';
 import { startRecordingProxy } from '../helpers/recording-proxy.js';
@@ -215,6 +215,28 @@ describe('TLS: mutual TLS', () => {
         assert.match(err.message, /refused this client's certificate: .*--tls-client-ca/);
         assert.ok(err.cause instanceof TlsError);
         assert.deepEqual(await readdir(dir), []);
+      } finally {
+        await removeDir(dir);
+      }
+    },
+  );
+});
+
+describe('TLS: no embedded server for a rakes:// loopback host', () => {
+  it(
+    'where nothing listens, the run says so instead of starting a plain server there',
+    T,
+    async () => {
+      const port = await freePort();
+      const dir = await project();
+      try {
+        const events = await runAll(
+          dir,
+          `PORT = ${port}\nHOSTS = rakes://127.0.0.1:${port}\n\nset:\n\tremote-echo hi\n`,
+          { fallback: false, tls: { ca: certs.ca.cert } },
+        );
+        assert.equal(only(events, 'embedded-server-started').length, 0);
+        assert.notEqual(summary(events).exitStatus, 0);
       } finally {
         await removeDir(dir);
       }

@@ -115,7 +115,9 @@ export class EmbeddedServers {
    * the last of them unsubscribes (a cancelled run leaves no connection open).
    */
   ensure(endpoint: Endpoint, reason: EmbeddedReason): Observable<RakeEvent> {
-    if (!this.#enabled || !isLoopback(endpoint.host)) return EMPTY;
+    // An embedded server speaks no TLS: a `rakes://` endpoint (a host, or the local server
+    // when it is one of them) must be a real server.
+    if (!this.#enabled || !isLoopback(endpoint.host) || endpoint.tls === true) return EMPTY;
     const key = endpointIdentity(endpoint);
     const known = this.#checks.get(key);
     // Later callers wait for the same check, without a second copy of its event.

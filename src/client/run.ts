@@ -304,8 +304,7 @@ function runTargets(
       rakefile.actionsets.some((s) => s.actions.some((a) => !a.remote));
     const setup$ = merge(
       ...(executor ? [] : targets.hosts)
-        // An embedded server speaks no TLS: a `rakes://` host must be a real server.
-        .filter((h) => isLoopback(h.host) && h.tls !== true)
+        .filter((h) => isLoopback(h.host))
         .map((h) => embedded.ensure(h, 'loopback-host')),
       hasLocal ? embedded.ensure(targets.local, 'local-actions') : EMPTY,
     );
