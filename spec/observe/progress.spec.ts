@@ -478,6 +478,91 @@ describe('live progress (virtual time: no sleeping)', () => {
     for (const l of lines) assert.ok([...l].length < 60, l);
     assert.equal(screen(t.raw()).length, 0, 'dispose erases the status');
   });
+
+  it("shows the farm's own timings (--executor): a status line while running, each ok line when plain", async () => {
+    const farmHost = 'grpc://127.0.0.1:8980';
+    const refs = [0, 1, 2, 3].map((i) => ref('build', i, `step ${i}`));
+    const farm = (worker: string, queuedMs: number, executionMs: number, cached = false) => ({
+      worker,
+      queuedMs,
+      inputFetchMs: 7,
+      executionMs,
+      outputUploadMs: 3,
+      cached,
+    });
+    const ok = (i: number, time: number, f: ReturnType<typeof farm>): RakeEvent => ({
+      type: 'action-succeeded',
+      time,
+      action: refs[i] as ActionRef,
+      host: farmHost,
+      exitStatus: 0,
+      files: [],
+      downloadBytes: 0,
+      phases: PH,
+      attempts: 1,
+      ms: time,
+      farm: f,
+    });
+    const events: RakeEvent[] = [
+      { type: 'actionset-started', time: 0, actionset: 'build', position: A.position, actions: 4 },
+      ...refs.map(
+        (action): RakeEvent => ({
+          type: 'host-chosen',
+          time: 0,
+          action,
+          host: farmHost,
+          reason: 'only-host',
+          costs: [],
+          attempt: 1,
+        }),
+      ),
+      ok(0, 1000, farm('w1', 200, 600)),
+      ok(1, 2000, farm('w2', 400, 1000)),
+      ok(2, 3000, farm('', 0, 0, true)),
+    ];
+    const t = terminal(120);
+    const seen = new Map<number, string[]>();
+    const ts = new TestScheduler(assert.deepEqual);
+    ts.run(({ flush }) => {
+      const display = new ProgressDisplay({
+        mode: 'live',
+        stdout: t.stdout,
+        stderr: t.stderr,
+        scheduler: ts,
+        redrawMs: 100,
+      });
+      timed(events, ts).subscribe((e) => display.next(e));
+      for (const at of [550, 1550, 2550, 3550])
+        ts.schedule(() => seen.set(at, screen(t.raw())), at);
+      ts.schedule(() => display.dispose(), 4000);
+      flush();
+    });
+    // Before the farm has answered, no farm line; then the means of what it ran.
+    assert.equal(seen.get(550)?.[1], `  build#0  ${farmHost}    0.50 s  step 0`);
+    assert.equal(
+      seen.get(1550)?.[1],
+      '  farm: 1 ran, mean queued 0.20 s, executing 0.60 s (last on w1)',
+    );
+    assert.equal(
+      seen.get(2550)?.[1],
+      '  farm: 2 ran, mean queued 0.30 s, executing 0.80 s (last on w2)',
+    );
+    assert.equal(
+      seen.get(3550)?.[1],
+      '  farm: 2 ran, mean queued 0.30 s, executing 0.80 s (last on w2) · 1 from its ActionCache',
+    );
+    assert.match(seen.get(3550)?.[2] ?? '', /^ {2}build#3 {2}/, 'the running actions follow');
+
+    const p = terminal();
+    await lastValueFrom(
+      from(events).pipe(showProgress({ mode: 'plain', stdout: p.stdout, stderr: p.stderr })),
+    );
+    assert.deepEqual(p.raw().split('\n').slice(1, 4), [
+      `rake-ts: ok build#0 on ${farmHost} in 1.00 s (farm w1: queued 0.20 s, executing 0.60 s): step 0`,
+      `rake-ts: ok build#1 on ${farmHost} in 2.00 s (farm w2: queued 0.40 s, executing 1.00 s): step 1`,
+      `rake-ts: ok build#2 on ${farmHost} in 3.00 s (farm: from its ActionCache): step 2`,
+    ]);
+  });
 });
 
 describe('JSON progress', () => {

@@ -24,6 +24,7 @@ import {
 import { hostKey } from '../client/endpoint.js';
 import type {
   ActionRef,
+  FarmTimings,
   RakeEvent,
   RakeEventOf,
   RakeEventType,
@@ -115,6 +116,8 @@ export class ProgressDisplay {
   #finished = 0;
   #seen = 0;
   readonly #failures: RakeEventOf<'action-failed'>[] = [];
+  /** With `--executor`: the farm's own timings of the successes so far (the `farm:` status line). */
+  readonly #farm: FarmTally = { ran: 0, cached: 0, queuedMs: 0, executionMs: 0, worker: '' };
 
   constructor(options: ProgressOptions) {
     this.#o = options;
@@ -268,6 +271,7 @@ export class ProgressDisplay {
         if (this.#current !== undefined) this.#current.done++;
         this.#finished++;
         if (e.type === 'action-failed') this.#failures.push(e);
+        if (e.type === 'action-succeeded' && e.farm !== undefined) tally(this.#farm, e.farm);
         return;
       case 'done':
         this.#summary = e.summary;
@@ -332,10 +336,11 @@ export class ProgressDisplay {
         if (!quiet) this.#say(e, 'info', `${this.#setLabel()}: ${setOutcome(e)}`);
         return;
       case 'action-succeeded': {
+        const farm = e.farm === undefined ? '' : ` (${formatFarm(e.farm)})`;
         const ok =
           e.cached !== undefined
             ? `ok ${e.action.actionId} from the cache in ${formatSeconds(e.ms)}: ${oneLine(e.action.command)}`
-            : `ok ${e.action.actionId} on ${e.host} in ${formatSeconds(e.ms)}: ${oneLine(e.action.command)}`;
+            : `ok ${e.action.actionId} on ${e.host} in ${formatSeconds(e.ms)}${farm}: ${oneLine(e.action.command)}`;
         const warned = e.stderr !== undefined && e.stderr !== '';
         if (json) {
           this.#say(e, warned ? 'warn' : 'info', warned ? `${ok} (it wrote to stderr)` : ok);
@@ -443,7 +448,9 @@ export class ProgressDisplay {
     const queued = Math.max(c.actions - c.done - running.length, 0);
     const head = this.#headline(now, running.length, queued);
     const lines = [`${ESC}1m${fit(head, width)}${ESC}0m`];
-    const room = Math.max(1, Math.min(10, height - 4));
+    const farm = farmLine(this.#farm);
+    if (farm !== undefined) lines.push(fit(farm, width));
+    const room = Math.max(1, Math.min(10, height - 4 - (farm === undefined ? 0 : 1)));
     const shown = running.length > room ? running.slice(0, room - 1) : running;
     const idWidth = Math.max(...shown.map((r) => r.ref.actionId.length), 0);
     const hostWidth = Math.max(...shown.map((r) => (r.host ?? 'polling').length), 0);
@@ -473,6 +480,57 @@ export function showProgress(options: ProgressOptions): MonoTypeOperatorFunction
       finalize(() => display.dispose()),
     );
   };
+}
+
+/** The farm's timings of the actions finished so far (`--executor`), for the live display. */
+interface FarmTally {
+  /** Actions the farm ran (not answered from its ActionCache). */
+  ran: number;
+  /** Actions the farm answered from its ActionCache. */
+  cached: number;
+  queuedMs: number;
+  executionMs: number;
+  /** The worker of the latest action the farm ran. */
+  worker: string;
+}
+
+function tally(t: FarmTally, f: FarmTimings): void {
+  if (f.cached) {
+    t.cached++;
+    return;
+  }
+  t.ran++;
+  t.queuedMs += f.queuedMs;
+  t.executionMs += f.executionMs;
+  if (f.worker !== '') t.worker = f.worker;
+}
+
+/**
+ * The live display's second line with `--executor`, from the farm's ExecutedActionMetadata:
+ * how long the farm held the actions in its queue and ran them, a mean over those it ran,
+ * so a person sees whether time goes to the farm's queue or to the commands:
+ *
+ *   farm: 12 ran, mean queued 0.40 s, executing 2.10 s (last on worker-3) · 2 from its ActionCache
+ */
+function farmLine(t: FarmTally): string | undefined {
+  if (t.ran === 0 && t.cached === 0) return undefined;
+  const parts: string[] = [];
+  if (t.ran > 0) {
+    const worker = t.worker === '' ? '' : ` (last on ${t.worker})`;
+    parts.push(
+      `${t.ran} ran, mean queued ${formatSeconds(t.queuedMs / t.ran)}, executing ${formatSeconds(t.executionMs / t.ran)}${worker}`,
+    );
+  }
+  if (t.cached > 0) parts.push(`${t.cached} from its ActionCache`);
+  return `  farm: ${parts.join(' · ')}`;
+}
+
+/** One action's farm timings, for its `ok` line: `farm w1: queued 0.10 s, executing 1.20 s`. */
+function formatFarm(f: FarmTimings): string {
+  const who = f.worker === '' ? 'farm' : `farm ${f.worker}`;
+  return f.cached
+    ? `${who}: from its ActionCache`
+    : `${who}: queued ${formatSeconds(f.queuedMs)}, executing ${formatSeconds(f.executionMs)}`;
 }
 
 /**
