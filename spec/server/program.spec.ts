@@ -66,6 +66,9 @@ describe('rakeserver program', () => {
     ]) {
       assert.ok(p.text().includes(flag), flag);
     }
+    // What the environment changes, the containment among it (issue 17 defect 3).
+    assert.match(p.text().replace(/\s+/g, ' '), /RAKE_JOB_CONTAINMENT=auto\|cgroup\|tag/);
+    assert.match(p.text(), /RAKE_TOKEN/);
   });
 
   it('exits 2 on a bad flag', async () => {

@@ -140,6 +140,9 @@ export function withServeOptions<T>(y: Argv<T>): Argv<T & ServeArgs> {
       default: 'info',
       describe: 'NDJSON log level (logs go to stderr)',
     })
+    .epilog(
+      `Environment: ${TOKEN_ENV} is the token when --token-file is not given (jobs never see it). RAKE_JOB_CONTAINMENT=auto|cgroup|tag chooses how every process a job started is found and killed when the job ends: cgroup (a cgroup v2 per job; needs a writable /sys/fs/cgroup), tag (an environment tag looked for in /proc), auto (cgroup where it works, else tag; the default). The listening log line says which is in force: docs/server.md.`,
+    )
     .check((args) => {
       // UsageError: both programs report it in one line with a pointer to --help.
       const a = args as unknown as ServeArgs;
