@@ -13,6 +13,7 @@ import { renderReport } from '../../src/observe/report.js';
 import { formatSummaryLine, hostStats } from '../../src/observe/summary.js';
 import { buildTimeline } from '../../src/observe/timeline.js';
 import { chromeTrace } from '../../src/observe/trace.js';
+import { serve } from '../../src/server/index.js';
 import {
   closeAll,
   freePort,
@@ -20,9 +21,9 @@ import {
   project,
   removeDir,
   runAll,
-  startServers,
   summary,
 } from '../client/support.js';
+import { startBaseServer } from '../helpers/base-server.js';
 
 const T = { timeout: 120_000 };
 
@@ -158,24 +159,47 @@ describe('the local action cache in a run', () => {
     }
   });
 
-  it('a host whose platform is unknown gets no hits and stores nothing', T, async () => {
-    const { dir, cacheDir, counter } = await setup();
-    const servers = await startServers(1);
+  it(
+    'a rakeserver says its platform when asked: hits on it, and its labels are part of the key',
+    T,
+    async () => {
+      const { dir, cacheDir, counter } = await setup();
+      const gcc12 = await serve({ port: 0, graceSeconds: 0, platform: { cc: 'gcc-12' } });
+      const gcc13 = await serve({ port: 0, graceSeconds: 0, platform: { cc: 'gcc-13' } });
+      try {
+        const command = `sh -c 'echo ran >> ${counter}; cat in.txt'`;
+        const on = async (port: number) => rakefile(await freePort(), `127.0.0.1:${port}`, command);
+        const cache = new LocalCache(cacheDir);
+        const first = await runAll(dir, await on(gcc12.port), { cache, embedded: false });
+        assert.equal(succeeded(first).cached, undefined);
+        const second = await runAll(dir, await on(gcc12.port), { cache, embedded: false });
+        assert.ok(succeeded(second).cached, 'the same kind of host: a hit');
+        assert.equal(runs(counter), 1);
+        const other = await runAll(dir, await on(gcc13.port), { cache, embedded: false });
+        assert.equal(succeeded(other).cached, undefined, 'another label: a miss');
+        assert.equal(runs(counter), 2);
+      } finally {
+        await closeAll([gcc12, gcc13]);
+        await removeDir(dir);
+        await rm(cacheDir, { recursive: true, force: true });
+      }
+    },
+  );
+
+  it('a base-protocol host has no platform: no hits, nothing stored', T, async () => {
+    const { dir, cacheDir } = await setup();
+    const base = await startBaseServer();
     try {
-      const text = rakefile(
-        await freePort(),
-        `127.0.0.1:${servers[0]?.port}`,
-        `sh -c 'echo ran >> ${counter}; cat in.txt'`,
-      );
+      const text = rakefile(base.port, `127.0.0.1:${base.port}`, 'cat in.txt');
       const cache = new LocalCache(cacheDir);
       for (let n = 1; n <= 2; n++) {
         const events = await runAll(dir, text, { cache, embedded: false });
         assert.equal(succeeded(events).cached, undefined);
-        assert.equal(runs(counter), n);
+        assert.equal(base.commands.length, n);
       }
       assert.equal(existsSync(join(cacheDir, 'entries')), false);
     } finally {
-      await closeAll(servers);
+      await base.close();
       await removeDir(dir);
       await rm(cacheDir, { recursive: true, force: true });
     }

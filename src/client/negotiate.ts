@@ -129,13 +129,23 @@ export async function negotiate(
      * latest, so its wait is bounded as a heartbeat's is (a host that froze is lost).
      */
     readonly okWithinBeats?: boolean;
+    /**
+     * Ask for the server's platform (`platform?` in the hello) and hand over what its `ok`
+     * says (`undefined`: it did not say; an older server).
+     */
+    readonly onPlatform?: (platform: Readonly<Record<string, string>> | undefined) => void;
   },
 ): Promise<ReadonlySet<Extension>> {
   const host = hostKey(options.endpoint);
   const asked: Extension[] = [...CLIENT_EXTENSIONS, ...(options.token ? (['auth'] as const) : [])];
   await write(
     socket,
-    encodeExtension({ verb: 'hello', protocol: PROTOCOL_TAG, extensions: asked }),
+    encodeExtension({
+      verb: 'hello',
+      protocol: PROTOCOL_TAG,
+      extensions: asked,
+      ...(options.onPlatform === undefined ? {} : { wantsPlatform: true }),
+    }),
   );
   const followUp = options.followUp;
   if (typeof followUp === 'function') await followUp();
@@ -156,6 +166,7 @@ export async function negotiate(
     reply = await readExtension(reader, options.limits, ['ok'], host, 'auth');
   }
   if (reply.verb !== 'ok') throw new Error('unreachable: ok expected');
+  options.onPlatform?.(reply.platform);
   return new Set(reply.extensions.filter((e) => asked.includes(e)));
 }
 

@@ -227,6 +227,8 @@ interface TransportState {
   readonly asked: Set<string>;
   /** Opens the connections to hosts written `rakes://`. */
   readonly dialer: TlsDialer;
+  /** Each host's platform as its server announced it (action cache), asked once per run. */
+  readonly platforms: Map<string, Promise<PlatformIdentity | undefined>>;
 }
 
 /**
@@ -247,6 +249,7 @@ export function tcpTransport(options: TransportOptions = {}): TcpTransport {
     plainOnly: new Set(),
     asked: new Set(),
     dialer: new TlsDialer(options.tls),
+    platforms: new Map(),
   };
   return {
     queryCost: (endpoint) => queryCost(endpoint, state),
@@ -520,11 +523,56 @@ class StaleOffer extends Error {}
 /**
  * The platform identity of the host at `endpoint`, for the action cache's key: an embedded
  * server (the only servers this transport is told to trust, with their per-run secret) is
- * this process; any other host's identity is unknown (no server announces one yet),
- * so it gets no hits and its results are not stored (docs/client.md, "The action cache").
+ * this process; a rake-ts server says its own when asked (`platform?` in a hello of its own,
+ * once per run and host); a base-protocol host, or a server that does not say, has none, so
+ * it gets no hits and its results are not stored (docs/client.md, "The action cache").
  */
-function hostPlatform(endpoint: Endpoint, state: TransportState): PlatformIdentity | undefined {
-  return state.trusted.has(endpointIdentity(endpoint)) ? ownPlatform() : undefined;
+function hostPlatform(
+  endpoint: Endpoint,
+  state: TransportState,
+): Promise<PlatformIdentity | undefined> {
+  if (state.trusted.has(endpointIdentity(endpoint))) return Promise.resolve(ownPlatform());
+  const peer = state.peers.get(endpoint);
+  if (peer === undefined || peer.kind !== 'rake') return Promise.resolve(undefined);
+  const key = hostKey(endpoint);
+  let known = state.platforms.get(key);
+  if (known === undefined) {
+    known = askPlatform(endpoint, state);
+    state.platforms.set(key, known);
+  }
+  return known;
+}
+
+/** A connection that only says hello asking for the platform; any failure: unknown. */
+function askPlatform(
+  endpoint: Endpoint,
+  state: TransportState,
+): Promise<PlatformIdentity | undefined> {
+  const token = state.trusted.get(endpointIdentity(endpoint)) ?? state.token;
+  let said: PlatformIdentity | undefined;
+  return new Promise((resolve) => {
+    converse<never>(
+      endpoint,
+      async (socket, reader) => {
+        await connected(socket);
+        await negotiate(socket, reader, {
+          endpoint,
+          token,
+          limits: state.limits,
+          onPlatform: (p) => {
+            said = p;
+          },
+        });
+      },
+      (err) => err,
+      state.track,
+      state.meter,
+      state.dialer,
+    ).subscribe({
+      complete: () => resolve(said),
+      error: () => resolve(undefined),
+    });
+  });
 }
 
 function runJob(endpoint: Endpoint, job: JobSpec, state: TransportState): Observable<JobProgress> {
@@ -561,7 +609,7 @@ async function cacheKey(
   job: JobSpec,
   state: TransportState,
 ): Promise<string | undefined> {
-  const platform = hostPlatform(endpoint, state);
+  const platform = await hostPlatform(endpoint, state);
   const peer = state.peers.get(endpoint);
   if (platform === undefined || peer === undefined) return undefined;
   const carriesPaths = peer.kind === 'rake' && peer.extensions.includes('cwd');

@@ -140,8 +140,22 @@ export interface HaveEntry {
  * Text is UTF-8; `stderr` carries raw bytes after its first line.
  */
 export type ExtensionMessage =
-  | { readonly verb: 'hello'; readonly protocol: string; readonly extensions: readonly Extension[] }
-  | { readonly verb: 'ok'; readonly extensions: readonly Extension[] }
+  | {
+      readonly verb: 'hello';
+      readonly protocol: string;
+      readonly extensions: readonly Extension[];
+      /** The word `platform?`: the client asks for the server's platform in the `ok`. */
+      readonly wantsPlatform?: boolean;
+    }
+  | {
+      readonly verb: 'ok';
+      readonly extensions: readonly Extension[];
+      /**
+       * `platform=os:linux,arch:x64,cc:gcc-12`: what kind of host this is, for the action
+       * cache's key; only to a hello that asked (`platform?`). Older peers ignore both words.
+       */
+      readonly platform?: Readonly<Record<string, string>>;
+    }
   | { readonly verb: 'challenge'; readonly nonce: string }
   | { readonly verb: 'auth'; readonly proof: string }
   | { readonly verb: 'have'; readonly entries: readonly HaveEntry[] }
@@ -176,9 +190,20 @@ const HEX32 = /^[0-9a-f]{32}$/;
 export function encodeExtensionPayload(msg: ExtensionMessage): Buffer {
   switch (msg.verb) {
     case 'hello':
-      return Buffer.from(`hello ${msg.protocol} ext=${sortExtensions(msg.extensions).join(',')}`);
-    case 'ok':
-      return Buffer.from(`ok ext=${sortExtensions(msg.extensions).join(',')}`);
+      return Buffer.from(
+        `hello ${msg.protocol} ext=${sortExtensions(msg.extensions).join(',')}${msg.wantsPlatform ? ' platform?' : ''}`,
+      );
+    case 'ok': {
+      const platform =
+        msg.platform === undefined
+          ? ''
+          : ` platform=${Object.entries(msg.platform)
+              .filter(([k, v]) => PLATFORM_WORD.test(k) && PLATFORM_WORD.test(v))
+              .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
+              .map(([k, v]) => `${k}:${v}`)
+              .join(',')}`;
+      return Buffer.from(`ok ext=${sortExtensions(msg.extensions).join(',')}${platform}`);
+    }
     case 'challenge':
       return Buffer.from(`challenge ${msg.nonce}`);
     case 'auth':
@@ -247,11 +272,23 @@ export function parseExtension(
       if (nl >= 0 || protocol === undefined || !/^rake\/[!-~]+$/.test(protocol)) {
         throw bad('a malformed hello');
       }
-      return { verb, protocol, extensions: extensionsOf(words.slice(2)) };
+      const wantsPlatform = words.slice(2).includes('platform?');
+      return {
+        verb,
+        protocol,
+        extensions: extensionsOf(words.slice(2)),
+        ...(wantsPlatform ? { wantsPlatform } : {}),
+      };
     }
-    case 'ok':
+    case 'ok': {
       if (nl >= 0) throw bad('a malformed ok');
-      return { verb, extensions: extensionsOf(words.slice(1)) };
+      const platform = platformOf(words.slice(1));
+      return {
+        verb,
+        extensions: extensionsOf(words.slice(1)),
+        ...(platform === undefined ? {} : { platform }),
+      };
+    }
     case 'challenge': {
       const nonce = words[1] ?? '';
       if (nl >= 0 || words.length !== 2 || !HEX32.test(nonce)) throw bad('a malformed challenge');
@@ -295,6 +332,24 @@ export function parseExtension(
     default:
       throw bad('an unknown verb');
   }
+}
+
+/** A platform key or value: letters, digits and `._+-` (no separator of the `ok` word). */
+export const PLATFORM_WORD = /^[A-Za-z0-9._+-]{1,64}$/;
+
+/** `platform=os:linux,arch:x64` → its pairs; `undefined` when absent or malformed. */
+function platformOf(words: readonly string[]): Record<string, string> | undefined {
+  const field = words.find((w) => w.startsWith('platform='));
+  if (field === undefined) return undefined;
+  const out: Record<string, string> = {};
+  for (const pair of field.slice('platform='.length).split(',')) {
+    const i = pair.indexOf(':');
+    const k = pair.slice(0, i);
+    const v = pair.slice(i + 1);
+    if (i < 0 || !PLATFORM_WORD.test(k) || !PLATFORM_WORD.test(v) || k in out) return undefined;
+    out[k] = v;
+  }
+  return out;
 }
 
 function extensionsOf(words: readonly string[]): Extension[] {

@@ -4,6 +4,7 @@ import type { Logger } from 'pino';
 import {
   describeHeader,
   type Extension,
+  type ExtensionMessage,
   encodeExtension,
   encodeHeader,
   encodePacket,
@@ -93,6 +94,11 @@ export interface ConnectionContext {
   readonly extensions: ReadonlySet<Extension>;
   /** The annex of a cost reply to our client's offer: `rake/1 v=… ext=…`. */
   readonly description: string;
+  /**
+   * What kind of host this is (`os`, `arch`, the operator's `--platform` labels): said in the
+   * `ok` to a client that asks (`platform?`), for its action cache's key.
+   */
+  readonly platform?: Readonly<Record<string, string>>;
 }
 
 /** How a connection ended, for its log line. */
@@ -163,6 +169,16 @@ export class Connection {
   #smallDir = true;
   #managing = false;
   #outcome: ConnectionOutcome = 'ok';
+  /** The hello asked for this server's platform (`platform?`). */
+  #wantsPlatform = false;
+
+  /** The `ok` of the handshake: the platform only to a client that asked. */
+  #ok(): ExtensionMessage {
+    const platform = this.#ctx.platform;
+    return this.#wantsPlatform && platform !== undefined
+      ? { verb: 'ok', extensions: [...this.#ext], platform }
+      : { verb: 'ok', extensions: [...this.#ext] };
+  }
   #evicted = false;
   /** The current command's stdout, until its reply is sent. */
   #spool: StdoutSpool | undefined;
@@ -380,8 +396,9 @@ export class Connection {
         { asked: hello.extensions.join(','), granted: [...this.#ext].join(',') },
         'hello',
       );
+      this.#wantsPlatform = hello.wantsPlatform === true;
       if (this.#ctx.token === undefined) {
-        const ok = encodeExtension({ verb: 'ok', extensions: [...this.#ext] });
+        const ok = encodeExtension(this.#ok());
         // A push client that sent its job right behind the hello (`!R` or `!C` is already
         // here) is not waiting for this `ok`: it leaves with the reply, one write and one
         // wake-up of the client fewer (docs/protocol.md, "push").
@@ -417,7 +434,7 @@ export class Connection {
       }
       this.#authenticated = true;
       this.#log.info('authenticated');
-      await write(this.#socket, encodeExtension({ verb: 'ok', extensions: [...this.#ext] }));
+      await write(this.#socket, encodeExtension(this.#ok()));
       return;
     }
     this.#requireAuthenticated(h);

@@ -3,6 +3,7 @@ import { createServer, type Server, type Socket } from 'node:net';
 import { availableParallelism, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { type Logger, pino } from 'pino';
+import { ownPlatform } from '../cache/key.js';
 import {
   DEFAULT_LIMITS,
   describeServer,
@@ -53,6 +54,11 @@ export interface ServeOptions {
   readonly host?: string;
   /** Port to bind (default 6238; 0 = any free port). */
   readonly port?: number;
+  /**
+   * Labels of this host's kind (`--platform cc=gcc-12`), announced with its `os` and `arch`
+   * to a client that asks, for its action cache's key (docs/server.md).
+   */
+  readonly platform?: Readonly<Record<string, string>>;
   /**
    * Parent of the job directories and the input cache (default: a fresh directory, removed
    * on close, in memory where it can be: see `scratchRoot` in scratch.ts).
@@ -251,6 +257,7 @@ export async function serve(options: ServeOptions = {}): Promise<ServerHandle> {
     cache,
     extensions: granted,
     description,
+    platform: ownPlatform(options.platform),
   };
 
   let refusedSinceLog = 0;

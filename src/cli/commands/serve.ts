@@ -1,6 +1,7 @@
 import type { Writable } from 'node:stream';
 import { type Logger, pino } from 'pino';
 import type { Argv, CommandModule } from 'yargs';
+import { PLATFORM_WORD } from '../../protocol/extensions.js';
 import { loadToken, TOKEN_ENV, TokenError } from '../../protocol/token.js';
 import { DEFAULT_CACHE_SIZE, DEFAULT_PORT, isLoopback } from '../../server/defaults.js';
 import type { ServeOptions, ServerHandle } from '../../server/index.js';
@@ -28,6 +29,7 @@ export interface ServeArgs {
   readonly 'log-level': string;
   readonly 'token-file'?: string | undefined;
   readonly 'cache-size': string;
+  readonly platform?: string[] | undefined;
   readonly spawner: SpawnerChoice;
   readonly 'reapi-port'?: number | undefined;
   readonly 'tls-cert'?: string | undefined;
@@ -88,6 +90,12 @@ export function withServeOptions<T>(y: Argv<T>): Argv<T & ServeArgs> {
       default: 5,
       describe:
         'seconds between heartbeats to a rake-ts client while its job runs; it takes 3 missed ones as a lost host (0 = none)',
+    })
+    .option('platform', {
+      type: 'string',
+      array: true,
+      describe:
+        "a label of this host's kind, KEY=VALUE (e.g. cc=gcc-12), told with its OS and architecture to rake-ts clients for their action cache (--cache); repeatable",
     })
     .option('grace', {
       type: 'number',
@@ -164,6 +172,20 @@ export function withServeOptions<T>(y: Argv<T>): Argv<T & ServeArgs> {
         if (!a.plain)
           throw new UsageError('--no-plain leaves no port: give --tls-cert and --tls-key');
       }
+      for (const p of a.platform ?? []) {
+        const [k, v, ...more] = p.split('=');
+        if (
+          more.length > 0 ||
+          !PLATFORM_WORD.test(k ?? '') ||
+          !PLATFORM_WORD.test(v ?? '') ||
+          k === 'os' ||
+          k === 'arch'
+        ) {
+          throw new UsageError(
+            `--platform "${p}" is not KEY=VALUE of letters, digits and ._+- (os and arch are the machine's own)`,
+          );
+        }
+      }
       if (!whole(a['max-jobs'], 1))
         throw new UsageError('--max-jobs must be a whole number of at least 1');
       if (!whole(a['max-connections'], 1))
@@ -200,6 +222,9 @@ export function parseSize(text: string): number | undefined {
 export function serveOptionsFrom(args: ServeArgs, logger: Logger): ServeOptions {
   return {
     cacheSize: parseSize(args['cache-size']) ?? DEFAULT_CACHE_SIZE,
+    ...(args.platform !== undefined && args.platform.length > 0
+      ? { platform: Object.fromEntries(args.platform.map((p) => p.split('=') as [string, string])) }
+      : {}),
     host: args.host,
     port: args.port,
     ...(args.workdir !== undefined && { workdir: args.workdir }),
