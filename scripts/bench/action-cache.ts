@@ -9,10 +9,11 @@
  * source changed. The hosts are 2 loopback endpoints where nothing listens, so the client
  * serves them with embedded servers: today the only hosts whose platform it knows (see
  * docs/client.md, "The action cache"). Each figure is a median over `--runs` fresh projects,
- * with the range; the load average is printed beside them. The second run's outputs are
+ * with the range; the load average is printed beside them. `--servers`: 2 `bin/rakeserver.js`
+ * processes instead, which say their platform when the client asks. The second run's outputs are
  * compared byte for byte, modes included, with the first's.
  */
-import { spawnSync } from 'node:child_process';
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { appendFileSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { loadavg, tmpdir } from 'node:os';
@@ -24,10 +25,39 @@ import { median } from './lib/stats.js';
 
 const root = fileURLToPath(new URL('../..', import.meta.url));
 const { values: opts } = parseArgs({
-  options: { units: { type: 'string', default: '100' }, runs: { type: 'string', default: '3' } },
+  options: {
+    units: { type: 'string', default: '100' },
+    runs: { type: 'string', default: '3' },
+    servers: { type: 'boolean', default: false },
+  },
 });
 const UNITS = Number(opts.units);
 const RUNS = Number(opts.runs);
+
+/** `bin/rakeserver.js --port 0` (a separate process); resolves with its port once it listens. */
+function startServer(): Promise<{ child: ChildProcess; port: number }> {
+  const child = spawn(process.execPath, [join(root, 'bin/rakeserver.js'), '--port', '0'], {
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  return new Promise((resolve, reject) => {
+    let buf = '';
+    const onData = (chunk: Buffer) => {
+      buf += chunk.toString();
+      for (const line of buf.split('\n')) {
+        try {
+          const o = JSON.parse(line) as { msg?: string; port?: number };
+          if (o.msg === 'listening' && o.port) {
+            child.stderr?.off('data', onData);
+            child.stderr?.resume();
+            return resolve({ child, port: o.port });
+          }
+        } catch {}
+      }
+    };
+    child.stderr?.on('data', onData);
+    child.once('exit', (c) => reject(new Error(`rakeserver exited early (${c}): ${buf}`)));
+  });
+}
 
 async function freePort(): Promise<number> {
   const server = createServer();
@@ -76,10 +106,14 @@ const jobsSecond: number[] = [];
 const jobsChanged: number[] = [];
 let identical = true;
 const loadBefore = loadavg()[0] ?? 0;
+let servers: { child: ChildProcess; port: number }[] = [];
 for (let run = 0; run < RUNS; run++) {
   const scratch = mkdtempSync(join(tmpdir(), 'rake-bench-action-cache-'));
   try {
-    const hosts = [`127.0.0.1:${await freePort()}`, `127.0.0.1:${await freePort()}`];
+    servers = opts.servers ? [await startServer(), await startServer()] : [];
+    const hosts = opts.servers
+      ? servers.map((s) => `127.0.0.1:${s.port}`)
+      : [`127.0.0.1:${await freePort()}`, `127.0.0.1:${await freePort()}`];
     const project = writeCProject(
       join(scratch, 'p'),
       UNITS,
@@ -109,6 +143,7 @@ for (let run = 0; run < RUNS; run++) {
       `run ${run + 1}: first ${a.ms.toFixed(0)} ms (${a.cached} cached), second ${b.ms.toFixed(0)} ms (${b.actions - b.cached} ran), one unit changed ${c.ms.toFixed(0)} ms (${c.actions - c.cached} ran)`,
     );
   } finally {
+    for (const s of servers) s.child.kill('SIGTERM');
     rmSync(scratch, { recursive: true, force: true });
   }
 }
@@ -117,7 +152,7 @@ const s = (v: number[]) =>
   `${(median(v) / 1000).toFixed(2)} s (${(Math.min(...v) / 1000).toFixed(2)}–${(Math.max(...v) / 1000).toFixed(2)})`;
 const ratio = second.map((v, i) => v / (first[i] as number));
 console.log(
-  `| ${UNITS}-unit C project, --cache, embedded servers | median (range), ${RUNS} runs |`,
+  `| ${UNITS}-unit C project, --cache, ${opts.servers ? '2 rakeserver processes' : 'embedded servers'} | median (range), ${RUNS} runs |`,
 );
 console.log('|---|---|');
 console.log(`| first run (empty cache) | ${s(first)} |`);
