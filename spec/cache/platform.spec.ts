@@ -64,43 +64,41 @@ describe('platform announcement', () => {
     }
   });
 
-  it(
-    'rakeserver --platform KEY=VALUE: labels for the announcement; os and arch are refused',
-    T,
-    async () => {
-      const opts = serveOptionsFrom(
-        { 'cache-size': '1M', platform: ['cc=gcc-12', 'gpu=none'] } as unknown as ServeArgs,
-        pino({ level: 'silent' }),
+  it('rakeserver --platform KEY=VALUE: labels for the announcement; os and arch are refused', {
+    timeout: 120_000,
+  }, async () => {
+    const opts = serveOptionsFrom(
+      { 'cache-size': '1M', platform: ['cc=gcc-12', 'gpu=none'] } as unknown as ServeArgs,
+      pino({ level: 'silent' }),
+    );
+    assert.deepEqual(opts.platform, { cc: 'gcc-12', gpu: 'none' });
+    const root = new URL('../..', import.meta.url).pathname;
+    for (const bad of ['os=plan9', 'cc', 'cc=gcc 12', 'a=b=c']) {
+      const child = spawn(
+        process.execPath,
+        [
+          '--import',
+          'tsx',
+          '-e',
+          "import('./src/cli/rakeserver.ts').then(async (m) => { process.exitCode = await m.main(process.argv.slice(1)); })",
+          '--',
+          '--port',
+          '0',
+          '--platform',
+          bad,
+        ],
+        { cwd: root, stdio: ['ignore', 'ignore', 'pipe'] },
       );
-      assert.deepEqual(opts.platform, { cc: 'gcc-12', gpu: 'none' });
-      const root = new URL('../..', import.meta.url).pathname;
-      for (const bad of ['os=plan9', 'cc', 'cc=gcc 12', 'a=b=c']) {
-        const child = spawn(
-          process.execPath,
-          [
-            '--import',
-            'tsx',
-            '-e',
-            "import('./src/cli/rakeserver.ts').then(async (m) => { process.exitCode = await m.main(process.argv.slice(1)); })",
-            '--',
-            '--port',
-            '0',
-            '--platform',
-            bad,
-          ],
-          { cwd: root, stdio: ['ignore', 'ignore', 'pipe'] },
-        );
-        let stderr = '';
-        child.stderr.on('data', (d: Buffer) => {
-          stderr += d.toString();
-        });
-        const code = await new Promise<number | null>((ok) => child.once('exit', ok));
-        assert.equal(code, 2, `${bad}: ${stderr}`);
-        assert.match(
-          stderr,
-          /--platform ".*" is not KEY=VALUE of letters, digits and \._\+- \(os and arch are the machine's own\)/,
-        );
-      }
-    },
-  );
+      let stderr = '';
+      child.stderr.on('data', (d: Buffer) => {
+        stderr += d.toString();
+      });
+      const code = await new Promise<number | null>((ok) => child.once('exit', ok));
+      assert.equal(code, 2, `${bad}: ${stderr}`);
+      assert.match(
+        stderr,
+        /--platform ".*" is not KEY=VALUE of letters, digits and \._\+- \(os and arch are the machine's own\)/,
+      );
+    }
+  });
 });
