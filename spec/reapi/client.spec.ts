@@ -307,6 +307,81 @@ describe('rake-ts --executor (REAPI)', T, () => {
     }
   });
 
+  it('a farm that refuses the output directory "" (as Buildfarm refuses an output path) gets "." instead, remembered for the run; its "." answer is read as the root', async () => {
+    const seen: Array<Record<string, unknown>> = [];
+    const strict = await serve({
+      port: 0,
+      reapiPort: 0,
+      reapiRefuseEmptyOutputPath: true,
+      logger: pino(
+        { level: 'info' },
+        new Writable({
+          write(chunk: Buffer, _e, cb) {
+            for (const line of chunk.toString().split('\n')) if (line) seen.push(JSON.parse(line));
+            cb();
+          },
+        }),
+      ),
+    });
+    try {
+      // Two actionsets: the second runs after the first has met the refusal.
+      const dir = await project(
+        'strict-root',
+        'one:\n\tremote-mkdir -p out && echo first > out/one.txt\n\ntwo:\n\tremote-cat in.txt > two.txt\n\t\trequires in.txt\n',
+      );
+      await writeFile(join(dir, 'in.txt'), 'second\n');
+      const r = await rake(dir, [
+        '--executor',
+        `grpc://127.0.0.1:${strict.reapiPort}`,
+        '--no-fallback',
+        '--progress',
+        'never',
+        '--log-format',
+        'json',
+      ]);
+      assert.equal(r.code, 0, r.stderr);
+      assert.equal(await readFile(join(dir, 'out/one.txt'), 'utf8'), 'first\n');
+      assert.equal(await readFile(join(dir, 'two.txt'), 'utf8'), 'second\n');
+      const records = r.stderr
+        .split('\n')
+        .filter((l) => l.startsWith('{'))
+        .map(
+          (l) =>
+            JSON.parse(l) as {
+              msg?: string;
+              event?: string;
+              actionId?: string;
+              files?: string[];
+              farm?: string;
+              answer?: string;
+            },
+        );
+      // The tree answered as "." is the working directory: paths as in it, and the input sent
+      // unchanged (in.txt) is not written back.
+      assert.deepEqual(
+        records.filter((l) => l.event === 'action-succeeded').map((l) => [l.actionId, l.files]),
+        [
+          ['one#0', ['out/one.txt']],
+          ['two#0', ['two.txt']],
+        ],
+      );
+      // The farm refused "" once (the first action); the second action asked "." at once.
+      const refused = seen.filter((l) => l.msg === 'refused the output path ""');
+      assert.equal(refused.length, 1);
+      const warned = records.filter((l) =>
+        l.msg?.startsWith('the farm refuses the output directory ""'),
+      );
+      assert.equal(warned.length, 1, r.stderr);
+      assert.equal(warned[0]?.farm, `grpc://127.0.0.1:${strict.reapiPort}`);
+      assert.match(
+        warned[0]?.answer ?? '',
+        /^Action [0-9a-f]{64}\/\d+ is invalid: An output directory is an ancestor to another output\.$/,
+      );
+    } finally {
+      await strict.close({ graceSeconds: 1 });
+    }
+  });
+
   it("refuses outputs under .git/ and lands none of that action's files", async () => {
     const dir = await project(
       'hostile',

@@ -1,7 +1,7 @@
 import { lstat, mkdir, rename, unlink, writeFile } from 'node:fs/promises';
 import { dirname, join, relative, resolve, sep } from 'node:path';
 import { fromBinary } from '@bufbuild/protobuf';
-import { type Timestamp, timestampMs } from '@bufbuild/protobuf/wkt';
+import { type Any, anyUnpack, type Timestamp, timestampMs } from '@bufbuild/protobuf/wkt';
 import { status } from '@grpc/grpc-js';
 import type { Logger } from 'pino';
 import { Observable, type SchedulerLike } from 'rxjs';
@@ -33,6 +33,7 @@ import {
   type ExecutedActionMetadata,
   TreeSchema,
 } from './gen/build/bazel/remote/execution/v2/remote_execution_pb.js';
+import { PreconditionFailureSchema } from './gen/google/rpc/status_pb.js';
 import { buildAction, type HashCache } from './inputs.js';
 import { pathProblem } from './tree.js';
 
@@ -76,6 +77,26 @@ export function farmTimings(
   };
 }
 
+/**
+ * Whether a farm refused an action for its output directory `""` (the working directory):
+ * FAILED_PRECONDITION or INVALID_ARGUMENT with a PreconditionFailure violation of type
+ * `INVALID` on the subject `""` (Buildfarm's form for an invalid output path), or, without
+ * such a detail, a message about the output directory or path (the only output rake-ts asks
+ * for). Then the action is asked again with `"."`.
+ */
+export function refusesEmptyOutputPath(s: {
+  readonly code: number;
+  readonly message: string;
+  readonly details?: readonly Any[];
+}): boolean {
+  if (s.code !== status.FAILED_PRECONDITION && s.code !== status.INVALID_ARGUMENT) return false;
+  for (const d of s.details ?? []) {
+    const failure = anyUnpack(d, PreconditionFailureSchema);
+    if (failure?.violations.some((v) => v.type === 'INVALID' && v.subject === '')) return true;
+  }
+  return /\boutput (directory|director(y|ies)|path)s?\b/i.test(s.message);
+}
+
 /** A failure of one action, as data, on its way to an `action-failed` event. */
 class ActionFailure extends Error {
   constructor(
@@ -100,6 +121,11 @@ export class ReapiExecutor {
   readonly #host: string;
   readonly #hashes: HashCache = new Map();
   #capabilities: Promise<unknown> | undefined;
+  /**
+   * How this farm takes the working directory as the output directory: `""` until it
+   * refuses that (then `"."` for the rest of the run, every action after it asked so at once).
+   */
+  #outputRoot: '' | '.' = '';
 
   constructor(options: ExecutorOptions) {
     this.#o = options;
@@ -114,6 +140,19 @@ export class ReapiExecutor {
 
   close(): void {
     this.client.close();
+  }
+
+  /**
+   * The farm refused the output directory `""`: this action and every later one of the run
+   * ask for `"."` instead (said once, at warn).
+   */
+  #refuseEmptyRoot(message: string): void {
+    if (this.#outputRoot === '.') return;
+    this.#outputRoot = '.';
+    this.#o.logger.warn(
+      { farm: this.#host, answer: message },
+      'the farm refuses the output directory "" (the working directory): asking for "." for the rest of the run',
+    );
   }
 
   /** Calls `fn`, again after a backoff while it fails with a transient code. */
@@ -177,29 +216,35 @@ export class ReapiExecutor {
         }
         reached = true;
         phases.connect = Math.round(performance.now() - t0);
-        const built = await buildAction(
-          action.ref.command,
-          action.files.map((f) => ({ name: f.name, path: f.path })),
-          {
-            platform: this.#o.platform,
-            ...(this.#o.timeoutMs ? { timeoutMs: this.#o.timeoutMs } : {}),
-            // `# rake-ts: no-cache`: the farm neither answers it from nor stores it in its cache.
-            ...(action.ref.noCache ? { doNotCache: true } : {}),
-            cache: this.#hashes,
-          },
-        );
+        const lookUp = this.#o.cache && action.ref.noCache !== true;
+        let built: Awaited<ReturnType<typeof buildAction>>;
         let result: ActionResult | undefined;
         let cached = false;
-        const lookUp = this.#o.cache && action.ref.noCache !== true;
-        if (lookUp) {
-          result = await this.#retry(
-            'GetActionResult',
-            () => this.client.cachedResult(built.actionDigest),
-            abort.signal,
+        // Twice at most: again with "." when the farm refuses the output directory "".
+        for (;;) {
+          const root = this.#outputRoot;
+          built = await buildAction(
+            action.ref.command,
+            action.files.map((f) => ({ name: f.name, path: f.path })),
+            {
+              platform: this.#o.platform,
+              ...(this.#o.timeoutMs ? { timeoutMs: this.#o.timeoutMs } : {}),
+              // `# rake-ts: no-cache`: the farm neither answers it from nor stores it in its cache.
+              ...(action.ref.noCache ? { doNotCache: true } : {}),
+              cache: this.#hashes,
+              outputRoot: root,
+            },
           );
-          cached = result !== undefined;
-        }
-        if (result === undefined) {
+          const digest = built.actionDigest;
+          if (lookUp) {
+            result = await this.#retry(
+              'GetActionResult',
+              () => this.client.cachedResult(digest),
+              abort.signal,
+            );
+            cached = result !== undefined;
+          }
+          if (result !== undefined) break;
           const t1 = performance.now();
           const blobs = [...built.blobs.values()];
           const missing = await this.#retry(
@@ -212,7 +257,7 @@ export class ReapiExecutor {
             .filter((b) => b !== undefined);
           await this.#retry('upload', () => this.client.upload(toSend), abort.signal);
           const bytes = toSend.reduce((n, b) => n + Number(b.digest.sizeBytes), 0);
-          phases.upload = Math.round(performance.now() - t1);
+          phases.upload += Math.round(performance.now() - t1);
           sub.next({
             type: 'upload-done',
             time: scheduler.now(),
@@ -223,19 +268,40 @@ export class ReapiExecutor {
             ms: phases.upload,
           });
           const t2 = performance.now();
-          const response = await this.#retry(
-            'Execute',
-            () =>
-              this.client.execute(built.actionDigest, {
-                skipCacheLookup: !lookUp,
-                signal: abort.signal,
-              }),
-            abort.signal,
-          );
-          phases.run = Math.round(performance.now() - t2);
+          let response: Awaited<ReturnType<ReapiClient['execute']>>;
+          try {
+            response = await this.#retry(
+              'Execute',
+              () =>
+                this.client.execute(digest, {
+                  skipCacheLookup: !lookUp,
+                  signal: abort.signal,
+                }),
+              abort.signal,
+            );
+          } catch (err) {
+            if (
+              root === '' &&
+              isServiceError(err) &&
+              refusesEmptyOutputPath({ code: err.code, message: err.details || err.message })
+            ) {
+              this.#refuseEmptyRoot(err.details || err.message);
+              continue;
+            }
+            throw err;
+          }
+          phases.run += Math.round(performance.now() - t2);
           const code = response.status?.code ?? status.OK;
           if (code !== status.OK) {
-            const why = `${status[code] ?? code}: ${response.status?.message ?? ''} (${this.#host})`;
+            const message = response.status?.message ?? '';
+            if (
+              root === '' &&
+              refusesEmptyOutputPath({ code, message, details: response.status?.details ?? [] })
+            ) {
+              this.#refuseEmptyRoot(message);
+              continue;
+            }
+            const why = `${status[code] ?? code}: ${message} (${this.#host})`;
             if (code === status.DEADLINE_EXCEEDED)
               throw new ActionFailure(
                 'timeout',
@@ -248,6 +314,7 @@ export class ReapiExecutor {
           }
           result = response.result;
           cached = response.cachedResult;
+          break;
         }
         if (result === undefined)
           throw new ActionFailure(

@@ -137,6 +137,11 @@ export async function buildAction(
     timeoutMs?: number;
     doNotCache?: boolean;
     cache?: HashCache;
+    /**
+     * How the working directory is named as the output directory: `""` (default, what the
+     * spec says) or `"."`, for a farm that refuses `""` (docs/remote-execution.md).
+     */
+    outputRoot?: '' | '.';
   } = {},
 ): Promise<BuiltAction> {
   const inputs = await buildInputRoot(files, options.cache);
@@ -148,7 +153,7 @@ export async function buildAction(
     CommandSchema,
     create(CommandSchema, {
       arguments: ['/bin/sh', '-c', command],
-      outputDirectories: [''],
+      outputDirectories: [options.outputRoot ?? ''],
       ...(platform ? { platform } : {}),
     }),
   );

@@ -96,7 +96,19 @@ export interface ReapiContext {
   readonly token: Token | undefined;
   /** Bytes the content-addressable store keeps. */
   readonly casBytes: number;
+  /**
+   * Test-only (no CLI flag): behave as a farm that refuses the working directory asked for as
+   * `""` and takes it as `"."` (docs/remote-execution.md, "The working directory as an
+   * output"). An output directory or path `""` fails the action with the error Buildfarm gives
+   * an invalid output path: FAILED_PRECONDITION, `Action HASH/SIZE is invalid: …`, and a
+   * PreconditionFailure violation of type `INVALID` whose subject is the path; a `"."` is
+   * answered as `"."`, not as `""`. So the client's fallback is specced against a real server.
+   */
+  readonly refuseEmptyOutputPath?: boolean;
 }
+
+/** Buildfarm's description of an output directory its validation refuses (NodeInstance). */
+export const BUILDFARM_OUTPUT_ANCESTOR = 'An output directory is an ancestor to another output';
 
 /** Options for {@link startReapiServer}. */
 export interface ReapiListen {
@@ -687,6 +699,29 @@ export async function startReapiServer(
       const problem = pathProblem(o.p, o.kind !== 'file');
       if (problem) return fail(status.INVALID_ARGUMENT, `output ${problem}`);
     }
+    if (ctx.refuseEmptyOutputPath && outputs.some((o) => o.p === '')) {
+      log.info({ action: digestKey(actionDigest) }, 'refused the output path ""');
+      return create(ExecuteResponseSchema, {
+        status: statusOf(
+          status.FAILED_PRECONDITION,
+          `Action ${digestKey(actionDigest)} is invalid: ${BUILDFARM_OUTPUT_ANCESTOR}.`,
+          [
+            anyPack(
+              PreconditionFailureSchema,
+              create(PreconditionFailureSchema, {
+                violations: [
+                  create(PreconditionFailure_ViolationSchema, {
+                    type: 'INVALID',
+                    subject: '',
+                    description: BUILDFARM_OUTPUT_ANCESTOR,
+                  }),
+                ],
+              }),
+            ),
+          ],
+        ),
+      });
+    }
 
     let release: (() => void) | undefined;
     try {
@@ -768,7 +803,7 @@ export async function startReapiServer(
         const full = join(wd, o.p);
         const st = await lstat(full).catch(() => undefined);
         if (st === undefined) continue;
-        const path = o.p === '.' ? '' : o.p;
+        const path = o.p === '.' && !ctx.refuseEmptyOutputPath ? '' : o.p;
         if (st.isSymbolicLink()) {
           const target = await readlink(full);
           const link = create(OutputSymlinkSchema, { path, target });

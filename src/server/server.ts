@@ -123,6 +123,8 @@ export interface ServeOptions {
   readonly containment?: ContainmentChoice;
   /** Also serve REAPI v2 on this port (`--reapi-port`; 0 = any free port): docs/remote-execution.md. */
   readonly reapiPort?: number;
+  /** Test-only: the REAPI endpoint refuses an output path `""` as Buildfarm does (ReapiContext). */
+  readonly reapiRefuseEmptyOutputPath?: boolean;
   /**
    * Serve TLS too, on its own port (`--tls-port`, default 6239) beside the plain one: base
    * clients keep the plain port. With `clientCa`, only clients with a certificate it signed.
@@ -352,6 +354,7 @@ export async function serve(options: ServeOptions = {}): Promise<ServerHandle> {
           ...context,
           maxOutputBytes: limits.maxOutputBytes,
           casBytes: cacheSize > 0 ? cacheSize : DEFAULT_CACHE_SIZE,
+          refuseEmptyOutputPath: options.reapiRefuseEmptyOutputPath === true,
         },
         { host, port: options.reapiPort },
       );
