@@ -386,6 +386,18 @@ export class ReapiClient {
           options.signal?.removeEventListener('abort', onAbort);
           f();
         };
+        // The stream broke or ended before the operation was done: follow it by name.
+        const resume = (operation: string) => {
+          resumesLeft--;
+          finish(() =>
+            follow(
+              this.#serverStream(Execution.method.waitExecution, {
+                $typeName: 'build.bazel.remote.execution.v2.WaitExecutionRequest',
+                name: operation,
+              }),
+            ).then(ok, fail),
+          );
+        };
         options.signal?.addEventListener('abort', onAbort, { once: true });
         stream.on('data', (op: Operation) => {
           name = op.name || name;
@@ -426,32 +438,14 @@ export class ReapiClient {
             err.code !== status.NOT_FOUND &&
             !options.signal?.aborted;
           if (resumable && name !== undefined) {
-            resumesLeft--;
-            settled = true;
-            options.signal?.removeEventListener('abort', onAbort);
-            follow(
-              this.#serverStream(Execution.method.waitExecution, {
-                $typeName: 'build.bazel.remote.execution.v2.WaitExecutionRequest',
-                name,
-              }),
-            ).then(ok, fail);
-            return;
+            return resume(name);
           }
           finish(() => fail(err));
         });
         stream.on('end', () => {
           if (settled) return;
           if (name !== undefined && resumesLeft > 0) {
-            resumesLeft--;
-            settled = true;
-            options.signal?.removeEventListener('abort', onAbort);
-            follow(
-              this.#serverStream(Execution.method.waitExecution, {
-                $typeName: 'build.bazel.remote.execution.v2.WaitExecutionRequest',
-                name,
-              }),
-            ).then(ok, fail);
-            return;
+            return resume(name);
           }
           finish(() =>
             fail(
