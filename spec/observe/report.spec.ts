@@ -56,6 +56,15 @@ describe('renderReport', { timeout: 60_000 }, () => {
     );
   });
 
+  it('counts in words that agree with their number', () => {
+    assert.match(html, /2 actionsets · 2 hosts ·/);
+    // Up to the first actionset's end: one actionset, whose actions ran on one host or two.
+    const end = events.findIndex((e) => e.type === 'actionset-done');
+    const first = renderReport(events.slice(0, end + 1));
+    assert.match(first, / · 1 actionset · [12] hosts? ·/);
+    assert.doesNotMatch(first, /\b1 (actionsets|hosts|actions)\b/);
+  });
+
   it('renders an empty run without failing', () => {
     const empty = renderReport([]);
     assert.match(empty, /No action reached a host/);

@@ -34,7 +34,7 @@ import type { ActionOutput } from '../client/output.js';
 import { unreachable } from '../util/unreachable.js';
 import { formatHostNotes } from './host-notes.js';
 import { eventRecord, type RecordLevel, summaryFields } from './log-events.js';
-import { formatSeconds, formatSummaryLine, runTotals } from './summary.js';
+import { formatSeconds, formatSummaryLine, plural, runTotals } from './summary.js';
 import { type Timeline, TimelineBuilder } from './timeline.js';
 
 /**
@@ -628,10 +628,6 @@ function setOutcome(e: RakeEventOf<'actionset-done'>): string {
   if (e.failed > 0) parts.push(`${e.failed} failed`);
   if (e.cancelled > 0) parts.push(`${e.cancelled} cancelled`);
   return `${parts.join(', ')} in ${formatSeconds(e.ms)}`;
-}
-
-function plural(n: number, what: string): string {
-  return `${n} ${what}${n === 1 ? '' : 's'}`;
 }
 
 /** A command on one line: control characters (newlines, escapes) shown as spaces. */

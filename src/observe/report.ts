@@ -4,7 +4,7 @@
  * URLs — so it opens offline, from a CI artifact or an e-mail attachment.
  */
 import type { RakeEvent } from '../client/events.js';
-import { formatBytes, formatSeconds, type HostStats, hostStats } from './summary.js';
+import { formatBytes, formatSeconds, type HostStats, hostStats, plural } from './summary.js';
 import { type ActionSpan, assignSlots, type Timeline, timelineOf } from './timeline.js';
 import { NO_HOST_LANE } from './trace.js';
 
@@ -52,12 +52,12 @@ export function renderReport(
   const interruptedCount = timeline.actions.filter((a) => a.interrupted === true).length;
   const facts = [
     `<b class="${summary?.exitStatus === 0 ? 'ok' : 'bad'}">${esc(verdict)}</b>`,
-    `${summary?.actions ?? timeline.actions.length} actions`,
+    plural(summary?.actions ?? timeline.actions.length, 'action'),
     summary === undefined
       ? `${count('succeeded')} succeeded, ${count('failed')} failed, ${count('cancelled')} cancelled${interruptedCount > 0 ? ` (${interruptedCount} by the interrupt)` : ''}`
       : `${summary.succeeded} succeeded, ${summary.failed} failed, ${summary.cancelled} cancelled, ${summary.skipped} not started`,
-    `${timeline.actionsets.length} actionsets`,
-    `${stats.length} hosts`,
+    plural(timeline.actionsets.length, 'actionset'),
+    plural(stats.length, 'host'),
     `wall time ${formatSeconds(wall)}`,
     timeline.start > 0 ? `started ${new Date(timeline.start).toISOString()}` : '',
   ].filter((s) => s !== '');

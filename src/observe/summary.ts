@@ -95,6 +95,11 @@ export function formatSummaryLine(s: RunSummary, totals?: RunTotals): string {
   return `rake-ts: ${verdict}: ${parts.join(', ')} in ${formatSeconds(s.ms)}${where}${moved}\n`;
 }
 
+/** `1 action`, `2 actions`: a count and its noun, in the plural when it is not one. */
+export function plural(n: number, what: string): string {
+  return `${n} ${what}${n === 1 ? '' : 's'}`;
+}
+
 /** `1.24 s`. */
 export function formatSeconds(ms: number): string {
   return `${(ms / 1000).toFixed(2)} s`;
