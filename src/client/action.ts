@@ -486,6 +486,8 @@ function attemptOn(
               if (p.ok) {
                 stdout = p.stdout;
                 warnings = p.stderr;
+                // Extension `results`: the host's stored result of its own key, not a run.
+                if (p.serverHit !== undefined) cachedKey = p.serverHit;
               } else {
                 failed = true;
                 sub.next({

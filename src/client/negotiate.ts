@@ -86,6 +86,7 @@ export const CLIENT_EXTENSIONS: readonly Extension[] = [
   'cwd',
   'queue',
   'beat',
+  'results',
 ];
 
 /** Heartbeats a host may miss in a row before the client takes it as lost. */
@@ -394,27 +395,36 @@ export async function readReply(
   extensions: ReadonlySet<Extension>,
   onQueue?: (verb: 'queued' | 'started') => void,
   host = 'the host',
-): Promise<{ header: Header; stderr: Buffer | undefined }> {
+): Promise<{ header: Header; stderr: Buffer | undefined; hit?: string }> {
   const beats = extensions.has('beat');
   const verbs = [
     ...(extensions.has('queue') ? (['queued', 'started'] as const) : []),
     ...(extensions.has('stderr') ? (['stderr'] as const) : []),
+    ...(extensions.has('results') ? (['hit'] as const) : []),
     ...(beats ? (['beat'] as const) : []),
   ];
   let intervalMs = DEFAULT_BEAT_MS;
   let stderr: Buffer | undefined;
+  let hit: string | undefined;
   for (;;) {
     const h = await (beats
       ? silenceBound(reader.readHeader(limits), host, intervalMs)
       : reader.readHeader(limits));
     // After `stderr` only the reply comes (as before `beat` and `queue`).
-    if (verbs.length === 0 || stderr !== undefined || !(h.kind === 'plain' && h.code === '!X')) {
-      return { header: h, stderr };
+    // After `stderr` or `hit` only the reply comes (as before `beat` and `queue`).
+    if (
+      verbs.length === 0 ||
+      stderr !== undefined ||
+      hit !== undefined ||
+      !(h.kind === 'plain' && h.code === '!X')
+    ) {
+      return hit === undefined ? { header: h, stderr } : { header: h, stderr, hit };
     }
     const payload = await reader.readPayload(h.length, limits.maxOutputBytes + 16, '!X message');
     const msg = parseExtension(payload, verbs);
     if (msg.verb === 'beat') intervalMs = msg.intervalMs;
     else if (msg.verb === 'stderr') stderr = msg.bytes;
+    else if (msg.verb === 'hit') hit = msg.key;
     else if (msg.verb === 'queued' || msg.verb === 'started') onQueue?.(msg.verb);
   }
 }

@@ -118,6 +118,11 @@ export type JobProgress =
       readonly files: boolean;
       /** The command's stderr, when the host carries it (extension `stderr`) and it wrote any. */
       readonly stderr?: string;
+      /**
+       * Extension `results`: the host answered from the results of a job it ran before, under
+       * its own key; the command did not run now.
+       */
+      readonly serverHit?: string;
     }
   | {
       readonly type: 'replied';
@@ -698,7 +703,9 @@ function runJobOnce(
           : undefined;
       // With `push` and nothing to ask the cache, the whole job follows the hello at once
       // (the server may send its `ok` with the reply): one round trip per job.
-      const blind = pushAhead && early === undefined;
+      // A job that may be cached waits for the `ok` instead: only its `ext=` says whether the
+      // host keeps results (extension `results`, not in the offer's annex) for `!X lookup`.
+      const blind = pushAhead && early === undefined && job.cache === undefined;
       // A pushed upload the server refuses part-way (a file over its limit) is answered with
       // `!F` while our bytes are still on their way; when it then closes, our write fails.
       // The refusal is what the user needs, so it is read before the write error is believed.
@@ -708,6 +715,7 @@ function runJobOnce(
         push: boolean,
         upload: readonly OutgoingFile[],
         startReported: boolean | undefined,
+        lookup = false,
       ) => {
         const told = startReported === undefined ? {} : { startReported };
         try {
@@ -723,12 +731,14 @@ function runJobOnce(
           } else {
             emit({ type: 'uploaded', files: 0, bytes: 0, ...told });
           }
-          const command = encodePacket({ code: '!C' }, job.command);
+          // Extension `results`: a job that may be cached asks the host's stored results first.
           await write(
             socket,
-            cwd === undefined
-              ? command
-              : Buffer.concat([encodeExtension({ verb: 'cwd', path: cwd }), command]),
+            Buffer.concat([
+              ...(lookup ? [encodeExtension({ verb: 'lookup' })] : []),
+              ...(cwd === undefined ? [] : [encodeExtension({ verb: 'cwd', path: cwd })]),
+              encodePacket({ code: '!C' }, job.command),
+            ]),
           );
         } catch (err) {
           if (!push || !isConnectionError(err)) throw err;
@@ -780,9 +790,19 @@ function runJobOnce(
             minBytes: push ? CACHE_MIN_BYTES : 0,
           });
         }
-        await sendJob(modes, push, files, peer.kind === 'rake' ? ext.has('queue') : undefined);
+        await sendJob(
+          modes,
+          push,
+          files,
+          peer.kind === 'rake' ? ext.has('queue') : undefined,
+          job.cache !== undefined && ext.has('results'),
+        );
       }
-      const { header: reply, stderr: warnings } = await readReply(
+      const {
+        header: reply,
+        stderr: warnings,
+        hit: serverHit,
+      } = await readReply(
         reader,
         limits,
         ext,
@@ -817,6 +837,7 @@ function runJobOnce(
           stdout: body,
           files: outputs,
           ...(stderr === undefined ? {} : { stderr }),
+          ...(serverHit === undefined ? {} : { serverHit }),
         });
         if (outputs) {
           // Every file is staged under a temporary name and they land together at the end:

@@ -20,8 +20,22 @@ import { DEFAULT_LIMITS, type ProtocolLimits } from './limits.js';
  * - `beat` (heartbeat): while a command is queued or runs, the server sends `!X beat <ms>`
  *   every `<ms>`, so the client can tell a silent (frozen, cut off) host from a long job.
  * - `auth`: the server requires a token (challenge-response with HMAC-SHA256).
+ * - `results` (the shared action cache, issue 21): a client that sends `!X lookup` right
+ *   before a command asks the server to answer it from the results of jobs the server ran
+ *   itself; on a hit `!X hit <key>` precedes an ordinary reply and nothing runs. The key is
+ *   the server's own (what it received, its platform): a client names no key and stores
+ *   nothing, so it cannot poison the store.
  */
-export type Extension = 'stderr' | 'mode' | 'cache' | 'push' | 'cwd' | 'queue' | 'beat' | 'auth';
+export type Extension =
+  | 'stderr'
+  | 'mode'
+  | 'cache'
+  | 'push'
+  | 'cwd'
+  | 'queue'
+  | 'beat'
+  | 'auth'
+  | 'results';
 
 /** Every extension this implementation knows, in the order it lists them. */
 export const EXTENSIONS: readonly Extension[] = [
@@ -33,6 +47,7 @@ export const EXTENSIONS: readonly Extension[] = [
   'queue',
   'beat',
   'auth',
+  'results',
 ];
 
 /** The protocol tag in the offer, the self-description and the hello. */
@@ -168,7 +183,11 @@ export type ExtensionMessage =
   | { readonly verb: 'started' }
   | { readonly verb: 'stderr'; readonly bytes: Buffer }
   /** Extension `beat`: the server is alive; the next beat comes within `intervalMs`. */
-  | { readonly verb: 'beat'; readonly intervalMs: number };
+  | { readonly verb: 'beat'; readonly intervalMs: number }
+  /** Extension `results`: answer the next command from the server's results if it can. */
+  | { readonly verb: 'lookup' }
+  /** Extension `results`: the next reply is a stored result of the key; nothing ran. */
+  | { readonly verb: 'hit'; readonly key: string };
 
 /**
  * A server sends its first `beat` at most this long after it has read the command (then one
@@ -231,6 +250,11 @@ export function encodeExtensionPayload(msg: ExtensionMessage): Buffer {
       return Buffer.concat([Buffer.from('stderr\n'), msg.bytes]);
     case 'beat':
       return Buffer.from(`beat ${msg.intervalMs}`);
+    case 'lookup':
+      return Buffer.from('lookup');
+    case 'hit':
+      if (!HEX64.test(msg.key)) throw new RangeError(`${msg.key} is not an action key`);
+      return Buffer.from(`hit ${msg.key}`);
   }
 }
 
@@ -328,6 +352,14 @@ export function parseExtension(
         throw bad('a malformed beat');
       }
       return { verb, intervalMs: Number(ms) };
+    }
+    case 'lookup':
+      if (first !== 'lookup' || nl >= 0) throw bad('a malformed lookup');
+      return { verb };
+    case 'hit': {
+      const key = words[1] ?? '';
+      if (nl >= 0 || words.length !== 2 || !HEX64.test(key)) throw bad('a malformed hit');
+      return { verb, key };
     }
     default:
       throw bad('an unknown verb');

@@ -1,6 +1,8 @@
 import type { Socket } from 'node:net';
 import { dirname, join } from 'node:path';
 import type { Logger } from 'pino';
+import { entryOf } from '../cache/job.js';
+import type { LocalCache } from '../cache/store.js';
 import {
   describeHeader,
   type Extension,
@@ -34,6 +36,7 @@ import { type JobOutcome, runJob } from './job.js';
 import { type JobDirs, layoutOf } from './jobdirs.js';
 import type { Launcher } from './launcher.js';
 import { changedFiles, isSmallListing, listRegularFiles, StdoutSpool } from './outputs.js';
+import { landResult, serverResultKey } from './results.js';
 import { type JobSlots, SlotWaitAborted } from './slots.js';
 
 /** Limits the server enforces: the wire limits plus the cap on captured output. */
@@ -90,6 +93,12 @@ export interface ConnectionContext {
   readonly token: Token | undefined;
   /** The input cache (extension `cache`), if on. */
   readonly cache: InputCache | undefined;
+  /**
+   * Results of the jobs this server ran, by the server's own key (extension `results`, the
+   * shared action cache), if on. Only this connection class writes to it, after a job of its
+   * own succeeded: no message of a client inserts an entry.
+   */
+  readonly results?: LocalCache | undefined;
   /** Extensions this server grants a client that asks (never `auth`: that is `token`). */
   readonly extensions: ReadonlySet<Extension>;
   /** The annex of a cost reply to our client's offer: `rake/1 v=… ext=…`. */
@@ -119,6 +128,9 @@ type ConnectionMode = 'fresh' | 'base' | 'extended';
 
 /** How long a job waits for another connection's upload of a file it also needs. */
 const CACHE_WAIT_MS = 30_000;
+
+/** Largest stdout a stored result keeps (extension `results`): read into memory to store. */
+const MAX_RESULT_STDOUT_BYTES = 16 * 1024 * 1024;
 
 /** The client went away while we were waiting on it or running its job. */
 class ClientGone extends Error {
@@ -191,6 +203,8 @@ export class Connection {
   #nonce: string | undefined;
   /** Extension `cwd`: the job directory's subdirectory the command runs in (`!X cwd`). */
   #cwd: string | undefined;
+  /** Extension `results`: the next command may be answered from the stored results. */
+  #lookup = false;
   /** Files the last `!X have` asked the client to upload, by wire name, to cache on arrival. */
   readonly #expected = new Map<string, { entry: HaveEntry; settle: (() => void) | undefined }>();
 
@@ -441,8 +455,13 @@ export class Connection {
     const verbs = [
       ...(this.#ext.has('cache') ? (['have'] as const) : []),
       ...(this.#ext.has('cwd') ? (['cwd'] as const) : []),
+      ...(this.#ext.has('results') ? (['lookup'] as const) : []),
     ];
     const msg = parseExtension(payload, verbs, limits);
+    if (msg.verb === 'lookup') {
+      this.#lookup = true;
+      return;
+    }
     if (msg.verb === 'cwd') {
       // Extension `cwd`: where the next command runs, inside the job directory.
       this.#cwd = wireNameSegments(msg.path).join('/');
@@ -569,6 +588,8 @@ export class Connection {
     this.#commands++;
     this.#setManaging(true);
     const dir = await this.#ensureDir();
+    const resultKey = await this.#resultKey(dir, command);
+    if (resultKey !== undefined && (await this.#answerFromResults(resultKey, dir, command))) return;
     this.#setIdleTimeout(false);
     // Extension `beat`: from here to the reply, the client hears from us every interval.
     const stopBeats = this.#heartbeat();
@@ -618,6 +639,9 @@ export class Connection {
       throw new ClientGone('client left during its job');
     }
     const reply = await this.#reply(outcome, dir, before.ok ? before.files : new Map(), spool);
+    if (resultKey !== undefined && reply.exitCode === 0) {
+      await this.#storeResult(resultKey, dir, spool, outcome, reply.outputs);
+    }
     this.#disposeSpool();
     this.#setManaging(false);
     this.#log.info(
@@ -661,7 +685,7 @@ export class Connection {
     dir: string,
     before: Parameters<typeof changedFiles>[0],
     spool: StdoutSpool,
-  ): Promise<{ exitCode: number; files: number }> {
+  ): Promise<{ exitCode: number; files: number; outputs?: readonly string[] }> {
     const limits = this.#ctx.limits;
     switch (outcome.reason) {
       case 'spawn-error':
@@ -738,7 +762,79 @@ export class Connection {
         { noFollow: true, modes: this.#ext.has('mode'), push: this.#ext.has('push') },
       );
     }
-    return { exitCode: 0, files: outputs.length };
+    return { exitCode: 0, files: outputs.length, outputs };
+  }
+
+  /**
+   * Extension `results`: the server's key of the command about to run, when the client
+   * asked (`!X lookup` just before it) and this server keeps results; else `undefined`.
+   * Computed before the command runs, from what the job directory holds then.
+   */
+  async #resultKey(dir: string, command: string): Promise<string | undefined> {
+    const asked = this.#lookup;
+    this.#lookup = false;
+    const results = this.#ctx.results;
+    const platform = this.#ctx.platform;
+    if (!asked || results === undefined || platform === undefined) return undefined;
+    const listing = await listRegularFiles(dir, this.#ctx.limits.maxFiles);
+    if (!listing.ok || listing.notUtf8.length > 0) return undefined;
+    return serverResultKey(dir, listing.files.keys(), command, this.#cwd, platform);
+  }
+
+  /**
+   * A stored result of `key`, if any, landed in the job directory and sent as the job's
+   * reply behind `!X hit <key>`: nothing runs, no slot is taken. False on a miss (or when
+   * the entry cannot be landed: the job then runs).
+   */
+  async #answerFromResults(key: string, dir: string, command: string): Promise<boolean> {
+    const entry = this.#ctx.results?.get(key);
+    if (entry === undefined) {
+      this.#log.debug({ key }, 'result miss');
+      return false;
+    }
+    try {
+      await landResult(dir, entry);
+    } catch (err) {
+      this.#log.warn({ key, err }, 'cannot land a stored result: running the job');
+      return false;
+    }
+    const names = entry.files.map((f) => f.name);
+    const flags = names.length > 0 ? FLAGS.stdoutAndFiles : FLAGS.stdout;
+    await this.#writeAll([
+      encodeExtension({ verb: 'hit', key }),
+      encodeHeader({ kind: 'flagged', flags, length: entry.stdout.length }),
+      entry.stdout,
+    ]);
+    if (names.length > 0) {
+      await sendFilestream(
+        this.#socket,
+        this.#reader,
+        names.map((name) => ({ name, path: join(dir, ...name.split('/')) })),
+        { noFollow: true, modes: this.#ext.has('mode'), push: this.#ext.has('push') },
+      );
+    }
+    this.#setManaging(false);
+    this.#log.info({ command, key, files: names.length }, 'result hit');
+    return true;
+  }
+
+  /** A successful job's stdout and output files stored under the server's key. */
+  async #storeResult(
+    key: string,
+    dir: string,
+    spool: StdoutSpool,
+    outcome: Exclude<JobOutcome, { reason: 'aborted' }>,
+    outputs: readonly string[] | undefined,
+  ): Promise<void> {
+    const results = this.#ctx.results;
+    if (results === undefined || outcome.reason !== 'exited') return;
+    if (outcome.stdoutBytes > MAX_RESULT_STDOUT_BYTES) return;
+    const chunks: Buffer[] = [];
+    for await (const chunk of spool.read()) chunks.push(Buffer.from(chunk));
+    const entry = entryOf(dir, Buffer.concat(chunks), outputs ?? []);
+    if (entry !== undefined && results.put(key, entry)) {
+      this.#log.debug({ key, files: entry.files.length }, 'result stored');
+    }
   }
 
   /** The two-packet failure reply: `!F` + stderr, then `!F` + exit status. */

@@ -4,6 +4,7 @@ import { availableParallelism, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { type Logger, pino } from 'pino';
 import { ownPlatform } from '../cache/key.js';
+import { LocalCache } from '../cache/store.js';
 import {
   DEFAULT_LIMITS,
   describeServer,
@@ -18,7 +19,7 @@ import { packageVersion } from '../util/version.js';
 import { InputCache } from './cache.js';
 import { Connection, REFUSAL_EXIT_CODE, type ServerLimits } from './connection.js';
 import type { ContainmentChoice } from './containment.js';
-import { DEFAULT_CACHE_SIZE, DEFAULT_PORT, isLoopback } from './defaults.js';
+import { DEFAULT_CACHE_SIZE, DEFAULT_PORT, DEFAULT_RESULTS_SIZE, isLoopback } from './defaults.js';
 import { defaultMaxConnections, descriptorLimit } from './descriptors.js';
 import { JobDirs } from './jobdirs.js';
 import { createLauncher, type SpawnerChoice } from './launcher.js';
@@ -102,6 +103,13 @@ export interface ServeOptions {
   readonly token?: Token | string;
   /** Bytes of requirement contents kept by hash (extension `cache`); 0 = no cache. Default 512 MiB. */
   readonly cacheSize?: number;
+  /**
+   * Bytes of job results kept by action key (extension `results`, the shared action cache):
+   * the stdout and output files of successful jobs this server ran for a client that asked
+   * (`!X lookup`), under `<workdir>/results`, least recently used first out. 0 = off.
+   * Default 256 MiB.
+   */
+  readonly resultsSize?: number;
   /**
    * Extensions granted to a client that asks (default: `stderr`, `mode`, `push`, `cwd`,
    * `queue`, `beat` unless `heartbeatIntervalSeconds` is 0, and `cache` when `cacheSize` > 0).
@@ -194,18 +202,28 @@ export async function serve(options: ServeOptions = {}): Promise<ServerHandle> {
   if (cacheSize > 0 && wanted.has('cache')) {
     cache = await InputCache.open(join(workdir, 'cache'), cacheSize, log.child({ part: 'cache' }));
   }
+  const resultsSize = options.resultsSize ?? DEFAULT_RESULTS_SIZE;
+  let results: LocalCache | undefined;
+  if (resultsSize > 0 && wanted.has('results')) {
+    const resultsLog = log.child({ part: 'results' });
+    results = new LocalCache(join(workdir, 'results'), resultsSize, (message) =>
+      resultsLog.warn(message),
+    );
+  }
   const heartbeatSeconds = options.heartbeatIntervalSeconds ?? DEFAULT_HEARTBEAT_SECONDS;
   const granted = new Set<Extension>(
     (['stderr', 'mode', 'push', 'cwd', 'queue'] as const).filter((e) => wanted.has(e)),
   );
   if (cache) granted.add('cache');
+  if (results) granted.add('results');
   if (wanted.has('beat') && heartbeatSeconds > 0) granted.add('beat');
   const description = describeServer(
     options.version ?? packageVersion(),
     // `beat` is listed for clients that send a job behind their hello (so they bound the wait
     // for the `ok` it carries); with a token nobody does, and the annex's 59 bytes are few.
     [
-      ...[...granted].filter((e) => !(token && e === 'beat')),
+      // `results` is only ever asked in a hello (the lookup follows the `ok`): not listed.
+      ...[...granted].filter((e) => !(token && e === 'beat') && e !== 'results'),
       ...(token ? (['auth'] as const) : []),
     ],
     maxJobs,
@@ -257,6 +275,7 @@ export async function serve(options: ServeOptions = {}): Promise<ServerHandle> {
     closing: () => closing !== undefined,
     token,
     cache,
+    results,
     extensions: granted,
     description,
     platform: ownPlatform(options.platform),
