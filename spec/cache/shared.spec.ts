@@ -8,7 +8,9 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
+import { pino } from 'pino';
 import { LocalCache } from '../../src/cache/store.js';
+import { type ServeArgs, serveOptionsFrom } from '../../src/cli/commands/serve.js';
 import { only, project, removeDir, runAll, summary } from '../client/support.js';
 import { hdr, pkt, RawPeer } from '../helpers/raw-peer.js';
 import { assertHealthy, startServer, type TestServer } from '../server/support.js';
@@ -165,6 +167,48 @@ describe('the shared action cache (extension results)', () => {
         assert.deepEqual(await assertHealthy(server), []);
       } finally {
         await server.close();
+      }
+    },
+  );
+
+  it(
+    "entries are keyed by the server's own platform; --results-size 0 grants none",
+    T,
+    async () => {
+      const workdir = await mkdtemp(join(tmpdir(), 'rake-results-wd-'));
+      const command = 'printf hi > o; echo out';
+      const on = async (cc: string, expectHit: boolean) => {
+        const server = await startServer({ workdir, platform: { cc } });
+        try {
+          const hit = await lookupJob(server, command);
+          assert.equal(hit !== undefined, expectHit, `cc=${cc}`);
+          assert.equal(jobsRun(server), expectHit ? 0 : 1);
+        } finally {
+          await server.close();
+        }
+      };
+      try {
+        await on('gcc-12', false);
+        await on('gcc-13', false); // the same job directory, another kind of host: a miss
+        await on('gcc-12', true); // kept in the given workdir across a restart
+      } finally {
+        await rm(workdir, { recursive: true, force: true });
+      }
+
+      const opts = serveOptionsFrom(
+        { 'cache-size': '1M', 'results-size': '0' } as unknown as ServeArgs,
+        pino({ level: 'silent' }),
+      );
+      assert.equal(opts.resultsSize, 0);
+      const off = await startServer({ resultsSize: 0 });
+      try {
+        const peer = await RawPeer.connect(off.port);
+        await peer.send(pkt('!X', 'hello rake/1 ext=stderr,results'));
+        await peer.expect(pkt('!X', 'ok ext=stderr'));
+        peer.destroy();
+        assert.equal(existsSync(join(off.workdir, 'results')), false);
+      } finally {
+        await off.close();
       }
     },
   );

@@ -11,6 +11,7 @@ export type { SpawnerChoice } from './launcher.js';
 export {
   DEFAULT_CACHE_SIZE,
   DEFAULT_PORT,
+  DEFAULT_RESULTS_SIZE,
   DEFAULT_SERVER_LIMITS,
   type ServeOptions,
   type ServerHandle,

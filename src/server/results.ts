@@ -8,11 +8,12 @@
  */
 import { createHash } from 'node:crypto';
 import { createReadStream, constants as fsc } from 'node:fs';
-import { chmod, lstat, open } from 'node:fs/promises';
-import { join } from 'node:path';
+import { lstat, open, rename, rm } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
 import { actionKey, type PlatformIdentity } from '../cache/key.js';
 import type { CacheEntry } from '../cache/store.js';
 import { prepareInside } from '../protocol/index.js';
+import { uniqueSuffix } from '../util/unique.js';
 
 /**
  * The key of the command about to run in `dir`: every regular file there (`names`, from the
@@ -45,19 +46,27 @@ export async function serverResultKey(
 
 /**
  * Writes a stored result's files into the job directory as the job would have left them
- * (parents made, symlinks on the way refused, an existing file replaced, mode set), so the
- * ordinary reply sends them from there.
+ * (parents made, symlinks on the way refused, mode set before any byte): each under a
+ * temporary name beside its place, then renamed over it, so an existing file (an input the
+ * job would have rewritten) is replaced, never written through.
  */
 export async function landResult(dir: string, entry: CacheEntry): Promise<void> {
   for (const file of entry.files) {
     const path = prepareInside(dir, file.name);
-    const flags = fsc.O_WRONLY | fsc.O_CREAT | fsc.O_TRUNC | fsc.O_NOFOLLOW;
-    const handle = await open(path, flags, file.mode & 0o777);
+    const tmp = join(dirname(path), `.rake-result-${uniqueSuffix()}`);
+    const flags = fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW;
+    const handle = await open(tmp, flags, 0o600);
     try {
+      await handle.chmod(file.mode & 0o777);
       await handle.writeFile(file.bytes);
     } finally {
       await handle.close();
     }
-    await chmod(path, file.mode & 0o777);
+    try {
+      await rename(tmp, path);
+    } catch (err) {
+      await rm(tmp, { force: true });
+      throw err;
+    }
   }
 }

@@ -28,7 +28,7 @@ import { type ScratchRoot, scratchRoot } from './scratch.js';
 import { JobSlots } from './slots.js';
 import { OWNER_TAG, removeStale } from './stale.js';
 
-export { DEFAULT_CACHE_SIZE, DEFAULT_PORT };
+export { DEFAULT_CACHE_SIZE, DEFAULT_PORT, DEFAULT_RESULTS_SIZE };
 
 /** The server's limits when not configured: the wire defaults plus 64 MiB of output. */
 export const DEFAULT_SERVER_LIMITS: ServerLimits = {

@@ -3,7 +3,12 @@ import { type Logger, pino } from 'pino';
 import type { Argv, CommandModule } from 'yargs';
 import { PLATFORM_WORD } from '../../protocol/extensions.js';
 import { loadToken, TOKEN_ENV, TokenError } from '../../protocol/token.js';
-import { DEFAULT_CACHE_SIZE, DEFAULT_PORT, isLoopback } from '../../server/defaults.js';
+import {
+  DEFAULT_CACHE_SIZE,
+  DEFAULT_PORT,
+  DEFAULT_RESULTS_SIZE,
+  isLoopback,
+} from '../../server/defaults.js';
 import type { ServeOptions, ServerHandle } from '../../server/index.js';
 import type { SpawnerChoice } from '../../server/launcher.js';
 import {
@@ -29,6 +34,7 @@ export interface ServeArgs {
   readonly 'log-level': string;
   readonly 'token-file'?: string | undefined;
   readonly 'cache-size': string;
+  readonly 'results-size': string;
   readonly platform?: string[] | undefined;
   readonly spawner: SpawnerChoice;
   readonly 'reapi-port'?: number | undefined;
@@ -110,6 +116,12 @@ export function withServeOptions<T>(y: Argv<T>): Argv<T & ServeArgs> {
       type: 'string',
       default: `${DEFAULT_CACHE_SIZE / 1024 / 1024}M`,
       describe: 'bytes of uploaded inputs kept by content hash (K, M, G suffixes; 0 = no cache)',
+    })
+    .option('results-size', {
+      type: 'string',
+      default: `${DEFAULT_RESULTS_SIZE / 1024 / 1024}M`,
+      describe:
+        "bytes of results of this server's own successful jobs kept by action key, answered to clients' --cache lookups (the shared action cache; K, M, G suffixes; 0 = off)",
     })
     .option('spawner', {
       type: 'string',
@@ -194,6 +206,8 @@ export function withServeOptions<T>(y: Argv<T>): Argv<T & ServeArgs> {
         throw new UsageError('--cost-offset must be a whole number of at least 0');
       if (parseSize(a['cache-size']) === undefined)
         throw new UsageError('--cache-size must be a number of bytes, optionally with K, M or G');
+      if (parseSize(a['results-size']) === undefined)
+        throw new UsageError('--results-size must be a number of bytes, optionally with K, M or G');
       for (const [name, v] of [
         ['--job-timeout', a['job-timeout']],
         ['--idle-timeout', a['idle-timeout']],
@@ -222,6 +236,7 @@ export function parseSize(text: string): number | undefined {
 export function serveOptionsFrom(args: ServeArgs, logger: Logger): ServeOptions {
   return {
     cacheSize: parseSize(args['cache-size']) ?? DEFAULT_CACHE_SIZE,
+    resultsSize: parseSize(args['results-size']) ?? DEFAULT_RESULTS_SIZE,
     ...(args.platform !== undefined && args.platform.length > 0
       ? { platform: Object.fromEntries(args.platform.map((p) => p.split('=') as [string, string])) }
       : {}),
