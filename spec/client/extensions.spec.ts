@@ -273,7 +273,10 @@ describe('our client and our server', () => {
         // The server held its ok back and sent it with the reply and the output file (a job
         // shorter than the first heartbeat gets none: `beat` costs a short job no write).
         const reply = job.toClient.toString('latin1');
-        assert.match(reply, /^!X\d+ +ok ext=\S*push,cwd,queue,beat!SSI 0 +!SSIF1 +!S!NF5 +c\.txt/);
+        assert.match(
+          reply,
+          /^!X\d+ +ok ext=\S*push,cwd,queue,beat,results!SSI 0 +!SSIF1 +!S!NF5 +c\.txt/,
+        );
       } finally {
         await server.close();
         await removeDir(dir);
