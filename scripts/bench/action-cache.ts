@@ -10,10 +10,13 @@
  * serves them with embedded servers: today the only hosts whose platform it knows (see
  * docs/client.md, "The action cache"). Each figure is a median over `--runs` fresh projects,
  * with the range; the load average is printed beside them. `--servers`: 2 `bin/rakeserver.js`
- * processes instead, which say their platform when the client asks. The second run's outputs are
- * compared byte for byte, modes included, with the first's.
+ * processes instead, which say their platform when the client asks, and keep the results of
+ * the jobs they ran (extension `results`): after the first run, a second clone of the same
+ * project (another directory, an empty local cache) is built on them, and the jobs the servers
+ * ran for it are counted from their logs (`job start` lines). The second run's outputs (and the
+ * clone's) are compared byte for byte, modes included, with the first's.
  */
-import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
 import { appendFileSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { loadavg, tmpdir } from 'node:os';
@@ -35,12 +38,30 @@ const UNITS = Number(opts.units);
 const RUNS = Number(opts.runs);
 
 /** `bin/rakeserver.js --port 0` (a separate process); resolves with its port once it listens. */
-function startServer(): Promise<{ child: ChildProcess; port: number }> {
+function startServer(): Promise<{
+  child: ChildProcess;
+  port: number;
+  jobs: () => number;
+  compiles: () => number;
+}> {
   const child = spawn(process.execPath, [join(root, 'bin/rakeserver.js'), '--port', '0'], {
     stdio: ['ignore', 'ignore', 'pipe'],
   });
   return new Promise((resolve, reject) => {
     let buf = '';
+    let jobs = 0;
+    let compiles = 0;
+    let rest = '';
+    // Every later line is read for `job start` (a job the server really ran).
+    const count = (chunk: Buffer) => {
+      const lines = (rest + chunk.toString()).split('\n');
+      rest = lines.pop() ?? '';
+      for (const line of lines) {
+        if (!line.includes('"msg":"job start"')) continue;
+        jobs++;
+        if (line.includes(' -c ')) compiles++;
+      }
+    };
     const onData = (chunk: Buffer) => {
       buf += chunk.toString();
       for (const line of buf.split('\n')) {
@@ -48,8 +69,8 @@ function startServer(): Promise<{ child: ChildProcess; port: number }> {
           const o = JSON.parse(line) as { msg?: string; port?: number };
           if (o.msg === 'listening' && o.port) {
             child.stderr?.off('data', onData);
-            child.stderr?.resume();
-            return resolve({ child, port: o.port });
+            child.stderr?.on('data', count);
+            return resolve({ child, port: o.port, jobs: () => jobs, compiles: () => compiles });
           }
         } catch {}
       }
@@ -68,23 +89,44 @@ async function freePort(): Promise<number> {
   return port;
 }
 
+/** Resolves once `value()` has not changed for 3 polls 50 ms apart (at most 2 s). */
+async function settled(value: () => number): Promise<void> {
+  let last = value();
+  let same = 0;
+  for (let i = 0; i < 40 && same < 3; i++) {
+    await new Promise((r) => setTimeout(r, 50));
+    const now = value();
+    same = now === last ? same + 1 : 0;
+    last = now;
+  }
+}
+
 interface Build {
   readonly ms: number;
   readonly actions: number;
   readonly cached: number;
 }
 
-function build(dir: string, cacheDir: string): Build {
+/**
+ * One `rake-ts --cache` build. Asynchronous, so the servers' logs keep being read while it runs
+ * (a blocked event loop would leave their stderr pipes full).
+ */
+async function build(dir: string, cacheDir: string): Promise<Build> {
   const t0 = performance.now();
-  const r = spawnSync(
+  const child = spawn(
     process.execPath,
     [join(root, 'bin/rake-ts.js'), '--cache', '--cache-dir', cacheDir, '--progress', 'never'],
-    { cwd: dir, encoding: 'utf8' },
+    { cwd: dir, stdio: ['ignore', 'ignore', 'pipe'] },
   );
+  let stderr = '';
+  child.stderr?.on('data', (chunk: Buffer) => {
+    stderr += chunk.toString();
+  });
+  const status = await new Promise<number | null>((resolve) => child.once('close', resolve));
   const ms = performance.now() - t0;
-  if (r.status !== 0) throw new Error(`rake-ts exited ${r.status}: ${r.stderr}`);
-  const m = /(\d+)\/(\d+) actions succeeded(?:, (\d+) from the cache)?/.exec(r.stderr);
-  if (!m) throw new Error(`no summary line in: ${r.stderr}`);
+  if (status !== 0) throw new Error(`rake-ts exited ${status}: ${stderr}`);
+  const m = /(\d+)\/(\d+) actions succeeded(?:, (\d+) from the cache)?/.exec(stderr);
+  if (!m) throw new Error(`no summary line in: ${stderr}`);
   return { ms, actions: Number(m[2]), cached: Number(m[3] ?? 0) };
 }
 
@@ -106,7 +148,10 @@ const jobsSecond: number[] = [];
 const jobsChanged: number[] = [];
 let identical = true;
 const loadBefore = loadavg()[0] ?? 0;
-let servers: { child: ChildProcess; port: number }[] = [];
+const clone: number[] = [];
+const jobsClone: number[] = [];
+const compilesClone: number[] = [];
+let servers: Awaited<ReturnType<typeof startServer>>[] = [];
 for (let run = 0; run < RUNS; run++) {
   const scratch = mkdtempSync(join(tmpdir(), 'rake-bench-action-cache-'));
   try {
@@ -114,25 +159,40 @@ for (let run = 0; run < RUNS; run++) {
     const hosts = opts.servers
       ? servers.map((s) => `127.0.0.1:${s.port}`)
       : [`127.0.0.1:${await freePort()}`, `127.0.0.1:${await freePort()}`];
-    const project = writeCProject(
-      join(scratch, 'p'),
-      UNITS,
-      { hosts, port: await freePort() },
-      `run ${run} ${Date.now()}`,
-    );
+    const salt = `run ${run} ${Date.now()}`;
+    const rakePort = await freePort();
+    const project = writeCProject(join(scratch, 'p'), UNITS, { hosts, port: rakePort }, salt);
     const cacheDir = join(scratch, 'cache');
-    const a = build(project.dir, cacheDir);
+    const a = await build(project.dir, cacheDir);
     const before = outputs(project.dir);
     checkProgram(project, 'first run');
+    if (opts.servers) {
+      // A teammate's fresh clone: the same sources elsewhere, an empty local cache.
+      const other = writeCProject(join(scratch, 'q'), UNITS, { hosts, port: rakePort }, salt);
+      const ran = () => servers.reduce((n, x) => n + x.jobs(), 0);
+      await settled(ran); // the first run's last lines, read before the clone starts
+      const ranBefore = ran();
+      const compiledBefore = servers.reduce((n, x) => n + x.compiles(), 0);
+      const q = await build(other.dir, join(scratch, 'cache-q'));
+      // A job's `job start` line is written before its reply, but may be read after the
+      // build ends: count once the figure holds for 3 polls (at most 2 s).
+      await settled(ran);
+      jobsClone.push(ran() - ranBefore);
+      compilesClone.push(servers.reduce((n, x) => n + x.compiles(), 0) - compiledBefore);
+      clone.push(q.ms);
+      if (JSON.stringify([...before]) !== JSON.stringify([...outputs(other.dir)]))
+        identical = false;
+      checkProgram(other, 'second clone');
+    }
     // checkProgram sets prog's mode to 0755: take the outputs as the build left them.
     cleanBuild(project);
-    const b = build(project.dir, cacheDir);
+    const b = await build(project.dir, cacheDir);
     const after = outputs(project.dir);
     if (JSON.stringify([...before]) !== JSON.stringify([...after])) identical = false;
     checkProgram(project, 'second run');
     // A change that changes the object (a comment would not: the link would then hit too).
     appendFileSync(join(project.dir, 'u5.c'), 'int u5_changed(void) { return 5; }\n');
-    const c = build(project.dir, cacheDir);
+    const c = await build(project.dir, cacheDir);
     checkProgram(project, 'changed run');
     first.push(a.ms);
     second.push(b.ms);
@@ -160,7 +220,13 @@ console.log(
   `| second run, nothing changed | ${s(second)}; ${(median(ratio) * 100).toFixed(1)} % of the first (${(Math.min(...ratio) * 100).toFixed(1)}–${(Math.max(...ratio) * 100).toFixed(1)} %); jobs run: ${jobsSecond.join(', ')} |`,
 );
 console.log(`| one unit's source changed | ${s(changed)}; jobs run: ${jobsChanged.join(', ')} |`);
+if (opts.servers) {
+  const cloneRatio = clone.map((v, i) => v / (first[i] as number));
+  console.log(
+    `| a second clone, empty local cache, same servers | ${s(clone)}; ${(median(cloneRatio) * 100).toFixed(1)} % of the first; jobs the servers ran: ${jobsClone.join(', ')}, of which compiles: ${compilesClone.join(', ')} |`,
+  );
+}
 console.log(
-  `| outputs of the second run | ${identical ? 'byte-identical to the first, modes included' : 'DIFFERENT from the first'} |`,
+  `| outputs of the second run${opts.servers ? ' and of the clone' : ''} | ${identical ? 'byte-identical to the first, modes included' : 'DIFFERENT from the first'} |`,
 );
 console.log(`\nload average ${loadBefore.toFixed(1)} before, ${loadAfter.toFixed(1)} after`);
