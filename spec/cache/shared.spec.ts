@@ -11,6 +11,8 @@ import { describe, it } from 'node:test';
 import { pino } from 'pino';
 import { LocalCache } from '../../src/cache/store.js';
 import { type ServeArgs, serveOptionsFrom } from '../../src/cli/commands/serve.js';
+import { renderReport } from '../../src/observe/report.js';
+import { buildTimeline } from '../../src/observe/timeline.js';
 import { only, project, removeDir, runAll, summary } from '../client/support.js';
 import { hdr, pkt, RawPeer } from '../helpers/raw-peer.js';
 import { assertHealthy, startServer, type TestServer } from '../server/support.js';
@@ -85,6 +87,8 @@ describe('the shared action cache (extension results)', () => {
       assert.equal(hits(server), 1);
       const ok = only(second, 'action-succeeded');
       assert.match(ok[0]?.cached?.key ?? '', /^[0-9a-f]{64}$/);
+      assert.equal(ok[0]?.cached?.server, true);
+      assert.match(renderReport(buildTimeline(second)), /results its host stored .*nothing ran/);
       assert.deepEqual(readFileSync(join(b, 'out.txt')), readFileSync(join(a, 'out.txt')));
       assert.equal(readFileSync(join(b, 'out.txt'), 'utf8'), 'SHARED CACHE\n');
       assert.equal(statSync(join(b, 'out.txt')).mode & 0o777, 0o750);

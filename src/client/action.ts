@@ -369,6 +369,7 @@ function attemptOn(
     let failed = false;
     /** The action cache's key, when it answered for the job. */
     let cachedKey: string | undefined;
+    let cachedByServer = false;
     const phases = (): PhaseTimings => {
       const t = scheduler.now();
       const ran = stage === 'run' || stage === 'download';
@@ -487,7 +488,10 @@ function attemptOn(
                 stdout = p.stdout;
                 warnings = p.stderr;
                 // Extension `results`: the host's stored result of its own key, not a run.
-                if (p.serverHit !== undefined) cachedKey = p.serverHit;
+                if (p.serverHit !== undefined) {
+                  cachedKey = p.serverHit;
+                  cachedByServer = true;
+                }
               } else {
                 failed = true;
                 sub.next({
@@ -544,7 +548,11 @@ function attemptOn(
               files,
               downloadBytes,
               ...(warnings ? { stderr: warnings } : {}),
-              ...(cachedKey === undefined ? {} : { cached: { key: cachedKey } }),
+              ...(cachedKey === undefined
+                ? {}
+                : {
+                    cached: cachedByServer ? { key: cachedKey, server: true } : { key: cachedKey },
+                  }),
               phases: phases(),
               attempts: info.attempt,
               ms: t - info.started,

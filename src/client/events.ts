@@ -254,9 +254,11 @@ export type RakeEvent =
       readonly farm?: FarmTimings;
       /**
        * With `--cache`: the local action cache had the action's key (docs/client.md, "The
-       * action cache"), so nothing ran; `host` is the host it would have run on.
+       * action cache"), so nothing ran; `host` is the host it would have run on. `server`:
+       * the host answered from the results it stored of a job it ran before (extension
+       * `results`, the shared action cache), under its own key.
        */
-      readonly cached?: { readonly key: string };
+      readonly cached?: { readonly key: string; readonly server?: true };
     })
   | (ActionEventBase & {
       readonly type: 'action-failed';

@@ -232,7 +232,13 @@ function tooltip(a: ActionSpan, t0: number): string {
         : `farm ${f.worker}: queued ${formatSeconds(f.queuedMs)}, inputs ${formatSeconds(f.inputFetchMs)}, ran ${formatSeconds(f.executionMs)}, outputs ${formatSeconds(f.outputUploadMs)}`,
     );
   }
-  if (a.cached === true) lines.push('from the local action cache (--cache): nothing ran');
+  if (a.cached === true) {
+    lines.push(
+      a.cachedByHost === true
+        ? 'from the results its host stored of an earlier run (--cache, shared action cache): nothing ran'
+        : 'from the local action cache (--cache): nothing ran',
+    );
+  }
   if (a.message !== undefined) lines.push(a.message);
   return lines.join('\n');
 }

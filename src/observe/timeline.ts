@@ -69,6 +69,8 @@ export interface ActionSpan {
   readonly farm?: FarmTimings;
   /** With `--cache`: answered from the local action cache, nothing ran (`host` would have run it). */
   readonly cached?: true;
+  /** With `cached`: the host's stored results answered (the shared action cache), not ours. */
+  readonly cachedByHost?: true;
 }
 
 /** One actionset from its start to its end (or to the last event seen). */
@@ -195,6 +197,7 @@ export class TimelineBuilder {
           ...(e.stderr === undefined || e.stderr === '' ? {} : { stderr: e.stderr }),
           ...(e.farm === undefined ? {} : { farm: e.farm }),
           ...(e.cached === undefined ? {} : { cached: true }),
+          ...(e.cached?.server === true ? { cachedByHost: true } : {}),
         });
         return;
       case 'action-failed':
@@ -305,6 +308,7 @@ export class TimelineBuilder {
       interrupted?: boolean;
       farm?: FarmTimings;
       cached?: boolean;
+      cachedByHost?: boolean;
     },
   ): void {
     const p = this.#pending.get(action.actionId);
@@ -333,6 +337,7 @@ export class TimelineBuilder {
       downloadFiles: f.downloadFiles ?? 0,
       ...(f.farm === undefined ? {} : { farm: f.farm }),
       ...(f.cached === true ? { cached: true as const } : {}),
+      ...(f.cachedByHost === true ? { cachedByHost: true as const } : {}),
     });
   }
 }
