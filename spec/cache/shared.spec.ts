@@ -113,6 +113,40 @@ describe('the shared action cache (extension results)', () => {
   });
 
   it(
+    'an action exempt from the cache (# rake-ts: no-cache) is neither answered nor stored',
+    T,
+    async () => {
+      const server = await startServer({});
+      const dirs = [await project({}), await project({})];
+      try {
+        const text = [
+          `PORT = ${server.port}`,
+          `HOSTS = 127.0.0.1:${server.port}`,
+          '',
+          'stamp:',
+          '\tremote-date +%N > stamp   # rake-ts: no-cache',
+          '',
+        ].join('\n');
+        for (const [i, dir] of dirs.entries()) {
+          const cacheDir = join(dir, '.cache-dir');
+          const events = await runAll(dir, text, {
+            cache: new LocalCache(cacheDir),
+            embedded: false,
+          });
+          assert.equal(summary(events).exitStatus, 0);
+          assert.equal(only(events, 'action-succeeded')[0]?.cached, undefined);
+          assert.equal(jobsRun(server), i + 1);
+        }
+        const store = join(server.workdir, 'results');
+        assert.equal(existsSync(store) ? filesUnder(store).length : 0, 0, 'nothing stored');
+      } finally {
+        await server.close();
+        for (const d of dirs) await removeDir(d);
+      }
+    },
+  );
+
+  it(
     'a client cannot supply a result: hit is refused, lookup only when negotiated',
     T,
     async () => {
