@@ -792,6 +792,7 @@ export class Connection {
       this.#log.debug({ key }, 'result miss');
       return false;
     }
+    if (entry.files.length >= 64) this.#smallDir = false;
     try {
       await landResult(dir, entry);
     } catch (err) {
