@@ -22,14 +22,6 @@ command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 if ! python3 -c 'import os, sys; sys.exit(0 if sys.version_info >= (3, 8) and hasattr(os, "posix_spawn") else 1)' >/dev/null 2>&1; then
   missing+=(python3)
 fi
-[ ${#missing[@]} -eq 0 ] && exit 0
-if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
-  echo "test tools: installing ${missing[*]} with apt-get (log: /tmp/rake-test-apt.log)"
-  if ! apt-get install -y --no-install-recommends "${missing[@]}" >/tmp/rake-test-apt.log 2>&1; then
-    apt-get update >>/tmp/rake-test-apt.log 2>&1
-    apt-get install -y --no-install-recommends "${missing[@]}" >>/tmp/rake-test-apt.log 2>&1
-  fi
-  exit 0
-fi
-echo "test tools: missing ${missing[*]}; install them (as root: apt-get install ${missing[*]})" >&2
-exit 1
+# shellcheck source=scripts/apt-missing.sh
+. "$(dirname "$0")/apt-missing.sh"
+install_missing "test tools" /tmp/rake-test-apt.log ${missing[@]+"${missing[@]}"}

@@ -9,14 +9,6 @@ missing=()
 command -v bazel >/dev/null 2>&1 || missing+=(bazel-bootstrap)
 [ -d /usr/share/bazel/platforms ] || missing+=(bazel-platforms)
 command -v cc >/dev/null 2>&1 || missing+=(gcc libc6-dev)
-[ ${#missing[@]} -eq 0 ] && exit 0
-if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
-  echo "conformance: installing ${missing[*]} with apt-get (log: /tmp/rake-conformance-apt.log)"
-  if ! apt-get install -y --no-install-recommends "${missing[@]}" >/tmp/rake-conformance-apt.log 2>&1; then
-    apt-get update >>/tmp/rake-conformance-apt.log 2>&1
-    apt-get install -y --no-install-recommends "${missing[@]}" >>/tmp/rake-conformance-apt.log 2>&1
-  fi
-  exit 0
-fi
-echo "conformance: missing ${missing[*]}; install them (as root: apt-get install ${missing[*]})" >&2
-exit 1
+# shellcheck source=scripts/apt-missing.sh
+. "$(dirname "$0")/../apt-missing.sh"
+install_missing "conformance" /tmp/rake-conformance-apt.log ${missing[@]+"${missing[@]}"}
