@@ -11,10 +11,10 @@ import {
   parseServerDescription,
 } from '../protocol/extensions.js';
 import type { OutgoingFile } from '../protocol/filestream.js';
-import { write } from '../protocol/filestream.js';
 import { describeHeader, type Header } from '../protocol/header.js';
 import type { ProtocolLimits } from '../protocol/limits.js';
 import type { FramedReader } from '../protocol/reader.js';
+import { write } from '../protocol/socket-writes.js';
 import type { Token } from '../protocol/token.js';
 import { type Endpoint, hostKey } from './endpoint.js';
 import { JobError, TokenRefused } from './errors.js';

@@ -19,12 +19,7 @@ import { ownPlatform, type PlatformIdentity } from '../cache/key.js';
 import type { CacheEntry, LocalCache } from '../cache/store.js';
 import { isProtocolError, ProtocolError } from '../protocol/errors.js';
 import { type Extension, encodeExtension, OFFER_ANNEX } from '../protocol/extensions.js';
-import {
-  type OutgoingFile,
-  receiveFilestream,
-  sendFilestream,
-  write,
-} from '../protocol/filestream.js';
+import { type OutgoingFile, receiveFilestream, sendFilestream } from '../protocol/filestream.js';
 import {
   describeHeader,
   encodeHeader,
@@ -36,6 +31,7 @@ import {
 import { DEFAULT_LIMITS, type ProtocolLimits } from '../protocol/limits.js';
 import { wireNameSegments } from '../protocol/names.js';
 import { FramedReader } from '../protocol/reader.js';
+import { write } from '../protocol/socket-writes.js';
 import type { Token } from '../protocol/token.js';
 import { TlsDialer } from '../tls/client.js';
 import {

@@ -27,7 +27,9 @@ import {
   parseDecimal,
 } from './header.js';
 import { MAX_DECIMAL_PAYLOAD, type ProtocolLimits, withDefaults } from './limits.js';
+import { applicableMode, formatMode, parseMode } from './modes.js';
 import type { FramedReader } from './reader.js';
+import { drained, write } from './socket-writes.js';
 
 /** A file offered by a filestream sender: the name on the wire and where it is on disk. */
 export interface OutgoingFile {
@@ -84,7 +86,7 @@ export interface ReceiveOptions {
   readonly limits?: Partial<ProtocolLimits>;
   /**
    * Extension `mode` negotiated: ask each file's mode with `!M` after `!Z` and apply it
-   * (see {@link applicableMode}). Never on a base-mode connection.
+   * (see `applicableMode` in modes.ts). Never on a base-mode connection.
    */
   readonly modes?: boolean;
   /**
@@ -267,39 +269,6 @@ export async function receiveFilestream(
   }
 }
 
-/** `0o755` → `"755"`: the `!S!MF` payload. */
-export function formatMode(mode: number): string {
-  return (mode & 0o777).toString(8).padStart(3, '0');
-}
-
-/** Parses an `!S!MF` payload: 1 to 4 octal digits. Throws `bad-number`. */
-export function parseMode(payload: Uint8Array | string, name: string): number {
-  const text = (
-    typeof payload === 'string' ? payload : Buffer.from(payload).toString('latin1')
-  ).trim();
-  if (!/^[0-7]{1,4}$/.test(text)) {
-    throw new ProtocolError(
-      'bad-number',
-      `the mode of ${JSON.stringify(name)} as 1 to 4 octal digits`,
-      JSON.stringify(text.slice(0, 20)),
-    );
-  }
-  return Number.parseInt(text, 8);
-}
-
-/**
- * The permission bits a receiver gives a file whose sender had `wireMode`, when the file
- * was created with `created` (0o666 less the receiver's umask): the sender's read and write
- * bits as far as the umask allows them, and an execute bit wherever the sender had it and
- * the matching read bit is allowed. Never setuid, setgid or sticky. With umask 022:
- * 755 → 755, 644 → 644, 777 → 755, 4755 → 755; with umask 077: 755 → 700.
- */
-export function applicableMode(wireMode: number, created: number): number {
-  const allowed = created & 0o666;
-  const exec = (allowed & 0o444) >> 2;
-  return (wireMode & 0o666 & allowed) | (wireMode & 0o111 & exec);
-}
-
 async function receiveFile(
   reader: FramedReader,
   path: string,
@@ -429,72 +398,4 @@ async function expectRequest(
   request: '!N' | '!Z' | '!M' | '!T',
 ): Promise<void> {
   await reader.readRequest(request);
-}
-
-/** Sockets whose corked writes go out when this tick ends (see {@link write}). */
-const flushing = new WeakSet<Writable>();
-
-/**
- * Writes `buf`, waiting for the socket to drain when its buffer is full. Writes made in
- * the same tick (a conversation answering requests that arrived together, such as a
- * pipelined `!N!Z!M`) go out in one system call: the socket is corked until the tick ends.
- * So does anything {@link hold} queued before.
- */
-export async function write(socket: Writable, buf: Uint8Array): Promise<void> {
-  if (socket.destroyed) {
-    throw new ProtocolError('socket-error', 'an open connection', 'a closed connection');
-  }
-  if (!flushing.has(socket)) {
-    flushing.add(socket);
-    socket.cork();
-    process.nextTick(flush, socket);
-  }
-  if (!socket.write(buf)) await drained(socket);
-}
-
-/**
- * Queues `buf` without sending it: it leaves with the next {@link write} to `socket`, or
- * when the socket is ended. For a message the peer does not wait for (the server's `ok` to
- * a client that sent its whole job behind the hello): one system call and one wake-up of
- * the peer fewer.
- */
-export function hold(socket: Writable, buf: Uint8Array): void {
-  if (socket.destroyed) return;
-  socket.cork();
-  socket.write(buf);
-}
-
-function flush(socket: Writable): void {
-  flushing.delete(socket);
-  while (socket.writableCorked > 0) socket.uncork();
-}
-
-/** Resolves when `socket` drains; rejects if it closes or fails first. */
-export function drained(socket: Writable): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const cleanup = () => {
-      socket.off('drain', onDrain);
-      socket.off('close', onClose);
-      socket.off('error', onClose);
-    };
-    const onDrain = () => {
-      cleanup();
-      resolve();
-    };
-    const onClose = (err?: unknown) => {
-      cleanup();
-      reject(
-        new ProtocolError(
-          'socket-error',
-          'an open connection',
-          err instanceof Error ? err.message : 'the connection closed',
-          { cause: err },
-        ),
-      );
-    };
-    if (socket.destroyed) return onClose();
-    socket.on('drain', onDrain);
-    socket.on('close', onClose);
-    socket.on('error', onClose);
-  });
 }

@@ -20,18 +20,12 @@ export {
   parseServerDescription,
 } from './extensions.js';
 export {
-  applicableMode,
-  drained,
-  formatMode,
-  hold,
   type OutgoingFile,
-  parseMode,
   type ReceiveOptions,
   receiveFilestream,
   type SendOptions,
   sendFilestream,
   type TransferredFile,
-  write,
 } from './filestream.js';
 export {
   decodeHeader,
@@ -60,6 +54,8 @@ export {
   type ProtocolLimits,
   withDefaults,
 } from './limits.js';
+export { applicableMode, formatMode, parseMode } from './modes.js';
 export { prepareInside, resolveInside, wireNameSegments } from './names.js';
 export { FramedReader, type FramedReaderOptions } from './reader.js';
+export { drained, hold, write } from './socket-writes.js';
 export { loadToken, newNonce, TOKEN_ENV, Token, TokenError } from './token.js';

@@ -12,7 +12,8 @@ import {
 import { chmod, copyFile, mkdir, open, readdir, rename, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
-import { applicableMode, SMALL_FILE_BYTES } from '../protocol/filestream.js';
+import { SMALL_FILE_BYTES } from '../protocol/filestream.js';
+import { applicableMode } from '../protocol/modes.js';
 import { uniqueSuffix } from '../util/unique.js';
 
 /**
