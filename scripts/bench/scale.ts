@@ -1,0 +1,749 @@
+/**
+ * Scale (issue 20): every row of the issue's target table in one script, each measured
+ * against its baseline in the same rounds (interleaved, the order rotating from round to
+ * round), medians and ranges over `--runs` rounds, and the load average (1 minute) read at
+ * the start of every round printed beside each figure. With `--baseline REV` (default
+ * {@link SCALE_BASELINE}, the commit main was at when this work began; `--baseline none` to
+ * skip), rake-ts as it was at REV is a fourth column: compiled whole from git
+ * (lib/proc.ts `compileBaseline`), with servers of its own, measured in the same rounds.
+ *
+ *   node --import tsx scripts/bench/scale.ts [--runs 5] [--rows make,true,sleep8,...]
+ *                                            [--baseline REV|none] [--cpu-hosts 1,2,4,...,64]
+ *
+ * Rows (`--rows`, default all):
+ * - `make`    100 C units + link on 2 one-slot servers against `make -j2` (compare.ts's
+ *             build, distcc beside it when installed).
+ * - `true`    500 × `remote-true` on 2 one-slot servers against `xargs -P2 -n1 sh -c true`.
+ * - `sleep8`  400 × `remote-sleep 0.1` on 8 one-slot servers: efficiency = ideal 5.0 s / wall.
+ * - `sleep64` 2,000 × `remote-sleep 0.2` on 64 one-slot servers: ideal 6.25 s.
+ * - `two`     2 clients at once, each 200 × `remote-sleep 0.1`, on the same 4 one-slot
+ *             servers: each client's wall against the ideal 10 s.
+ * - `cpu`     client CPU per action and efficiency at 1 … 64 hosts (25 × `remote-sleep 0.1`
+ *             per host, ideal 2.5 s; CPU per action = (CPU of N actions − CPU of 1 action) /
+ *             (N − 1), per round), and the chart data (`.bench/suite/scale/scale-hosts.svg`).
+ * - `conns`   TCP connections the servers accepted per action: 400 × `remote-sleep 0.1` on 8
+ *             one-slot servers, each behind a counting TCP proxy in this process.
+ * - `rtt`     one compile at 20 ms RTT on the netns test bed (scripts/testbed/): the client's
+ *             traced action beyond the compile itself (the same `cc` run here), in round
+ *             trips. Needs root (network namespaces); says why not otherwise.
+ *
+ * Every server is a compiled `rakeserver --max-jobs 1` on loopback (default logging). The
+ * client is the compiled CLI as users start it, with compare.ts's flags (`-q
+ * --progress=never --no-embedded --no-fallback`), timed from spawn to exit, its CPU from GNU
+ * time. Progress goes to stderr; the Markdown goes to stdout.
+ */
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer, type Server, connect as tcpConnect } from 'node:net';
+import { loadavg } from 'node:os';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { lineChart } from './charts.js';
+import { compareMarkdown, RAKE_FLAGS, runCompare, SERVER_FLAGS } from './compare.js';
+import { markdownTable } from './lib/markdown.js';
+import {
+  compileBaseline,
+  compilePrograms,
+  type Daemon,
+  type Programs,
+  progress,
+  runChecked,
+  runWithCpu,
+  SCRATCH,
+  SPEEDUP_BASELINE,
+  startRakeservers,
+} from './lib/proc.js';
+import { CFLAGS, writeCProject } from './lib/project.js';
+import { formatSpread, median, ratios, spread } from './lib/stats.js';
+import { readTrace } from './lib/trace.js';
+
+/** The commit main was at when issue 20's work began: the default fourth column. */
+export const SCALE_BASELINE = 'f774e28';
+
+export const ROWS = ['make', 'true', 'sleep8', 'sleep64', 'two', 'cpu', 'conns', 'rtt'] as const;
+export type RowName = (typeof ROWS)[number];
+
+/** One rake-ts to measure: this tree's, or the baseline's. */
+interface Side {
+  readonly label: string;
+  readonly programs: Programs;
+}
+
+/** The 1-minute load average now. */
+const load1 = () => loadavg()[0] ?? Number.NaN;
+
+/** `load 1.2 (0.9–2.0)`: the load averages read at the start of each round. */
+const loadText = (loads: readonly number[]) => `load ${formatSpread(spread(loads), 1)}`;
+
+const f2 = (v: readonly number[], digits = 2) =>
+  v.length === 0 ? '–' : formatSpread(spread(v), digits);
+
+/** A Rakefile of one actionset: `count` × `command` (no requirements). */
+function writeRepeatRakefile(dir: string, count: number, command: string): string {
+  mkdirSync(dir, { recursive: true });
+  const file = join(dir, `Rakefile.${count}`);
+  const lines = ['PORT = 6238', 'HOSTS = localhost', '', 'run:'];
+  for (let i = 0; i < count; i++) lines.push(`\t${command}`);
+  writeFileSync(file, `${lines.join('\n')}\n`);
+  return file;
+}
+
+/** The `--hosts`/`--port` flags pointing a Rakefile at `servers`. */
+function hostFlags(servers: readonly { host: string; port: number }[]): string[] {
+  return [
+    '--hosts',
+    servers.map((s) => `${s.host}:${s.port}`).join(' '),
+    '--port',
+    String(servers[0]?.port ?? 6238),
+  ];
+}
+
+/** One client run, checked: wall seconds and CPU seconds. */
+async function runClient(
+  side: Side,
+  dir: string,
+  rakefile: string,
+  servers: readonly { host: string; port: number }[],
+  extra: readonly string[] = [],
+): Promise<{ seconds: number; cpu: number }> {
+  const r = await runWithCpu(
+    [
+      process.execPath,
+      side.programs.rake,
+      '-f',
+      rakefile,
+      ...RAKE_FLAGS,
+      ...hostFlags(servers),
+      ...extra,
+    ],
+    { cwd: dir },
+  );
+  return { seconds: r.seconds, cpu: r.cpuSeconds };
+}
+
+/** `n` one-slot servers of each side, keyed by the side's label. */
+async function serversPerSide(
+  sides: readonly Side[],
+  n: number,
+  dir: string,
+): Promise<Map<string, Daemon[]>> {
+  const out = new Map<string, Daemon[]>();
+  for (const s of sides) {
+    out.set(s.label, await startRakeservers(s.programs, n, SERVER_FLAGS, join(dir, s.label)));
+  }
+  return out;
+}
+
+async function stopAll(m: Map<string, Daemon[]>): Promise<void> {
+  await Promise.all([...m.values()].flat().map((d) => d.stop()));
+}
+
+/** The sides of round `r`, rotated so no side always goes first. */
+const rotated = <T>(xs: readonly T[], r: number): T[] => [
+  ...xs.slice(r % xs.length),
+  ...xs.slice(0, r % xs.length),
+];
+
+/** A row's Markdown: its heading line, its table, its notes. */
+interface RowResult {
+  readonly row: RowName;
+  readonly markdown: string;
+}
+
+// ---------------------------------------------------------------------------------------------
+
+async function rowMake(o: ScaleOptions): Promise<RowResult> {
+  const before = o.sides.find((s) => s.label !== 'now');
+  const loads = [load1()];
+  const r = await runCompare({
+    programs: o.now.programs,
+    units: [100],
+    hosts: 2,
+    runs: o.runs,
+    dir: join(o.dir, 'make'),
+    ...(before === undefined
+      ? {}
+      : { baseline: before.programs, baselineUnits: [100], baselineRev: o.baselineRev ?? '' }),
+  });
+  loads.push(load1());
+  return {
+    row: 'make',
+    markdown: [
+      `100 small C units + link, 2 one-slot servers, against \`make -j2\` (compare.ts; ${loadText(loads)}, read before and after the row; target rake-ts / make ≤ 1.25):`,
+      '',
+      compareMarkdown(r),
+    ].join('\n'),
+  };
+}
+
+async function rowTrue(o: ScaleOptions): Promise<RowResult> {
+  const dir = join(o.dir, 'true');
+  const rakefile = writeRepeatRakefile(dir, 500, 'remote-true');
+  const servers = await serversPerSide(o.sides, 2, join(dir, 'servers'));
+  const wall = new Map<string, number[]>([['xargs', []]]);
+  for (const s of o.sides) wall.set(s.label, []);
+  const loads: number[] = [];
+  try {
+    // Warm the servers (spawn helper, V8's optimizing compiles), untimed.
+    for (const s of o.sides) await runClient(s, dir, rakefile, servers.get(s.label) ?? []);
+    const xargsInput = `${Array.from({ length: 500 }, (_, i) => String(i)).join('\n')}\n`;
+    for (let r = 0; r < o.runs; r++) {
+      loads.push(load1());
+      for (const who of rotated(['xargs', ...o.sides.map((s) => s.label)], r)) {
+        let seconds: number;
+        if (who === 'xargs') {
+          seconds = (
+            await runChecked(['xargs', '-P2', '-n1', 'sh', '-c', 'true'], {
+              cwd: dir,
+              input: xargsInput,
+            })
+          ).seconds;
+        } else {
+          const side = o.sides.find((s) => s.label === who) as Side;
+          seconds = (await runClient(side, dir, rakefile, servers.get(who) ?? [])).seconds;
+        }
+        wall.get(who)?.push(seconds);
+      }
+      progress(
+        `true round ${r + 1}/${o.runs}: ${[...wall].map(([k, v]) => `${k} ${v.at(-1)?.toFixed(2)} s`).join(', ')}`,
+      );
+    }
+  } finally {
+    await stopAll(servers);
+  }
+  const x = wall.get('xargs') ?? [];
+  const rows = [['', 'wall (s)', '/ xargs -P2', 'load']];
+  rows.push(['`xargs -P2 -n1 sh -c true`', f2(x), '1', loadText(loads)]);
+  for (const s of o.sides) {
+    const w = wall.get(s.label) ?? [];
+    rows.push([s.label, f2(w), `**${f2(ratios(w, x))}**`, loadText(loads)]);
+  }
+  return {
+    row: 'true',
+    markdown: [
+      `500 × \`remote-true\`, 2 one-slot servers, against \`xargs -P2 -n1 sh -c true\` over 500 lines (target ≤ 2.0):`,
+      '',
+      markdownTable(rows),
+    ].join('\n'),
+  };
+}
+
+/** N × `remote-sleep S` on H one-slot servers: wall and efficiency (ideal / wall). */
+async function sleepRow(
+  o: ScaleOptions,
+  row: RowName,
+  count: number,
+  sleep: number,
+  hosts: number,
+  target: string,
+): Promise<RowResult> {
+  const dir = join(o.dir, row);
+  const rakefile = writeRepeatRakefile(dir, count, `remote-sleep ${sleep}`);
+  const ideal = (count * sleep) / hosts;
+  progress(`${row}: starting ${hosts} servers per side`);
+  const servers = await serversPerSide(o.sides, hosts, join(dir, 'servers'));
+  const wall = new Map<string, number[]>(o.sides.map((s) => [s.label, []]));
+  const cpu = new Map<string, number[]>(o.sides.map((s) => [s.label, []]));
+  const loads: number[] = [];
+  try {
+    for (const s of o.sides) await runClient(s, dir, rakefile, servers.get(s.label) ?? []);
+    for (let r = 0; r < o.runs; r++) {
+      loads.push(load1());
+      for (const s of rotated(o.sides, r)) {
+        const x = await runClient(s, dir, rakefile, servers.get(s.label) ?? []);
+        wall.get(s.label)?.push(x.seconds);
+        cpu.get(s.label)?.push(x.cpu);
+      }
+      progress(
+        `${row} round ${r + 1}/${o.runs}: ${[...wall].map(([k, v]) => `${k} ${v.at(-1)?.toFixed(2)} s`).join(', ')}`,
+      );
+    }
+  } finally {
+    await stopAll(servers);
+  }
+  const rows = [
+    ['', 'wall (s)', `efficiency (ideal ${ideal.toFixed(2)} s / wall)`, 'client CPU (s)', 'load'],
+  ];
+  for (const s of o.sides) {
+    const w = wall.get(s.label) ?? [];
+    rows.push([
+      s.label,
+      f2(w),
+      `**${f2(
+        w.map((x) => (100 * ideal) / x),
+        0,
+      )} %**`,
+      f2(cpu.get(s.label) ?? []),
+      loadText(loads),
+    ]);
+  }
+  return {
+    row,
+    markdown: [
+      `${count.toLocaleString('en')} × \`remote-sleep ${sleep}\`, ${hosts} one-slot servers (ideal ${ideal.toFixed(2)} s; target ${target}):`,
+      '',
+      markdownTable(rows),
+    ].join('\n'),
+  };
+}
+
+async function rowTwo(o: ScaleOptions): Promise<RowResult> {
+  const dir = join(o.dir, 'two');
+  const rakefile = writeRepeatRakefile(dir, 200, 'remote-sleep 0.1');
+  const servers = await serversPerSide(o.sides, 4, join(dir, 'servers'));
+  const ideal = 10;
+  // Per side: the wall of each client of each round (both clients' figures in one list),
+  // and the worse of the two per round.
+  const each = new Map<string, number[]>(o.sides.map((s) => [s.label, []]));
+  const worst = new Map<string, number[]>(o.sides.map((s) => [s.label, []]));
+  const loads: number[] = [];
+  try {
+    for (let r = 0; r < o.runs; r++) {
+      loads.push(load1());
+      for (const s of rotated(o.sides, r)) {
+        const sv = servers.get(s.label) ?? [];
+        const both = await Promise.all([
+          runClient(s, dir, rakefile, sv),
+          runClient(s, dir, rakefile, sv),
+        ]);
+        each.get(s.label)?.push(...both.map((b) => b.seconds));
+        worst.get(s.label)?.push(Math.max(...both.map((b) => b.seconds)));
+      }
+      progress(
+        `two round ${r + 1}/${o.runs}: ${[...worst].map(([k, v]) => `${k} worse client ${v.at(-1)?.toFixed(2)} s`).join(', ')}`,
+      );
+    }
+  } finally {
+    await stopAll(servers);
+  }
+  const rows = [['', 'each client (s)', 'the later client (s)', 'the later / ideal 10 s', 'load']];
+  for (const s of o.sides) {
+    const w = worst.get(s.label) ?? [];
+    rows.push([
+      s.label,
+      f2(each.get(s.label) ?? []),
+      f2(w),
+      `**${f2(w.map((x) => x / ideal))}**`,
+      loadText(loads),
+    ]);
+  }
+  return {
+    row: 'two',
+    markdown: [
+      `2 clients at once, each 200 × \`remote-sleep 0.1\`, on the same 4 one-slot servers (ideal 10 s for both; target: both within 15 %, i.e. the later ≤ 1.15):`,
+      '',
+      markdownTable(rows),
+    ].join('\n'),
+  };
+}
+
+/** Client CPU per action and efficiency against host count. */
+async function rowCpu(o: ScaleOptions): Promise<RowResult> {
+  const dir = join(o.dir, 'cpu');
+  const perHost = 25;
+  const sleep = 0.1;
+  const maxHosts = Math.max(...o.cpuHosts);
+  progress(`cpu: starting ${maxHosts} servers per side`);
+  const servers = await serversPerSide(o.sides, maxHosts, join(dir, 'servers'));
+  const one = writeRepeatRakefile(dir, 1, `remote-sleep ${sleep}`);
+  type Cell = { perAction: number[]; eff: number[]; loads: number[] };
+  const cells = new Map<string, Cell>();
+  const key = (label: string, h: number) => `${label}@${h}`;
+  for (const s of o.sides) {
+    for (const h of o.cpuHosts) cells.set(key(s.label, h), { perAction: [], eff: [], loads: [] });
+  }
+  try {
+    for (const s of o.sides) await runClient(s, dir, one, servers.get(s.label) ?? []);
+    for (let r = 0; r < o.runs; r++) {
+      for (const h of o.cpuHosts) {
+        const n = perHost * h;
+        const many = writeRepeatRakefile(dir, n, `remote-sleep ${sleep}`);
+        const ideal = perHost * sleep;
+        for (const s of rotated(o.sides, r)) {
+          const sv = (servers.get(s.label) ?? []).slice(0, h);
+          const cell = cells.get(key(s.label, h)) as Cell;
+          cell.loads.push(load1());
+          const a = await runClient(s, dir, one, sv);
+          const b = await runClient(s, dir, many, sv);
+          cell.perAction.push((1000 * (b.cpu - a.cpu)) / (n - 1));
+          cell.eff.push((100 * ideal) / b.seconds);
+        }
+      }
+      progress(`cpu round ${r + 1}/${o.runs} done`);
+    }
+  } finally {
+    await stopAll(servers);
+  }
+  const rows = [
+    [
+      'hosts',
+      'actions',
+      ...o.sides.flatMap((s) => [`${s.label}: CPU per action (ms)`, `${s.label}: efficiency`]),
+      'load',
+    ],
+  ];
+  for (const h of o.cpuHosts) {
+    const c = (s: Side) => cells.get(key(s.label, h)) as Cell;
+    rows.push([
+      String(h),
+      String(perHost * h),
+      ...o.sides.flatMap((s) => [f2(c(s).perAction), `${f2(c(s).eff, 0)} %`]),
+      loadText(o.sides.flatMap((s) => c(s).loads)),
+    ]);
+  }
+  // Flatness: the largest median CPU per action over the smallest, from 2 hosts on.
+  const flat = o.sides.map((s) => {
+    const m = o.cpuHosts
+      .filter((h) => h >= 2)
+      .map((h) => median(cells.get(key(s.label, h))?.perAction ?? []));
+    return `${s.label} ${(Math.max(...m) / Math.min(...m)).toFixed(2)}`;
+  });
+  const point = (v: number[], h: number) => {
+    const sp = spread(v);
+    return { x: h, y: sp.median, lo: sp.min, hi: sp.max };
+  };
+  const chartDir = join(o.dir);
+  writeFileSync(
+    join(chartDir, 'scale-hosts-cpu.svg'),
+    lineChart({
+      title: 'Client CPU per action against hosts',
+      xLabel: `hosts (one slot each; ${perHost} × remote-sleep ${sleep} per host)`,
+      yLabel: 'client CPU per action (ms)',
+      log2X: true,
+      series: o.sides.map((s) => ({
+        label: s.label,
+        points: o.cpuHosts.map((h) => point(cells.get(key(s.label, h))?.perAction ?? [], h)),
+      })),
+    }),
+  );
+  writeFileSync(
+    join(chartDir, 'scale-hosts-efficiency.svg'),
+    lineChart({
+      title: 'Efficiency (ideal / wall) against hosts',
+      xLabel: `hosts (one slot each; ${perHost} × remote-sleep ${sleep} per host)`,
+      yLabel: 'efficiency (%)',
+      log2X: true,
+      refLines: [{ value: 100, label: 'ideal', dashed: true }],
+      series: o.sides.map((s) => ({
+        label: s.label,
+        points: o.cpuHosts.map((h) => point(cells.get(key(s.label, h))?.eff ?? [], h)),
+      })),
+    }),
+  );
+  return {
+    row: 'cpu',
+    markdown: [
+      `Client CPU per action and efficiency against host count: ${perHost} × \`remote-sleep ${sleep}\` per host (ideal ${(perHost * sleep).toFixed(1)} s), one-slot servers; CPU per action = (CPU of the N-action run − CPU of a 1-action run) / (N − 1), per round. Largest / smallest median CPU per action from 2 hosts on (target ≤ 1.2): ${flat.join(', ')}. Charts: ${join(chartDir, 'scale-hosts-cpu.svg')}, ${join(chartDir, 'scale-hosts-efficiency.svg')}.`,
+      '',
+      markdownTable(rows),
+    ].join('\n'),
+  };
+}
+
+/** A TCP proxy in this process that counts the connections it accepts. */
+interface CountingProxy {
+  readonly host: string;
+  readonly port: number;
+  accepted: number;
+  close(): Promise<void>;
+}
+
+function countingProxy(to: { host: string; port: number }): Promise<CountingProxy> {
+  return new Promise((resolve, reject) => {
+    const sockets = new Set<import('node:net').Socket>();
+    const server: Server = createServer((client) => {
+      proxy.accepted += 1;
+      const upstream = tcpConnect({ host: to.host, port: to.port });
+      for (const s of [client, upstream]) {
+        sockets.add(s);
+        s.on('close', () => sockets.delete(s));
+        s.on('error', () => {
+          client.destroy();
+          upstream.destroy();
+        });
+      }
+      client.pipe(upstream);
+      upstream.pipe(client);
+    });
+    const proxy: CountingProxy = {
+      host: '127.0.0.1',
+      port: 0,
+      accepted: 0,
+      close: () =>
+        new Promise<void>((done) => {
+          for (const s of sockets) s.destroy();
+          server.close(() => done());
+        }),
+    };
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      (proxy as { port: number }).port = (server.address() as { port: number }).port;
+      resolve(proxy);
+    });
+  });
+}
+
+async function rowConns(o: ScaleOptions): Promise<RowResult> {
+  const dir = join(o.dir, 'conns');
+  const count = 400;
+  const hosts = 8;
+  const rakefile = writeRepeatRakefile(dir, count, 'remote-sleep 0.1');
+  const servers = await serversPerSide(o.sides, hosts, join(dir, 'servers'));
+  const proxies = new Map<string, CountingProxy[]>();
+  for (const s of o.sides) {
+    proxies.set(s.label, await Promise.all((servers.get(s.label) ?? []).map(countingProxy)));
+  }
+  const perAction = new Map<string, number[]>(o.sides.map((s) => [s.label, []]));
+  const loads: number[] = [];
+  try {
+    for (let r = 0; r < o.runs; r++) {
+      loads.push(load1());
+      for (const s of rotated(o.sides, r)) {
+        const px = proxies.get(s.label) ?? [];
+        const before = px.reduce((n, p) => n + p.accepted, 0);
+        await runClient(s, dir, rakefile, px);
+        const accepted = px.reduce((n, p) => n + p.accepted, 0) - before;
+        perAction.get(s.label)?.push(accepted / count);
+      }
+      progress(
+        `conns round ${r + 1}/${o.runs}: ${[...perAction].map(([k, v]) => `${k} ${((v.at(-1) ?? 0) * count).toFixed(0)} connections`).join(', ')}`,
+      );
+    }
+  } finally {
+    await Promise.all([...proxies.values()].flat().map((p) => p.close()));
+    await stopAll(servers);
+  }
+  const rows = [['', 'connections accepted', 'per action', 'load']];
+  for (const s of o.sides) {
+    const v = perAction.get(s.label) ?? [];
+    rows.push([
+      s.label,
+      f2(
+        v.map((x) => x * count),
+        0,
+      ),
+      `**${f2(v)}**`,
+      loadText(loads),
+    ]);
+  }
+  return {
+    row: 'conns',
+    markdown: [
+      `TCP connections accepted by the servers per action: ${count} × \`remote-sleep 0.1\` on ${hosts} one-slot servers, each behind a TCP proxy in the benchmark that counts the connections it accepts (target ≤ 1 per action + 1 per host per run, i.e. ≤ ${(1 + hosts / count).toFixed(2)}):`,
+      '',
+      markdownTable(rows),
+    ].join('\n'),
+  };
+}
+
+async function rowRtt(o: ScaleOptions): Promise<RowResult> {
+  const dir = join(o.dir, 'rtt');
+  const rtt = 20;
+  let startTestbed: typeof import('../testbed/netns.js').startTestbed;
+  let connectTime: typeof import('../testbed/probe.js').connectTime;
+  try {
+    ({ startTestbed } = await import('../testbed/netns.js'));
+    ({ connectTime } = await import('../testbed/probe.js'));
+  } catch (err) {
+    return {
+      row: 'rtt',
+      markdown: `One compile at ${rtt} ms RTT: not measured (${(err as Error).message}).`,
+    };
+  }
+  const why = (m: string) => ({
+    row: 'rtt' as const,
+    markdown: `One compile at ${rtt} ms RTT on the netns test bed: not measured (${m}).`,
+  });
+  if (process.getuid?.() !== 0) return why('needs root for network namespaces');
+  // One host per side: this tree's server on host1, the baseline's on host2, same delay.
+  let bed: Awaited<ReturnType<typeof startTestbed>>;
+  try {
+    bed = await startTestbed({
+      hosts: o.sides.length,
+      mode: 'netns',
+      netem: { delayMs: rtt / 2 },
+      serverCommand: (address, port, host) => {
+        const side = o.sides[host.index - 1] ?? o.now;
+        return [
+          process.execPath,
+          side.programs.rakeserver,
+          '--host',
+          address,
+          '--port',
+          String(port),
+          '--workdir',
+          host.workdir,
+          ...SERVER_FLAGS,
+        ];
+      },
+      log: (m) => progress(`testbed: ${m}`),
+    });
+  } catch (err) {
+    return why((err as Error).message);
+  }
+  const beyond = new Map<string, number[]>(o.sides.map((s) => [s.label, []]));
+  const loads: number[] = [];
+  const rtts: number[] = [];
+  const compiles: number[] = [];
+  try {
+    if (!bed.capabilities.netem.supported)
+      return why(`link delay unsupported: ${bed.capabilities.netem.reason}`);
+    if (bed.mode !== 'netns')
+      return why(`the test bed fell back to ${bed.mode}: ${bed.fallbackReason}`);
+    for (let r = 0; r < o.runs; r++) {
+      loads.push(load1());
+      const h1 = bed.hosts[0];
+      if (h1 !== undefined) {
+        const c = await connectTime(h1.address, h1.port, 5000);
+        if (c.ok) rtts.push(c.value);
+      }
+      for (const s of rotated(o.sides, r)) {
+        const i = o.sides.indexOf(s);
+        const h = bed.hosts[i];
+        if (h === undefined) continue;
+        // New contents every time: the upload is measured, not the server's input cache.
+        const p = writeCProject(
+          join(dir, `p-${s.label}`),
+          1,
+          { hosts: [`${h.address}:${h.port}`], port: h.port },
+          `${r} ${Date.now()}`,
+        );
+        const local = await runChecked(['cc', CFLAGS, '-c', 'u0.c', '-o', 'local.o'], {
+          cwd: p.dir,
+        });
+        compiles.push(local.seconds * 1000);
+        const one = join(p.dir, 'Rakefile.one');
+        writeFileSync(
+          one,
+          `PORT = ${h.port}\nHOSTS = ${h.address}:${h.port}\n\ncompile:\n\tremote-cc ${CFLAGS} -c u0.c\n\t\trequires u0.c common.h\n`,
+        );
+        const trace = join(p.dir, 'trace.json');
+        await runChecked(
+          [process.execPath, s.programs.rake, '-f', one, ...RAKE_FLAGS, '--trace', trace],
+          { cwd: p.dir },
+        );
+        const action = readTrace(trace).actions[0];
+        if (action === undefined) throw new Error(`rtt: no action in ${trace}`);
+        beyond.get(s.label)?.push(action.wallMs - local.seconds * 1000);
+      }
+      progress(
+        `rtt round ${r + 1}/${o.runs}: ${[...beyond].map(([k, v]) => `${k} ${v.at(-1)?.toFixed(1)} ms beyond the compile`).join(', ')}`,
+      );
+    }
+  } finally {
+    await bed.teardown();
+  }
+  const m = median(rtts);
+  const rows = [['', 'action beyond the compile (ms)', 'in RTTs', 'load']];
+  for (const s of o.sides) {
+    const v = beyond.get(s.label) ?? [];
+    rows.push([
+      s.label,
+      f2(v, 1),
+      `**${f2(
+        v.map((x) => x / m),
+        1,
+      )}**`,
+      loadText(loads),
+    ]);
+  }
+  return {
+    row: 'rtt',
+    markdown: [
+      `One compile (\`remote-cc ${CFLAGS} -c u0.c\`, 2 requirements, new contents every round) at ${rtt} ms RTT imposed on the netns test bed (measured connect ${m.toFixed(1)} ms), beyond the compile itself: the client's traced action (\`--trace\`) minus the same \`cc\` run here (${f2(compiles, 1)} ms), in measured round trips (target ≤ 1.5):`,
+      '',
+      markdownTable(rows),
+    ].join('\n'),
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+
+export interface ScaleOptions {
+  readonly now: Side;
+  /** `now` first, then the baseline when there is one. */
+  readonly sides: readonly Side[];
+  readonly baselineRev: string | undefined;
+  readonly runs: number;
+  readonly rows: readonly RowName[];
+  readonly cpuHosts: readonly number[];
+  readonly dir: string;
+}
+
+export async function runScale(o: ScaleOptions): Promise<string> {
+  const out: string[] = [];
+  const run: Record<RowName, () => Promise<RowResult>> = {
+    make: () => rowMake(o),
+    true: () => rowTrue(o),
+    sleep8: () => sleepRow(o, 'sleep8', 400, 0.1, 8, '≥ 95 %'),
+    sleep64: () => sleepRow(o, 'sleep64', 2000, 0.2, 64, '≥ 85 %'),
+    two: () => rowTwo(o),
+    cpu: () => rowCpu(o),
+    conns: () => rowConns(o),
+    rtt: () => rowRtt(o),
+  };
+  for (const row of o.rows) {
+    progress(`row ${row}`);
+    const r = await run[row]();
+    out.push(`#### ${row}`, '', r.markdown, '');
+    progress(`row ${row} done`);
+  }
+  const sides = o.sides
+    .map((s) =>
+      s.label === 'now'
+        ? '*now*: this tree'
+        : `*before*: rake-ts at ${o.baselineRev}, servers of its own`,
+    )
+    .join('; ');
+  out.push(
+    `Columns: ${sides}. Medians of ${o.runs} rounds, range in brackets, the sides interleaved in each round in rotating order; *load* is the 1-minute load average read at the start of each round. Reproduce: \`node --import tsx scripts/bench/scale.ts --runs ${o.runs} --rows ${o.rows.join(',')}${o.baselineRev === undefined ? ' --baseline none' : ` --baseline ${o.baselineRev}`}\`.`,
+  );
+  return out.join('\n');
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    options: {
+      runs: { type: 'string', default: '5' },
+      rows: { type: 'string', default: ROWS.join(',') },
+      baseline: { type: 'string', default: SCALE_BASELINE },
+      'cpu-hosts': { type: 'string', default: '1,2,4,8,16,32,64' },
+    },
+  });
+  const rows = (values.rows ?? '').split(',').filter(Boolean);
+  for (const r of rows) {
+    if (!(ROWS as readonly string[]).includes(r)) {
+      throw new Error(`--rows: no row "${r}"; the rows are ${ROWS.join(', ')}`);
+    }
+  }
+  const runs = Number(values.runs);
+  if (!(Number.isInteger(runs) && runs >= 1)) throw new Error('--runs must be a whole number ≥ 1');
+  const dir = join(SCRATCH, 'scale');
+  rmSync(dir, { recursive: true, force: true });
+  mkdirSync(dir, { recursive: true });
+  progress('compiling rake-ts');
+  const now: Side = { label: 'now', programs: compilePrograms(join(SCRATCH, 'scale-build')) };
+  const sides: Side[] = [now];
+  const rev = values.baseline === 'none' ? undefined : values.baseline;
+  if (rev !== undefined) {
+    progress(`compiling rake-ts at ${rev}`);
+    const base = compileBaseline(join(SCRATCH, 'scale-baseline'), {
+      rev,
+      parts: SPEEDUP_BASELINE.parts,
+    });
+    if ('why' in base) throw new Error(`cannot build --baseline ${rev}: ${base.why}`);
+    sides.push({ label: 'before', programs: base });
+  }
+  process.stdout.write(
+    `${await runScale({
+      now,
+      sides,
+      baselineRev: rev,
+      runs,
+      rows: rows as RowName[],
+      cpuHosts: (values['cpu-hosts'] ?? '').split(',').map(Number),
+      dir,
+    })}\n`,
+  );
+}
+
+if (process.argv[1] === new URL(import.meta.url).pathname) await main();
