@@ -51,6 +51,9 @@ export const startEmbeddedServer: StartServer = async (endpoint, logger, token) 
     port: endpoint.port,
     logger,
     token,
+    // A run whose actions all come from the action cache sends it no job: no spawn helper
+    // is started (nor waited for) until one comes.
+    launcherOnDemand: true,
   });
   // By the time a run closes it, its jobs have ended (or their connections were closed, which
   // kills them): the grace period only lets the last connections finish cleanly.

@@ -53,7 +53,8 @@ export interface JobGroup {
 
 /** The mechanism in force for a server's jobs. */
 export interface Containment {
-  readonly kind: 'cgroup' | 'tag';
+  /** `on-demand`: not chosen yet (launcher.ts's OnDemandLauncher before its first job). */
+  readonly kind: 'cgroup' | 'tag' | 'on-demand';
   /** The cgroup directory holding the jobs' cgroups, or why `cgroup` was not taken. */
   readonly detail: string;
   /**

@@ -48,8 +48,11 @@ export class SpawnerLost extends Error {}
 
 /** Starts jobs. `launch` rejects when the shell could not be started. */
 export interface Launcher {
-  /** `python3` (the spawn helper) or `node` (`child_process.spawn`). */
-  readonly kind: 'python3' | 'node';
+  /**
+   * `python3` (the spawn helper) or `node` (`child_process.spawn`); `on-demand` until an
+   * {@link OnDemandLauncher} has made its launcher.
+   */
+  readonly kind: 'python3' | 'node' | 'on-demand';
   /** How every process of a job is found and killed (src/server/containment.ts). */
   readonly containment: Containment;
   launch(command: string, cwd: string): Promise<JobProcess>;
@@ -79,6 +82,73 @@ export async function createLauncher(
   } catch (err) {
     await containment.close();
     throw err;
+  }
+}
+
+/** What an {@link OnDemandLauncher} says of its containment before the first job. */
+const UNDECIDED: Containment = {
+  kind: 'on-demand',
+  detail: 'chosen at the first job',
+  helperProcs: undefined,
+  open: () => {
+    throw new Error('no containment chosen yet');
+  },
+  close: async () => {},
+};
+
+/**
+ * A launcher made by `make` at the first job rather than at start (serve's
+ * `launcherOnDemand`, which the client's embedded servers use): a run whose actions all come
+ * from the action cache then starts no spawn helper and probes no cgroup, and does not wait
+ * for either. The first job waits for them instead. A `make` that fails fails that job, and
+ * the next job tries again.
+ */
+export class OnDemandLauncher implements Launcher {
+  readonly #make: () => Promise<Launcher>;
+  #made: Promise<Launcher> | undefined;
+  #launcher: Launcher | undefined;
+  #closed = false;
+
+  constructor(make: () => Promise<Launcher>) {
+    this.#make = make;
+  }
+
+  get kind(): Launcher['kind'] {
+    return this.#launcher?.kind ?? 'on-demand';
+  }
+
+  get containment(): Containment {
+    return this.#launcher?.containment ?? UNDECIDED;
+  }
+
+  /** Whether the launcher has been made (for tests). */
+  get made(): boolean {
+    return this.#launcher !== undefined;
+  }
+
+  async launch(command: string, cwd: string): Promise<JobProcess> {
+    if (this.#closed) throw new Error('the server is shutting down');
+    if (this.#made === undefined) {
+      const making = this.#make();
+      this.#made = making;
+      making.then(
+        (l) => {
+          this.#launcher = l;
+        },
+        () => {
+          if (this.#made === making) this.#made = undefined;
+        },
+      );
+    }
+    const launcher = await this.#made;
+    this.#launcher = launcher;
+    return launcher.launch(command, cwd);
+  }
+
+  async close(): Promise<void> {
+    this.#closed = true;
+    const launcher = await this.#made?.catch(() => undefined);
+    await launcher?.close();
   }
 }
 

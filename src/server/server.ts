@@ -22,7 +22,7 @@ import type { ContainmentChoice } from './containment.js';
 import { DEFAULT_CACHE_SIZE, DEFAULT_PORT, DEFAULT_RESULTS_SIZE, isLoopback } from './defaults.js';
 import { defaultMaxConnections, descriptorLimit } from './descriptors.js';
 import { JobDirs } from './jobdirs.js';
-import { createLauncher, type SpawnerChoice } from './launcher.js';
+import { createLauncher, type Launcher, OnDemandLauncher, type SpawnerChoice } from './launcher.js';
 import { removeTree } from './outputs.js';
 import { type ScratchRoot, scratchRoot } from './scratch.js';
 import { JobSlots } from './slots.js';
@@ -129,6 +129,12 @@ export interface ServeOptions {
    * the machine allows it. src/server/containment.ts.
    */
   readonly containment?: ContainmentChoice;
+  /**
+   * Make the launcher (spawn helper, containment probe) at the first job, not before
+   * listening: the client's embedded servers, whose run may send them no job at all (every
+   * action from the action cache). Default false: a rakeserver finds a broken spawner at once.
+   */
+  readonly launcherOnDemand?: boolean;
   /** Also serve REAPI v2 on this port (`--reapi-port`; 0 = any free port): docs/remote-execution.md. */
   readonly reapiPort?: number;
   /** Test-only: the REAPI endpoint refuses an output path `""` as Buildfarm does (ReapiContext). */
@@ -157,10 +163,13 @@ export interface ServerHandle {
   readonly description: string;
   /** The input cache, when on (for tests and benchmarks). */
   readonly cache: InputCache | undefined;
-  /** What starts the jobs: the `python3` spawn helper or `node`. */
-  readonly spawner: 'python3' | 'node';
-  /** What holds every process of a job, to kill them all: `cgroup` or `tag`. */
-  readonly containment: 'cgroup' | 'tag';
+  /**
+   * What starts the jobs: the `python3` spawn helper or `node` (`on-demand`: chosen at the
+   * first job, with `launcherOnDemand`).
+   */
+  readonly spawner: 'python3' | 'node' | 'on-demand';
+  /** What holds every process of a job, to kill them all: `cgroup` or `tag` (or `on-demand`). */
+  readonly containment: 'cgroup' | 'tag' | 'on-demand';
   /** The REAPI endpoint's port, when `reapiPort` asked for one. */
   readonly reapiPort: number | undefined;
   /**
@@ -230,14 +239,17 @@ export async function serve(options: ServeOptions = {}): Promise<ServerHandle> {
   );
   const slots = new JobSlots(maxJobs);
   const jobDirs = new JobDirs(workdir, SPARE_JOB_DIRS);
-  let launcher: Awaited<ReturnType<typeof createLauncher>>;
-  try {
-    launcher = await createLauncher(
+  const makeLauncher = () =>
+    createLauncher(
       options.spawner ?? 'auto',
       log.child({ part: 'spawner' }),
       undefined,
       options.containment,
     );
+  let launcher: Launcher;
+  try {
+    launcher =
+      options.launcherOnDemand === true ? new OnDemandLauncher(makeLauncher) : await makeLauncher();
   } catch (err) {
     if (ownsWorkdir) await removeTree(workdir);
     throw err;
