@@ -25,6 +25,11 @@ import { DEFAULT_LIMITS, type ProtocolLimits } from './limits.js';
  *   itself; on a hit `!X hit <key>` precedes an ordinary reply and nothing runs. The key is
  *   the server's own (what it received, its platform): a client names no key and stores
  *   nothing, so it cannot poison the store.
+ * - `load` (issue 20): after `!X watch` the connection carries the server's load
+ *   (`!X load jobs=… running=… queued=… slots=… beat=…`) whenever it changes, from every
+ *   client's jobs, and at the `beat` interval while it does not, so silence means lost.
+ * - `reuse` (issue 20): a job ends with its reply; the connection then takes another job
+ *   (a fresh job directory, no `cwd` or `lookup` carried over), so a client keeps a pool.
  */
 export type Extension =
   | 'stderr'
@@ -35,7 +40,9 @@ export type Extension =
   | 'queue'
   | 'beat'
   | 'auth'
-  | 'results';
+  | 'results'
+  | 'load'
+  | 'reuse';
 
 /** Every extension this implementation knows, in the order it lists them. */
 export const EXTENSIONS: readonly Extension[] = [
@@ -48,6 +55,8 @@ export const EXTENSIONS: readonly Extension[] = [
   'beat',
   'auth',
   'results',
+  'load',
+  'reuse',
 ];
 
 /** The protocol tag in the offer, the self-description and the hello. */
@@ -187,7 +196,25 @@ export type ExtensionMessage =
   /** Extension `results`: answer the next command from the server's results if it can. */
   | { readonly verb: 'lookup' }
   /** Extension `results`: the next reply is a stored result of the key; nothing ran. */
-  | { readonly verb: 'hit'; readonly key: string };
+  | { readonly verb: 'hit'; readonly key: string }
+  /** Extension `load`: from now on this connection carries the server's load, and no job. */
+  | { readonly verb: 'watch' }
+  /** Extension `load`: the server's load now (see {@link ServerLoad}). */
+  | ({ readonly verb: 'load' } & ServerLoad);
+
+/**
+ * A server's load as `!X load` says it (extension `load`): the jobs it holds from every client
+ * (`jobs`: uploading, queued or running: what the cost counts, without its offset), of those
+ * the ones `running` in a slot and the ones `queued` for one, its `slots` (`--max-jobs`), and
+ * `beatMs`: the longest the server stays silent on this connection while nothing changes.
+ */
+export interface ServerLoad {
+  readonly jobs: number;
+  readonly running: number;
+  readonly queued: number;
+  readonly slots: number;
+  readonly beatMs: number;
+}
 
 /**
  * A server sends its first `beat` at most this long after it has read the command (then one
@@ -255,6 +282,12 @@ export function encodeExtensionPayload(msg: ExtensionMessage): Buffer {
     case 'hit':
       if (!HEX64.test(msg.key)) throw new RangeError(`${msg.key} is not an action key`);
       return Buffer.from(`hit ${msg.key}`);
+    case 'watch':
+      return Buffer.from('watch');
+    case 'load':
+      return Buffer.from(
+        `load jobs=${msg.jobs} running=${msg.running} queued=${msg.queued} slots=${msg.slots} beat=${msg.beatMs}`,
+      );
   }
 }
 
@@ -361,9 +394,52 @@ export function parseExtension(
       if (nl >= 0 || words.length !== 2 || !HEX64.test(key)) throw bad('a malformed hit');
       return { verb, key };
     }
+    case 'watch':
+      if (first !== 'watch' || nl >= 0) throw bad('a malformed watch');
+      return { verb };
+    case 'load': {
+      if (nl >= 0) throw bad('a malformed load');
+      const load = loadOf(words.slice(1));
+      if (load === undefined) throw bad('a malformed load');
+      return { verb, ...load };
+    }
     default:
       throw bad('an unknown verb');
   }
+}
+
+/** The keys of `!X load`, in the order they are sent. */
+const LOAD_KEYS = ['jobs', 'running', 'queued', 'slots', 'beat'] as const;
+
+/**
+ * `jobs=3 running=2 queued=1 slots=2 beat=5000` → its load; `undefined` when a key is
+ * missing, twice or not a decimal, or `slots`/`beat` is 0 (unknown keys are ignored: a later
+ * server may say more).
+ */
+function loadOf(words: readonly string[]): ServerLoad | undefined {
+  const seen = new Map<string, number>();
+  for (const word of words) {
+    const eq = word.indexOf('=');
+    const key = word.slice(0, eq);
+    if (eq < 0 || !(LOAD_KEYS as readonly string[]).includes(key)) continue;
+    const value = word.slice(eq + 1);
+    if (seen.has(key) || !/^(0|[1-9]\d{0,8})$/.test(value)) return undefined;
+    seen.set(key, Number(value));
+  }
+  const [jobs, running, queued, slots, beat] = LOAD_KEYS.map((k) => seen.get(k));
+  if (
+    jobs === undefined ||
+    running === undefined ||
+    queued === undefined ||
+    slots === undefined ||
+    beat === undefined ||
+    slots === 0 ||
+    beat === 0 ||
+    beat > MAX_BEAT_INTERVAL_MS
+  ) {
+    return undefined;
+  }
+  return { jobs, running, queued, slots, beatMs: beat };
 }
 
 /** A platform key or value: letters, digits and `._+-` (no separator of the `ok` word). */

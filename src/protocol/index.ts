@@ -18,6 +18,7 @@ export {
   parseExtension,
   parseExtensionList,
   parseServerDescription,
+  type ServerLoad,
 } from './extensions.js';
 export {
   type OutgoingFile,

@@ -35,6 +35,7 @@ import type { InputCache } from './cache.js';
 import { type JobOutcome, runJob } from './job.js';
 import { type JobDirs, layoutOf } from './jobdirs.js';
 import type { Launcher } from './launcher.js';
+import { type LoadFeed, serveWatch } from './load.js';
 import { changedFiles, isSmallListing, listRegularFiles, StdoutSpool } from './outputs.js';
 import { landResult, serverResultKey } from './results.js';
 import { type JobSlots, SlotWaitAborted } from './slots.js';
@@ -99,6 +100,8 @@ export interface ConnectionContext {
    * own succeeded: no message of a client inserts an entry.
    */
   readonly results?: LocalCache | undefined;
+  /** The server's load, for connections that watch it (extension `load`). */
+  readonly load?: LoadFeed;
   /** Extensions this server grants a client that asks (never `auth`: that is `token`). */
   readonly extensions: ReadonlySet<Extension>;
   /** The annex of a cost reply to our client's offer: `rake/1 v=… ext=…`. */
@@ -205,6 +208,8 @@ export class Connection {
   #cwd: string | undefined;
   /** Extension `results`: the next command may be answered from the stored results. */
   #lookup = false;
+  /** `!X watch` came: the rest of the conversation is the load stream (extension `load`). */
+  #watching = false;
   /** Files the last `!X have` asked the client to upload, by wire name, to cache on arrival. */
   readonly #expected = new Map<string, { entry: HaveEntry; settle: (() => void) | undefined }>();
 
@@ -313,7 +318,11 @@ export class Connection {
         throw new ProtocolError('unexpected-code', 'a !E, !C, !R or !D header', describeHeader(h));
       }
       const first = this.#mode === 'fresh';
-      if (first && h.code !== '!X') this.#mode = 'base';
+      // A cost query with our offer leaves the connection fresh: our client's load stream
+      // asks its cost and then says hello on the same connection (docs/protocol.md, "load").
+      // A plain `!E0` is a base client's, whose connection stays base.
+      const offer = h.code === '!E' && h.length === 0 && isOffer(h.annex);
+      if (first && h.code !== '!X' && !offer) this.#mode = 'base';
       switch (h.code) {
         case '!E':
           if (h.length === 0) {
@@ -322,11 +331,13 @@ export class Connection {
           } else {
             this.#requireAuthenticated(h);
             await this.#command(h.length);
+            await this.#nextJob();
           }
           break;
         case '!C':
           this.#requireAuthenticated(h);
           await this.#command(h.length);
+          await this.#nextJob();
           break;
         case '!R':
           this.#requireAuthenticated(h);
@@ -334,6 +345,7 @@ export class Connection {
           break;
         case '!X':
           await this.#extension(h, first);
+          if (this.#watching) return;
           break;
         case '!D':
           await this.#removeDir();
@@ -456,8 +468,19 @@ export class Connection {
       ...(this.#ext.has('cache') ? (['have'] as const) : []),
       ...(this.#ext.has('cwd') ? (['cwd'] as const) : []),
       ...(this.#ext.has('results') ? (['lookup'] as const) : []),
+      ...(this.#ext.has('load') && !this.#hadDir ? (['watch'] as const) : []),
     ];
     const msg = parseExtension(payload, verbs, limits);
+    if (msg.verb === 'watch') {
+      const feed = this.#ctx.load;
+      const beatMs = this.#ctx.heartbeatMs;
+      if (feed === undefined || beatMs === undefined) throw new Error('load without a feed');
+      this.#watching = true;
+      this.#setIdleTimeout(false);
+      this.#log.debug('watching the load');
+      await serveWatch(this.#socket, this.#reader, feed, beatMs, limits);
+      return;
+    }
     if (msg.verb === 'lookup') {
       this.#lookup = true;
       return;
@@ -518,6 +541,21 @@ export class Connection {
       'have',
     );
     await write(this.#socket, encodeExtension({ verb: 'need', names: need }));
+  }
+
+  /**
+   * Extension `reuse`: a job ends with its reply. Its directory is given back and nothing of
+   * it (`cwd`, `lookup`, a `have`'s claims) carries over; the next `have`, `!R` or `!C` on
+   * this connection starts a new job in a new directory. Without `reuse`, a later command
+   * runs in the same directory, as in base mode.
+   */
+  async #nextJob(): Promise<void> {
+    if (!this.#ext.has('reuse')) return;
+    this.#settleExpected();
+    this.#cwd = undefined;
+    this.#lookup = false;
+    await this.#removeDir();
+    this.#smallDir = true;
   }
 
   /** Ends the claims of a `have` whose uploads did not all arrive. */

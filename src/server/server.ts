@@ -23,6 +23,7 @@ import { DEFAULT_CACHE_SIZE, DEFAULT_PORT, DEFAULT_RESULTS_SIZE, isLoopback } fr
 import { defaultMaxConnections, descriptorLimit } from './descriptors.js';
 import { JobDirs } from './jobdirs.js';
 import { createLauncher, type Launcher, OnDemandLauncher, type SpawnerChoice } from './launcher.js';
+import { LoadFeed } from './load.js';
 import { removeTree } from './outputs.js';
 import { type ScratchRoot, scratchRoot } from './scratch.js';
 import { JobSlots } from './slots.js';
@@ -226,18 +227,33 @@ export async function serve(options: ServeOptions = {}): Promise<ServerHandle> {
   if (cache) granted.add('cache');
   if (results) granted.add('results');
   if (wanted.has('beat') && heartbeatSeconds > 0) granted.add('beat');
+  // The load stream repeats itself at the heartbeat's interval (silence means lost): no
+  // heartbeat, no load stream. Neither it nor `reuse` is listed in the annex (no room): a
+  // client asks for them in its hello (docs/protocol.md, "load", "reuse").
+  if (wanted.has('load') && heartbeatSeconds > 0) granted.add('load');
+  if (wanted.has('reuse')) granted.add('reuse');
   const description = describeServer(
     options.version ?? packageVersion(),
     // `beat` is listed for clients that send a job behind their hello (so they bound the wait
     // for the `ok` it carries); with a token nobody does, and the annex's 59 bytes are few.
     [
       // `results` is only ever asked in a hello (the lookup follows the `ok`): not listed.
-      ...[...granted].filter((e) => !(token && e === 'beat') && e !== 'results'),
+      ...[...granted].filter(
+        (e) => !(token && e === 'beat') && e !== 'results' && e !== 'load' && e !== 'reuse',
+      ),
       ...(token ? (['auth'] as const) : []),
     ],
     maxJobs,
   );
-  const slots = new JobSlots(maxJobs);
+  let managing = 0;
+  const slots: JobSlots = new JobSlots(maxJobs, () => load.changed());
+  // Extension `load`: what every watching connection is told, whenever it changes.
+  const load: LoadFeed = new LoadFeed(() => ({
+    jobs: managing,
+    running: slots.running,
+    queued: slots.queued,
+    slots: slots.max,
+  }));
   const jobDirs = new JobDirs(workdir, SPARE_JOB_DIRS);
   const makeLauncher = () =>
     createLauncher(
@@ -260,7 +276,6 @@ export async function serve(options: ServeOptions = {}): Promise<ServerHandle> {
   const maxConnections =
     options.maxConnections ?? defaultMaxConnections(descriptors.limit, maxJobs);
   const connections = new Set<Connection>();
-  let managing = 0;
   let nextId = 1;
   let closing: Promise<void> | undefined;
 
@@ -283,12 +298,14 @@ export async function serve(options: ServeOptions = {}): Promise<ServerHandle> {
     cost: () => managing + costOffset,
     manage: (delta: 1 | -1) => {
       managing += delta;
+      load.changed();
     },
     closing: () => closing !== undefined,
     token,
     cache,
     results,
     extensions: granted,
+    load,
     description,
     platform: ownPlatform(options.platform),
   };

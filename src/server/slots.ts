@@ -12,9 +12,17 @@ export class JobSlots {
   readonly #max: number;
   #running = 0;
   readonly #waiters: Array<{ grant: () => void; signal: AbortSignal; onAbort: () => void }> = [];
+  /** Told of every change of {@link running} or {@link queued} (the load feed). */
+  readonly #onChange: () => void;
 
-  constructor(max: number) {
+  constructor(max: number, onChange: () => void = () => {}) {
     this.#max = Math.max(1, Math.floor(max));
+    this.#onChange = onChange;
+  }
+
+  /** Jobs that may run at once (`--max-jobs`). */
+  get max(): number {
+    return this.#max;
   }
 
   /** Jobs holding a slot now. */
@@ -37,6 +45,7 @@ export class JobSlots {
     if (signal.aborted) return Promise.reject(new SlotWaitAborted('aborted before a slot'));
     if (this.#running < this.#max) {
       this.#running++;
+      this.#onChange();
       return Promise.resolve(this.#releaser());
     }
     return new Promise((resolve, reject) => {
@@ -45,16 +54,19 @@ export class JobSlots {
         grant: () => {
           signal.removeEventListener('abort', waiter.onAbort);
           this.#running++;
+          this.#onChange();
           resolve(this.#releaser());
         },
         onAbort: () => {
           const i = this.#waiters.indexOf(waiter);
           if (i >= 0) this.#waiters.splice(i, 1);
+          this.#onChange();
           reject(new SlotWaitAborted('aborted while queued'));
         },
       };
       signal.addEventListener('abort', waiter.onAbort, { once: true });
       this.#waiters.push(waiter);
+      this.#onChange();
     });
   }
 
@@ -65,6 +77,7 @@ export class JobSlots {
       released = true;
       this.#running--;
       this.#waiters.shift()?.grant();
+      this.#onChange();
     };
   }
 }
