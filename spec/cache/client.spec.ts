@@ -139,6 +139,36 @@ describe('the local action cache in a run', () => {
     },
   );
 
+  it(
+    "a hit shows the command's warnings (stderr of a success) again, as ccache does",
+    T,
+    async () => {
+      const { dir, cacheDir, counter } = await setup();
+      try {
+        const text = rakefile(
+          await freePort(),
+          `127.0.0.1:${await freePort()}`,
+          `sh -c 'echo ran >> ${counter}; echo "in.txt:1: warning: shouting" >&2; tr a-z A-Z < in.txt'`,
+        );
+        const cache = new LocalCache(cacheDir);
+        const first = await runAll(dir, text, { cache });
+        assert.equal(succeeded(first).stderr, 'in.txt:1: warning: shouting\n');
+        const second = await runAll(dir, text, { cache });
+        const ok = succeeded(second);
+        assert.ok(ok.cached, 'a hit');
+        assert.equal(runs(counter), 1);
+        assert.equal(ok.stderr, 'in.txt:1: warning: shouting\n');
+        assert.deepEqual(
+          only(second, 'output').map((e) => e.stdout.text()),
+          ['HELLO CACHE\n'],
+        );
+      } finally {
+        await removeDir(dir);
+        await rm(cacheDir, { recursive: true, force: true });
+      }
+    },
+  );
+
   it('only a success is stored', T, async () => {
     const { dir, cacheDir, counter } = await setup();
     try {

@@ -2,8 +2,10 @@
 // the LRU bound, and two client processes writing one directory at once.
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import {
   existsSync,
+  mkdirSync,
   mkdtempSync,
   readdirSync,
   readFileSync,
@@ -94,6 +96,65 @@ describe('local action cache', () => {
       }
     });
   }
+
+  it(
+    "keeps a success's stderr (its warnings) with the entry, verified like the rest",
+    T,
+    async () => {
+      const dir = fresh();
+      try {
+        const logged: string[] = [];
+        const cache = new LocalCache(dir, undefined, (m) => logged.push(m));
+        const warned: CacheEntry = { ...ENTRY, stderr: Buffer.from('u.c:1: warning: unused\n') };
+        cache.put(key(5), warned);
+        assert.deepEqual(cache.get(key(5))?.stderr, warned.stderr);
+        assert.deepEqual(cache.get(key(5))?.stdout, ENTRY.stdout);
+        // None written: none read back.
+        cache.put(key(6), ENTRY);
+        assert.equal(cache.get(key(6))?.stderr, undefined);
+        // A flipped byte of the stderr is damage like any other.
+        const path = entryPath(dir, key(5));
+        const bytes = readFileSync(path);
+        const at = bytes.indexOf('warning');
+        bytes[at] = (bytes[at] as number) ^ 1;
+        writeFileSync(path, bytes);
+        assert.equal(cache.get(key(5)), undefined);
+        assert.match(logged[0] as string, /stderr: content does not match its SHA-256/);
+      } finally {
+        await rm(dir, { recursive: true, force: true });
+      }
+    },
+  );
+
+  it('still reads an entry of format 1 (before the stderr was stored)', T, async () => {
+    const dir = fresh();
+    try {
+      const cache = new LocalCache(dir);
+      const stdout = Buffer.from('old\n');
+      const file = Buffer.from('bytes');
+      const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+      const header = {
+        format: 'rake-ts-cache-entry/1',
+        key: key(7),
+        stdout: { size: stdout.length, sha256: sha(stdout) },
+        files: [{ name: 'f', mode: 0o640, size: file.length, sha256: sha(file) }],
+      };
+      mkdirSync(join(dir, 'entries', key(7).slice(0, 2)), { recursive: true });
+      writeFileSync(
+        entryPath(dir, key(7)),
+        Buffer.concat([Buffer.from(`${JSON.stringify(header)}\n`), stdout, file]),
+      );
+      const got = cache.get(key(7));
+      assert.deepEqual(got?.stdout, stdout);
+      assert.equal(got?.stderr, undefined);
+      assert.deepEqual(
+        got?.files.map((f) => [f.name, f.mode, f.bytes.toString()]),
+        [['f', 0o640, 'bytes']],
+      );
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
 
   it('an entry copied under another key is a miss', T, async () => {
     const dir = fresh();

@@ -102,14 +102,15 @@ export function stageCached(
 }
 
 /**
- * A successful job's entry: its stdout and its output files (`names`, relative to
- * `outputDir`, as landed) read back with their modes. `undefined` when one cannot be read
- * (replaced meanwhile): nothing is stored then.
+ * A successful job's entry: its stdout, its stderr (when the host carried any) and its
+ * output files (`names`, relative to `outputDir`, as landed) read back with their modes.
+ * `undefined` when one cannot be read (replaced meanwhile): nothing is stored then.
  */
 export function entryOf(
   outputDir: string,
   stdout: Buffer,
   names: readonly string[],
+  stderr?: Buffer,
 ): CacheEntry | undefined {
   const files: CachedFile[] = [];
   try {
@@ -121,7 +122,9 @@ export function entryOf(
   } catch {
     return undefined;
   }
-  return { stdout, files };
+  return stderr === undefined || stderr.length === 0
+    ? { stdout, files }
+    : { stdout, stderr, files };
 }
 
 /** `outputDir`-relative, `/`-separated. */

@@ -8,7 +8,8 @@
  * entries go (a hit refreshes an entry's modification time).
  *
  * An entry file: one line of JSON (the header: format, key, and size, mode and SHA-256 of
- * the stdout and of each output file), then the stdout's bytes and each file's, in order.
+ * the stdout, of the stderr and of each output file), then the stdout's bytes, the stderr's
+ * and each file's, in order. (Format 1, still read, had no stderr.)
  */
 import { createHash, randomBytes } from 'node:crypto';
 import {
@@ -28,7 +29,9 @@ import { homedir } from 'node:os';
 import { join } from 'node:path';
 
 /** The header's `format`: bump it when the entry layout changes (older files are misses). */
-export const ENTRY_FORMAT = 'rake-ts-cache-entry/1';
+export const ENTRY_FORMAT = 'rake-ts-cache-entry/2';
+/** The format before the stderr was stored: read as an entry with an empty stderr. */
+const ENTRY_FORMAT_1 = 'rake-ts-cache-entry/1';
 
 /** Default bound of the local cache: 1 GiB. */
 export const DEFAULT_LOCAL_CACHE_BYTES = 1024 * 1024 * 1024;
@@ -41,9 +44,11 @@ export interface CachedFile {
   readonly bytes: Buffer;
 }
 
-/** What a hit restores: the action's stdout and its output files. */
+/** What a hit restores: the action's stdout, its stderr (warnings) and its output files. */
 export interface CacheEntry {
   readonly stdout: Buffer;
+  /** What the successful command wrote to stderr (compiler warnings); absent = none. */
+  readonly stderr?: Buffer;
   readonly files: readonly CachedFile[];
 }
 
@@ -56,6 +61,8 @@ interface Header {
   readonly format: string;
   readonly key: string;
   readonly stdout: Part;
+  /** Absent in format 1. */
+  readonly stderr?: Part;
   readonly files: readonly (Part & { readonly name: string; readonly mode: number })[];
 }
 
@@ -210,10 +217,12 @@ export class LocalCache {
 }
 
 function encode(key: string, entry: CacheEntry): Buffer {
+  const stderr = entry.stderr ?? Buffer.alloc(0);
   const header: Header = {
     format: ENTRY_FORMAT,
     key,
     stdout: { size: entry.stdout.length, sha256: sha(entry.stdout) },
+    stderr: { size: stderr.length, sha256: sha(stderr) },
     files: entry.files.map((f) => ({
       name: f.name,
       mode: f.mode & 0o777,
@@ -224,6 +233,7 @@ function encode(key: string, entry: CacheEntry): Buffer {
   return Buffer.concat([
     Buffer.from(`${JSON.stringify(header)}\n`),
     entry.stdout,
+    stderr,
     ...entry.files.map((f) => f.bytes),
   ]);
 }
@@ -238,7 +248,8 @@ function decode(key: string, data: Buffer): CacheEntry | string {
   } catch {
     return 'the header is not JSON';
   }
-  if (header.format !== ENTRY_FORMAT) return `format ${String(header.format)}`;
+  const withStderr = header.format === ENTRY_FORMAT;
+  if (!withStderr && header.format !== ENTRY_FORMAT_1) return `format ${String(header.format)}`;
   if (header.key !== key) return 'it is stored under another key';
   if (!Array.isArray(header.files)) return 'no file list';
   let at = nl + 1;
@@ -251,6 +262,12 @@ function decode(key: string, data: Buffer): CacheEntry | string {
   };
   const stdout = take(header.stdout, 'stdout');
   if (typeof stdout === 'string') return stdout;
+  let stderr: Buffer | undefined;
+  if (withStderr) {
+    const read = take(header.stderr as Part, 'stderr');
+    if (typeof read === 'string') return read;
+    if (read.length > 0) stderr = read;
+  }
   const files: CachedFile[] = [];
   for (const f of header.files) {
     if (typeof f.name !== 'string' || !Number.isInteger(f.mode)) return 'bad file entry';
@@ -259,5 +276,5 @@ function decode(key: string, data: Buffer): CacheEntry | string {
     files.push({ name: f.name, mode: f.mode & 0o777, bytes });
   }
   if (at !== data.length) return `${data.length - at} bytes past the end`;
-  return { stdout, files };
+  return stderr === undefined ? { stdout, files } : { stdout, stderr, files };
 }

@@ -522,6 +522,7 @@ function attemptOn(
               stage = 'download';
               cachedKey = p.key;
               stdout = p.stdout;
+              warnings = p.stderr;
               files = p.files;
               break;
           }

@@ -136,6 +136,8 @@ export type JobProgress =
       readonly type: 'cached';
       readonly key: string;
       readonly stdout: ActionOutput;
+      /** The stored stderr of the command (its warnings), when it wrote any. */
+      readonly stderr?: string;
       readonly files: readonly string[];
       readonly bytes: number;
     };
@@ -585,17 +587,27 @@ function runJob(endpoint: Endpoint, job: JobSpec, state: TransportState): Observ
       const hit = cache.get(key);
       if (hit !== undefined) return defer(() => of(restoreHit(job, key, hit)));
       let stdout: ActionOutput | undefined;
+      let stderr: string | undefined;
       let names: readonly string[] = [];
       return runJobRetrying(endpoint, job, state).pipe(
         tap({
           next: (p) => {
-            if (p.type === 'replied' && p.ok) stdout = p.stdout;
+            if (p.type === 'replied' && p.ok) {
+              stdout = p.stdout;
+              stderr = p.stderr;
+            }
             if (p.type === 'downloaded') names = p.files;
           },
           complete: () => {
-            // Only a success (exit 0) is stored, with what landed.
+            // Only a success (exit 0) is stored, with what landed (and its warnings, which a
+            // hit shows again as a run would).
             if (stdout === undefined) return;
-            const entry = entryOf(job.outputDir, stdout.buffer(), names);
+            const entry = entryOf(
+              job.outputDir,
+              stdout.buffer(),
+              names,
+              stderr === undefined ? undefined : Buffer.from(stderr, 'utf8'),
+            );
             if (entry !== undefined) cache.put(key, entry);
           },
         }),
@@ -646,6 +658,7 @@ function restoreHit(job: JobSpec, key: string, hit: CacheEntry): JobProgress {
     type: 'cached',
     key,
     stdout: ActionOutput.of(hit.stdout),
+    ...(hit.stderr === undefined ? {} : { stderr: hit.stderr.toString('utf8') }),
     files: names,
     bytes: staged.reduce((n, f) => n + f.size, 0),
   };
