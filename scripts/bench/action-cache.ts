@@ -1,28 +1,48 @@
 /**
- * Benchmark: the local action cache (issue 21, `--cache`).
+ * Benchmark: the action cache (issue 21, `--cache`): every row of the issue's target table in
+ * one command.
  *
- *   node --import tsx scripts/bench/action-cache.ts [--units 100] [--runs 3]
+ *   npm run build && node --import tsx scripts/bench/action-cache.ts [--runs 5] [--units 100]
+ *       [--big 10000] [--rows embedded,servers,big]
  *
- * The generated C project of scripts/bench/lib/project.ts (`--units` compiles + a link),
- * built by `bin/rake-ts.js --cache` (run `npm run build` first) with a fresh cache directory:
- * the first run (empty cache), the second with nothing changed, and a third after one unit's
- * source changed. The hosts are 2 loopback endpoints where nothing listens, so the client
- * serves them with embedded servers: today the only hosts whose platform it knows (see
- * docs/client.md, "The action cache"). Each figure is a median over `--runs` fresh projects,
- * with the range; the load average is printed beside them. `--servers`: 2 `bin/rakeserver.js`
- * processes instead, which say their platform when the client asks, and keep the results of
- * the jobs they ran (extension `results`): after the first run, a second clone of the same
- * project (another directory, an empty local cache) is built on them, and the jobs the servers
- * ran for it are counted from their logs (`job start` lines). The second run's outputs (and the
- * clone's) are compared byte for byte, modes included, with the first's.
+ * Each round (`--runs` of them, the rows interleaved within a round) does, with fresh
+ * projects, cache directories and servers:
+ * - `embedded`: the generated C project of scripts/bench/lib/project.ts (`--units` compiles +
+ *   a link) built by `bin/rake-ts.js --cache` on 2 loopback endpoints where nothing listens
+ *   (the client serves them with embedded servers): the first run (empty cache), the second
+ *   with nothing changed (objects and program removed first), a third after one unit's source
+ *   gained a function.
+ * - `servers`: the same on 2 `bin/rakeserver.js` processes, which say their platform when
+ *   asked and keep the results of the jobs they ran (extension `results`); after the first run
+ *   a second clone of the project (another directory, an empty local cache) is built on them,
+ *   and the jobs the servers ran for it are counted from their logs (`job start` lines).
+ * - `big`: `--big` actions `remote-true N` (distinct keys, no inputs, no outputs) on 2
+ *   rakeserver processes, as build.ts's peak-RSS row (its figure in docs/benchmarks.md is
+ *   "today's" bound): without `--cache` (the baseline, in the same round), with `--cache` and
+ *   an empty cache, and again with every action a hit; peak RSS (VmHWM) and wall time of each
+ *   client process, the jobs the servers ran in the all-hit run, and the lookup's own cost
+ *   (scripts/bench/action-cache-lookup.ts: key + verified read over `--big` entries).
+ * Every build is a separate client process, timed from spawn to exit. Outputs of the second
+ * runs and the clone are compared byte for byte, modes included, with the first run's.
+ * Figures are medians with the range over the rounds; the load average is printed beside them.
  */
-import { type ChildProcess, spawn } from 'node:child_process';
-import { appendFileSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
+import {
+  appendFileSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import { createServer } from 'node:net';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { runRakeProgram } from './lib/client-run.js';
 import { checkProgram, cleanBuild, writeCProject } from './lib/project.js';
 import { median } from './lib/stats.js';
 
@@ -30,23 +50,31 @@ const root = fileURLToPath(new URL('../..', import.meta.url));
 const { values: opts } = parseArgs({
   options: {
     units: { type: 'string', default: '100' },
-    runs: { type: 'string', default: '3' },
-    servers: { type: 'boolean', default: false },
+    runs: { type: 'string', default: '5' },
+    big: { type: 'string', default: '10000' },
+    rows: { type: 'string', default: 'embedded,servers,big' },
   },
 });
 const UNITS = Number(opts.units);
 const RUNS = Number(opts.runs);
+const BIG = Number(opts.big);
+const ROWS = new Set(opts.rows.split(','));
+for (const r of ROWS) {
+  if (!['embedded', 'servers', 'big'].includes(r)) throw new Error(`--rows: unknown row ${r}`);
+}
 
 /** `bin/rakeserver.js --port 0` (a separate process); resolves with its port once it listens. */
-function startServer(): Promise<{
+function startServer(flags: readonly string[] = []): Promise<{
   child: ChildProcess;
   port: number;
   jobs: () => number;
   compiles: () => number;
 }> {
-  const child = spawn(process.execPath, [join(root, 'bin/rakeserver.js'), '--port', '0'], {
-    stdio: ['ignore', 'ignore', 'pipe'],
-  });
+  const child = spawn(
+    process.execPath,
+    [join(root, 'bin/rakeserver.js'), '--port', '0', ...flags],
+    { stdio: ['ignore', 'ignore', 'pipe'] },
+  );
   return new Promise((resolve, reject) => {
     let buf = '';
     let jobs = 0;
@@ -141,92 +169,214 @@ function outputs(dir: string): Map<string, string> {
   return out;
 }
 
-const first: number[] = [];
-const second: number[] = [];
-const changed: number[] = [];
-const jobsSecond: number[] = [];
-const jobsChanged: number[] = [];
-let identical = true;
-const loadBefore = loadavg()[0] ?? 0;
-const clone: number[] = [];
-const jobsClone: number[] = [];
-const compilesClone: number[] = [];
-let servers: Awaited<ReturnType<typeof startServer>>[] = [];
+type Servers = Awaited<ReturnType<typeof startServer>>[];
+const ran = (servers: Servers) => servers.reduce((n, x) => n + x.jobs(), 0);
+const compiled = (servers: Servers) => servers.reduce((n, x) => n + x.compiles(), 0);
+const same = (a: Map<string, string>, b: Map<string, string>) =>
+  JSON.stringify([...a]) === JSON.stringify([...b]);
+
+/** One row's figures over the rounds. */
+class Figures {
+  readonly first: number[] = [];
+  readonly second: number[] = [];
+  readonly changed: number[] = [];
+  readonly jobsSecond: number[] = [];
+  readonly jobsChanged: number[] = [];
+  readonly clone: number[] = [];
+  readonly jobsClone: number[] = [];
+  readonly compilesClone: number[] = [];
+  identical = true;
+}
+const embeddedRow = new Figures();
+const serversRow = new Figures();
+const big = {
+  uncachedS: [] as number[],
+  uncachedRss: [] as number[],
+  firstS: [] as number[],
+  firstRss: [] as number[],
+  hitS: [] as number[],
+  hitRss: [] as number[],
+  hitJobs: [] as number[],
+  lookupMs: [] as number[],
+};
+const loads: number[] = [];
+
+/** The C project's rows: first, (clone,) second, one change; into `f`. */
+async function cRow(f: Figures, run: number, scratch: string, servers: Servers): Promise<void> {
+  const withServers = servers.length > 0;
+  const hosts = withServers
+    ? servers.map((s) => `127.0.0.1:${s.port}`)
+    : [`127.0.0.1:${await freePort()}`, `127.0.0.1:${await freePort()}`];
+  const salt = `run ${run} ${Date.now()}`;
+  const rakePort = await freePort();
+  const project = writeCProject(join(scratch, 'p'), UNITS, { hosts, port: rakePort }, salt);
+  const cacheDir = join(scratch, 'cache');
+  const a = await build(project.dir, cacheDir);
+  const before = outputs(project.dir);
+  checkProgram(project, 'first run');
+  let cloneNote = '';
+  if (withServers) {
+    // A teammate's fresh clone: the same sources elsewhere, an empty local cache.
+    const other = writeCProject(join(scratch, 'q'), UNITS, { hosts, port: rakePort }, salt);
+    await settled(() => ran(servers)); // the first run's last lines, read before the clone starts
+    const ranBefore = ran(servers);
+    const compiledBefore = compiled(servers);
+    const q = await build(other.dir, join(scratch, 'cache-q'));
+    // A job's `job start` line is written before its reply, but may be read after the
+    // build ends: count once the figure holds for 3 polls (at most 2 s).
+    await settled(() => ran(servers));
+    f.jobsClone.push(ran(servers) - ranBefore);
+    f.compilesClone.push(compiled(servers) - compiledBefore);
+    f.clone.push(q.ms);
+    if (!same(before, outputs(other.dir))) f.identical = false;
+    checkProgram(other, 'second clone');
+    cloneNote = `, clone ${q.ms.toFixed(0)} ms (${f.compilesClone.at(-1)} compiles ran)`;
+  }
+  // checkProgram sets prog's mode to 0755: take the outputs as the build left them.
+  cleanBuild(project);
+  const b = await build(project.dir, cacheDir);
+  if (!same(before, outputs(project.dir))) f.identical = false;
+  checkProgram(project, 'second run');
+  // A change that changes the object (a comment would not: the link would then hit too).
+  appendFileSync(join(project.dir, 'u5.c'), 'int u5_changed(void) { return 5; }\n');
+  const c = await build(project.dir, cacheDir);
+  checkProgram(project, 'changed run');
+  f.first.push(a.ms);
+  f.second.push(b.ms);
+  f.changed.push(c.ms);
+  f.jobsSecond.push(b.actions - b.cached);
+  f.jobsChanged.push(c.actions - c.cached);
+  console.error(
+    `round ${run + 1}, ${withServers ? 'servers' : 'embedded'}: first ${a.ms.toFixed(0)} ms, second ${b.ms.toFixed(0)} ms (${b.actions - b.cached} ran)${cloneNote}, one unit changed ${c.ms.toFixed(0)} ms (${c.actions - c.cached} ran); load ${(loadavg()[0] ?? 0).toFixed(1)}`,
+  );
+}
+
+/** `--big` actions `remote-true N` in one actionset. */
+function trueRakefile(dir: string, n: number, ports: readonly number[]): void {
+  rmSync(dir, { recursive: true, force: true });
+  mkdirSync(dir, { recursive: true });
+  const lines = Array.from({ length: n }, (_, i) => `\tremote-true ${i}`).join('\n');
+  writeFileSync(
+    join(dir, 'Rakefile'),
+    `PORT = ${ports[0]}\nHOSTS = ${ports.map((p) => `127.0.0.1:${p}`).join(' ')}\n\ntrues:\n${lines}\n`,
+  );
+}
+
+/** The lookup's own cost per action (action-cache-lookup.ts, one pass over `n` entries). */
+function lookupMs(n: number): number {
+  const out = spawnSync(
+    process.execPath,
+    [
+      '--import',
+      'tsx',
+      join(root, 'scripts/bench/action-cache-lookup.ts'),
+      '--entries',
+      String(n),
+      '--runs',
+      '1',
+    ],
+    { cwd: root, encoding: 'utf8' },
+  );
+  const m = /key \+ verified read ([\d.]+) ms per action/.exec(out.stdout);
+  if (!m) throw new Error(`action-cache-lookup.ts said: ${out.stdout}${out.stderr}`);
+  return Number(m[1]);
+}
+
+async function bigRow(run: number, scratch: string, servers: Servers): Promise<void> {
+  const dir = join(scratch, 'big');
+  const ports = servers.map((s) => s.port);
+  trueRakefile(dir, BIG, ports);
+  const report = join(scratch, 'report.json');
+  const cache = ['--cache', '--cache-dir', join(scratch, 'big-cache')];
+  const rake = join(root, 'bin/rake-ts.js');
+  const uncached = await runRakeProgram(rake, dir, report);
+  const first = await runRakeProgram(rake, dir, report, cache);
+  await settled(() => ran(servers));
+  const ranBefore = ran(servers);
+  const hit = await runRakeProgram(rake, dir, report, cache);
+  await settled(() => ran(servers));
+  big.hitJobs.push(ran(servers) - ranBefore);
+  big.uncachedS.push(uncached.seconds);
+  big.uncachedRss.push(uncached.maxRss);
+  big.firstS.push(first.seconds);
+  big.firstRss.push(first.maxRss);
+  big.hitS.push(hit.seconds);
+  big.hitRss.push(hit.maxRss);
+  big.lookupMs.push(lookupMs(BIG));
+  const mib = (b: number) => (b / 2 ** 20).toFixed(1);
+  console.error(
+    `round ${run + 1}, ${BIG} actions: uncached ${uncached.seconds.toFixed(1)} s ${mib(uncached.maxRss)} MiB, --cache first ${first.seconds.toFixed(1)} s ${mib(first.maxRss)} MiB, all hits ${hit.seconds.toFixed(2)} s ${mib(hit.maxRss)} MiB (${big.hitJobs.at(-1)} jobs ran); lookup ${big.lookupMs.at(-1)?.toFixed(3)} ms/action; load ${(loadavg()[0] ?? 0).toFixed(1)}`,
+  );
+}
+
 for (let run = 0; run < RUNS; run++) {
-  const scratch = mkdtempSync(join(tmpdir(), 'rake-bench-action-cache-'));
-  try {
-    servers = opts.servers ? [await startServer(), await startServer()] : [];
-    const hosts = opts.servers
-      ? servers.map((s) => `127.0.0.1:${s.port}`)
-      : [`127.0.0.1:${await freePort()}`, `127.0.0.1:${await freePort()}`];
-    const salt = `run ${run} ${Date.now()}`;
-    const rakePort = await freePort();
-    const project = writeCProject(join(scratch, 'p'), UNITS, { hosts, port: rakePort }, salt);
-    const cacheDir = join(scratch, 'cache');
-    const a = await build(project.dir, cacheDir);
-    const before = outputs(project.dir);
-    checkProgram(project, 'first run');
-    if (opts.servers) {
-      // A teammate's fresh clone: the same sources elsewhere, an empty local cache.
-      const other = writeCProject(join(scratch, 'q'), UNITS, { hosts, port: rakePort }, salt);
-      const ran = () => servers.reduce((n, x) => n + x.jobs(), 0);
-      await settled(ran); // the first run's last lines, read before the clone starts
-      const ranBefore = ran();
-      const compiledBefore = servers.reduce((n, x) => n + x.compiles(), 0);
-      const q = await build(other.dir, join(scratch, 'cache-q'));
-      // A job's `job start` line is written before its reply, but may be read after the
-      // build ends: count once the figure holds for 3 polls (at most 2 s).
-      await settled(ran);
-      jobsClone.push(ran() - ranBefore);
-      compilesClone.push(servers.reduce((n, x) => n + x.compiles(), 0) - compiledBefore);
-      clone.push(q.ms);
-      if (JSON.stringify([...before]) !== JSON.stringify([...outputs(other.dir)]))
-        identical = false;
-      checkProgram(other, 'second clone');
+  loads.push(loadavg()[0] ?? 0);
+  for (const row of ['embedded', 'servers', 'big'] as const) {
+    if (!ROWS.has(row)) continue;
+    const scratch = mkdtempSync(join(tmpdir(), 'rake-bench-action-cache-'));
+    let servers: Servers = [];
+    try {
+      if (row === 'embedded') await cRow(embeddedRow, run, scratch, []);
+      else {
+        servers = [await startServer(), await startServer()];
+        if (row === 'servers') await cRow(serversRow, run, scratch, servers);
+        else await bigRow(run, scratch, servers);
+      }
+    } finally {
+      for (const s of servers) s.child.kill('SIGTERM');
+      rmSync(scratch, { recursive: true, force: true });
     }
-    // checkProgram sets prog's mode to 0755: take the outputs as the build left them.
-    cleanBuild(project);
-    const b = await build(project.dir, cacheDir);
-    const after = outputs(project.dir);
-    if (JSON.stringify([...before]) !== JSON.stringify([...after])) identical = false;
-    checkProgram(project, 'second run');
-    // A change that changes the object (a comment would not: the link would then hit too).
-    appendFileSync(join(project.dir, 'u5.c'), 'int u5_changed(void) { return 5; }\n');
-    const c = await build(project.dir, cacheDir);
-    checkProgram(project, 'changed run');
-    first.push(a.ms);
-    second.push(b.ms);
-    changed.push(c.ms);
-    jobsSecond.push(b.actions - b.cached);
-    jobsChanged.push(c.actions - c.cached);
-    console.error(
-      `run ${run + 1}: first ${a.ms.toFixed(0)} ms (${a.cached} cached), second ${b.ms.toFixed(0)} ms (${b.actions - b.cached} ran), one unit changed ${c.ms.toFixed(0)} ms (${c.actions - c.cached} ran)`,
-    );
-  } finally {
-    for (const s of servers) s.child.kill('SIGTERM');
-    rmSync(scratch, { recursive: true, force: true });
   }
 }
-const loadAfter = loadavg()[0] ?? 0;
-const s = (v: number[]) =>
-  `${(median(v) / 1000).toFixed(2)} s (${(Math.min(...v) / 1000).toFixed(2)}–${(Math.max(...v) / 1000).toFixed(2)})`;
-const ratio = second.map((v, i) => v / (first[i] as number));
-console.log(
-  `| ${UNITS}-unit C project, --cache, ${opts.servers ? '2 rakeserver processes' : 'embedded servers'} | median (range), ${RUNS} runs |`,
-);
-console.log('|---|---|');
-console.log(`| first run (empty cache) | ${s(first)} |`);
-console.log(
-  `| second run, nothing changed | ${s(second)}; ${(median(ratio) * 100).toFixed(1)} % of the first (${(Math.min(...ratio) * 100).toFixed(1)}–${(Math.max(...ratio) * 100).toFixed(1)} %); jobs run: ${jobsSecond.join(', ')} |`,
-);
-console.log(`| one unit's source changed | ${s(changed)}; jobs run: ${jobsChanged.join(', ')} |`);
-if (opts.servers) {
-  const cloneRatio = clone.map((v, i) => v / (first[i] as number));
+loads.push(loadavg()[0] ?? 0);
+
+const spread = (v: number[], scale = 1, digits = 2, unit = '') =>
+  `${(median(v) * scale).toFixed(digits)}${unit} (${(Math.min(...v) * scale).toFixed(digits)}–${(Math.max(...v) * scale).toFixed(digits)})`;
+const sec = (v: number[]) => spread(v, 1 / 1000, 2, ' s');
+const pct = (v: number[]) => spread(v, 100, 1, ' %');
+const ratios = (a: number[], b: number[]) => a.map((v, i) => v / (b[i] as number));
+const met = (ok: boolean) => (ok ? 'met' : '**not met**');
+
+console.log(`| work (issue 21's target) | figure: median (range), ${RUNS} rounds | target |`);
+console.log('|---|---|---|');
+for (const [name, f] of [
+  ['embedded servers', embeddedRow],
+  ['2 rakeserver processes', serversRow],
+] as const) {
+  if (f.first.length === 0) continue;
+  const r = ratios(f.second, f.first);
+  console.log(`| ${UNITS}-unit C project, ${name}: first run, empty cache | ${sec(f.first)} | |`);
   console.log(
-    `| a second clone, empty local cache, same servers | ${s(clone)}; ${(median(cloneRatio) * 100).toFixed(1)} % of the first; jobs the servers ran: ${jobsClone.join(', ')}, of which compiles: ${compilesClone.join(', ')} |`,
+    `| the same, second run with \`--cache\`, nothing changed (≤ 10 % of the first, 0 jobs) | ${sec(f.second)}: ${pct(r)} of the first; jobs run: ${f.jobsSecond.join(', ')} | ${met(median(r) <= 0.1 && f.jobsSecond.every((j) => j === 0))} |`,
+  );
+  console.log(
+    `| the same, one unit's source changed (exactly 2 jobs) | ${sec(f.changed)}; jobs run: ${f.jobsChanged.join(', ')} | ${met(f.jobsChanged.every((j) => j === 2))} |`,
+  );
+  if (f.clone.length > 0) {
+    console.log(
+      `| the same, a second clone (empty local cache), same servers (0 compile jobs) | ${sec(f.clone)}: ${pct(ratios(f.clone, f.first))} of the first; jobs the servers ran: ${f.jobsClone.join(', ')}, of which compiles: ${f.compilesClone.join(', ')} | ${met(f.compilesClone.every((j) => j === 0))} |`,
+    );
+  }
+  console.log(
+    `| the same, outputs of the second run${f.clone.length > 0 ? ' and of the clone' : ''} (byte-identical, modes included) | ${f.identical ? 'byte-identical to the first run, modes included' : 'DIFFERENT from the first run'} | ${met(f.identical)} |`,
+  );
+}
+if (big.hitS.length > 0) {
+  const mib = (v: number[]) => spread(v, 1 / 2 ** 20, 1, ' MiB');
+  const perAction = big.hitS.map((s) => (s * 1000) / BIG);
+  console.log(
+    `| ${BIG.toLocaleString('en')} \`remote-true N\` actions without \`--cache\` (today's figure, same round) | ${spread(big.uncachedS, 1, 1, ' s')}, peak RSS ${mib(big.uncachedRss)} | |`,
+  );
+  console.log(
+    `| the same with \`--cache\`, empty cache (every result stored) | ${spread(big.firstS, 1, 1, ' s')}, peak RSS ${mib(big.firstRss)} | |`,
+  );
+  console.log(
+    `| ${BIG.toLocaleString('en')} cached actions: client RSS under today's figure | all hits: peak RSS ${mib(big.hitRss)}; jobs the servers ran: ${big.hitJobs.join(', ')} | ${met(median(big.hitRss) < median(big.uncachedRss))} |`,
+  );
+  console.log(
+    `| ${BIG.toLocaleString('en')} cached actions: lookup overhead ≤ 1 ms per action | key + verified read ${spread(big.lookupMs, 1, 3, ' ms')} per action; the whole all-hit run ${spread(big.hitS, 1, 2, ' s')}, ${spread(perAction, 1, 3, ' ms')} per action from spawn to exit | ${met(median(big.lookupMs) <= 1)} |`,
   );
 }
 console.log(
-  `| outputs of the second run${opts.servers ? ' and of the clone' : ''} | ${identical ? 'byte-identical to the first, modes included' : 'DIFFERENT from the first'} |`,
+  `\nload average (1 min) at each round's start and at the end: ${loads.map((l) => l.toFixed(1)).join(', ')}`,
 );
-console.log(`\nload average ${loadBefore.toFixed(1)} before, ${loadAfter.toFixed(1)} after`);
