@@ -339,7 +339,7 @@ describe('our client and our server', () => {
         const job = () =>
           lastValueFrom(
             transport
-              .runJob(endpoint, {
+              .sendJob(endpoint, {
                 command: 'wc -c a.txt',
                 files: [{ name: 'a.txt', path: join(dir, 'a.txt') }],
                 outputDir: dir,

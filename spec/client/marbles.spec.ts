@@ -78,7 +78,7 @@ function scripted(
       costCalls.push(hostKey(e));
       return ts.createColdObservable(costs[hostKey(e)] ?? '-', COST_VALUES);
     },
-    runJob: (e: Endpoint) => {
+    sendJob: (e: Endpoint) => {
       const host = hostKey(e);
       calls.push(host);
       const script = jobs[host] ?? '-';

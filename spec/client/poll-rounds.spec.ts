@@ -78,7 +78,7 @@ describe('CostPoller: shared rounds (marbles)', { timeout: 20_000 }, () => {
           ({ 'a:1': '-', 'b:1': 'c-3' } as Record<string, string>)[hostKey(e)] ?? '-',
           COST,
         ),
-      runJob: () => ts.createColdObservable('c u 3ms s|', JOB),
+      sendJob: () => ts.createColdObservable('c u 3ms s|', JOB),
     };
     const events: RakeEvent[] = [];
     ts.run(({ flush }) => {

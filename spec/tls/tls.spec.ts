@@ -203,7 +203,7 @@ describe('TLS: mutual TLS', () => {
       try {
         // The job fails before anything runs, with the reason.
         const err = await lastValueFrom(
-          transport.runJob(
+          transport.sendJob(
             { host: '127.0.0.1', port: server.tlsPort ?? 0, tls: true },
             { command: 'touch ran.txt', files: [], outputDir: dir },
           ),

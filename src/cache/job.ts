@@ -1,7 +1,7 @@
 /**
  * The action cache in a job (issue 21): the key of a job as a given host would receive it,
  * a hit's outputs landed as a host's would be, and a success's outputs read back for
- * storing. Used by the transport (`runJob`) when a job asks for the cache.
+ * storing. Used by the transport (`sendJob`) when a job asks for the cache.
  */
 import {
   closeSync,

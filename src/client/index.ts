@@ -24,4 +24,4 @@ export {
   run,
 } from './run.js';
 export { effectiveCost, pickCheapestHost } from './select.js';
-export type { JobProgress, JobSpec, Transport } from './transport.js';
+export type { JobProgress, JobRequest, Transport } from './transport.js';

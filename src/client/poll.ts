@@ -1,25 +1,10 @@
-import {
-  asyncScheduler,
-  catchError,
-  defer,
-  filter,
-  from,
-  map,
-  merge,
-  Observable,
-  of,
-  type SchedulerLike,
-  share,
-  take,
-  tap,
-  throwError,
-  timeout,
-} from 'rxjs';
-import { TlsError } from '../tls/index.js';
+import { asyncScheduler, from, merge, type Observable, type SchedulerLike, share, tap } from 'rxjs';
 import { type Endpoint, hostKey } from './endpoint.js';
-import { describeError, errorCode, isConnectionError } from './errors.js';
-import { type HostTrouble, type SilentHost, troubleOf } from './hosts.js';
+import type { HostTrouble, SilentHost } from './hosts.js';
 import type { PeerInfo } from './negotiate.js';
+import { type PollOptions, pollCosts } from './ops/poll-costs.js';
+
+export { type PollOptions, pollCosts } from './ops/poll-costs.js';
 
 /**
  * What a cost query reports as it goes: the connection is up, then the answer, with what
@@ -61,126 +46,6 @@ export type CostResult =
 
 /** Why a host has no cost in a poll (see {@link CostResult}). */
 export type PollFailure = 'unreachable' | 'slow' | 'bad-answer' | 'skipped';
-
-/** Per-host limits of a cost poll. */
-export interface PollOptions {
-  /** Time allowed for the TCP connection. */
-  readonly connectTimeoutMs: number;
-  /** Time allowed, once connected, for the answer. */
-  readonly replyTimeoutMs: number;
-  /** Clock and timers (the TestScheduler in marble tests). */
-  readonly scheduler?: SchedulerLike;
-}
-
-/**
- * Asks every host its cost at once, each over its own connection, and emits one result per
- * host in the order they arrive (that order breaks ties). A host that refuses, times out
- * (connect or reply) or answers garbage yields an `ok: false` result, never an error, so
- * one dead host cannot spoil the poll.
- */
-export function pollCosts(
-  hosts: readonly Endpoint[],
-  query: QueryCost,
-  options: PollOptions,
-): Observable<CostResult> {
-  const scheduler = options.scheduler ?? asyncScheduler;
-  return merge(
-    ...hosts.map((endpoint) =>
-      defer(() => {
-        const host = hostKey(endpoint);
-        const started = scheduler.now();
-        const rtt = () => scheduler.now() - started;
-        let connected = false;
-        const failed = (error: string, failure: PollFailure, trouble: HostTrouble): CostResult => ({
-          ok: false,
-          host,
-          endpoint,
-          error,
-          rttMs: rtt(),
-          failure,
-          trouble,
-        });
-        return query(endpoint).pipe(
-          tap((p) => {
-            if (p.type === 'connected') connected = true;
-          }),
-          timeout({
-            first: options.connectTimeoutMs,
-            each: options.replyTimeoutMs,
-            scheduler,
-            with: ({ seen }) =>
-              throwError(() =>
-                seen === 0
-                  ? new PollTimeout(
-                      endpoint.tls === true
-                        ? `no TLS connection within ${options.connectTimeoutMs} ms (connect and handshake; a plain port that waits in silence, as the reference rakeserver's does, never answers TLS: write it without rakes://)`
-                        : `no connection within ${options.connectTimeoutMs} ms`,
-                      'unreachable',
-                    )
-                  : new PollTimeout(`no answer within ${options.replyTimeoutMs} ms`, 'slow'),
-              ),
-          }),
-          filter((p): p is Extract<CostProbe, { type: 'cost' }> => p.type === 'cost'),
-          take(1),
-          map(
-            (p): CostResult => ({
-              ok: true,
-              host,
-              endpoint,
-              cost: p.cost,
-              rttMs: rtt(),
-              ...(p.peer === undefined ? {} : { peer: p.peer }),
-            }),
-          ),
-          catchError((err: unknown) => {
-            const failure: PollFailure =
-              err instanceof PollTimeout
-                ? err.failure
-                : connected && !isConnectionError(err)
-                  ? 'bad-answer'
-                  : 'unreachable';
-            const trouble: HostTrouble =
-              err instanceof PollTimeout
-                ? 'timed-out'
-                : err instanceof TlsError
-                  ? 'tls'
-                  : failure === 'bad-answer'
-                    ? 'bad-answer'
-                    : (troubleOf(errorCode(err)) ?? 'closed');
-            return of<CostResult>(failed(describeError(err), failure, trouble));
-          }),
-          // A query that ends without an answer is a failure too.
-          (source) =>
-            new Observable<CostResult>((sub) => {
-              let answered = false;
-              return source.subscribe({
-                next: (r) => {
-                  answered = true;
-                  sub.next(r);
-                },
-                error: (e: unknown) => sub.error(e),
-                complete: () => {
-                  if (!answered)
-                    sub.next(failed('closed without answering', 'unreachable', 'closed'));
-                  sub.complete();
-                },
-              });
-            }),
-        );
-      }),
-    ),
-  );
-}
-
-/** A cost query that ran out of time, connecting (`unreachable`) or waiting (`slow`). */
-class PollTimeout extends Error {
-  constructor(
-    message: string,
-    readonly failure: 'unreachable' | 'slow',
-  ) {
-    super(message);
-  }
-}
 
 /** A poll an action takes part in: its id, its ledger mark, and the results as they come. */
 export interface PollRound {

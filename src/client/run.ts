@@ -3,21 +3,25 @@ import { type Logger, pino } from 'pino';
 import {
   asyncScheduler,
   concat,
+  concatMap,
   defer,
   EMPTY,
   finalize,
   from,
+  map,
   merge,
   mergeMap,
-  Observable,
+  type Observable,
   of,
+  ReplaySubject,
   type SchedulerLike,
-  Subject,
-  type Subscription,
+  takeWhile,
   tap,
   timeout,
+  toArray,
 } from 'rxjs';
 import type { Actionset, Rakefile } from '../../grammar/model.js';
+import { type ActionsetStream, actionsetStreams } from '../../grammar/stream.js';
 import type { LocalCache } from '../cache/store.js';
 import { logEvent } from '../observe/log-events.js';
 import type { Token } from '../protocol/token.js';
@@ -29,6 +33,7 @@ import { type Endpoint, hostKey, isLoopback } from './endpoint.js';
 import { type ActionRef, NO_PHASES, type RakeEvent, type RunSummary } from './events.js';
 import { distinctHosts, type EmbeddedNote, type HostAlias, type SilentHost } from './hosts.js';
 import { OutputClaims } from './landing.js';
+import { cancelOn } from './ops/cancel-on.js';
 import { OutputSpool } from './output.js';
 import { CostPoller } from './poll.js';
 import { resolveRequirements } from './requirements.js';
@@ -309,10 +314,10 @@ function runTargets(
       hasLocal ? embedded.ensure(targets.local, 'local-actions') : EMPTY,
     );
 
-    const actionsets$ = concat(
-      ...rakefile.actionsets.map((set) =>
-        defer(() => (tally.stopped ? EMPTY : runActionset(ctx, set, { jobs, failFast, executor }))),
-      ),
+    // Actionsets one after another; after one where an action failed or was cancelled, none.
+    const actionsets$ = actionsetStreams(rakefile).pipe(
+      concatMap((set) => runActionset(ctx, set, { jobs, failFast, executor })),
+      takeWhile((e) => e.type !== 'actionset-done' || (e.failed === 0 && e.cancelled === 0), true),
     );
 
     /** Where nothing listened and this run started a server of its own. */
@@ -369,7 +374,6 @@ function withHostNotes(
 
 /** Counts what happened, for the `done` event's summary. */
 class Tally {
-  stopped = false;
   #actionsetsRun = 0;
   #succeeded = 0;
   #failed = 0;
@@ -412,12 +416,10 @@ class Tally {
         break;
       case 'action-failed':
         this.#failed++;
-        this.stopped = true;
         if (e.reason === 'no-host' || e.reason === 'host-lost') this.#noHost = true;
         break;
       case 'action-cancelled':
         this.#cancelled++;
-        this.stopped = true;
         break;
       case 'action-retried':
         this.#retries++;
@@ -468,15 +470,17 @@ function start(ctx: ActionContext, action: PlannedAction, executor: RemoteExecut
 /**
  * One actionset: checks every action's requirements first (a missing file fails its action
  * before anything is sent, and then no action of the set runs), then runs the actions in
- * parallel, at most `jobs` at once. With `failFast`, the first failure cancels the rest.
+ * parallel, at most `jobs` at once. With `failFast`, the first failure cancels the rest
+ * (`cancelOn`).
  */
 export function runActionset(
   ctx: ActionContext,
-  set: Actionset,
+  stream: ActionsetStream,
   policy: ActionsetPolicy,
 ): Observable<RakeEvent> {
   return defer(() => {
     const { scheduler } = ctx;
+    const set = stream.actionset;
     const t0 = scheduler.now();
     const counts = { succeeded: 0, failed: 0, cancelled: 0 };
     const started: RakeEvent = {
@@ -490,8 +494,9 @@ export function runActionset(
 
     // Checked synchronously, when the actionset starts (which keeps marble tests exact).
     const cache = new Map<string, string | undefined>();
-    const resolved$ = defer(() =>
-      of(set.actions.map((a) => resolveRequirements(ctx.outputDir, a.requires, cache))),
+    const resolved$ = stream.actions.pipe(
+      map((a) => resolveRequirements(ctx.outputDir, a.requires, cache)),
+      toArray(),
     );
 
     const body$ = resolved$.pipe(
@@ -523,8 +528,32 @@ export function runActionset(
         const planned = resolved.map(
           (r, i): PlannedAction => ({ ref: refs[i] as ActionRef, files: r.files, claims }),
         );
-        const cancel = new Cancellation();
-        return from(planned).pipe(mergeMap((p) => guarded(ctx, p, cancel, policy), policy.jobs));
+        if (!policy.failFast) {
+          return from(planned).pipe(mergeMap((p) => start(ctx, p, policy.executor), policy.jobs));
+        }
+        // The actionset's first failure, replayed to the actions that start after it.
+        const failures = new ReplaySubject<void>(1);
+        const cancelled =
+          (p: PlannedAction) =>
+          (host: string | undefined): RakeEvent => ({
+            type: 'action-cancelled',
+            time: scheduler.now(),
+            action: p.ref,
+            ...(host === undefined ? {} : { host }),
+          });
+        return from(planned).pipe(
+          mergeMap(
+            (p) =>
+              start(ctx, p, policy.executor).pipe(
+                cancelOn(failures, cancelled(p)),
+                // The failure is told first, then its siblings are cancelled.
+                concatMap((e) =>
+                  e.type === 'action-failed' ? concat(of(e), tell(failures)) : of(e),
+                ),
+              ),
+            policy.jobs,
+          ),
+        );
       }),
       tap((e) => {
         if (e.type === 'action-succeeded') counts.succeeded++;
@@ -546,66 +575,10 @@ export function runActionset(
   });
 }
 
-/** `--fail-fast` state of one actionset. */
-class Cancellation {
-  cancelled = false;
-  readonly signal = new Subject<void>();
-
-  fire(): void {
-    if (this.cancelled) return;
-    this.cancelled = true;
-    this.signal.next();
-  }
-}
-
-/**
- * An action that, under `--fail-fast`, cancels its siblings when it fails and is cancelled
- * when a sibling fails (its connection closed, its remote process killed), reporting
- * `action-cancelled`. An action not yet started when that happens is cancelled at once.
- */
-function guarded(
-  ctx: ActionContext,
-  action: PlannedAction,
-  cancel: Cancellation,
-  policy: ActionsetPolicy,
-): Observable<RakeEvent> {
-  if (!policy.failFast) return start(ctx, action, policy.executor);
-  return new Observable<RakeEvent>((sub) => {
-    const cancelled = (host: string | undefined): RakeEvent => ({
-      type: 'action-cancelled',
-      time: ctx.scheduler.now(),
-      action: action.ref,
-      ...(host === undefined ? {} : { host }),
-    });
-    if (cancel.cancelled) {
-      sub.next(cancelled(undefined));
-      sub.complete();
-      return;
-    }
-    let finished = false;
-    let host: string | undefined;
-    let inner: Subscription | undefined;
-    const onCancel = cancel.signal.subscribe(() => {
-      if (finished) return;
-      finished = true;
-      inner?.unsubscribe();
-      sub.next(cancelled(host));
-      sub.complete();
-    });
-    inner = start(ctx, action, policy.executor).subscribe({
-      next: (e) => {
-        if (e.type === 'host-chosen') host = e.host;
-        if (e.type === 'action-succeeded' || e.type === 'action-failed') finished = true;
-        sub.next(e);
-        if (e.type === 'action-failed') cancel.fire();
-      },
-      error: (err: unknown) => sub.error(err),
-      complete: () => sub.complete(),
-    });
-    if (sub.closed) inner.unsubscribe();
-    return () => {
-      onCancel.unsubscribe();
-      inner?.unsubscribe();
-    };
+/** Tells `failures` once subscribed (after what precedes it in a `concat`); emits nothing. */
+function tell(failures: ReplaySubject<void>): Observable<never> {
+  return defer(() => {
+    failures.next();
+    return EMPTY;
   });
 }

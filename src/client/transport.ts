@@ -62,7 +62,7 @@ import type { CostProbe } from './poll.js';
 import { jobLayout, type RequiredFile } from './requirements.js';
 
 /** What one job needs on the wire: the command, the files to send, where outputs go. */
-export interface JobSpec {
+export interface JobRequest {
   readonly command: string;
   /**
    * Requirements, each with its base-mode wire name and, when it was written relative, its
@@ -149,7 +149,7 @@ export type JobProgress =
 export interface Transport {
   queryCost(endpoint: Endpoint): Observable<CostProbe>;
   /** Errors are {@link JobError}s. Unsubscribing closes the connection at once. */
-  runJob(endpoint: Endpoint, job: JobSpec): Observable<JobProgress>;
+  sendJob(endpoint: Endpoint, job: JobRequest): Observable<JobProgress>;
   /**
    * The addresses a host name reaches, so that one server listed under two names is one
    * host (`hosts.ts`). Without it, names are compared as spelled.
@@ -256,7 +256,7 @@ export function tcpTransport(options: TransportOptions = {}): TcpTransport {
   };
   return {
     queryCost: (endpoint) => queryCost(endpoint, state),
-    runJob: (endpoint, job) => runJob(endpoint, job, state),
+    sendJob: (endpoint, job) => sendJob(endpoint, job, state),
     lookup: async (host) => (await dnsLookup(host, { all: true })).map((a) => a.address),
     trust: (endpoint, token) => {
       state.trusted.set(endpointIdentity(endpoint), token);
@@ -578,18 +578,22 @@ function askPlatform(
   });
 }
 
-function runJob(endpoint: Endpoint, job: JobSpec, state: TransportState): Observable<JobProgress> {
+function sendJob(
+  endpoint: Endpoint,
+  job: JobRequest,
+  state: TransportState,
+): Observable<JobProgress> {
   const cache = job.cache;
-  if (cache === undefined) return runJobRetrying(endpoint, job, state);
+  if (cache === undefined) return sendJobRetrying(endpoint, job, state);
   return defer(() => from(cacheKey(endpoint, job, state))).pipe(
     mergeMap((key) => {
-      if (key === undefined) return runJobRetrying(endpoint, job, state);
+      if (key === undefined) return sendJobRetrying(endpoint, job, state);
       const hit = cache.get(key);
       if (hit !== undefined) return defer(() => of(restoreHit(job, key, hit)));
       let stdout: ActionOutput | undefined;
       let stderr: string | undefined;
       let names: readonly string[] = [];
-      return runJobRetrying(endpoint, job, state).pipe(
+      return sendJobRetrying(endpoint, job, state).pipe(
         tap({
           next: (p) => {
             if (p.type === 'replied' && p.ok) {
@@ -619,7 +623,7 @@ function runJob(endpoint: Endpoint, job: JobSpec, state: TransportState): Observ
 /** The job's key as the host at `endpoint` would receive it, or `undefined` (no caching). */
 async function cacheKey(
   endpoint: Endpoint,
-  job: JobSpec,
+  job: JobRequest,
   state: TransportState,
 ): Promise<string | undefined> {
   const platform = await hostPlatform(endpoint, state);
@@ -632,7 +636,7 @@ async function cacheKey(
 }
 
 /** A hit's outputs landed as a job's would be: checked, staged, claimed, renamed together. */
-function restoreHit(job: JobSpec, key: string, hit: CacheEntry): JobProgress {
+function restoreHit(job: JobRequest, key: string, hit: CacheEntry): JobProgress {
   const staged = stageCached(job.outputDir, hit.files, (name) => {
     const why = outputRefusal(name, job.outputDir, job.refusedFiles ?? []);
     if (why !== undefined) {
@@ -664,21 +668,21 @@ function restoreHit(job: JobSpec, key: string, hit: CacheEntry): JobProgress {
   };
 }
 
-function runJobRetrying(
+function sendJobRetrying(
   endpoint: Endpoint,
-  job: JobSpec,
+  job: JobRequest,
   state: TransportState,
 ): Observable<JobProgress> {
-  return runJobOnce(endpoint, job, state, true).pipe(
+  return sendJobOnce(endpoint, job, state, true).pipe(
     catchError((err: unknown) =>
-      err instanceof StaleOffer ? runJobOnce(endpoint, job, state, false) : throwError(() => err),
+      err instanceof StaleOffer ? sendJobOnce(endpoint, job, state, false) : throwError(() => err),
     ),
   );
 }
 
-function runJobOnce(
+function sendJobOnce(
   endpoint: Endpoint,
-  job: JobSpec,
+  job: JobRequest,
   state: TransportState,
   mayOfferEarly: boolean,
 ): Observable<JobProgress> {
@@ -719,7 +723,7 @@ function runJobOnce(
       // `!F` while our bytes are still on their way; when it then closes, our write fails.
       // The refusal is what the user needs, so it is read before the write error is believed.
       let writeFailed: unknown;
-      const sendJob = async (
+      const sendCommand = async (
         modes: boolean,
         push: boolean,
         upload: readonly OutgoingFile[],
@@ -762,7 +766,8 @@ function runJobOnce(
               limits,
               ...(blind
                 ? {
-                    followUp: () => sendJob(true, true, files, peer.extensions.includes('queue')),
+                    followUp: () =>
+                      sendCommand(true, true, files, peer.extensions.includes('queue')),
                     okWithReply: true,
                     okWithinBeats: peer.extensions.includes('beat'),
                   }
@@ -799,7 +804,7 @@ function runJobOnce(
             minBytes: push ? CACHE_MIN_BYTES : 0,
           });
         }
-        await sendJob(
+        await sendCommand(
           modes,
           push,
           files,
