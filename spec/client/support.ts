@@ -2,11 +2,12 @@ import { cp, mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
-import { lastValueFrom, toArray } from 'rxjs';
+import { identity, lastValueFrom, toArray } from 'rxjs';
 import type { Rakefile } from '../../grammar/model.js';
 import { parseRakefile } from '../../grammar/parse.js';
 import type { RakeEvent, RakeEventOf, RakeEventType } from '../../src/client/events.js';
 import { type RunOptions, run } from '../../src/client/run.js';
+import { logEvents } from '../../src/observe/log-events.js';
 import { type ServerHandle, serve } from '../../src/server/index.js';
 import { waitUntil } from '../helpers/wait.js';
 
@@ -86,8 +87,13 @@ export async function runAll(
   text: string,
   options: RunOptions = {},
 ): Promise<RakeEvent[]> {
+  // run() logs none of its events: with a logger, they are logged here, as the CLI does.
+  const log = options.logger?.child({ component: 'client' });
   return lastValueFrom(
-    run(parse(text, join(dir, 'Rakefile')), { directory: dir, ...options }).pipe(toArray()),
+    run(parse(text, join(dir, 'Rakefile')), { directory: dir, ...options }).pipe(
+      log === undefined ? identity : logEvents(log),
+      toArray(),
+    ),
   );
 }
 

@@ -1,12 +1,13 @@
 // Log records: every event of a real run becomes exactly one record with stable fields,
-// whether the engine logs it (run() with a logger) or the logEvents operator does.
+// through the logEvents operator, which whoever subscribes to run() wires (the CLI does).
 import assert from 'node:assert/strict';
 import { before, describe, it } from 'node:test';
 import { pino } from 'pino';
-import { from, lastValueFrom } from 'rxjs';
+import { from, lastValueFrom, toArray } from 'rxjs';
 import type { RakeEvent } from '../../src/client/events.js';
+import { run } from '../../src/client/run.js';
 import { eventRecord, logEvents } from '../../src/observe/log-events.js';
-import { freePort, project, removeDir, runAll } from '../client/support.js';
+import { freePort, parse, project, removeDir, runAll } from '../client/support.js';
 import { recordRun } from './support.js';
 
 type Rec = Record<string, unknown> & { level: number; msg: string; event: string };
@@ -128,6 +129,29 @@ describe('run() with a logger', { timeout: 60_000 }, () => {
         quiet.records.filter((r) => r.component === 'client').map((r) => r.event),
       );
       assert.deepEqual([...kinds], ['action-failed']);
+    } finally {
+      await removeDir(dir);
+    }
+  });
+});
+
+describe('run() alone', { timeout: 60_000 }, () => {
+  it('emits its events and logs none of them: the subscriber does', async () => {
+    const dir = await project();
+    try {
+      const port = await freePort();
+      const text = `PORT = ${port}\n\nset:\n\techo here\n\techo gone >&2; exit 2\n`;
+      const all = capturing('trace');
+      const events = await lastValueFrom(
+        run(parse(text, `${dir}/Rakefile`), { directory: dir, logger: all.logger }).pipe(toArray()),
+      );
+      assert.ok(events.some((e) => e.type === 'action-failed'));
+      assert.deepEqual(
+        all.records.filter((r) => r.component === 'client' && 'event' in r).map((r) => r.event),
+        [],
+      );
+      // The engine's own records are still there (the run's plan, at debug).
+      assert.ok(all.records.length > 0);
     } finally {
       await removeDir(dir);
     }

@@ -178,7 +178,7 @@ export class EmbeddedServers {
             }
             this.#started.push(server);
             this.#transport.trust?.(endpoint, secret);
-            // Logged from the event, with the others (src/observe/log-events.ts).
+            // Logged from its event, with the others, by whoever subscribes (logEvents).
             return of<RakeEvent>({
               type: 'embedded-server-started',
               time: this.#scheduler.now(),

@@ -23,7 +23,6 @@ import {
 import type { Actionset, Rakefile } from '../../grammar/model.js';
 import { type ActionsetStream, actionsetStreams } from '../../grammar/stream.js';
 import type { LocalCache } from '../cache/store.js';
-import { logEvent } from '../observe/log-events.js';
 import type { Token } from '../protocol/token.js';
 import type { ClientTls } from '../tls/index.js';
 import { type ActionContext, type PlannedAction, runAction } from './action.js';
@@ -88,7 +87,11 @@ export interface RunOptions {
    * directory holding only its `requires` files (docs/client.md, "Local actions").
    */
   readonly localHere?: boolean;
-  /** pino logger (default: silent). */
+  /**
+   * pino logger for the engine's own records (names merged into one host, hosts that do not
+   * answer, embedded servers; default: silent). The events themselves are not logged by
+   * `run()`: whoever subscribes logs them, `run(...).pipe(logEvents(logger))`, as the CLI does.
+   */
   readonly logger?: Logger;
   /** Clock and timers (tests use the TestScheduler). */
   readonly scheduler?: SchedulerLike;
@@ -345,7 +348,6 @@ function runTargets(
         if (e.type === 'embedded-server-started') {
           embeddedStarted.push({ host: hostKey({ host: e.host, port: e.port }), reason: e.reason });
         }
-        logEvent(logger, e);
       }),
       finalize(() => trackCleanup(embedded.close())),
     );

@@ -19,6 +19,7 @@ import {
   type RunOptions,
   run,
 } from '../../client/run.js';
+import { logEvents } from '../../observe/log-events.js';
 import { eventsShownBy, ProgressDisplay, progressMode } from '../../observe/progress.js';
 import { loadToken, TOKEN_ENV, TokenError } from '../../protocol/token.js';
 import { cliContext, POLL_TIMEOUT_OPTIONS, UsageError } from '../context.js';
@@ -465,22 +466,25 @@ export async function runRake(args: RunArgs, io: RunIO = defaultIO()): Promise<n
     };
     signals.on('SIGINT', onInt);
     signals.on('SIGTERM', onTerm);
-    subscription = run(rakefile, options).subscribe({
-      next: (e) => {
-        if (e.type === 'done') summary = e.summary;
-        shown.next(e);
-      },
-      error: (err: unknown) => {
-        shown.dispose();
-        const what = err instanceof Error ? (err.stack ?? err.message) : String(err);
-        problem('internal-error', `rake-ts: internal error: ${what}`, { err });
-        finish(70);
-      },
-      complete: () => {
-        shown.end();
-        finish(summary === undefined ? 70 : summary.exitStatus);
-      },
-    });
+    // The engine emits events; the log, the display (progress, trace, report) subscribe here.
+    subscription = run(rakefile, options)
+      .pipe(logEvents(logger.child({ component: 'client' })))
+      .subscribe({
+        next: (e) => {
+          if (e.type === 'done') summary = e.summary;
+          shown.next(e);
+        },
+        error: (err: unknown) => {
+          shown.dispose();
+          const what = err instanceof Error ? (err.stack ?? err.message) : String(err);
+          problem('internal-error', `rake-ts: internal error: ${what}`, { err });
+          finish(70);
+        },
+        complete: () => {
+          shown.end();
+          finish(summary === undefined ? 70 : summary.exitStatus);
+        },
+      });
   });
 }
 
