@@ -1,10 +1,10 @@
 import type { Socket } from 'node:net';
 import { dirname, join } from 'node:path';
 import type { Logger } from 'pino';
+import type { Subscription } from 'rxjs';
 import { entryOf } from '../cache/job.js';
 import type { LocalCache } from '../cache/store.js';
 import {
-  describeHeader,
   type Extension,
   type ExtensionMessage,
   encodeExtension,
@@ -16,13 +16,10 @@ import {
   type HaveEntry,
   type Header,
   hold,
-  isOffer,
   isProtocolError,
   newNonce,
-  PROTOCOL_TAG,
   ProtocolError,
   type ProtocolLimits,
-  parseExtension,
   prepareInside,
   receiveFilestream,
   sendFilestream,
@@ -32,10 +29,20 @@ import {
 } from '../protocol/index.js';
 import { unreachable } from '../util/unreachable.js';
 import type { InputCache } from './cache.js';
+import {
+  AWAITING_FIRST,
+  costReply,
+  grantedOf,
+  type HandshakeConfig,
+  type HandshakeState,
+  modeOf,
+  onExtension,
+  onHeader,
+} from './handshake.js';
 import { type JobOutcome, runJob } from './job.js';
 import { type JobDirs, layoutOf } from './jobdirs.js';
 import type { Launcher } from './launcher.js';
-import { type LoadFeed, serveWatch } from './load.js';
+import { type LoadFeed, watchLoad } from './load.js';
 import { changedFiles, isSmallListing, listRegularFiles, StdoutSpool } from './outputs.js';
 import { landResult, serverResultKey } from './results.js';
 import { type JobSlots, SlotWaitAborted } from './slots.js';
@@ -123,12 +130,6 @@ type ConnectionOutcome =
   | 'idle-timeout'
   | 'evicted';
 
-/**
- * Base until a first message other than a hello; extended after a hello (negotiated
- * extensions in `#ext`). See docs/protocol.md, "Extensions".
- */
-type ConnectionMode = 'fresh' | 'base' | 'extended';
-
 /** How long a job waits for another connection's upload of a file it also needs. */
 const CACHE_WAIT_MS = 30_000;
 
@@ -149,12 +150,6 @@ const LINGER_MS = 1000;
 
 /** Idle time before TCP keepalive probes start, on every connection. */
 const KEEPALIVE_MS = 30_000;
-
-/**
- * Largest `!X` before authentication: a hello lists a handful of extensions, an answer to a
- * challenge is 69 bytes. See docs/protocol.md, "auth".
- */
-export const HANDSHAKE_MAX_BYTES = 4096;
 
 /** `text` with the server's workdir (and so every job directory in it) as `<workdir>`. */
 function withoutPaths(text: string, workdir: string): string {
@@ -184,32 +179,20 @@ export class Connection {
   #smallDir = true;
   #managing = false;
   #outcome: ConnectionOutcome = 'ok';
-  /** The hello asked for this server's platform (`platform?`). */
-  #wantsPlatform = false;
-
-  /** The `ok` of the handshake: the platform only to a client that asked. */
-  #ok(): ExtensionMessage {
-    const platform = this.#ctx.platform;
-    return this.#wantsPlatform && platform !== undefined
-      ? { verb: 'ok', extensions: [...this.#ext], platform }
-      : { verb: 'ok', extensions: [...this.#ext] };
-  }
   #evicted = false;
   /** The current command's stdout, until its reply is sent. */
   #spool: StdoutSpool | undefined;
   #commands = 0;
   #costQueries = 0;
-  #mode: ConnectionMode = 'fresh';
-  readonly #ext = new Set<Extension>();
-  #authenticated: boolean;
-  /** The challenge sent, while its answer is due. */
-  #nonce: string | undefined;
+  /** The handshake (handshake.ts): base or extended, challenged, the extensions granted. */
+  #state: HandshakeState = AWAITING_FIRST;
+  readonly #handshake: HandshakeConfig;
   /** Extension `cwd`: the job directory's subdirectory the command runs in (`!X cwd`). */
   #cwd: string | undefined;
   /** Extension `results`: the next command may be answered from the stored results. */
   #lookup = false;
-  /** `!X watch` came: the rest of the conversation is the load stream (extension `load`). */
-  #watching = false;
+  /** `!X watch` came: the load stream sent on this connection (extension `load`). */
+  #watch: Subscription | undefined;
   /** Files the last `!X have` asked the client to upload, by wire name, to cache on arrival. */
   readonly #expected = new Map<string, { entry: HaveEntry; settle: (() => void) | undefined }>();
 
@@ -220,7 +203,13 @@ export class Connection {
     this.#log = ctx.logger.child({ conn: id });
     this.#reader = new FramedReader(socket);
     this.#remote = `${socket.remoteAddress}:${socket.remotePort}`;
-    this.#authenticated = ctx.token === undefined;
+    this.#handshake = {
+      token: ctx.token,
+      extensions: ctx.extensions,
+      platform: ctx.platform,
+      limits: ctx.limits,
+      newNonce,
+    };
     socket.setNoDelay(true);
     // A peer whose host died or whose link broke mid-job is noticed even in base mode, which
     // has no heartbeat (the kernel probes an idle connection; a frozen but live host answers).
@@ -278,6 +267,7 @@ export class Connection {
       linger = await this.#fail(err);
     } finally {
       this.#setManaging(false);
+      this.#watch?.unsubscribe();
       this.#abort.abort(CONNECTION_ENDED);
       this.#disposeSpool();
       this.#settleExpected();
@@ -295,8 +285,10 @@ export class Connection {
           bytesOut: this.#socket.bytesWritten,
           commands: this.#commands,
           costQueries: this.#costQueries,
-          mode: this.#mode === 'extended' ? 'extended' : 'base',
-          ...(this.#mode === 'extended' ? { extensions: [...this.#ext].join(',') } : {}),
+          mode: modeOf(this.#state),
+          ...(modeOf(this.#state) === 'extended'
+            ? { extensions: [...grantedOf(this.#state)].join(',') }
+            : {}),
         },
         'connection',
       );
@@ -314,173 +306,103 @@ export class Connection {
         deadlineMs: this.#ctx.messageTimeoutMs,
       });
       if (!h) return;
-      if (h.kind === 'flagged') {
-        throw new ProtocolError('unexpected-code', 'a !E, !C, !R or !D header', describeHeader(h));
-      }
-      const first = this.#mode === 'fresh';
-      // A cost query with our offer leaves the connection fresh: our client's load stream
-      // asks its cost and then says hello on the same connection (docs/protocol.md, "load").
-      // A plain `!E0` is a base client's, whose connection stays base.
-      const offer = h.code === '!E' && h.length === 0 && isOffer(h.annex);
-      if (first && h.code !== '!X' && !offer) this.#mode = 'base';
-      switch (h.code) {
-        case '!E':
-          if (h.length === 0) {
-            this.#costQueries++;
-            await write(this.#socket, this.#costReply(h));
-          } else {
-            this.#requireAuthenticated(h);
-            await this.#command(h.length);
-            await this.#nextJob();
-          }
+      const step = onHeader(this.#state, h, this.#handshake);
+      this.#state = step.state;
+      const effect = step.effect;
+      switch (effect.kind) {
+        case 'refuse':
+          throw effect.error;
+        case 'cost':
+          this.#costQueries++;
+          await write(
+            this.#socket,
+            costReply(
+              h as Extract<Header, { kind: 'plain' }>,
+              this.#ctx.cost(),
+              this.#ctx.description,
+            ),
+          );
           break;
-        case '!C':
-          this.#requireAuthenticated(h);
-          await this.#command(h.length);
-          await this.#nextJob();
+        case 'command':
+          await this.#command(effect.length);
+          if (effect.endsJob) await this.#nextJob();
           break;
-        case '!R':
-          this.#requireAuthenticated(h);
-          await this.#requirements(h.length);
+        case 'requirements':
+          await this.#requirements(effect.length);
           break;
-        case '!X':
-          await this.#extension(h, first);
-          if (this.#watching) return;
+        case 'extension':
+          await this.#extension(effect.length, effect.maxBytes);
           break;
-        case '!D':
+        case 'end':
           await this.#removeDir();
           return;
-        case '!F':
-          throw new ProtocolError(
-            'unexpected-code',
-            'a !E, !C, !R or !D header',
-            describeHeader(h),
-          );
         default:
-          unreachable(h.code, 'plain code');
+          unreachable(effect, 'header effect');
       }
     }
   }
 
-  /** `!E0` → `!E<len>` + cost; to our client's offer, with this server's annex. */
-  #costReply(h: Extract<Header, { kind: 'plain' }>): Buffer {
-    const cost = Buffer.from(String(this.#ctx.cost()));
-    if (!isOffer(h.annex)) return encodePacket({ code: '!E' }, cost);
-    const annex = this.#ctx.description;
-    return Buffer.concat([
-      encodeHeader({ kind: 'plain', code: '!E', length: cost.length, annex }),
-      cost,
-    ]);
-  }
-
-  /** With a token, only an authenticated connection may upload or run anything. */
-  #requireAuthenticated(h: Header): void {
-    if (this.#authenticated) return;
-    throw new ProtocolError(
-      'unauthenticated',
-      "a client that proves it knows this server's token (rake-ts with --token-file or RAKE_TOKEN; a base-protocol client cannot)",
-      `${describeHeader(h)} on a connection that did not authenticate`,
-    );
+  /** The extensions the handshake granted (none in base mode). */
+  get #ext(): ReadonlySet<Extension> {
+    return grantedOf(this.#state);
   }
 
   /**
    * An `!X` message: the hello (only as a connection's first message), the answer to a
-   * challenge, or a `have` list. Anything else is refused.
+   * challenge, or a job's message (`have`, `cwd`, `lookup`). The handshake decides.
    */
-  async #extension(h: Header, first: boolean): Promise<void> {
-    const limits = this.#ctx.limits;
-    if (!first && this.#mode !== 'extended') {
-      throw new ProtocolError(
-        'unexpected-code',
-        'a !E, !C, !R or !D header (!X only after a hello)',
-        describeHeader(h),
-      );
-    }
-    // Before a client has authenticated (and for the hello, before anything), an `!X` is a
-    // hello or an answer to a challenge: under 200 bytes. A larger one is refused before a
-    // byte of it is buffered, so a peer cannot make the server hold a megabyte unasked.
-    const handshake = first || !this.#authenticated;
+  async #extension(length: number, maxBytes: number): Promise<void> {
+    const handshake = this.#state.phase !== 'extended';
     const payload = await this.#reader.readPayload(
-      h.length,
-      handshake ? HANDSHAKE_MAX_BYTES : limits.maxCommandBytes,
+      length,
+      maxBytes,
       handshake ? '!X handshake message' : '!X message',
-      { deadlineMs: this.#payloadDeadline(h.length) },
+      { deadlineMs: this.#payloadDeadline(length) },
     );
-    if (first) {
-      const hello = parseExtension(payload, ['hello']);
-      if (hello.verb !== 'hello') return;
-      if (hello.protocol !== PROTOCOL_TAG) {
-        throw new ProtocolError(
-          'bad-extension',
-          `a hello ${PROTOCOL_TAG}`,
-          `hello ${hello.protocol}`,
-        );
-      }
-      this.#mode = 'extended';
-      for (const e of hello.extensions) if (this.#ctx.extensions.has(e)) this.#ext.add(e);
-      this.#log.debug(
-        { asked: hello.extensions.join(','), granted: [...this.#ext].join(',') },
-        'hello',
-      );
-      this.#wantsPlatform = hello.wantsPlatform === true;
-      if (this.#ctx.token === undefined) {
-        const ok = encodeExtension(this.#ok());
+    const before = this.#state;
+    const step = onExtension(before, payload, this.#handshake, { jobStarted: this.#hadDir });
+    this.#state = step.state;
+    const effect = step.effect;
+    switch (effect.kind) {
+      case 'refuse':
+        throw effect.error;
+      case 'send': {
+        if (before.phase === 'awaiting-first') {
+          this.#log.debug({ phase: step.state.phase, granted: [...this.#ext].join(',') }, 'hello');
+        } else {
+          this.#log.info('authenticated');
+        }
+        const message = encodeExtension(effect.message);
         // A push client that sent its job right behind the hello (`!R` or `!C` is already
         // here) is not waiting for this `ok`: it leaves with the reply, one write and one
         // wake-up of the client fewer (docs/protocol.md, "push").
-        if (this.#ext.has('push') && JOB_START.has(this.#reader.peek(2).toString('latin1'))) {
-          hold(this.#socket, ok);
+        if (effect.mayHold && JOB_START.has(this.#reader.peek(2).toString('latin1'))) {
+          hold(this.#socket, message);
         } else {
-          await write(this.#socket, ok);
+          await write(this.#socket, message);
         }
         return;
       }
-      if (!hello.extensions.includes('auth')) {
-        throw new ProtocolError(
-          'unauthenticated',
-          "a client with this server's token (rake-ts --token-file F, or RAKE_TOKEN)",
-          'a hello without auth: the client has no token',
-        );
+      case 'job':
+        return this.#jobMessage(effect.message);
+      case 'watch': {
+        // Extension `load`: from now on the connection carries the server's load until the
+        // client sends `!D` (the handshake refuses anything else).
+        const feed = this.#ctx.load;
+        const beatMs = this.#ctx.heartbeatMs;
+        if (feed === undefined || beatMs === undefined) throw new Error('load without a feed');
+        this.#setIdleTimeout(false);
+        this.#log.debug('watching the load');
+        this.#watch = watchLoad(this.#socket, feed, beatMs);
+        return;
       }
-      this.#nonce = newNonce();
-      await write(this.#socket, encodeExtension({ verb: 'challenge', nonce: this.#nonce }));
-      return;
+      default:
+        unreachable(effect, 'extension effect');
     }
-    if (this.#nonce !== undefined) {
-      const answer = parseExtension(payload, ['auth']);
-      const nonce = this.#nonce;
-      this.#nonce = undefined;
-      // Neither the token nor the proof is ever logged or echoed.
-      if (answer.verb !== 'auth' || !this.#ctx.token?.verify(nonce, answer.proof)) {
-        throw new ProtocolError(
-          'unauthenticated',
-          "the HMAC of the challenge under this server's token",
-          'a proof made with another token',
-        );
-      }
-      this.#authenticated = true;
-      this.#log.info('authenticated');
-      await write(this.#socket, encodeExtension(this.#ok()));
-      return;
-    }
-    this.#requireAuthenticated(h);
-    const verbs = [
-      ...(this.#ext.has('cache') ? (['have'] as const) : []),
-      ...(this.#ext.has('cwd') ? (['cwd'] as const) : []),
-      ...(this.#ext.has('results') ? (['lookup'] as const) : []),
-      ...(this.#ext.has('load') && !this.#hadDir ? (['watch'] as const) : []),
-    ];
-    const msg = parseExtension(payload, verbs, limits);
-    if (msg.verb === 'watch') {
-      const feed = this.#ctx.load;
-      const beatMs = this.#ctx.heartbeatMs;
-      if (feed === undefined || beatMs === undefined) throw new Error('load without a feed');
-      this.#watching = true;
-      this.#setIdleTimeout(false);
-      this.#log.debug('watching the load');
-      await serveWatch(this.#socket, this.#reader, feed, beatMs, limits);
-      return;
-    }
+  }
+
+  /** `!X lookup`, `!X cwd`, `!X have` on an extended connection. */
+  async #jobMessage(msg: ExtensionMessage): Promise<void> {
     if (msg.verb === 'lookup') {
       this.#lookup = true;
       return;

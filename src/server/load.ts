@@ -5,18 +5,11 @@ import {
   map,
   type Observable,
   type SchedulerLike,
+  type Subscription,
   switchMap,
   timer,
 } from 'rxjs';
-import {
-  describeHeader,
-  encodeExtension,
-  type FramedReader,
-  ProtocolError,
-  type ProtocolLimits,
-  type ServerLoad,
-  write,
-} from '../protocol/index.js';
+import { encodeExtension, type ServerLoad, write } from '../protocol/index.js';
 
 /** What a server holds now (extension `load`); `beatMs` is per connection. */
 export type LoadCounts = Omit<ServerLoad, 'beatMs'>;
@@ -85,32 +78,16 @@ export function loadMessages(
 }
 
 /**
- * Serves a connection that sent `!X watch`: its load messages until the client sends `!D`
- * or goes away. Anything else from the client is refused (`unexpected-code`): a watching
- * connection carries no job. A message is skipped while the client does not read (the
- * socket's buffer is full): the next change or beat says the same, newer.
+ * Sends the load to a connection that sent `!X watch` until the subscription ends (the
+ * connection ends it when the client sends `!D` or goes away; the handshake,
+ * src/server/handshake.ts, refuses anything else on a watching connection: it carries no
+ * job). A message is skipped while the client does not read (the socket's buffer is full):
+ * the next change or beat says the same, newer.
  */
-export async function serveWatch(
-  socket: Socket,
-  reader: FramedReader,
-  feed: LoadFeed,
-  beatMs: number,
-  limits: ProtocolLimits,
-): Promise<void> {
+export function watchLoad(socket: Socket, feed: LoadFeed, beatMs: number): Subscription {
   feed.refresh();
-  const subscription = loadMessages(feed.loads$, beatMs).subscribe((load) => {
+  return loadMessages(feed.loads$, beatMs).subscribe((load) => {
     if (socket.destroyed || socket.writableNeedDrain) return;
     write(socket, encodeExtension({ verb: 'load', ...load })).catch(() => {});
   });
-  try {
-    const h = await reader.readHeaderOrEnd(limits);
-    if (h === null || (h.kind === 'plain' && h.code === '!D')) return;
-    throw new ProtocolError(
-      'unexpected-code',
-      '!D (a connection that watches the load carries nothing else)',
-      describeHeader(h),
-    );
-  } finally {
-    subscription.unsubscribe();
-  }
 }
