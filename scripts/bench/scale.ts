@@ -68,6 +68,13 @@ interface Side {
   readonly programs: Programs;
 }
 
+/**
+ * Generous time-outs: with 64 servers on a loaded 2-core machine a server can take more than
+ * the default 2 s to accept or answer, and the run would fail (no host) instead of being slow.
+ * A run where every host answers in time is not changed by them.
+ */
+export const SCALE_CLIENT_FLAGS = ['--connect-timeout=10', '--cost-timeout=10'] as const;
+
 /** The 1-minute load average now. */
 const load1 = () => loadavg()[0] ?? Number.NaN;
 
@@ -112,6 +119,7 @@ async function runClient(
       '-f',
       rakefile,
       ...RAKE_FLAGS,
+      ...SCALE_CLIENT_FLAGS,
       ...hostFlags(servers),
       ...extra,
     ],
@@ -669,8 +677,8 @@ export interface ScaleOptions {
   readonly dir: string;
 }
 
-export async function runScale(o: ScaleOptions): Promise<string> {
-  const out: string[] = [];
+/** Runs the rows, handing each row's Markdown to `emit` as it is done (a row that fails says why). */
+export async function runScale(o: ScaleOptions, emit: (markdown: string) => void): Promise<void> {
   const run: Record<RowName, () => Promise<RowResult>> = {
     make: () => rowMake(o),
     true: () => rowTrue(o),
@@ -683,8 +691,13 @@ export async function runScale(o: ScaleOptions): Promise<string> {
   };
   for (const row of o.rows) {
     progress(`row ${row}`);
-    const r = await run[row]();
-    out.push(`#### ${row}`, '', r.markdown, '');
+    let markdown: string;
+    try {
+      markdown = (await run[row]()).markdown;
+    } catch (err) {
+      markdown = `Not measured: the row failed: ${(err as Error).message.slice(0, 2000)}`;
+    }
+    emit([`#### ${row}`, '', markdown, ''].join('\n'));
     progress(`row ${row} done`);
   }
   const sides = o.sides
@@ -694,10 +707,9 @@ export async function runScale(o: ScaleOptions): Promise<string> {
         : `*before*: rake-ts at ${o.baselineRev}, servers of its own`,
     )
     .join('; ');
-  out.push(
-    `Columns: ${sides}. Medians of ${o.runs} rounds, range in brackets, the sides interleaved in each round in rotating order; *load* is the 1-minute load average read at the start of each round. Reproduce: \`node --import tsx scripts/bench/scale.ts --runs ${o.runs} --rows ${o.rows.join(',')}${o.baselineRev === undefined ? ' --baseline none' : ` --baseline ${o.baselineRev}`}\`.`,
+  emit(
+    `Columns: ${sides}. Medians of ${o.runs} rounds, range in brackets, the sides interleaved in each round in rotating order; *load* is the 1-minute load average read at the start of each round. Client flags: compare.ts's and \`${SCALE_CLIENT_FLAGS.join(' ')}\`. Reproduce: \`node --import tsx scripts/bench/scale.ts --runs ${o.runs} --rows ${o.rows.join(',')}${o.baselineRev === undefined ? ' --baseline none' : ` --baseline ${o.baselineRev}`}\`.`,
   );
-  return out.join('\n');
 }
 
 async function main(): Promise<void> {
@@ -733,8 +745,8 @@ async function main(): Promise<void> {
     if ('why' in base) throw new Error(`cannot build --baseline ${rev}: ${base.why}`);
     sides.push({ label: 'before', programs: base });
   }
-  process.stdout.write(
-    `${await runScale({
+  await runScale(
+    {
       now,
       sides,
       baselineRev: rev,
@@ -742,7 +754,8 @@ async function main(): Promise<void> {
       rows: rows as RowName[],
       cpuHosts: (values['cpu-hosts'] ?? '').split(',').map(Number),
       dir,
-    })}\n`,
+    },
+    (markdown) => process.stdout.write(`${markdown}\n`),
   );
 }
 
