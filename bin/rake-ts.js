@@ -1,4 +1,15 @@
-#!/usr/bin/env node
+#!/bin/sh
+':' //; [ -z "${NODE_EXTRA_CA_CERTS-}" ] || { RAKE_TS_EXTRA_CA_CERTS=$NODE_EXTRA_CA_CERTS; export RAKE_TS_EXTRA_CA_CERTS; unset NODE_EXTRA_CA_CERTS; }; exec node "$0" "$@"
+// The line above is shell (this file run as a program: `rake-ts`, `bin/rake-ts.js`) and, for
+// node, a string and a comment. It starts node as `#!/usr/bin/env node` did, with one
+// difference: Node 20 parses every certificate of the bundle NODE_EXTRA_CA_CERTS names, and
+// its own root store, as it starts, whether or not the process ever speaks TLS: about 50 ms
+// of CPU per start where the variable is set (docs/benchmarks.md, "Client start"). The shell
+// hands the name over in RAKE_TS_EXTRA_CA_CERTS instead; below it is put back into the
+// environment (local actions and every child see NODE_EXTRA_CA_CERTS as the user set it) and
+// TLS connections made in this process add those certificates to the roots they trust
+// (src/tls/index.ts `defaultTrust`), so what is trusted is unchanged. (biome.json leaves this
+// file unformatted: its formatter would end the string with a `;`, which the shell would run.)
 // The CLI is bundled into one script, dist/rake-ts.cjs, by `npm run build` (which `npm
 // install` runs via `prepare`; scripts/bundle.mjs). It is started here through V8's code
 // cache: the first run saves the bytecode of every function it compiled, and later runs
@@ -22,6 +33,14 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import v8 from 'node:v8';
 import vm from 'node:vm';
+
+const deferredCa = process.env.RAKE_TS_EXTRA_CA_CERTS;
+if (deferredCa !== undefined) {
+  delete process.env.RAKE_TS_EXTRA_CA_CERTS;
+  process.env.NODE_EXTRA_CA_CERTS = deferredCa;
+  // Read by src/tls/index.ts: Node has not loaded these, TLS must add them itself.
+  process[Symbol.for('rake-ts.deferred-extra-ca-certs')] = deferredCa;
+}
 
 const args = process.argv.slice(2);
 const serving = args.includes('serve');

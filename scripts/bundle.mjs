@@ -105,6 +105,28 @@ const lazyModules = {
   },
 };
 
+/**
+ * yargs() always calls `.version()` as it makes a parser, which guesses the version by looking
+ * for a package.json upwards from its main file: in a bundle that is the current directory,
+ * so every start listed the working directory and each of its parents up to the root, found
+ * nothing, and built an AssertionError (with util.inspect) to say so, before main.ts set the
+ * version it already knows (`.version(packageVersion())`; rakeserver: `.version(false)`). In
+ * the bundle the factory does not guess.
+ */
+const yargsNoVersionGuess = {
+  name: 'yargs-no-version-guess',
+  setup(b) {
+    b.onLoad({ filter: /[\\/]yargs[\\/]build[\\/]lib[\\/]yargs-factory\.js$/ }, (args) => {
+      const source = readFileSync(args.path, 'utf8');
+      const guess = /(yargs\.help\(\);)\s*yargs\.version\(\);/;
+      if (!guess.test(source)) {
+        throw new Error(`bundle: ${args.path} no longer calls yargs.version() as expected`);
+      }
+      return { contents: source.replace(guess, '$1'), loader: 'js' };
+    });
+  },
+};
+
 /** Bundles every program under `dist` (tsc's output). Resolves the files written. */
 export async function bundle(dist = join(root, 'dist')) {
   const written = [];
@@ -125,7 +147,7 @@ export async function bundle(dist = join(root, 'dist')) {
       charset: 'ascii',
       // The dependencies are resolved from this tree's node_modules, wherever dist is.
       nodePaths: [join(root, 'node_modules')],
-      plugins: [staticChevrotain, lazyModules],
+      plugins: [staticChevrotain, lazyModules, yargsNoVersionGuess],
       legalComments: 'none',
       logLevel: 'warning',
     });

@@ -3,6 +3,7 @@ import {
   type CertificateInfo,
   type ClientTls,
   certificateInfo,
+  defaultTrust,
   explainTlsFailure,
   type HandshakeState,
   nodeTls,
@@ -45,11 +46,14 @@ export class TlsDialer {
   /** Connects to `host:port`; `key` names the host in messages and keys its session. */
   dial(host: string, port: number, key: string): TlsDial {
     const { connect, createSecureContext } = nodeTls();
-    this.#context ??= createSecureContext({
-      ...(this.#config.ca === undefined ? {} : { ca: this.#config.ca }),
-      ...(this.#config.cert === undefined ? {} : { cert: this.#config.cert }),
-      ...(this.#config.key === undefined ? {} : { key: this.#config.key }),
-    });
+    if (this.#context === undefined) {
+      const ca = this.#config.ca ?? defaultTrust();
+      this.#context = createSecureContext({
+        ...(ca === undefined ? {} : { ca }),
+        ...(this.#config.cert === undefined ? {} : { cert: this.#config.cert }),
+        ...(this.#config.key === undefined ? {} : { key: this.#config.key }),
+      });
+    }
     const session = this.#sessions.get(key);
     const socket = connect({
       host,

@@ -7,6 +7,7 @@
  * The base protocol has no TLS: a base peer (the reference `rake-p` / `rakeserver`) only ever
  * meets our plain port, so nothing here can reach it.
  */
+import { readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import type { PeerCertificate } from 'node:tls';
@@ -17,6 +18,28 @@ import type { PeerCertificate } from 'node:tls';
  */
 export function nodeTls(): typeof import('node:tls') {
   return process.getBuiltinModule('node:tls');
+}
+
+/**
+ * The CA certificates a client trusts when `--tls-ca` is not given, when they are not Node's
+ * own default: `bin/rake-ts.js` run as a program starts node without NODE_EXTRA_CA_CERTS
+ * (Node 20 parses that bundle at every start, about 50 ms of CPU, TLS or not) and records
+ * here the file it named, so a TLS connection trusts Node's bundled roots plus that file, as
+ * Node itself would have. `undefined`: Node's default store is complete (the variable was not
+ * set, or node loaded it itself), or the file cannot be read (Node would have warned and gone
+ * on without it too).
+ */
+export function defaultTrust(): Buffer | undefined {
+  const deferred = (process as unknown as Record<symbol, unknown>)[
+    Symbol.for('rake-ts.deferred-extra-ca-certs')
+  ];
+  if (typeof deferred !== 'string' || deferred === '') return undefined;
+  try {
+    const extra = readFileSync(deferred, 'utf8');
+    return Buffer.from([...nodeTls().rootCertificates, extra].join('\n'));
+  } catch {
+    return undefined;
+  }
 }
 
 /** The port a server serves TLS on when `--tls-port` is not given: the plain port's neighbour. */
