@@ -1,0 +1,87 @@
+import type { HostLoad } from './load-stream.js';
+import type { HostLoad as OwnLedgerLoad } from './select.js';
+
+/**
+ * This client's own jobs on a host, as its ledger sees them (`select.ts`, `Assignments`):
+ * `inFlight` running there now, `sincePoll` of those placed after the host's latest load
+ * arrived, which that load therefore may not count yet.
+ */
+export type OwnLoad = OwnLedgerLoad;
+
+/** One host for {@link chooseByLoad}: its latest load stream state and this client's jobs there. */
+export interface LoadView {
+  readonly load: HostLoad;
+  readonly own: OwnLoad;
+}
+
+/** Why a host was chosen from load streams. */
+export type LoadChoiceReason = 'only-host' | 'most-free' | 'tie-first-listed';
+
+/**
+ * What {@link chooseByLoad} decides for one action: a `host`; `wait` (every host that has
+ * said its load is full, slots and queue, or has not said it yet); `none` (no host streams
+ * its load — lost, unsupported or left out —, or the streaming ones are full and some host
+ * cannot stream: poll instead, as for a base host).
+ */
+export type LoadChoice =
+  | {
+      readonly kind: 'host';
+      readonly host: string;
+      /** The host's free slots before this action (negative: it queues there). */
+      readonly free: number;
+      readonly reason: LoadChoiceReason;
+    }
+  | { readonly kind: 'wait' }
+  | { readonly kind: 'none' };
+
+/**
+ * The jobs a host holds as this client should count them: its latest load (every client's
+ * jobs) plus this client's placed since it was sent; never fewer than this client's own jobs
+ * there (those placed before may not have reached it yet, but will).
+ */
+export function heldJobs(jobs: number, own: OwnLoad): number {
+  return Math.max(jobs + own.sincePoll, own.inFlight);
+}
+
+/**
+ * Picks a host from the latest loads, a pure function: the live host with the most free
+ * slots (`slots` − {@link heldJobs}); a tie goes to the less loaded for its size (held ÷
+ * slots), then to the host listed first. A host is a candidate only while it holds fewer than
+ * its slots plus `queue` jobs, so actions wait for a slot near a host instead of piling up
+ * behind the first ones (dispatch keeps each host's slots full plus a small queue).
+ */
+export function chooseByLoad(
+  views: readonly LoadView[],
+  options: { readonly queue: number; readonly exclude?: ReadonlySet<string> },
+): LoadChoice {
+  let best: { host: string; free: number; ratio: number } | undefined;
+  let tied = false;
+  let live = 0;
+  let pending = false;
+  let polled = false;
+  for (const { load, own } of views) {
+    if (options.exclude?.has(load.host)) continue;
+    if (load.state === 'waiting') pending = true;
+    if (load.state === 'unsupported') polled = true;
+    if (load.state !== 'live') continue;
+    live++;
+    const held = heldJobs(load.load.jobs, own);
+    if (held >= load.load.slots + options.queue) continue;
+    const free = load.load.slots - held;
+    const ratio = held / load.load.slots;
+    if (best === undefined || free > best.free || (free === best.free && ratio < best.ratio)) {
+      best = { host: load.host, free, ratio };
+      tied = false;
+    } else if (free === best.free && ratio === best.ratio) {
+      tied = true;
+    }
+  }
+  if (best !== undefined) {
+    const reason: LoadChoiceReason =
+      live === 1 ? 'only-host' : tied ? 'tie-first-listed' : 'most-free';
+    return { kind: 'host', host: best.host, free: best.free, reason };
+  }
+  // Hosts that are polled may have room when the streaming ones are full.
+  if (polled) return { kind: 'none' };
+  return live > 0 || pending ? { kind: 'wait' } : { kind: 'none' };
+}

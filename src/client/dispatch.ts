@@ -1,0 +1,182 @@
+import { asyncScheduler, merge, Observable, type SchedulerLike, type Subscription } from 'rxjs';
+import { chooseByLoad, type LoadChoiceReason, type LoadView } from './choose.js';
+import { type Endpoint, hostKey } from './endpoint.js';
+import { type HostLoad, hostLoad, type WatchLoad } from './load-stream.js';
+import type { Assignment, Assignments } from './select.js';
+
+/** Where {@link LoadDispatcher.place} put an action: a host, or "poll as before". */
+export type Placement =
+  | {
+      readonly kind: 'placed';
+      readonly endpoint: Endpoint;
+      readonly host: string;
+      /** Release it when the job's connection ends (the slot is free again). */
+      readonly assignment: Assignment;
+      readonly free: number;
+      readonly reason: LoadChoiceReason;
+    }
+  | { readonly kind: 'poll' };
+
+/** Options of {@link LoadDispatcher}. */
+export interface DispatchOptions {
+  /** Jobs a host may hold beyond its slots (the small queue that hides a round trip). */
+  readonly queue: number;
+  /** After a load stream broke, open it again this much later. */
+  readonly reconnectMs: number;
+  readonly scheduler?: SchedulerLike;
+  /** Told every state a host's load stream goes through (logs, events). */
+  readonly onState?: (state: HostLoad) => void;
+}
+
+/** How many jobs a host may hold beyond its slots by default. */
+export const DEFAULT_DISPATCH_QUEUE = 1;
+
+interface Waiter {
+  readonly exclude: ReadonlySet<string>;
+  readonly done: (p: Placement) => void;
+}
+
+/**
+ * Slot-filling dispatch over load streams (issue 20): one {@link hostLoad} per host, and a
+ * FIFO of actions waiting for a host. An action is placed as soon as {@link chooseByLoad}
+ * finds room for it — at once when a host has a free slot (or room in its small queue), else
+ * when a load arrives or one of this client's jobs ends — so each host's slots stay full and
+ * no host is handed a pile of actions the others could run. With no host streaming its load,
+ * an action is told to poll (`poll`), as with base hosts.
+ */
+export class LoadDispatcher {
+  readonly #endpoints: ReadonlyMap<string, Endpoint>;
+  readonly #watch: WatchLoad;
+  readonly #ledger: Assignments;
+  readonly #options: DispatchOptions;
+  /** Per host: the latest state and the ledger's mark when its latest load arrived. */
+  readonly #states = new Map<string, { load: HostLoad; mark: number }>();
+  readonly #waiters: Waiter[] = [];
+  #subscription: Subscription | undefined;
+  #draining = false;
+  #again = false;
+
+  constructor(
+    endpoints: readonly Endpoint[],
+    watch: WatchLoad,
+    ledger: Assignments,
+    options: DispatchOptions,
+  ) {
+    this.#endpoints = new Map(endpoints.map((e) => [hostKey(e), e]));
+    this.#watch = watch;
+    this.#ledger = ledger;
+    this.#options = options;
+    for (const host of this.#endpoints.keys()) {
+      this.#states.set(host, { load: { host, state: 'waiting' }, mark: ledger.mark() });
+    }
+  }
+
+  /** Opens every host's load stream (once). */
+  start(): void {
+    if (this.#subscription !== undefined) return;
+    const scheduler = this.#options.scheduler ?? asyncScheduler;
+    this.#subscription = merge(
+      ...[...this.#endpoints.values()].map((e) =>
+        hostLoad(e, this.#watch, { reconnectMs: this.#options.reconnectMs, scheduler }),
+      ),
+    ).subscribe((load) => {
+      this.#states.set(load.host, { load, mark: this.#ledger.mark() });
+      this.#options.onState?.(load);
+      this.#drain();
+    });
+  }
+
+  /** Closes the load streams; waiting actions are told to poll. */
+  stop(): void {
+    this.#subscription?.unsubscribe();
+    for (const w of this.#waiters.splice(0)) w.done({ kind: 'poll' });
+  }
+
+  /** Every host's latest load stream state, in the order the hosts were listed. */
+  states(): HostLoad[] {
+    return [...this.#states.values()].map((s) => s.load);
+  }
+
+  /**
+   * A host for one action (leaving out `exclude`, the hosts it already tried): emits once,
+   * when there is room, and completes. Unsubscribing before leaves the queue.
+   */
+  place(exclude: ReadonlySet<string> = new Set()): Observable<Placement> {
+    return new Observable<Placement>((sub) => {
+      const waiter: Waiter = {
+        exclude,
+        done: (p) => {
+          sub.next(p);
+          sub.complete();
+        },
+      };
+      this.#waiters.push(waiter);
+      this.#drain();
+      return () => {
+        const i = this.#waiters.indexOf(waiter);
+        if (i >= 0) this.#waiters.splice(i, 1);
+      };
+    });
+  }
+
+  /** Places waiting actions, oldest first, while hosts have room (never re-entered). */
+  #drain(): void {
+    if (this.#draining) {
+      this.#again = true;
+      return;
+    }
+    this.#draining = true;
+    try {
+      do {
+        this.#again = false;
+        this.#drainOnce();
+      } while (this.#again);
+    } finally {
+      this.#draining = false;
+    }
+  }
+
+  #drainOnce(): void {
+    for (let i = 0; i < this.#waiters.length; ) {
+      const waiter = this.#waiters[i] as Waiter;
+      const choice = chooseByLoad(this.#views(), {
+        queue: this.#options.queue,
+        exclude: waiter.exclude,
+      });
+      if (choice.kind === 'wait') {
+        i++;
+        continue;
+      }
+      this.#waiters.splice(i, 1);
+      if (choice.kind === 'none') {
+        waiter.done({ kind: 'poll' });
+        continue;
+      }
+      const placed = this.#ledger.assign(choice.host);
+      const assignment: Assignment = {
+        host: placed.host,
+        seq: placed.seq,
+        release: () => {
+          placed.release();
+          // A slot of ours came free: an action waiting for room may have it now.
+          this.#drain();
+        },
+      };
+      waiter.done({
+        kind: 'placed',
+        endpoint: this.#endpoints.get(choice.host) as Endpoint,
+        host: choice.host,
+        assignment,
+        free: choice.free,
+        reason: choice.reason,
+      });
+    }
+  }
+
+  #views(): LoadView[] {
+    return [...this.#states.entries()].map(([host, s]) => ({
+      load: s.load,
+      own: this.#ledger.load(host, s.mark),
+    }));
+  }
+}

@@ -1,0 +1,275 @@
+import { connect, type Socket } from 'node:net';
+import {
+  asyncScheduler,
+  catchError,
+  concat,
+  defer,
+  EMPTY,
+  map,
+  Observable,
+  of,
+  repeat,
+  type SchedulerLike,
+  startWith,
+  switchMap,
+  takeWhile,
+  timer,
+} from 'rxjs';
+import {
+  describeHeader,
+  encodeExtension,
+  encodeHeader,
+  expectPlain,
+  FramedReader,
+  OFFER_ANNEX,
+  PROTOCOL_TAG,
+  ProtocolError,
+  type ProtocolLimits,
+  parseDecimal,
+  parseExtension,
+  parseServerDescription,
+  type ServerLoad,
+  type Token,
+  write,
+} from '../protocol/index.js';
+import { type Endpoint, hostKey } from './endpoint.js';
+import { describeError } from './errors.js';
+import { DEFAULT_BEAT_MS, MISSED_BEATS } from './negotiate.js';
+
+/**
+ * What a host's load stream (extension `load`, docs/protocol.md) says as it goes: a load, or
+ * that this host cannot stream it (a base server, a rake-ts server without `load`, a TLS
+ * host): such a host is polled per action as before.
+ */
+export type LoadProbe =
+  | { readonly type: 'load'; readonly load: ServerLoad }
+  | { readonly type: 'unsupported'; readonly why: string };
+
+/** Opens a host's load stream; the real one is {@link tcpWatchLoad}, marble tests script it. */
+export type WatchLoad = (endpoint: Endpoint) => Observable<LoadProbe>;
+
+/**
+ * One host's load as this client knows it: `live` with the server's latest load, `lost`
+ * while it is silent (3 beats without a word) or its stream is down, `unsupported` for good
+ * (poll it per action). `waiting`: no word yet since the stream was opened.
+ */
+export type HostLoad =
+  | { readonly host: string; readonly state: 'waiting' }
+  | { readonly host: string; readonly state: 'live'; readonly load: ServerLoad }
+  | { readonly host: string; readonly state: 'lost'; readonly why: string }
+  | { readonly host: string; readonly state: 'unsupported'; readonly why: string };
+
+/** Options of {@link hostLoad}. */
+export interface HostLoadOptions {
+  /** After a stream broke (or never opened), wait this long before opening it again. */
+  readonly reconnectMs: number;
+  readonly scheduler?: SchedulerLike;
+}
+
+/**
+ * A host's load as an Observable: `waiting`, then `live` with every load the server sends;
+ * `lost` once it is silent for {@link MISSED_BEATS} of its beat intervals (before its first
+ * load: of {@link DEFAULT_BEAT_MS}), and `live` again as soon as it speaks. A stream that
+ * ends or fails is `lost` and opened again after `reconnectMs`; `unsupported` ends it.
+ */
+export function hostLoad(
+  endpoint: Endpoint,
+  watch: WatchLoad,
+  options: HostLoadOptions,
+): Observable<HostLoad> {
+  const host = hostKey(endpoint);
+  const scheduler = options.scheduler ?? asyncScheduler;
+  const lost = (why: string): HostLoad => ({ host, state: 'lost', why });
+  let unsupported = false;
+  let broke = false;
+  const session = defer(() => watch(endpoint)).pipe(
+    map(
+      (p): HostLoad =>
+        p.type === 'load'
+          ? { host, state: 'live', load: p.load }
+          : { host, state: 'unsupported', why: p.why },
+    ),
+    startWith<HostLoad>({ host, state: 'waiting' }),
+    switchMap((s) => {
+      if (s.state === 'unsupported') {
+        unsupported = true;
+        return of(s);
+      }
+      const beatMs = s.state === 'live' ? s.load.beatMs : DEFAULT_BEAT_MS;
+      const silence = MISSED_BEATS * beatMs;
+      return concat(
+        of(s),
+        timer(silence, scheduler).pipe(
+          map(() => lost(`went silent: no load for ${silence / 1000} s (${MISSED_BEATS} beats)`)),
+        ),
+      );
+    }),
+    takeWhile((s) => s.state !== 'unsupported', true),
+    catchError((err: unknown) => {
+      broke = true;
+      return of(lost(`its load stream broke: ${describeError(err)}`));
+    }),
+  );
+  return concat(
+    defer(() => {
+      broke = false;
+      return session;
+    }),
+    // A stream that ended without saying unsupported (the server closed it) is lost too.
+    defer(() => (unsupported || broke ? EMPTY : of(lost('its load stream ended')))),
+  ).pipe(repeat({ delay: () => (unsupported ? EMPTY : timer(options.reconnectMs, scheduler)) }));
+}
+
+/** Options of {@link tcpWatchLoad}. */
+export interface TcpWatchOptions {
+  readonly token?: Token | undefined;
+  readonly limits: ProtocolLimits;
+  /** Time allowed for the connection, the cost reply and the handshake. */
+  readonly connectTimeoutMs: number;
+}
+
+/** Largest `!X` on a load stream: an `ok`, a challenge or a load is far below. */
+const LOAD_MESSAGE_MAX_BYTES = 4096;
+
+/**
+ * The real load stream: one TCP connection to `endpoint` carrying the cost query with the
+ * offer, then (to a rake/1 host) the hello asking for `load` (and `auth` with a token) and
+ * `!X watch`, then the server's loads until unsubscribed (`!D` is sent, the socket closed).
+ * A host whose cost reply is not ours, or whose `ok` does not grant `load`, is `unsupported`;
+ * so is a TLS host (its load streams are not implemented: it is polled).
+ */
+export function tcpWatchLoad(options: TcpWatchOptions): WatchLoad {
+  return (endpoint) =>
+    new Observable<LoadProbe>((sub) => {
+      if (endpoint.tls === true) {
+        sub.next({ type: 'unsupported', why: 'a TLS host: polled per action' });
+        sub.complete();
+        return;
+      }
+      const socket: Socket = connect({ host: endpoint.host, port: endpoint.port });
+      socket.setNoDelay(true);
+      socket.setKeepAlive(true, 30_000);
+      const reader = new FramedReader(socket);
+      let over = false;
+      const handshake = setTimeout(() => {
+        socket.destroy(
+          new Error(
+            `no load stream from ${hostKey(endpoint)} within ${options.connectTimeoutMs} ms`,
+          ),
+        );
+      }, options.connectTimeoutMs);
+      socket.on('error', () => {});
+      const talk = async () => {
+        await write(
+          socket,
+          encodeHeader({ kind: 'plain', code: '!E', length: 0, annex: OFFER_ANNEX }),
+        );
+        const reply = expectPlain(await reader.readHeader(options.limits), '!E');
+        parseDecimal(await reader.readPayload(reply.length, 64, 'cost'), 'cost');
+        const peer = parseServerDescription(reply.annex);
+        if (peer === undefined)
+          return { type: 'unsupported', why: 'a base-protocol server' } as const;
+        const auth = options.token !== undefined;
+        await write(
+          socket,
+          Buffer.concat([
+            encodeExtension({
+              verb: 'hello',
+              protocol: PROTOCOL_TAG,
+              extensions: auth ? ['load', 'auth'] : ['load'],
+            }),
+            // Without a token nothing comes between: the watch follows the hello.
+            ...(auth ? [] : [encodeExtension({ verb: 'watch' })]),
+          ]),
+        );
+        let answer: Awaited<ReturnType<typeof readExtension>>;
+        try {
+          answer = await readExtension(reader, options.limits);
+          if (answer.verb === 'challenge' && options.token !== undefined) {
+            await write(
+              socket,
+              encodeExtension({ verb: 'auth', proof: options.token.proof(answer.nonce) }),
+            );
+            answer = await readExtension(reader, options.limits);
+          }
+        } catch (err) {
+          // A rake-ts server from before `load` refuses a hello after a cost query; a server
+          // with a token refuses a client without one: either way, poll that host.
+          if (err instanceof ProtocolError && err.reason === 'refused') {
+            return {
+              type: 'unsupported',
+              why: `refused the load stream: ${err.received}`,
+            } as const;
+          }
+          throw err;
+        }
+        if (answer.verb !== 'ok') {
+          throw new ProtocolError('unexpected-code', 'an !X ok', `an !X ${answer.verb}`);
+        }
+        if (!answer.extensions.includes('load')) {
+          // An older rake-ts server: the watch it was sent is refused; nothing is lost.
+          return {
+            type: 'unsupported',
+            why: 'a rake-ts server without the load extension',
+          } as const;
+        }
+        if (auth) await write(socket, encodeExtension({ verb: 'watch' }));
+        clearTimeout(handshake);
+        for (;;) {
+          const msg = await readExtension(reader, options.limits);
+          if (msg.verb !== 'load') {
+            throw new ProtocolError('unexpected-code', 'an !X load', `an !X ${msg.verb}`);
+          }
+          const { verb: _, ...load } = msg;
+          if (!over) sub.next({ type: 'load', load });
+        }
+      };
+      talk().then(
+        (end) => {
+          clearTimeout(handshake);
+          if (over) return;
+          over = true;
+          sub.next(end);
+          sub.complete();
+          socket.destroy();
+        },
+        (err: unknown) => {
+          clearTimeout(handshake);
+          if (over) return;
+          over = true;
+          socket.destroy();
+          sub.error(err);
+        },
+      );
+      return () => {
+        clearTimeout(handshake);
+        if (!over) {
+          over = true;
+          reader.dispose();
+          if (!socket.destroyed && !socket.connecting) {
+            socket.end(encodeHeader({ kind: 'plain', code: '!D', length: 0 }));
+            setTimeout(() => socket.destroy(), 1000).unref();
+            return;
+          }
+        }
+        socket.destroy();
+      };
+    });
+}
+
+/** An `!X` message (a `!F` refusal is an error saying what the server refused). */
+async function readExtension(reader: FramedReader, limits: ProtocolLimits) {
+  const h = await reader.readHeader(limits);
+  if (h.kind === 'plain' && h.code === '!F') {
+    const why = await reader.readPayload(h.length, LOAD_MESSAGE_MAX_BYTES, 'refusal');
+    throw new ProtocolError('refused', 'an !X message', why.toString('utf8').trim());
+  }
+  if (h.kind !== 'plain' || h.code !== '!X') {
+    throw new ProtocolError('unexpected-code', 'an !X message', describeHeader(h));
+  }
+  return parseExtension(await reader.readPayload(h.length, LOAD_MESSAGE_MAX_BYTES, '!X message'), [
+    'ok',
+    'challenge',
+    'load',
+  ]);
+}
