@@ -15,7 +15,7 @@ import { renderReport } from '../../src/observe/report.js';
 import { buildTimeline } from '../../src/observe/timeline.js';
 import { only, project, removeDir, runAll, summary } from '../client/support.js';
 import { hdr, pkt, RawPeer } from '../helpers/raw-peer.js';
-import { assertHealthy, startServer, type TestServer } from '../server/support.js';
+import { assertHealthy, startServer, type TestServer, waitFor } from '../server/support.js';
 
 const T = { timeout: 120_000 };
 
@@ -59,6 +59,51 @@ async function lookupJob(server: TestServer, command: string): Promise<string | 
 }
 
 describe('the shared action cache (extension results)', () => {
+  it('the platform is asked once per host and run, not once per action', T, async () => {
+    const server = await startServer({});
+    const dir = await project({ 'in.txt': 'platform once\n' });
+    const cacheDir = await mkdtemp(join(tmpdir(), 'rake-cache-once-'));
+    // A connection of our client that neither asks the cost nor sends a command is the hello
+    // that asks the platform (`platform?`).
+    const platformHellos = () =>
+      server.logs.filter(
+        (l) =>
+          l.msg === 'connection' &&
+          l.commands === 0 &&
+          l.costQueries === 0 &&
+          l.mode === 'extended',
+      ).length;
+    try {
+      const text = [
+        `PORT = ${server.port}`,
+        `HOSTS = 127.0.0.1:${server.port}`,
+        '',
+        'build:',
+        ...Array.from({ length: 8 }, (_, i) => [
+          `\tremote-sh -c 'cat in.txt; echo ${i}'`,
+          '\t\trequires in.txt',
+        ]).flat(),
+        '',
+      ].join('\n');
+      const cache = new LocalCache(cacheDir);
+      const first = await runAll(dir, text, { cache, embedded: false });
+      assert.equal(summary(first).exitStatus, 0);
+      assert.equal(jobsRun(server), 8);
+      // Logged as the connection ends, early in the run; more than one would show here.
+      assert.ok(await waitFor(() => platformHellos() >= 1));
+      assert.equal(platformHellos(), 1, 'the first run asked once');
+      const second = await runAll(dir, text, { cache, embedded: false });
+      assert.equal(summary(second).cached, 8, 'every action a local hit');
+      assert.equal(jobsRun(server), 8);
+      assert.ok(await waitFor(() => platformHellos() >= 2));
+      assert.equal(platformHellos(), 2, 'the second run asked once');
+    } finally {
+      await server.close();
+      await removeDir(dir);
+      await rm(cacheDir, { recursive: true, force: true });
+    }
+  });
+
   it('a second clone with an empty local cache runs 0 jobs on the server', T, async () => {
     const server = await startServer({});
     const files = { 'in.txt': 'shared cache\n' };
