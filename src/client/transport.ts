@@ -1,13 +1,14 @@
 import { lookup as dnsLookup } from 'node:dns/promises';
-import { connect, type Socket } from 'node:net';
-import { relative, sep } from 'node:path';
+import type { Socket } from 'node:net';
 import {
   catchError,
+  defaultIfEmpty,
   defer,
   filter,
   from,
+  map,
   mergeMap,
-  Observable,
+  type Observable,
   of,
   take,
   tap,
@@ -17,20 +18,11 @@ import {
 import { entryOf, jobKey, stageCached } from '../cache/job.js';
 import { ownPlatform, type PlatformIdentity } from '../cache/key.js';
 import type { CacheEntry, LocalCache } from '../cache/store.js';
-import { isProtocolError, ProtocolError } from '../protocol/errors.js';
-import { type Extension, encodeExtension, OFFER_ANNEX } from '../protocol/extensions.js';
-import { type OutgoingFile, receiveFilestream, sendFilestream } from '../protocol/filestream.js';
-import {
-  describeHeader,
-  encodeHeader,
-  encodePacket,
-  expectPlain,
-  type Header,
-  parseDecimal,
-} from '../protocol/header.js';
+import { isProtocolError } from '../protocol/errors.js';
+import { type Extension, OFFER_ANNEX } from '../protocol/extensions.js';
+import { encodeHeader, expectPlain, parseDecimal } from '../protocol/header.js';
 import { DEFAULT_LIMITS, type ProtocolLimits } from '../protocol/limits.js';
-import { wireNameSegments } from '../protocol/names.js';
-import { FramedReader } from '../protocol/reader.js';
+import type { FramedReader } from '../protocol/reader.js';
 import { write } from '../protocol/socket-writes.js';
 import type { Token } from '../protocol/token.js';
 import { TlsDialer } from '../tls/client.js';
@@ -41,22 +33,34 @@ import {
   PLAIN_ON_TLS_PORT,
   TlsError,
 } from '../tls/index.js';
+import {
+  type Connection,
+  connected,
+  conversation,
+  type Dialing,
+  progressOnly,
+  step,
+  type Told,
+  then,
+} from './conversation.js';
 import { type Endpoint, endpointIdentity, hostKey } from './endpoint.js';
 import { describeError, isConnectionError, JobError } from './errors.js';
 import type { LookupAddresses } from './hosts.js';
-import { discardStaged, landStaged, MadeDirectories, outputRefusal } from './landing.js';
+import { type JobPlan, planJob, staleFor } from './job-plan.js';
+import { discardStaged, landStaged, outputRefusal } from './landing.js';
 import {
   CACHE_MIN_BYTES,
   ContentHasher,
-  haveOffer,
   negotiate,
   offerCached,
   PeerDirectory,
   type PeerInfo,
   peerFromAnnex,
   readNeed,
-  readReply,
 } from './negotiate.js';
+import { AfterReply, download } from './ops/download.js';
+import { execute } from './ops/execute.js';
+import { sendUpload, type Uploaded, type UploadSpec, upload } from './ops/upload.js';
 import { ActionOutput, OutputSpool } from './output.js';
 import type { CostProbe } from './poll.js';
 import { jobLayout, type RequiredFile } from './requirements.js';
@@ -267,132 +271,19 @@ export function tcpTransport(options: TransportOptions = {}): TcpTransport {
 }
 
 /**
- * Tells work `talk` does beside the socket (a cost query of its own) that the conversation
- * was cancelled. Lighter than an `AbortController`, which builds a `DOMException` (with its
- * stack) on every abort.
- */
-class Cancellation {
-  #callbacks: (() => void)[] | undefined;
-  #cancelled = false;
-
-  /** Calls `callback` once when the conversation is cancelled; at once if it was. */
-  onCancel(callback: () => void): void {
-    if (this.#cancelled) {
-      callback();
-      return;
-    }
-    if (this.#callbacks === undefined) this.#callbacks = [callback];
-    else this.#callbacks.push(callback);
-  }
-
-  cancel(): void {
-    if (this.#cancelled) return;
-    this.#cancelled = true;
-    const callbacks = this.#callbacks;
-    this.#callbacks = undefined;
-    for (const callback of callbacks ?? []) callback();
-  }
-}
-
-/**
- * Opens a connection and runs `talk` over it; unsubscribing before `talk` is over destroys
- * the socket and cancels `cancel` (for work `talk` does beside the socket).
+ * A conversation whose talk is one async function over the socket (a cost query, a hello
+ * asking the platform): `conversation` with a single step.
  */
 function converse<T>(
   endpoint: Endpoint,
-  talk: (
-    socket: Socket,
-    reader: FramedReader,
-    emit: (value: T) => void,
-    cancel: Cancellation,
-  ) => Promise<void>,
+  talk: (socket: Socket, reader: FramedReader, emit: (value: T) => void) => Promise<void>,
   classify: (err: unknown) => unknown,
   track: TrackCleanup,
-  meter: TransferMeter | undefined,
-  dialer: TlsDialer,
+  dialing: Dialing,
 ): Observable<T> {
-  return new Observable<T>((sub) => {
-    const tls =
-      endpoint.tls === true
-        ? dialer.dial(endpoint.host, endpoint.port, hostKey(endpoint))
-        : undefined;
-    const socket = tls?.socket ?? connect({ host: endpoint.host, port: endpoint.port });
-    if (tls !== undefined) handshakes.set(socket, tls.ready);
-    socket.setNoDelay(true);
-    // A base-mode host has no heartbeat: the kernel's keepalive notices a dead host or link.
-    socket.setKeepAlive(true, 30_000);
-    let counted = meter === undefined;
-    // Counted once the conversation is over, so a caller that awaited it sees the bytes.
-    const count = () => {
-      if (counted || meter === undefined) return;
-      counted = true;
-      meter.sent += socket.bytesWritten;
-      meter.received += socket.bytesRead;
-      meter.connections++;
-    };
-    const reader = new FramedReader(socket);
-    let closed = false;
-    const cancel = new Cancellation();
-    const work = talk(
-      socket,
-      reader,
-      (v) => {
-        if (!closed) sub.next(v);
-      },
-      cancel,
-    ).then(
-      () => {
-        closed = true;
-        count();
-        socket.end();
-        sub.complete();
-      },
-      (err: unknown) => {
-        const wasClosed = closed;
-        closed = true;
-        count();
-        socket.destroy();
-        // A certificate, CA or plain-vs-TLS failure is told as such, naming the host.
-        if (!wasClosed) sub.error(classify(tls?.explain(err) ?? err));
-      },
-    );
-    track(work);
-    return () => {
-      if (!closed) {
-        // Cancelled while talking: stop the reader and any work beside the socket.
-        closed = true;
-        reader.dispose();
-        cancel.cancel();
-      }
-      count();
-      socket.destroy();
-    };
-  });
-}
-
-/** TLS sockets and their handshakes: such a socket is connected once the handshake is over. */
-const handshakes = new WeakMap<Socket, Promise<void>>();
-
-function connected(socket: Socket): Promise<void> {
-  const handshake = handshakes.get(socket);
-  if (handshake !== undefined) return handshake;
-  return new Promise((resolve, reject) => {
-    if (!socket.connecting) {
-      if (socket.destroyed) reject(new Error('connection closed'));
-      else resolve();
-      return;
-    }
-    const onConnect = () => {
-      socket.off('error', onError);
-      resolve();
-    };
-    const onError = (err: Error) => {
-      socket.off('connect', onConnect);
-      reject(err);
-    };
-    socket.once('connect', onConnect);
-    socket.once('error', onError);
-  });
+  return conversation(endpoint, dialing, classify, ({ socket, reader }) =>
+    step<T, void>(track, (emit) => talk(socket, reader, emit)).pipe(progressOnly()),
+  );
 }
 
 /** A server that answered the offer with `!F` (it parses the whole `!E0` header). */
@@ -435,8 +326,7 @@ function queryCost(endpoint: Endpoint, state: TransportState): Observable<CostPr
       },
       (err) => err,
       () => {},
-      state.meter,
-      state.dialer,
+      state,
     );
   if (state.plainOnly.has(hostKey(endpoint))) return ask(false);
   return ask(true).pipe(
@@ -482,38 +372,25 @@ const LOOKUP_TIMEOUT_MS = 5000;
  * What a host is: from its last cost answer; base mode for a host that was asked but did
  * not answer (a slow host chosen anyway); for a host never asked (the local server of a
  * local action with no embedded-server probe), from a cost query of its own, which ends
- * with the job (`cancel`). Never a hello to a host that did not answer the offer.
+ * with the job (unsubscribed with it). Never a hello to a host that did not answer the offer.
  */
-function peerOf(
-  endpoint: Endpoint,
-  state: TransportState,
-  cancel: Cancellation,
-): Promise<PeerInfo> {
+function peerOf(endpoint: Endpoint, state: TransportState): Observable<PeerInfo> {
   const base: PeerInfo = { kind: 'base' };
   const known = state.peers.get(endpoint);
-  if (known !== undefined) return Promise.resolve(known);
+  if (known !== undefined) return of(known);
   // A server this run started (an embedded one) is ours and requires its secret: never
   // taken for a base server while its cost answer is still on its way.
   const ours = state.trusted.has(endpointIdentity(endpoint));
-  if (state.asked.has(hostKey(endpoint)) && !ours) return Promise.resolve(base);
-  return new Promise<PeerInfo>((resolve, reject) => {
-    const subscription = queryCost(endpoint, state)
-      .pipe(
-        filter((p): p is Extract<CostProbe, { type: 'cost' }> => p.type === 'cost'),
-        take(1),
-        timeout(LOOKUP_TIMEOUT_MS),
-      )
-      .subscribe({
-        next: (p) => resolve(p.peer ?? base),
-        // A certificate or CA the host or this client refuses fails the job with the reason.
-        error: (err: unknown) => (err instanceof TlsError ? reject(err) : resolve(base)),
-        complete: () => resolve(base),
-      });
-    cancel.onCancel(() => {
-      subscription.unsubscribe();
-      resolve(base);
-    });
-  });
+  if (state.asked.has(hostKey(endpoint)) && !ours) return of(base);
+  return queryCost(endpoint, state).pipe(
+    filter((p): p is Extract<CostProbe, { type: 'cost' }> => p.type === 'cost'),
+    take(1),
+    timeout(LOOKUP_TIMEOUT_MS),
+    map((p) => p.peer ?? base),
+    // A certificate or CA the host or this client refuses fails the job with the reason.
+    catchError((err: unknown) => (err instanceof TlsError ? throwError(() => err) : of(base))),
+    defaultIfEmpty(base),
+  );
 }
 
 /**
@@ -569,8 +446,7 @@ function askPlatform(
       },
       (err) => err,
       state.track,
-      state.meter,
-      state.dialer,
+      state,
     ).subscribe({
       complete: () => resolve(said),
       error: () => resolve(undefined),
@@ -680,6 +556,12 @@ function sendJobRetrying(
   );
 }
 
+/**
+ * One job over one connection: connect, learn what the host is, plan the talk (`planJob`,
+ * a {@link JobPlan}), shake hands as planned, then `upload`, `execute`, `download`
+ * (src/client/ops/), each an Observable step over the socket. A host that grants less than
+ * the plan assumed ends it with a {@link StaleOffer} (see `sendJobRetrying`).
+ */
 function sendJobOnce(
   endpoint: Endpoint,
   job: JobRequest,
@@ -687,276 +569,165 @@ function sendJobOnce(
   mayOfferEarly: boolean,
 ): Observable<JobProgress> {
   const { limits, track } = state;
+  const host = hostKey(endpoint);
   const token = state.trusted.get(endpointIdentity(endpoint)) ?? state.token;
-  let replied = false;
-  return converse<JobProgress>(
-    endpoint,
-    async (socket, reader, emit, cancel) => {
-      await connected(socket);
+  const classify = (err: unknown) =>
+    err instanceof StaleOffer
+      ? err
+      : err instanceof AfterReply
+        ? classifyJobError(err.error, true)
+        : classifyJobError(err, false);
+  return conversation(endpoint, state, classify, (conn) =>
+    step<JobProgress, void>(track, async (emit) => {
+      await connected(conn.socket);
       emit({ type: 'connected' });
-      const peer = await peerOf(endpoint, state, cancel);
-      // Where each file lands: with `cwd`, a requirement above the Rakefile's directory keeps
-      // its place; elsewhere two files under one base name are refused before anything is sent.
-      const carriesPaths = peer.kind === 'rake' && peer.extensions.includes('cwd');
-      const layout = jobLayout(job.outputDir, job.files, carriesPaths, hostKey(endpoint));
-      if (!layout.ok) throw new JobError('requirement-collision', layout.message, true);
-      const cwd = layout.cwd;
-      // A base-mode host gets exactly the base protocol: no hello, no `!X`, no `!M`.
-      let files = layout.files;
-      // To a host that said it wants no token, what follows the hello is sent without
-      // waiting for its `ok`: the server reads them in order.
-      const ahead =
-        mayOfferEarly && peer.kind === 'rake' && !peer.authRequired && token === undefined;
-      // Pushed ahead, the files carry modes: only to a host that said it has both.
-      const pushAhead =
-        ahead && peer.extensions.includes('push') && peer.extensions.includes('mode');
-      const early =
-        ahead && peer.extensions.includes('cache') && files.length > 0
-          ? await haveOffer(files, state.hasher, pushAhead ? CACHE_MIN_BYTES : 0)
-          : undefined;
-      // With `push` and nothing to ask the cache, the whole job follows the hello at once
-      // (the server may send its `ok` with the reply): one round trip per job.
-      // A job that may be cached waits for the `ok` instead: only its `ext=` says whether the
-      // host keeps results (extension `results`, not in the offer's annex) for `!X lookup`.
-      const blind = pushAhead && early === undefined && job.cache === undefined;
-      // A pushed upload the server refuses part-way (a file over its limit) is answered with
-      // `!F` while our bytes are still on their way; when it then closes, our write fails.
-      // The refusal is what the user needs, so it is read before the write error is believed.
-      let writeFailed: unknown;
-      const sendCommand = async (
-        modes: boolean,
-        push: boolean,
-        upload: readonly OutgoingFile[],
-        startReported: boolean | undefined,
-        lookup = false,
-      ) => {
-        const told = startReported === undefined ? {} : { startReported };
-        try {
-          if (upload.length > 0) {
-            await write(socket, encodeHeader({ kind: 'plain', code: '!R', length: 0 }));
-            const sent = await sendFilestream(socket, reader, upload, { modes, push });
-            emit({
-              type: 'uploaded',
-              files: sent.length,
-              bytes: sent.reduce((n, f) => n + f.size, 0),
-              ...told,
-            });
-          } else {
-            emit({ type: 'uploaded', files: 0, bytes: 0, ...told });
-          }
-          // Extension `results`: a job that may be cached asks the host's stored results first.
-          await write(
-            socket,
-            Buffer.concat([
-              ...(lookup ? [encodeExtension({ verb: 'lookup' })] : []),
-              ...(cwd === undefined ? [] : [encodeExtension({ verb: 'cwd', path: cwd })]),
-              encodePacket({ code: '!C' }, job.command),
-            ]),
-          );
-        } catch (err) {
-          if (!push || !isConnectionError(err)) throw err;
-          writeFailed = err;
-        }
-      };
-      const ext: ReadonlySet<Extension> =
-        peer.kind === 'rake'
-          ? await negotiate(socket, reader, {
-              endpoint,
-              token,
-              limits,
-              ...(blind
-                ? {
-                    followUp: () =>
-                      sendCommand(true, true, files, peer.extensions.includes('queue')),
-                    okWithReply: true,
-                    okWithinBeats: peer.extensions.includes('beat'),
-                  }
-                : early === undefined
-                  ? {}
-                  : { followUp: early.message }),
-            })
-          : new Set();
-      const stale =
-        peer.kind === 'rake' &&
-        ((early !== undefined && !ext.has('cache')) ||
-          (cwd !== undefined && !ext.has('cwd')) ||
-          (blind && !(ext.has('push') && ext.has('mode'))));
-      if (stale) {
-        // Believe the hello from now on: later jobs send nothing early to this host.
-        state.peers.record(endpoint, {
-          ...peer,
-          extensions: peer.extensions.filter((e) => ext.has(e)),
-        });
-        throw new StaleOffer();
-      }
-      const modes = ext.has('mode');
-      // With `push`, `!R`, the files and `!C` leave in one write (write() corks for the tick),
-      // and the reply comes back with its output files unasked.
-      const push = ext.has('push');
-      if (!blind) {
-        if (early !== undefined) {
-          files = await readNeed(reader, files, early, { endpoint, limits });
-        } else if (ext.has('cache') && files.length > 0) {
-          files = await offerCached(socket, reader, files, {
+    }).pipe(
+      then(() => peerOf(endpoint, state).pipe(map(told))),
+      then((peer) =>
+        defer(async () => {
+          // Where each file lands: with `cwd`, a requirement above the Rakefile's directory
+          // keeps its place; elsewhere two files under one base name are refused before
+          // anything is sent.
+          const carriesPaths = peer.kind === 'rake' && peer.extensions.includes('cwd');
+          const layout = jobLayout(job.outputDir, job.files, carriesPaths, host);
+          if (!layout.ok) throw new JobError('requirement-collision', layout.message, true);
+          const plan = await planJob(peer, {
+            files: layout.files,
+            cwd: layout.cwd,
+            token,
+            cacheable: job.cache !== undefined,
+            mayOfferEarly,
             hasher: state.hasher,
-            endpoint,
-            limits,
-            minBytes: push ? CACHE_MIN_BYTES : 0,
           });
-        }
-        await sendCommand(
-          modes,
-          push,
-          files,
-          peer.kind === 'rake' ? ext.has('queue') : undefined,
-          job.cache !== undefined && ext.has('results'),
+          return told({ peer, plan });
+        }),
+      ),
+      then(({ peer, plan }) => shakeHands(conn, endpoint, peer, plan, job, token, state)),
+      then(({ plan, granted, uploaded }) => {
+        const upload$ =
+          uploaded !== undefined
+            ? of(told(uploaded))
+            : upload(conn, uploadSpec(job, plan, granted), track);
+        return upload$.pipe(
+          then((u) => execute(conn, u, { granted, limits, spool: state.spool, host }, track)),
+          then((replied) =>
+            download(
+              conn,
+              replied,
+              {
+                job,
+                cwd: plan.kind === 'base' ? undefined : plan.cwd,
+                limits,
+                modes: granted.has('mode'),
+                push: granted.has('push'),
+                host,
+              },
+              track,
+            ),
+          ),
         );
-      }
-      const {
-        header: reply,
-        stderr: warnings,
-        hit: serverHit,
-      } = await readReply(
-        reader,
-        limits,
-        ext,
-        (verb) => emit({ type: verb }),
-        hostKey(endpoint),
-      ).catch((err: unknown) => {
-        throw writeFailed ?? err;
-      });
-      if (writeFailed !== undefined && reply.kind !== 'plain') throw writeFailed;
-      checkReply(reply);
-      if (reply.kind === 'plain') {
-        // `!F<len>` + stderr, then `!F<len>` + exit status (PROTOCOL.md, "failure").
-        const stderr = await reader.readPayload(reply.length, limits.maxOutputBytes, 'stderr');
-        const exitStatus = await readExitStatus(reader, limits);
-        replied = true;
-        emit({ type: 'replied', ok: false, stderr: stderr.toString('utf8'), exitStatus });
-      } else {
-        if (reply.length > limits.maxOutputBytes) {
-          throw new ProtocolError(
-            'limit-exceeded',
-            `command output of at most ${limits.maxOutputBytes} bytes`,
-            `${reply.length} bytes`,
-          );
-        }
-        const body = await state.spool.receive(reader, reply.length, 'command output');
-        replied = true;
-        const outputs = reply.flags[1] === 'I';
-        const stderr = warnings === undefined ? undefined : warnings.toString('utf8');
-        emit({
-          type: 'replied',
-          ok: true,
-          stdout: body,
-          files: outputs,
-          ...(stderr === undefined ? {} : { stderr }),
-          ...(serverHit === undefined ? {} : { serverHit }),
-        });
-        if (outputs) {
-          // Every file is staged under a temporary name and they land together at the end:
-          // a refused name or a broken connection leaves nothing of this action behind.
-          const made = new MadeDirectories();
-          const received = await receiveFilestream(reader, socket, {
-            resolve: (name) => {
-              const local = outputName(name, cwd);
-              const why = outputRefusal(local, job.outputDir, job.refusedFiles ?? []);
-              if (why !== undefined) {
-                throw new JobError(
-                  'bad-output',
-                  `refused output file ${JSON.stringify(local)} from ${hostKey(endpoint)}: ${why}; no output of this action was written`,
-                  false,
-                );
-              }
-              return made.prepare(job.outputDir, local);
-            },
-            limits,
-            modes,
-            push,
-            stage: true,
-          }).catch((err: unknown) => {
-            made.removeEmpty();
-            throw err;
-          });
-          const names = received.map((f) => relative(job.outputDir, f.path).split(sep).join('/'));
-          const conflict = job.claim?.(names);
-          if (conflict !== undefined) {
-            discardStaged(received);
-            made.removeEmpty();
-            throw new JobError(
-              'bad-output',
-              `${conflict} (from ${hostKey(endpoint)}); no output of this action was written`,
-              false,
-            );
-          }
-          landStaged(received);
-          emit({
-            type: 'downloaded',
-            files: names,
-            bytes: received.reduce((n, f) => n + f.size, 0),
-          });
-        }
-      }
-      // The reply and every file are in: a server that closed right after them (one shutting
-      // down does, as may any base server) has lost us nothing, so `!D` is best effort.
-      await write(socket, encodeHeader({ kind: 'plain', code: '!D', length: 0 })).catch(
-        (err: unknown) => {
-          if (!isConnectionError(err)) throw err;
-        },
-      );
-    },
-    (err) => (err instanceof StaleOffer ? err : classifyJobError(err, replied)),
-    track,
-    state.meter,
-    state.dialer,
+      }),
+      progressOnly(),
+    ),
   );
+}
+
+/** A job step's result. */
+function told<T>(value: T): Told<JobProgress, T> {
+  return { result: value };
+}
+
+/** What the handshake leaves: the extensions granted, the files to send (after `need`). */
+interface Shaken {
+  readonly plan: JobPlan;
+  readonly granted: ReadonlySet<Extension>;
+  /** A pushed plan's upload, already sent behind the hello. */
+  readonly uploaded?: Uploaded;
 }
 
 /**
- * Where an output file goes, relative to the Rakefile's directory: with `cwd` (the command
- * ran in that subdirectory of the job directory) the server's name is relative to the job
- * directory, and only what lies below `cwd` is inside the Rakefile's directory.
+ * The handshake a plan calls for: none for `base`; a hello (and a challenge) for the others,
+ * with the `have` or the whole job behind it when planned; then the cache's `have` → `need`
+ * when granted. A host that grants less than the plan sent on its promise is believed from
+ * now on (its self-description narrowed) and the job starts again: {@link StaleOffer}.
  */
-function outputName(name: string, cwd: string | undefined): string {
-  if (cwd === undefined) return name;
-  const segments = wireNameSegments(name);
-  const prefix = cwd.split('/');
-  if (segments.length > prefix.length && prefix.every((p, i) => segments[i] === p)) {
-    return segments.slice(prefix.length).join('/');
-  }
-  throw new ProtocolError(
-    'bad-name',
-    "an output file inside the Rakefile's directory",
-    `${JSON.stringify(name)}, which the command wrote outside it (the job ran in ${JSON.stringify(cwd)})`,
-  );
+function shakeHands(
+  conn: Connection,
+  endpoint: Endpoint,
+  peer: PeerInfo,
+  plan: JobPlan,
+  job: JobRequest,
+  token: Token | undefined,
+  state: TransportState,
+): Observable<Told<JobProgress, Shaken>> {
+  if (plan.kind === 'base') return of(told({ plan, granted: new Set<Extension>() }));
+  const { socket, reader } = conn;
+  const { limits } = state;
+  return step<JobProgress, Shaken>(state.track, async (emit) => {
+    let uploaded: Uploaded | undefined;
+    const granted = await negotiate(socket, reader, {
+      endpoint,
+      token,
+      limits,
+      ...(plan.kind === 'pushed'
+        ? {
+            followUp: async () => {
+              uploaded = await sendUpload(
+                conn,
+                {
+                  command: job.command,
+                  files: plan.files,
+                  modes: true,
+                  push: true,
+                  startReported: plan.queue,
+                  cwd: plan.cwd,
+                  lookup: false,
+                },
+                emit,
+              );
+            },
+            okWithReply: true,
+            okWithinBeats: plan.beats,
+          }
+        : plan.kind === 'extended-cache'
+          ? { followUp: plan.offer.message }
+          : {}),
+    });
+    if (peer.kind === 'rake' && staleFor(plan, granted)) {
+      // Believe the hello from now on: later jobs send nothing early to this host.
+      state.peers.record(endpoint, {
+        ...peer,
+        extensions: peer.extensions.filter((e) => granted.has(e)),
+      });
+      throw new StaleOffer();
+    }
+    if (plan.kind === 'pushed') return { plan, granted, ...(uploaded ? { uploaded } : {}) };
+    const files =
+      plan.kind === 'extended-cache'
+        ? await readNeed(reader, plan.files, plan.offer, { endpoint, limits })
+        : granted.has('cache') && plan.files.length > 0
+          ? await offerCached(socket, reader, plan.files, {
+              hasher: state.hasher,
+              endpoint,
+              limits,
+              minBytes: granted.has('push') ? CACHE_MIN_BYTES : 0,
+            })
+          : plan.files;
+    return { plan: { ...plan, files }, granted };
+  });
 }
 
-/** A reply is `!S..` (stdout follows) or `!F` (stderr follows). */
-function checkReply(reply: Header): void {
-  if (reply.kind === 'plain') expectPlain(reply, '!F');
-  else if (reply.flags[0] !== 'S' && reply.flags[0] !== ' ') {
-    throw new JobError(
-      'protocol-error',
-      `expected a reply !SS or !F, received ${describeHeader(reply)}`,
-      true,
-    );
-  }
-}
-
-/** The second `!F` packet; a peer that closes instead leaves the status unknown. */
-async function readExitStatus(
-  reader: FramedReader,
-  limits: TransportLimits,
-): Promise<number | undefined> {
-  try {
-    const h = await reader.readHeaderOrEnd(limits);
-    if (h === null) return undefined;
-    const code = expectPlain(h, '!F');
-    return parseDecimal(await reader.readPayload(code.length, 64, 'exit status'), 'exit status');
-  } catch (err) {
-    if (isConnectionError(err)) return undefined;
-    throw err;
-  }
+/** The upload a plan and its grant call for (all but a pushed plan's, sent with the hello). */
+function uploadSpec(job: JobRequest, plan: JobPlan, granted: ReadonlySet<Extension>): UploadSpec {
+  return {
+    command: job.command,
+    files: plan.files,
+    modes: granted.has('mode'),
+    push: granted.has('push'),
+    startReported: plan.kind === 'base' ? undefined : granted.has('queue'),
+    cwd: plan.kind === 'base' ? undefined : plan.cwd,
+    lookup: plan.kind !== 'base' && plan.kind !== 'pushed' && plan.lookup && granted.has('results'),
+  };
 }
 
 function classifyJobError(err: unknown, replied: boolean): JobError {

@@ -1,0 +1,175 @@
+/**
+ * One TCP (or TLS) connection as an Observable, and the steps of a conversation over it.
+ *
+ * `conversation` opens the socket when subscribed and closes it when the conversation ends
+ * (gracefully after the last step, at once on an error); unsubscribing at any step destroys
+ * the socket and stops its reader, so nothing more is read or sent. A step is one piece of
+ * the talk (a handshake, an upload, a reply, a download) as an Observable: what it reports
+ * as it goes (`progress`), then its `result`, which `then` hands to the next step.
+ *
+ *     conversation  (dial)--step 1--step 2--step 3--|(end)
+ *     unsubscribe   (dial)--step 1--st!              (socket destroyed, reader disposed)
+ */
+import { connect, type Socket } from 'node:net';
+import {
+  catchError,
+  defer,
+  filter,
+  finalize,
+  map,
+  mergeMap,
+  Observable,
+  type OperatorFunction,
+  of,
+  tap,
+  throwError,
+} from 'rxjs';
+import { FramedReader } from '../protocol/reader.js';
+import type { TlsDialer } from '../tls/client.js';
+import { type Endpoint, hostKey } from './endpoint.js';
+import type { TrackCleanup, TransferMeter } from './transport.js';
+
+/** An open connection: the socket and the reader of its frames. */
+export interface Connection {
+  readonly socket: Socket;
+  readonly reader: FramedReader;
+}
+
+/** What a step says: progress as it goes, then (once, last) its result. */
+export type Told<P, T> = { readonly progress: P } | { readonly result: T };
+
+/** Progress, as a step says it. */
+export function progress<P>(p: P): Told<P, never> {
+  return { progress: p };
+}
+
+/** A result, as a step says it. */
+export function result<T>(r: T): Told<never, T> {
+  return { result: r };
+}
+
+/**
+ * An async step as an Observable: `work` may report progress through `emit`; its result
+ * comes last. Unsubscribing drops what it says afterwards (the connection's end stops the
+ * work itself: its reads fail once the reader is disposed). The work is tracked
+ * (`track`), so a program about to exit waits for it to finish cleaning up.
+ */
+export function step<P, T>(
+  track: TrackCleanup,
+  work: (emit: (p: P) => void) => Promise<T>,
+): Observable<Told<P, T>> {
+  return new Observable<Told<P, T>>((sub) => {
+    const done = work((p) => sub.next({ progress: p }));
+    track(done);
+    done.then(
+      (r) => {
+        sub.next({ result: r });
+        sub.complete();
+      },
+      (err: unknown) => sub.error(err),
+    );
+  });
+}
+
+/** The next step, given the previous one's result; progress passes through. */
+export function then<P, T, U>(
+  next: (r: T) => Observable<Told<P, U>>,
+): OperatorFunction<Told<P, T>, Told<P, U>> {
+  return mergeMap((t) => ('result' in t ? next(t.result) : of(t)));
+}
+
+/** A conversation's progress, its results dropped. */
+export function progressOnly<P>(): OperatorFunction<Told<P, unknown>, P> {
+  return (source) =>
+    source.pipe(
+      filter((t): t is { readonly progress: P } => 'progress' in t),
+      map((t) => t.progress),
+    );
+}
+
+/** How connections are opened and accounted. */
+export interface Dialing {
+  readonly dialer: TlsDialer;
+  readonly meter: TransferMeter | undefined;
+}
+
+/** TLS sockets and their handshakes: such a socket is connected once the handshake is over. */
+const handshakes = new WeakMap<Socket, Promise<void>>();
+
+/** Resolves once `socket` is connected (a TLS socket: once its handshake is over). */
+export function connected(socket: Socket): Promise<void> {
+  const handshake = handshakes.get(socket);
+  if (handshake !== undefined) return handshake;
+  return new Promise((resolve, reject) => {
+    if (!socket.connecting) {
+      if (socket.destroyed) reject(new Error('connection closed'));
+      else resolve();
+      return;
+    }
+    const onConnect = () => {
+      socket.off('error', onError);
+      resolve();
+    };
+    const onError = (err: Error) => {
+      socket.off('connect', onConnect);
+      reject(err);
+    };
+    socket.once('connect', onConnect);
+    socket.once('error', onError);
+  });
+}
+
+/**
+ * Opens a connection to `endpoint` and talks over it (`talk`). It ends gracefully (`end`)
+ * when the talk completes, is destroyed when it errors (the error, told as a TLS matter
+ * when it is one, goes through `classify`) or when unsubscribed.
+ */
+export function conversation<T>(
+  endpoint: Endpoint,
+  dialing: Dialing,
+  classify: (err: unknown) => unknown,
+  talk: (connection: Connection) => Observable<T>,
+): Observable<T> {
+  return defer(() => {
+    const tls =
+      endpoint.tls === true
+        ? dialing.dialer.dial(endpoint.host, endpoint.port, hostKey(endpoint))
+        : undefined;
+    const socket = tls?.socket ?? connect({ host: endpoint.host, port: endpoint.port });
+    if (tls !== undefined) handshakes.set(socket, tls.ready);
+    socket.setNoDelay(true);
+    // A base-mode host has no heartbeat: the kernel's keepalive notices a dead host or link.
+    socket.setKeepAlive(true, 30_000);
+    const { meter } = dialing;
+    let counted = meter === undefined;
+    // Counted once the conversation is over, so a caller that awaited it sees the bytes.
+    const count = () => {
+      if (counted || meter === undefined) return;
+      counted = true;
+      meter.sent += socket.bytesWritten;
+      meter.received += socket.bytesRead;
+      meter.connections++;
+    };
+    const reader = new FramedReader(socket);
+    return talk({ socket, reader }).pipe(
+      tap({
+        complete: () => {
+          count();
+          socket.end();
+        },
+        error: () => {
+          count();
+          socket.destroy();
+        },
+      }),
+      // A certificate, CA or plain-vs-TLS failure is told as such, naming the host.
+      catchError((err: unknown) => throwError(() => classify(tls?.explain(err) ?? err))),
+      finalize(() => {
+        // Over, or cancelled while talking: nothing more is read.
+        reader.dispose();
+        count();
+        socket.destroy();
+      }),
+    );
+  });
+}
