@@ -1,34 +1,26 @@
+// One client connection (docs/server.md): its lifecycle, the loop that reads its messages
+// and lets the handshake (handshake.ts) decide what each may do, and the running of its
+// commands. What a job brings is job intake's (intake.ts); what it gets back is the reply's
+// (reply.ts).
+
 import type { Socket } from 'node:net';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import type { Logger } from 'pino';
 import type { Subscription } from 'rxjs';
-import { entryOf } from '../cache/job.js';
-import type { LocalCache } from '../cache/store.js';
 import {
   type Extension,
-  type ExtensionMessage,
   encodeExtension,
-  encodeHeader,
-  encodePacket,
   FIRST_BEAT_WITHIN_MS,
-  FLAGS,
   FramedReader,
-  type HaveEntry,
   type Header,
   hold,
   isProtocolError,
   newNonce,
   ProtocolError,
-  type ProtocolLimits,
-  prepareInside,
-  receiveFilestream,
-  sendFilestream,
-  type Token,
-  wireNameSegments,
   write,
 } from '../protocol/index.js';
 import { unreachable } from '../util/unreachable.js';
-import type { InputCache } from './cache.js';
+import { ClientGone, type ConnectionContext, JobLost, type Wire } from './context.js';
 import {
   AWAITING_FIRST,
   costReply,
@@ -39,26 +31,18 @@ import {
   onExtension,
   onHeader,
 } from './handshake.js';
+import { JobIntake } from './intake.js';
 import { type JobOutcome, runJob } from './job.js';
-import { type JobDirs, layoutOf } from './jobdirs.js';
-import type { Launcher } from './launcher.js';
-import { type LoadFeed, watchLoad } from './load.js';
-import { changedFiles, isSmallListing, listRegularFiles, StdoutSpool } from './outputs.js';
-import { landResult, serverResultKey } from './results.js';
-import { type JobSlots, SlotWaitAborted } from './slots.js';
-
-/** Limits the server enforces: the wire limits plus the cap on captured output. */
-export interface ServerLimits extends ProtocolLimits {
-  /** Cap on a job's captured stdout, and separately on its stderr, in bytes. */
-  readonly maxOutputBytes: number;
-}
-
-/** Exit status sent in the second `!F` packet when the server itself refuses a request. */
-export const REFUSAL_EXIT_CODE = 2;
-/** Exit status for a job killed by `--job-timeout` (as `timeout(1)` does). */
-export const TIMEOUT_EXIT_CODE = 124;
-/** Exit status when `/bin/sh` itself could not be started. */
-export const SPAWN_FAILURE_EXIT_CODE = 126;
+import { watchLoad } from './load.js';
+import { listRegularFiles, StdoutSpool } from './outputs.js';
+import {
+  REFUSAL_EXIT_CODE,
+  sendFailure,
+  sendReply,
+  sendStoredResult,
+  storeResult,
+} from './reply.js';
+import { SlotWaitAborted } from './slots.js';
 
 /**
  * The reason every connection's AbortController is aborted with: nothing reads it, and
@@ -70,56 +54,6 @@ const CONNECTION_ENDED = new Error('the connection ended');
 /** How a job starts on the wire: its requirements, or its command. */
 const JOB_START = new Set(['!R', '!C']);
 
-/** What a connection needs from its server; the server owns the shared state. */
-export interface ConnectionContext {
-  readonly logger: Logger;
-  readonly limits: ServerLimits;
-  readonly workdir: string;
-  /** Where jobs' large stdout is spooled (a directory of this server's, not a job's). */
-  readonly spoolDir: string;
-  readonly jobTimeoutMs: number;
-  readonly idleTimeoutMs: number;
-  /**
-   * A message (header and payload, not a file's bytes) must be whole this long after its
-   * first byte, however its bytes trickle; `undefined` = no deadline.
-   */
-  readonly messageTimeoutMs: number | undefined;
-  /** Interval of `!X beat` (extension `beat`); `undefined`: the extension is off. */
-  readonly heartbeatMs: number | undefined;
-  readonly slots: JobSlots;
-  /** Starts the jobs' shells. */
-  readonly launcher: Launcher;
-  /** Hands out (and takes back) the job directories. */
-  readonly jobDirs: JobDirs;
-  /** The cost to report: jobs being managed + the configured offset. */
-  cost(): number;
-  /** Counts a connection into, or out of, the jobs being managed. */
-  manage(delta: 1 | -1): void;
-  /** True once the server is shutting down: finish the current job, take no new one. */
-  closing(): boolean;
-  /** Set: clients must prove they know it (extension `auth`); base-mode clients cannot run jobs. */
-  readonly token: Token | undefined;
-  /** The input cache (extension `cache`), if on. */
-  readonly cache: InputCache | undefined;
-  /**
-   * Results of the jobs this server ran, by the server's own key (extension `results`, the
-   * shared action cache), if on. Only this connection class writes to it, after a job of its
-   * own succeeded: no message of a client inserts an entry.
-   */
-  readonly results?: LocalCache | undefined;
-  /** The server's load, for connections that watch it (extension `load`). */
-  readonly load?: LoadFeed;
-  /** Extensions this server grants a client that asks (never `auth`: that is `token`). */
-  readonly extensions: ReadonlySet<Extension>;
-  /** The annex of a cost reply to our client's offer: `rake/1 v=… ext=…`. */
-  readonly description: string;
-  /**
-   * What kind of host this is (`os`, `arch`, the operator's `--platform` labels): said in the
-   * `ok` to a client that asks (`platform?`), for its action cache's key.
-   */
-  readonly platform?: Readonly<Record<string, string>>;
-}
-
 /** How a connection ended, for its log line. */
 type ConnectionOutcome =
   | 'ok'
@@ -130,31 +64,10 @@ type ConnectionOutcome =
   | 'idle-timeout'
   | 'evicted';
 
-/** How long a job waits for another connection's upload of a file it also needs. */
-const CACHE_WAIT_MS = 30_000;
-
-/** Largest stdout a stored result keeps (extension `results`): read into memory to store. */
-const MAX_RESULT_STDOUT_BYTES = 16 * 1024 * 1024;
-
-/** The client went away while we were waiting on it or running its job. */
-class ClientGone extends Error {
-  override readonly name = 'ClientGone';
-}
-
-/** The server lost a job (its spawner died): the connection is dropped, and the client retries. */
-class JobLost extends Error {
-  override readonly name = 'JobLost';
-}
-
 const LINGER_MS = 1000;
 
 /** Idle time before TCP keepalive probes start, on every connection. */
 const KEEPALIVE_MS = 30_000;
-
-/** `text` with the server's workdir (and so every job directory in it) as `<workdir>`. */
-function withoutPaths(text: string, workdir: string): string {
-  return text.split(workdir).join('<workdir>');
-}
 
 /**
  * One client connection: an optional `!R`, a command, its reply, `!D` — plus any number of
@@ -172,11 +85,10 @@ export class Connection {
   readonly #abort = new AbortController();
   readonly #started = performance.now();
   readonly #remote: string;
-  #dir: string | undefined;
-  /** A job directory was made (requirements, a `have` or a command came). */
-  #hadDir = false;
-  /** The job directory is known to hold few files (it can be removed synchronously). */
-  #smallDir = true;
+  /** What the client sent for its job, and the job directory (intake.ts). */
+  readonly #intake: JobIntake;
+  /** This connection as intake and reply see it. */
+  readonly #wire: Wire;
   #managing = false;
   #outcome: ConnectionOutcome = 'ok';
   #evicted = false;
@@ -187,14 +99,8 @@ export class Connection {
   /** The handshake (handshake.ts): base or extended, challenged, the extensions granted. */
   #state: HandshakeState = AWAITING_FIRST;
   readonly #handshake: HandshakeConfig;
-  /** Extension `cwd`: the job directory's subdirectory the command runs in (`!X cwd`). */
-  #cwd: string | undefined;
-  /** Extension `results`: the next command may be answered from the stored results. */
-  #lookup = false;
   /** `!X watch` came: the load stream sent on this connection (extension `load`). */
   #watch: Subscription | undefined;
-  /** Files the last `!X have` asked the client to upload, by wire name, to cache on arrival. */
-  readonly #expected = new Map<string, { entry: HaveEntry; settle: (() => void) | undefined }>();
 
   constructor(id: number, socket: Socket, ctx: ConnectionContext) {
     this.id = id;
@@ -210,6 +116,18 @@ export class Connection {
       limits: ctx.limits,
       newNonce,
     };
+    this.#wire = {
+      id,
+      ctx,
+      socket,
+      reader: this.#reader,
+      log: this.#log,
+      signal: this.#abort.signal,
+      granted: () => grantedOf(this.#state),
+      manage: (on) => this.#setManaging(on),
+      payloadDeadline: (length) => this.#payloadDeadline(length),
+    };
+    this.#intake = new JobIntake(this.#wire);
     socket.setNoDelay(true);
     // A peer whose host died or whose link broke mid-job is noticed even in base mode, which
     // has no heartbeat (the kernel probes an idle connection; a frozen but live host answers).
@@ -270,12 +188,12 @@ export class Connection {
       this.#watch?.unsubscribe();
       this.#abort.abort(CONNECTION_ENDED);
       this.#disposeSpool();
-      this.#settleExpected();
-      await this.#removeDir();
+      this.#intake.settleExpected();
+      await this.#intake.removeDir();
       await this.#close(linger);
       // A connection that only asked for costs (the client's polls: one or more per action)
       // is routine; it is logged at debug so info stays one line per job.
-      const routine = this.#outcome === 'ok' && this.#commands === 0 && !this.#hadDir;
+      const routine = this.#outcome === 'ok' && this.#commands === 0 && !this.#intake.started;
       this.#log[routine ? 'debug' : 'info'](
         {
           remote: this.#remote,
@@ -325,16 +243,16 @@ export class Connection {
           break;
         case 'command':
           await this.#command(effect.length);
-          if (effect.endsJob) await this.#nextJob();
+          if (effect.endsJob) await this.#intake.nextJob();
           break;
         case 'requirements':
-          await this.#requirements(effect.length);
+          await this.#intake.requirements(effect.length);
           break;
         case 'extension':
           await this.#extension(effect.length, effect.maxBytes);
           break;
         case 'end':
-          await this.#removeDir();
+          await this.#intake.removeDir();
           return;
         default:
           unreachable(effect, 'header effect');
@@ -360,7 +278,9 @@ export class Connection {
       { deadlineMs: this.#payloadDeadline(length) },
     );
     const before = this.#state;
-    const step = onExtension(before, payload, this.#handshake, { jobStarted: this.#hadDir });
+    const step = onExtension(before, payload, this.#handshake, {
+      jobStarted: this.#intake.started,
+    });
     this.#state = step.state;
     const effect = step.effect;
     switch (effect.kind) {
@@ -384,7 +304,7 @@ export class Connection {
         return;
       }
       case 'job':
-        return this.#jobMessage(effect.message);
+        return this.#intake.message(effect.message);
       case 'watch': {
         // Extension `load`: from now on the connection carries the server's load until the
         // client sends `!D` (the handshake refuses anything else).
@@ -401,155 +321,25 @@ export class Connection {
     }
   }
 
-  /** `!X lookup`, `!X cwd`, `!X have` on an extended connection. */
-  async #jobMessage(msg: ExtensionMessage): Promise<void> {
-    if (msg.verb === 'lookup') {
-      this.#lookup = true;
-      return;
-    }
-    if (msg.verb === 'cwd') {
-      // Extension `cwd`: where the next command runs, inside the job directory.
-      this.#cwd = wireNameSegments(msg.path).join('/');
-      return;
-    }
-    if (msg.verb !== 'have') return;
-    await this.#have(msg.entries);
-  }
-
   /**
-   * `!X have`: copies every listed file the cache holds into the job directory, and
-   * answers `!X need` with the others (in the order listed), which the client then uploads.
-   * A file another connection is uploading right now is waited for rather than needed.
+   * A command: read it (intake), answer it from a stored result if the client asked and one
+   * is there, else run it in a job slot and send its reply.
    */
-  async #have(entries: readonly HaveEntry[]): Promise<void> {
-    const cache = this.#ctx.cache;
-    if (cache === undefined) throw new Error('have without a cache');
-    this.#setManaging(true);
-    const dir = await this.#ensureDir(layoutOf(entries.map((e) => e.name)));
-    this.#settleExpected();
-    if (entries.length >= 64) this.#smallDir = false;
-    const withMode = this.#ext.has('mode');
-    const found = await Promise.all(
-      entries.map(async (entry) => {
-        const path = await prepareInside(dir, entry.name);
-        const lease = await cache.lease(
-          entry.sha256,
-          entry.size,
-          CACHE_WAIT_MS,
-          this.#abort.signal,
-        );
-        if (lease === undefined) return false;
-        try {
-          await cache.materialize(lease, path, withMode ? entry.mode : undefined);
-          return true;
-        } catch (err) {
-          this.#log.warn({ name: entry.name, err }, 'cannot copy a cached file: asking for it');
-          return false;
-        } finally {
-          lease.release();
-        }
-      }),
-    );
-    if (this.#abort.signal.aborted)
-      throw new ClientGone('client left while its inputs were copied');
-    const need: string[] = [];
-    entries.forEach((entry, i) => {
-      if (found[i]) return;
-      need.push(entry.name);
-      this.#expected.set(entry.name, { entry, settle: cache.claim(entry.sha256) });
-    });
-    this.#log.debug(
-      { listed: entries.length, cached: entries.length - need.length, need: need.length },
-      'have',
-    );
-    await write(this.#socket, encodeExtension({ verb: 'need', names: need }));
-  }
-
-  /**
-   * Extension `reuse`: a job ends with its reply. Its directory is given back and nothing of
-   * it (`cwd`, `lookup`, a `have`'s claims) carries over; the next `have`, `!R` or `!C` on
-   * this connection starts a new job in a new directory. Without `reuse`, a later command
-   * runs in the same directory, as in base mode.
-   */
-  async #nextJob(): Promise<void> {
-    if (!this.#ext.has('reuse')) return;
-    this.#settleExpected();
-    this.#cwd = undefined;
-    this.#lookup = false;
-    await this.#removeDir();
-    this.#smallDir = true;
-  }
-
-  /** Ends the claims of a `have` whose uploads did not all arrive. */
-  #settleExpected(): void {
-    for (const { settle } of this.#expected.values()) settle?.();
-    this.#expected.clear();
-  }
-
-  async #requirements(length: number): Promise<void> {
-    const limits = this.#ctx.limits;
-    // `!R` carries no payload in base mode; tolerate one (bounded) and ignore it.
-    await this.#reader.readPayload(length, limits.maxCommandBytes, '!R payload', {
-      deadlineMs: this.#payloadDeadline(length),
-    });
-    this.#setManaging(true);
-    const dir = await this.#ensureDir();
-    const files = await receiveFilestream(this.#reader, this.#socket, {
-      resolve: (name) => prepareInside(dir, name),
-      limits,
-      modes: this.#ext.has('mode'),
-      push: this.#ext.has('push'),
-    });
-    if (files.length + this.#expected.size >= 64) this.#smallDir = false;
-    this.#log.debug(
-      { files: files.length, bytes: files.reduce((n, f) => n + f.size, 0) },
-      'requirements received',
-    );
-    await this.#cacheUploads(files);
-  }
-
-  /**
-   * Caches the uploads a `have` announced, each only if the server's own hash of the bytes
-   * matches the client's claim; then lets waiting connections go on.
-   */
-  async #cacheUploads(
-    files: readonly { name: string; path: string; size: number }[],
-  ): Promise<void> {
-    const cache = this.#ctx.cache;
-    if (cache === undefined || this.#expected.size === 0) return;
-    for (const file of files) {
-      const expected = this.#expected.get(file.name);
-      if (expected === undefined) continue;
-      this.#expected.delete(file.name);
-      try {
-        const result = await cache.insert(expected.entry.sha256, expected.entry.size, file.path);
-        if (result === 'mismatch' || result === 'wrong-size') {
-          this.#log.warn(
-            { name: file.name, claimed: expected.entry.sha256, result },
-            'upload does not match its announced hash: not cached',
-          );
-        }
-      } catch (err) {
-        this.#log.warn({ name: file.name, err }, 'cannot cache an upload');
-      } finally {
-        expected.settle?.();
-      }
-    }
-    this.#settleExpected();
-  }
-
   async #command(length: number): Promise<void> {
     const limits = this.#ctx.limits;
-    const command = (
-      await this.#reader.readPayload(length, limits.maxCommandBytes, 'command', {
-        deadlineMs: this.#payloadDeadline(length),
-      })
-    ).toString('utf8');
+    const command = await this.#intake.command(length);
     this.#commands++;
     this.#setManaging(true);
-    const dir = await this.#ensureDir();
-    const resultKey = await this.#resultKey(dir, command);
-    if (resultKey !== undefined && (await this.#answerFromResults(resultKey, dir, command))) return;
+    const dir = this.#intake.dir();
+    const resultKey = await this.#intake.resultKey(dir, command);
+    if (resultKey !== undefined) {
+      const files = await sendStoredResult(this.#wire, resultKey, dir);
+      if (files !== undefined) {
+        this.#setManaging(false);
+        this.#log.info({ command, key: resultKey, files }, 'result hit');
+        return;
+      }
+    }
     this.#setIdleTimeout(false);
     // Extension `beat`: from here to the reply, the client hears from us every interval.
     const stopBeats = this.#heartbeat();
@@ -572,15 +362,14 @@ export class Connection {
     this.#spool = spool;
     try {
       if (queued) await write(this.#socket, encodeExtension({ verb: 'started' }));
-      before = await listRegularFiles(dir, limits.maxFiles);
+      before = await listRegularFiles(dir.path, limits.maxFiles);
       // Until the listing after the job, the directory may hold anything.
-      this.#smallDir = false;
+      dir.small = false;
       this.#log.info({ command }, 'job start');
       outcome = await runJob(
         {
           command,
-          // Made here, with its parents, refusing symlinks and files on the way.
-          cwd: this.#cwd === undefined ? dir : dirname(prepareInside(dir, `${this.#cwd}/.cwd`)),
+          cwd: this.#intake.runIn(dir),
           signal: this.#abort.signal,
           timeoutMs: this.#ctx.jobTimeoutMs,
           maxOutputBytes: limits.maxOutputBytes,
@@ -598,9 +387,15 @@ export class Connection {
       this.#log.info({ ...end, exitStatus: null }, 'job end');
       throw new ClientGone('client left during its job');
     }
-    const reply = await this.#reply(outcome, dir, before.ok ? before.files : new Map(), spool);
+    const reply = await sendReply(
+      this.#wire,
+      outcome,
+      dir,
+      before.ok ? before.files : new Map(),
+      spool,
+    );
     if (resultKey !== undefined && reply.exitCode === 0) {
-      await this.#storeResult(resultKey, dir, spool, outcome, reply.outputs);
+      await storeResult(this.#wire, resultKey, dir, spool, outcome, reply.outputs);
     }
     this.#disposeSpool();
     this.#setManaging(false);
@@ -637,177 +432,6 @@ export class Connection {
     };
     let timer = setTimeout(tick, Math.min(ms, FIRST_BEAT_WITHIN_MS));
     return () => clearTimeout(timer);
-  }
-
-  /** Sends the reply for a finished job; returns what the log line needs. */
-  async #reply(
-    outcome: Exclude<JobOutcome, { reason: 'aborted' }>,
-    dir: string,
-    before: Parameters<typeof changedFiles>[0],
-    spool: StdoutSpool,
-  ): Promise<{ exitCode: number; files: number; outputs?: readonly string[] }> {
-    const limits = this.#ctx.limits;
-    switch (outcome.reason) {
-      case 'spawn-error':
-        return this.#failure(
-          `rakeserver: cannot start /bin/sh: ${withoutPaths(outcome.error.message, this.#ctx.workdir)}\n`,
-          SPAWN_FAILURE_EXIT_CODE,
-        );
-      case 'timeout':
-        return this.#failure(
-          Buffer.concat([
-            outcome.stderr,
-            Buffer.from(
-              `rakeserver: job timed out after ${this.#ctx.jobTimeoutMs / 1000} s; its processes were killed\n`,
-            ),
-          ]),
-          TIMEOUT_EXIT_CODE,
-        );
-      case 'refused':
-        return this.#failure(`rakeserver: refused: ${outcome.message}\n`, REFUSAL_EXIT_CODE);
-      case 'lost':
-        throw new JobLost(outcome.message);
-      case 'output-limit':
-        return this.#failure(
-          `rakeserver: refused: the job's ${outcome.stream} exceeded ${limits.maxOutputBytes} bytes; its processes were killed\n`,
-          REFUSAL_EXIT_CODE,
-        );
-      case 'exited':
-        break;
-      default:
-        return unreachable(outcome, 'job outcome');
-    }
-    if (outcome.exitCode !== 0) {
-      const note =
-        outcome.exitCode === 127
-          ? 'rakeserver: exit status 127: a program in this command was not found on this server\n'
-          : '';
-      return this.#failure(Buffer.concat([outcome.stderr, Buffer.from(note)]), outcome.exitCode);
-    }
-    const after = await listRegularFiles(dir, limits.maxFiles);
-    this.#smallDir = isSmallListing(after);
-    if (!after.ok) {
-      return this.#failure(
-        `rakeserver: refused: the job left more than ${after.limit} files\n`,
-        REFUSAL_EXIT_CODE,
-      );
-    }
-    if (after.notUtf8.length > 0) {
-      // The wire carries UTF-8 names: say so rather than leave the files behind unsaid.
-      const shown = after.notUtf8.slice(0, 10).join(', ');
-      return this.#failure(
-        `rakeserver: refused: the command wrote ${after.notUtf8.length} file name(s) that are not UTF-8, which the protocol cannot carry: ${shown}${after.notUtf8.length > 10 ? ', …' : ''}; give them UTF-8 names\n`,
-        REFUSAL_EXIT_CODE,
-      );
-    }
-    const outputs = changedFiles(before, after.files);
-    const flags = outputs.length > 0 ? FLAGS.stdoutAndFiles : FLAGS.stdout;
-    // Extension `stderr`: a successful job's warnings travel just before its reply.
-    const warnings =
-      this.#ext.has('stderr') && outcome.stderr.length > 0
-        ? [encodeExtension({ verb: 'stderr', bytes: outcome.stderr })]
-        : [];
-    await this.#writeAll([
-      ...warnings,
-      encodeHeader({ kind: 'flagged', flags, length: outcome.stdoutBytes }),
-    ]);
-    // From memory in the same tick (one write with the header), or read back from the spool
-    // file 256 KiB at a time, each read waiting until the socket has taken the last.
-    for await (const chunk of spool.read()) await write(this.#socket, chunk);
-    if (outputs.length > 0) {
-      await sendFilestream(
-        this.#socket,
-        this.#reader,
-        outputs.map((name) => ({ name, path: join(dir, ...name.split('/')) })),
-        { noFollow: true, modes: this.#ext.has('mode'), push: this.#ext.has('push') },
-      );
-    }
-    return { exitCode: 0, files: outputs.length, outputs };
-  }
-
-  /**
-   * Extension `results`: the server's key of the command about to run, when the client
-   * asked (`!X lookup` just before it) and this server keeps results; else `undefined`.
-   * Computed before the command runs, from what the job directory holds then.
-   */
-  async #resultKey(dir: string, command: string): Promise<string | undefined> {
-    const asked = this.#lookup;
-    this.#lookup = false;
-    const results = this.#ctx.results;
-    const platform = this.#ctx.platform;
-    if (!asked || results === undefined || platform === undefined) return undefined;
-    const listing = await listRegularFiles(dir, this.#ctx.limits.maxFiles);
-    if (!listing.ok || listing.notUtf8.length > 0) return undefined;
-    return serverResultKey(dir, listing.files.keys(), command, this.#cwd, platform);
-  }
-
-  /**
-   * A stored result of `key`, if any, landed in the job directory and sent as the job's
-   * reply behind `!X hit <key>`: nothing runs, no slot is taken. False on a miss (or when
-   * the entry cannot be landed: the job then runs).
-   */
-  async #answerFromResults(key: string, dir: string, command: string): Promise<boolean> {
-    const entry = this.#ctx.results?.get(key);
-    if (entry === undefined) {
-      this.#log.debug({ key }, 'result miss');
-      return false;
-    }
-    if (entry.files.length >= 64) this.#smallDir = false;
-    try {
-      await landResult(dir, entry);
-    } catch (err) {
-      this.#log.warn({ key, err }, 'cannot land a stored result: running the job');
-      return false;
-    }
-    const names = entry.files.map((f) => f.name);
-    const flags = names.length > 0 ? FLAGS.stdoutAndFiles : FLAGS.stdout;
-    await this.#writeAll([
-      encodeExtension({ verb: 'hit', key }),
-      encodeHeader({ kind: 'flagged', flags, length: entry.stdout.length }),
-      entry.stdout,
-    ]);
-    if (names.length > 0) {
-      await sendFilestream(
-        this.#socket,
-        this.#reader,
-        names.map((name) => ({ name, path: join(dir, ...name.split('/')) })),
-        { noFollow: true, modes: this.#ext.has('mode'), push: this.#ext.has('push') },
-      );
-    }
-    this.#setManaging(false);
-    this.#log.info({ command, key, files: names.length }, 'result hit');
-    return true;
-  }
-
-  /** A successful job's stdout and output files stored under the server's key. */
-  async #storeResult(
-    key: string,
-    dir: string,
-    spool: StdoutSpool,
-    outcome: Exclude<JobOutcome, { reason: 'aborted' }>,
-    outputs: readonly string[] | undefined,
-  ): Promise<void> {
-    const results = this.#ctx.results;
-    if (results === undefined || outcome.reason !== 'exited') return;
-    if (outcome.stdoutBytes > MAX_RESULT_STDOUT_BYTES) return;
-    const chunks: Buffer[] = [];
-    for await (const chunk of spool.read()) chunks.push(Buffer.from(chunk));
-    const entry = entryOf(dir, Buffer.concat(chunks), outputs ?? []);
-    if (entry !== undefined && results.put(key, entry)) {
-      this.#log.debug({ key, files: entry.files.length }, 'result stored');
-    }
-  }
-
-  /** The two-packet failure reply: `!F` + stderr, then `!F` + exit status. */
-  async #failure(
-    stderr: Buffer | string,
-    exitCode: number,
-  ): Promise<{ exitCode: number; files: number }> {
-    await this.#writeAll([
-      encodePacket({ code: '!F' }, stderr),
-      encodePacket({ code: '!F' }, String(exitCode)),
-    ]);
-    return { exitCode, files: 0 };
   }
 
   /**
@@ -856,7 +480,7 @@ export class Connection {
       message = `rakeserver: error: a local failure on this server${code === undefined ? '' : ` (${code})`} while serving connection ${this.id}; the server's log has the details\n`;
     }
     try {
-      await this.#failure(message, REFUSAL_EXIT_CODE);
+      await sendFailure(this.#wire, message, REFUSAL_EXIT_CODE);
     } catch {
       return false;
     }
@@ -877,36 +501,6 @@ export class Connection {
       socket.end();
       setTimeout(() => socket.destroy(), linger ? LINGER_MS : LINGER_MS / 4).unref();
     });
-  }
-
-  /**
-   * Writes `buffers` in one system call with whatever else is written in the same tick: a
-   * reply's header, its stdout and (with `push`) its output files go out together.
-   */
-  async #writeAll(buffers: readonly Uint8Array[]): Promise<void> {
-    for (const b of buffers) await write(this.#socket, b);
-  }
-
-  /**
-   * The connection's job directory, taken on first use. `layout`: the subdirectories its
-   * files will need, when known up front (a `have` list), so a spare directory that already
-   * has them can be used.
-   */
-  async #ensureDir(layout?: readonly string[]): Promise<string> {
-    this.#hadDir = true;
-    this.#dir ??= this.#ctx.jobDirs.take(this.id, layout);
-    return this.#dir;
-  }
-
-  async #removeDir(): Promise<void> {
-    const dir = this.#dir;
-    if (dir === undefined) return;
-    this.#dir = undefined;
-    try {
-      await this.#ctx.jobDirs.give(dir, { small: this.#smallDir });
-    } catch (err) {
-      this.#log.error({ dir, err }, 'cannot remove job directory');
-    }
   }
 
   /**
