@@ -33,7 +33,9 @@ describe('README', () => {
       const script = join(dir, 'build.mts');
       await writeFile(
         script,
-        code.replace("from 'rake-ts'", `from ${JSON.stringify(join(root, 'src/index.ts'))}`),
+        code
+          .replace("from 'rake-ts'", `from ${JSON.stringify(join(root, 'src/index.ts'))}`)
+          .replace("from 'rxjs'", `from ${JSON.stringify(import.meta.resolve('rxjs'))}`),
       );
       const r = spawnSync(process.execPath, ['--import', import.meta.resolve('tsx'), script], {
         cwd: dir,
@@ -43,6 +45,8 @@ describe('README', () => {
       assert.equal(r.status, 0, r.stderr);
       assert.match(r.stdout, /^compile#0 -> localhost:\d+$/m);
       assert.match(r.stdout, /hello from rake-ts: 8 numbers, sum 31, max 9, mean 3\.87\n/);
+      // The user's own operator, inserted into the event stream, saw every action end.
+      assert.match(r.stdout, /\nslowest: \w+#\d+ \(\d+ ms\)\n$/);
     } finally {
       await removeDir(dir);
     }
