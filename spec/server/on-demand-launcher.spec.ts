@@ -73,6 +73,36 @@ describe('OnDemandLauncher', () => {
     assert.equal(made, 0);
   });
 
+  it('closing while the launcher is being made: the waiting job starts nothing, the launcher is closed', async () => {
+    let finish!: (l: Launcher) => void;
+    let closed = 0;
+    let launched = 0;
+    const made: Launcher = {
+      kind: 'node',
+      containment: new OnDemandLauncher(() => Promise.reject(new Error('unused'))).containment,
+      launch: () => {
+        launched++;
+        return Promise.reject(new Error('a job started on a closed launcher'));
+      },
+      close: async () => {
+        closed++;
+      },
+    };
+    const launcher = new OnDemandLauncher(
+      () =>
+        new Promise<Launcher>((resolve) => {
+          finish = resolve;
+        }),
+    );
+    const job = launcher.launch('true', tmpdir());
+    const closing = launcher.close();
+    finish(made);
+    await assert.rejects(job, /shutting down/);
+    await closing;
+    assert.equal(launched, 0);
+    assert.equal(closed, 1);
+  });
+
   it('a launcher that cannot be made fails that job with the reason; the next job tries again', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'rake-on-demand-'));
     let made = 0;

@@ -142,6 +142,8 @@ export class OnDemandLauncher implements Launcher {
     }
     const launcher = await this.#made;
     this.#launcher = launcher;
+    // Closed while it was being made: `close` closes it; no job starts on it now.
+    if (this.#closed) throw new Error('the server is shutting down');
     return launcher.launch(command, cwd);
   }
 
