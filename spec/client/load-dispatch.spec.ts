@@ -127,7 +127,7 @@ describe('hostLoad: a host’s load stream as states', () => {
         return cold<LoadProbe>('a 4ms #', { a: probe(0) }, new Error('ECONNRESET'));
       };
       expectObservable(hostLoad(A, broken, { reconnectMs: 20 }), '^ 31ms !').toBe(
-        '(wa) 1ms l 19ms (wa) 1ms l',
+        '(wa) 1ms l 19ms a 4ms l',
         {
           w: { host: 'a:1', state: 'waiting' },
           a: { host: 'a:1', state: 'live', load: load(0) },
@@ -256,6 +256,27 @@ describe('LoadDispatcher: slots kept full, plus a small queue', () => {
         [15, '3', 'b:1'],
         [15, '4', 'c:1'],
         [45, '5', 'a:1'], // the other client's jobs are over: a is the idle one
+      ]);
+    });
+  });
+
+  it('the first actions wait for every host’s first load: they are not piled on the first to speak', () => {
+    const ts = scheduler();
+    ts.run(({ cold }) => {
+      const a = cold<LoadProbe>('a 9ms a 9ms a', { a: probe(0, 4) });
+      const b = cold<LoadProbe>('----a 9ms a 9ms a', { a: probe(0, 4) });
+      const placed = dispatch(
+        ts,
+        { a, b },
+        [
+          { at: 1, tag: '1' },
+          { at: 1, tag: '2' },
+        ],
+        { queue: 0 },
+      );
+      assert.deepEqual(placed, [
+        [4, '1', 'a:1'],
+        [4, '2', 'b:1'],
       ]);
     });
   });

@@ -22,7 +22,7 @@ const watch = (token?: string) =>
   tcpWatchLoad({
     limits: DEFAULT_LIMITS,
     connectTimeoutMs: 5000,
-    ...(token === undefined ? {} : { token: new Token(token) }),
+    ...(token === undefined ? {} : { tokenFor: () => new Token(token) }),
   });
 
 /** Every state of `endpoint`'s load stream, recorded as it comes. */

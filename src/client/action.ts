@@ -20,6 +20,7 @@ import {
 } from 'rxjs';
 import type { LocalCache } from '../cache/store.js';
 import type { OutgoingFile } from '../protocol/filestream.js';
+import type { LoadDispatcher } from './dispatch.js';
 import { type Endpoint, hostKey } from './endpoint.js';
 import { isConnectionRefused, JobError } from './errors.js';
 import { type ActionRef, type FailureReason, NO_PHASES, type RakeEvent } from './events.js';
@@ -41,7 +42,7 @@ import {
 } from './ops/job-events.js';
 import { retryOnLostHost } from './ops/retry-on-lost-host.js';
 import type { CostPoller } from './poll.js';
-import type { Assignments } from './select.js';
+import type { Assignment, Assignments } from './select.js';
 import type { Transport } from './transport.js';
 /** An action ready to run: its identity and its requirements, checked and named. */
 export interface PlannedAction {
@@ -55,6 +56,12 @@ export interface PlannedAction {
 export interface ActionContext {
   readonly transport: Transport;
   readonly poller: CostPoller;
+  /**
+   * Slot-filling dispatch from the hosts' pushed loads (extension `load`): when set, a remote
+   * action takes a host from it, with no cost poll; it polls only when told to (no host
+   * streams its load, or the streaming ones are full beside a host that is polled).
+   */
+  readonly dispatcher?: LoadDispatcher;
   readonly ledger: Assignments;
   readonly scheduler: SchedulerLike;
   /** The Rakefile's directory: outputs land here. */
@@ -137,13 +144,63 @@ interface Tries {
 function remoteAction(ctx: ActionContext, action: PlannedAction): Observable<RakeEvent> {
   return defer(() => {
     const started = ctx.scheduler.now();
-    return pollAndRun(ctx, action, started, {
-      attempt: 1,
-      tried: new Set(),
-      drops: 0,
-      lost: undefined,
-    });
+    const tries: Tries = { attempt: 1, tried: new Set(), drops: 0, lost: undefined };
+    return ctx.dispatcher === undefined
+      ? pollAndRun(ctx, action, started, tries)
+      : placeAndRun(ctx, ctx.dispatcher, action, started, tries);
   });
+}
+
+/**
+ * The host the load streams name as soon as one has room (`LoadDispatcher`), the job there,
+ * and on a lost host the next placement without it; a cost poll instead when the dispatcher
+ * says so (docs/client.md, "Load streams").
+ */
+function placeAndRun(
+  ctx: ActionContext,
+  dispatcher: LoadDispatcher,
+  action: PlannedAction,
+  started: number,
+  tries: Tries,
+): Observable<RakeEvent> {
+  return dispatcher.place(tries.tried).pipe(
+    mergeMap((placement) => {
+      if (placement.kind === 'poll') return pollAndRun(ctx, action, started, tries);
+      const { host } = placement;
+      const info: AttemptInfo = {
+        attempt: tries.attempt,
+        reason: tries.attempt > 1 ? 'retry' : placement.reason,
+        costs: [],
+        pollMs: ctx.scheduler.now() - started,
+        started,
+      };
+      return attemptOn(ctx, action, placement.endpoint, info, placement.assignment).pipe(
+        retryOnLostHost({
+          retries: ctx.retries,
+          drops: tries.drops,
+          fail: (failure) => of(failedEvent(ctx, action, failure, host, info)),
+          moveOn: ({ failure, refusedUs, drops }) => {
+            if (refusedUs) ctx.poller.ban(host, failure.error.message);
+            const next: Tries = {
+              attempt: tries.attempt + 1,
+              tried: new Set([...tries.tried, host]),
+              drops,
+              lost: host,
+            };
+            const retried: RakeEvent = {
+              type: 'action-retried',
+              time: ctx.scheduler.now(),
+              action: action.ref,
+              fromHost: host,
+              reason: failure.error.message,
+              attempt: next.attempt,
+            };
+            return concat(of(retried), placeAndRun(ctx, dispatcher, action, started, next));
+          },
+        }),
+      );
+    }),
+  );
 }
 
 /**
@@ -326,11 +383,13 @@ function attemptOn(
   action: PlannedAction,
   endpoint: Endpoint,
   info: AttemptInfo,
+  placed?: Assignment,
 ): Observable<RakeEvent> {
   return defer(() => {
     const { scheduler } = ctx;
     const host = hostKey(endpoint);
-    const assignment = ctx.ledger.assign(host);
+    // A placement of the dispatcher is already in the ledger; releasing it frees its room.
+    const assignment = placed ?? ctx.ledger.assign(host);
     const t0 = scheduler.now();
     const job$ = withDeadline(
       ctx,

@@ -18,8 +18,8 @@ export interface LoadView {
 export type LoadChoiceReason = 'only-host' | 'most-free' | 'tie-first-listed';
 
 /**
- * What {@link chooseByLoad} decides for one action: a `host`; `wait` (every host that has
- * said its load is full, slots and queue, or has not said it yet); `none` (no host streams
+ * What {@link chooseByLoad} decides for one action: a `host`; `wait` (a host has not said
+ * its first load yet, or every host that has is full, slots and queue); `none` (no host streams
  * its load — lost, unsupported or left out —, or the streaming ones are full and some host
  * cannot stream: poll instead, as for a base host).
  */
@@ -76,6 +76,9 @@ export function chooseByLoad(
       tied = true;
     }
   }
+  // A host not heard from yet (the run's first moments) may be the idle one: wait for its
+  // first load (or for it to be lost) rather than pile the first actions on the first host.
+  if (pending) return { kind: 'wait' };
   if (best !== undefined) {
     const reason: LoadChoiceReason =
       live === 1 ? 'only-host' : tied ? 'tie-first-listed' : 'most-free';

@@ -89,6 +89,8 @@ export type FailureReason =
  * answering first; the first answer with effective cost 0 (nothing can beat it, so the
  * slower hosts were not awaited); no host answered in time, so the one that connected and
  * runs fewest of this run's jobs (`slow-host`); the next-cheapest after a host dropped the job.
+ * With load streams (docs/client.md, "Load streams"): `most-free`, `tie-first-listed`, or
+ * `only-host`, with no cost poll (the event's `costs` is empty).
  */
 export type ChoiceReason =
   | 'local'
@@ -97,7 +99,11 @@ export type ChoiceReason =
   | 'tie-first-answer'
   | 'first-idle'
   | 'slow-host'
-  | 'retry';
+  | 'retry'
+  /** From the hosts' pushed loads (extension `load`): the most free slots. */
+  | 'most-free'
+  /** From the hosts' pushed loads: a tie on free slots and load, won by the first listed. */
+  | 'tie-first-listed';
 
 /**
  * With `--executor` (a REAPI farm): the farm's own account of an action, from its

@@ -5,6 +5,7 @@ import {
   concat,
   defer,
   EMPTY,
+  identity,
   map,
   Observable,
   of,
@@ -15,23 +16,20 @@ import {
   takeWhile,
   timer,
 } from 'rxjs';
+import { ProtocolError } from '../protocol/errors.js';
 import {
-  describeHeader,
   encodeExtension,
-  encodeHeader,
-  expectPlain,
-  FramedReader,
   OFFER_ANNEX,
   PROTOCOL_TAG,
-  ProtocolError,
-  type ProtocolLimits,
-  parseDecimal,
   parseExtension,
   parseServerDescription,
   type ServerLoad,
-  type Token,
-  write,
-} from '../protocol/index.js';
+} from '../protocol/extensions.js';
+import { describeHeader, encodeHeader, expectPlain, parseDecimal } from '../protocol/header.js';
+import type { ProtocolLimits } from '../protocol/limits.js';
+import { FramedReader } from '../protocol/reader.js';
+import { write } from '../protocol/socket-writes.js';
+import type { Token } from '../protocol/token.js';
 import { type Endpoint, hostKey } from './endpoint.js';
 import { describeError } from './errors.js';
 import { DEFAULT_BEAT_MS, MISSED_BEATS } from './negotiate.js';
@@ -81,39 +79,43 @@ export function hostLoad(
   const scheduler = options.scheduler ?? asyncScheduler;
   const lost = (why: string): HostLoad => ({ host, state: 'lost', why });
   let unsupported = false;
+  let sessions = 0;
   let broke = false;
-  const session = defer(() => watch(endpoint)).pipe(
-    map(
-      (p): HostLoad =>
-        p.type === 'load'
-          ? { host, state: 'live', load: p.load }
-          : { host, state: 'unsupported', why: p.why },
-    ),
-    startWith<HostLoad>({ host, state: 'waiting' }),
-    switchMap((s) => {
-      if (s.state === 'unsupported') {
-        unsupported = true;
-        return of(s);
-      }
-      const beatMs = s.state === 'live' ? s.load.beatMs : DEFAULT_BEAT_MS;
-      const silence = MISSED_BEATS * beatMs;
-      return concat(
-        of(s),
-        timer(silence, scheduler).pipe(
-          map(() => lost(`went silent: no load for ${silence / 1000} s (${MISSED_BEATS} beats)`)),
-        ),
-      );
-    }),
-    takeWhile((s) => s.state !== 'unsupported', true),
-    catchError((err: unknown) => {
-      broke = true;
-      return of(lost(`its load stream broke: ${describeError(err)}`));
-    }),
-  );
+  const session = (first: boolean) =>
+    defer(() => watch(endpoint)).pipe(
+      map(
+        (p): HostLoad =>
+          p.type === 'load'
+            ? { host, state: 'live', load: p.load }
+            : { host, state: 'unsupported', why: p.why },
+      ),
+      // `waiting` only before the host was ever heard from: a stream reopened after a break
+      // stays `lost` until the host speaks.
+      first ? startWith<HostLoad>({ host, state: 'waiting' }) : identity,
+      switchMap((s) => {
+        if (s.state === 'unsupported') {
+          unsupported = true;
+          return of(s);
+        }
+        const beatMs = s.state === 'live' ? s.load.beatMs : DEFAULT_BEAT_MS;
+        const silence = MISSED_BEATS * beatMs;
+        return concat(
+          of(s),
+          timer(silence, scheduler).pipe(
+            map(() => lost(`went silent: no load for ${silence / 1000} s (${MISSED_BEATS} beats)`)),
+          ),
+        );
+      }),
+      takeWhile((s) => s.state !== 'unsupported', true),
+      catchError((err: unknown) => {
+        broke = true;
+        return of(lost(`its load stream broke: ${describeError(err)}`));
+      }),
+    );
   return concat(
     defer(() => {
       broke = false;
-      return session;
+      return session(sessions++ === 0);
     }),
     // A stream that ended without saying unsupported (the server closed it) is lost too.
     defer(() => (unsupported || broke ? EMPTY : of(lost('its load stream ended')))),
@@ -122,10 +124,13 @@ export function hostLoad(
 
 /** Options of {@link tcpWatchLoad}. */
 export interface TcpWatchOptions {
-  readonly token?: Token | undefined;
+  /** The token to prove to `endpoint`'s server, if any (extension `auth`). */
+  readonly tokenFor?: (endpoint: Endpoint) => Token | undefined;
   readonly limits: ProtocolLimits;
   /** Time allowed for the connection, the cost reply and the handshake. */
   readonly connectTimeoutMs: number;
+  /** Told the cost reply's annex (what the host is), as a poll's answer would be. */
+  readonly onAnswer?: (endpoint: Endpoint, annex: string | undefined) => void;
 }
 
 /** Largest `!X` on a load stream: an `ok`, a challenge or a load is far below. */
@@ -166,10 +171,12 @@ export function tcpWatchLoad(options: TcpWatchOptions): WatchLoad {
         );
         const reply = expectPlain(await reader.readHeader(options.limits), '!E');
         parseDecimal(await reader.readPayload(reply.length, 64, 'cost'), 'cost');
+        options.onAnswer?.(endpoint, reply.annex);
         const peer = parseServerDescription(reply.annex);
         if (peer === undefined)
           return { type: 'unsupported', why: 'a base-protocol server' } as const;
-        const auth = options.token !== undefined;
+        const token = options.tokenFor?.(endpoint);
+        const auth = token !== undefined;
         await write(
           socket,
           Buffer.concat([
@@ -185,10 +192,10 @@ export function tcpWatchLoad(options: TcpWatchOptions): WatchLoad {
         let answer: Awaited<ReturnType<typeof readExtension>>;
         try {
           answer = await readExtension(reader, options.limits);
-          if (answer.verb === 'challenge' && options.token !== undefined) {
+          if (answer.verb === 'challenge' && token !== undefined) {
             await write(
               socket,
-              encodeExtension({ verb: 'auth', proof: options.token.proof(answer.nonce) }),
+              encodeExtension({ verb: 'auth', proof: token.proof(answer.nonce) }),
             );
             answer = await readExtension(reader, options.limits);
           }

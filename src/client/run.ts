@@ -27,6 +27,7 @@ import type { Token } from '../protocol/token.js';
 import type { ClientTls } from '../tls/index.js';
 import { type ActionContext, type PlannedAction, runAction } from './action.js';
 import { trackCleanup } from './cleanup.js';
+import { DEFAULT_DISPATCH_QUEUE, LoadDispatcher } from './dispatch.js';
 import { EmbeddedServers, type StartServer, startEmbeddedServer } from './embedded.js';
 import { type Endpoint, hostKey, isLoopback } from './endpoint.js';
 import { type ActionRef, NO_PHASES, type RakeEvent, type RunSummary } from './events.js';
@@ -126,6 +127,15 @@ export interface RunOptions {
    * holds is not run, its stdout and outputs are restored (docs/client.md, "The action cache").
    */
   readonly cache?: LocalCache;
+  /**
+   * `--load-streams`: choose hosts from their pushed loads (extension `load`) instead of a
+   * cost poll per action, keeping each host's slots full plus `dispatchQueue` (default false
+   * for now; needs a transport with `watchLoad`). Hosts that cannot stream their load are
+   * polled as before. See docs/client.md, "Load streams".
+   */
+  readonly loadStreams?: boolean;
+  /** Jobs a host may be given beyond its slots (default {@link DEFAULT_DISPATCH_QUEUE}). */
+  readonly dispatchQueue?: number;
 }
 
 /** Runs one remote action elsewhere than our hosts (src/reapi/executor.ts). */
@@ -282,9 +292,30 @@ function runTargets(
       },
       () => ledger.mark(),
     );
+    const watchLoad = transport.watchLoad?.bind(transport);
+    const dispatcher =
+      executor === undefined &&
+      watchLoad !== undefined &&
+      options.loadStreams === true &&
+      targets.hosts.length > 0
+        ? new LoadDispatcher(targets.hosts, (e) => watchLoad(e, connectTimeoutMs), ledger, {
+            queue: options.dispatchQueue ?? DEFAULT_DISPATCH_QUEUE,
+            reconnectMs: options.hostBackoffMs || DEFAULT_HOST_BACKOFF_MS,
+            scheduler,
+            onState: (s) => {
+              if (s.state === 'lost' || s.state === 'unsupported') {
+                logger.info(
+                  { host: s.host, state: s.state, why: s.why },
+                  `${s.host}: load stream ${s.state}: ${s.why}`,
+                );
+              }
+            },
+          })
+        : undefined;
     const ctx: ActionContext = {
       transport,
       poller,
+      ...(dispatcher === undefined ? {} : { dispatcher }),
       ledger,
       scheduler,
       outputDir: targets.directory,
@@ -342,14 +373,23 @@ function runTargets(
       { hosts: targets.hosts, local: targets.local, directory: targets.directory, jobs },
       'run',
     );
-    return concat(setup$, actionsets$, done$).pipe(
+    // The load streams open once the embedded servers of loopback hosts listen (and are
+    // trusted with their secret): a stream refused before would wait a back-off to reopen.
+    const streams$ = defer(() => {
+      dispatcher?.start();
+      return EMPTY;
+    });
+    return concat(setup$, streams$, actionsets$, done$).pipe(
       tap((e) => {
         tally.add(e);
         if (e.type === 'embedded-server-started') {
           embeddedStarted.push({ host: hostKey({ host: e.host, port: e.port }), reason: e.reason });
         }
       }),
-      finalize(() => trackCleanup(embedded.close())),
+      finalize(() => {
+        dispatcher?.stop();
+        trackCleanup(embedded.close());
+      }),
     );
   });
 }

@@ -48,6 +48,7 @@ import { describeError, isConnectionError, JobError } from './errors.js';
 import type { LookupAddresses } from './hosts.js';
 import { type JobPlan, planJob, staleFor } from './job-plan.js';
 import { discardStaged, landStaged, outputRefusal } from './landing.js';
+import { type LoadProbe, tcpWatchLoad } from './load-stream.js';
 import {
   CACHE_MIN_BYTES,
   ContentHasher,
@@ -155,6 +156,12 @@ export interface Transport {
   /** Errors are {@link JobError}s. Unsubscribing closes the connection at once. */
   sendJob(endpoint: Endpoint, job: JobRequest): Observable<JobProgress>;
   /**
+   * The host's load stream (extension `load`, `load-stream.ts`): one long-lived connection
+   * that starts with a cost query (whose answer is recorded as a poll's would be). Absent:
+   * every action polls.
+   */
+  watchLoad?(endpoint: Endpoint, connectTimeoutMs: number): Observable<LoadProbe>;
+  /**
    * The addresses a host name reaches, so that one server listed under two names is one
    * host (`hosts.ts`). Without it, names are compared as spelled.
    */
@@ -261,6 +268,16 @@ export function tcpTransport(options: TransportOptions = {}): TcpTransport {
   return {
     queryCost: (endpoint) => queryCost(endpoint, state),
     sendJob: (endpoint, job) => sendJob(endpoint, job, state),
+    watchLoad: (endpoint, connectTimeoutMs) =>
+      tcpWatchLoad({
+        limits: state.limits,
+        connectTimeoutMs,
+        tokenFor: (e) => state.trusted.get(endpointIdentity(e)) ?? state.token,
+        onAnswer: (e, annex) => {
+          state.asked.add(hostKey(e));
+          state.peers.record(e, peerFromAnnex(annex));
+        },
+      })(endpoint),
     lookup: async (host) => (await dnsLookup(host, { all: true })).map((a) => a.address),
     trust: (endpoint, token) => {
       state.trusted.set(endpointIdentity(endpoint), token);

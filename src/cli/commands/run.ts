@@ -62,6 +62,7 @@ export interface RunArgs extends LogArgs, ObserveArgs, TlsClientArgs {
   readonly 'job-timeout': number;
   readonly retries: number;
   readonly 'fail-fast': boolean;
+  readonly 'load-streams': boolean;
   readonly embedded: boolean;
   readonly fallback: boolean;
   readonly 'local-here': boolean;
@@ -133,6 +134,12 @@ export function withRunOptions<T>(y: Argv<T>): Argv<T & RunArgs> {
       default: DEFAULT_RETRIES,
       describe:
         'times an action moves to the next-cheapest host after its host drops it or does not reply within --job-timeout',
+    })
+    .option('load-streams', {
+      type: 'boolean',
+      default: false,
+      describe:
+        "choose hosts from the loads rake-ts servers push (also RAKE_LOAD_STREAMS=1): one connection per host for the run, no cost poll per action, each host's slots kept full (docs/client.md, 'Load streams')",
     })
     .option('fail-fast', {
       type: 'boolean',
@@ -387,6 +394,7 @@ export async function runRake(args: RunArgs, io: RunIO = defaultIO()): Promise<n
     ...(args['job-timeout'] > 0 ? { jobTimeoutMs: args['job-timeout'] * 1000 } : {}),
     retries: args.retries,
     failFast: args['fail-fast'],
+    ...(args['load-streams'] || process.env.RAKE_LOAD_STREAMS === '1' ? { loadStreams: true } : {}),
     embedded: args.embedded,
     fallback: args.fallback,
     localHere: args['local-here'],

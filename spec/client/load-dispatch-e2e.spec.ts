@@ -1,0 +1,109 @@
+// Slot-filling dispatch from pushed loads (issue 20) with real servers on loopback and the
+// client's real engine: no cost poll per action, one connection per action plus one per host
+// per run (counted from the servers' own logs), each host's slots kept full, two clients on
+// the same servers seeing each other's jobs.
+import assert from 'node:assert/strict';
+import { writeFile } from 'node:fs/promises';
+import { after, before, describe, it } from 'node:test';
+import { lastValueFrom, toArray } from 'rxjs';
+import { type RunOptions, run } from '../../src/client/run.js';
+import { startServer, type TestServer } from '../server/support.js';
+import { only, parse, project, removeDir, summary, waitFor } from './support.js';
+
+const T = { timeout: 120_000 };
+
+function rakefile(ports: readonly number[], actions: number, command: string): string {
+  return [
+    `PORT = ${ports[0]}`,
+    `HOSTS = ${ports.map((p) => `127.0.0.1:${p}`).join(' ')}`,
+    '',
+    'all:',
+    ...Array.from({ length: actions }, (_, i) => `\tremote-${command.replace('N', String(i))}`),
+    '',
+  ].join('\n');
+}
+
+async function runIn(dir: string, text: string, options: RunOptions = {}) {
+  return lastValueFrom(
+    run(parse(text), {
+      directory: dir,
+      embedded: false,
+      fallback: false,
+      loadStreams: true,
+      ...options,
+    }).pipe(toArray()),
+  );
+}
+
+/** The servers' `connection` log lines (one per TCP connection accepted, when it ends). */
+const connections = (servers: readonly TestServer[]) =>
+  servers.flatMap((s) => s.logs.filter((l) => l.msg === 'connection'));
+
+describe('load streams in a run', () => {
+  let servers: TestServer[] = [];
+  let dir = '';
+  before(async () => {
+    servers = await Promise.all([1, 2, 3, 4].map(() => startServer({ maxJobs: 1 })));
+    dir = await project();
+  });
+  after(async () => {
+    await Promise.all(servers.map((s) => s.close()));
+    await removeDir(dir);
+  });
+
+  it(
+    '40 actions on 4 one-slot hosts: no cost poll, ≤ 1 connection per action + 1 per host',
+    T,
+    async () => {
+      const ports = servers.map((s) => s.port);
+      for (const s of servers) s.logs.length = 0;
+      const events = await runIn(dir, rakefile(ports, 40, 'sh -c "sleep 0.05; echo N"'));
+      assert.equal(summary(events).exitStatus, 0, JSON.stringify(only(events, 'action-failed')));
+      assert.equal(summary(events).succeeded, 40);
+      assert.equal(only(events, 'cost-polled').length, 0, 'no action polled');
+      const reasons = new Set(only(events, 'host-chosen').map((e) => e.reason));
+      assert.ok(
+        [...reasons].every(
+          (r) => r === 'most-free' || r === 'tie-first-listed' || r === 'only-host',
+        ),
+        [...reasons].join(),
+      );
+      // Every host took its share: its one slot kept busy, never a pile on the first hosts.
+      const perHost = Object.values(summary(events).perHost);
+      assert.equal(perHost.length, 4);
+      assert.ok(Math.min(...perHost) >= 6, JSON.stringify(summary(events).perHost));
+      // The load streams end with the run (the client sends !D): then every connection is logged.
+      await waitFor(() => connections(servers).length >= 44, 10_000, 'every connection to end');
+      const all = connections(servers);
+      const watches = all.filter((l) => l.commands === 0 && l.costQueries === 1);
+      const pollsOnly = all.filter((l) => l.commands === 0 && l.mode === 'base');
+      assert.equal(watches.length, 4, 'one load stream per host');
+      assert.equal(pollsOnly.length, 0, 'no connection for a cost query alone');
+      assert.ok(all.length <= 40 + 4, `${all.length} connections for 40 actions on 4 hosts`);
+    },
+  );
+
+  it('two clients on the same servers: the second sees the first one’s jobs', T, async () => {
+    const [a, b] = servers as [TestServer, TestServer];
+    const gate = await project();
+    try {
+      // Client 1 fills host a's only slot with a job that waits for a file.
+      const first = runIn(
+        gate,
+        rakefile([a.port], 1, `sh -c "while [ ! -e ${gate}/go ]; do sleep 0.01; done"`),
+      );
+      await waitFor(() => a.handle.cost() === 1, 10_000, 'client 1’s job on a');
+      // Client 2, with a listed first and no queue beyond the slots, puts its three actions
+      // on b, one after the other, never behind client 1's job on a.
+      const events = await runIn(dir, rakefile([a.port, b.port], 3, 'echo N'), {
+        dispatchQueue: 0,
+      });
+      assert.equal(summary(events).exitStatus, 0);
+      assert.deepEqual(summary(events).perHost, { [`127.0.0.1:${b.port}`]: 3 });
+      await writeFile(`${gate}/go`, '');
+      assert.equal(summary(await first).exitStatus, 0);
+    } finally {
+      await removeDir(gate);
+    }
+  });
+});
