@@ -8,7 +8,9 @@
  * compile's) in a fresh cache directory, then, per run, computes every action's key (the
  * command, two inputs' names, modes and hashes, the platform) and reads and verifies its
  * entry: the work a hit adds before its files are landed. Median and range of the per-action
- * time over `--runs` passes; the load average beside them.
+ * time over `--runs` passes; the load average beside them. Also a run's first store (a fresh
+ * LocalCache writing one entry) with the cache's tally file and without it (counting every
+ * entry, as before the tally), alternating.
  */
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -60,6 +62,27 @@ try {
     }
     perAction.push((performance.now() - t0) / N);
   }
+  // The first store of a run (a fresh LocalCache): with the tally file, and without it (it
+  // must then count every entry, as every run's first store did before the tally), alternating.
+  const firstStore: number[] = [];
+  const counted: number[] = [];
+  for (let r = 0; r < RUNS; r++) {
+    for (const withTally of [true, false]) {
+      if (!withTally) rmSync(join(dir, 'entries', 'size'), { force: true });
+      const fresh = new LocalCache(dir, 1024 ** 3);
+      const t0 = performance.now();
+      fresh.put(actionKey(parts(N + r * 2 + (withTally ? 0 : 1))), {
+        stdout: Buffer.alloc(40, 0x62),
+        files: [],
+      });
+      (withTally ? firstStore : counted).push(performance.now() - t0);
+    }
+  }
+  const ms = (v: number[]) =>
+    `${median(v).toFixed(2)} ms (${Math.min(...v).toFixed(2)}–${Math.max(...v).toFixed(2)})`;
+  console.log(
+    `${N} entries: a run's first store ${ms(firstStore)} with the tally, ${ms(counted)} counting every entry (no tally)`,
+  );
   console.log(
     `${N} entries: key + verified read ${median(perAction).toFixed(3)} ms per action (${Math.min(...perAction).toFixed(3)}–${Math.max(...perAction).toFixed(3)}), ${RUNS} passes; load average ${load.toFixed(1)} before, ${(loadavg()[0] ?? 0).toFixed(1)} after`,
   );

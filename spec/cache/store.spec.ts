@@ -171,6 +171,50 @@ describe('local action cache', () => {
     }
   });
 
+  it('keeps a tally of its bytes, so a run that stores does not stat every entry', T, async () => {
+    const dir = fresh();
+    try {
+      const tally = join(dir, 'entries', 'size');
+      const onDisk = () =>
+        [1, 2, 3, 4, 5, 6]
+          .filter((n) => existsSync(entryPath(dir, key(n))))
+          .reduce((sum, n) => sum + readFileSync(entryPath(dir, key(n))).length, 0);
+      const one = (n: number): CacheEntry => ({ stdout: Buffer.alloc(100, n), files: [] });
+      const cache = new LocalCache(dir);
+      cache.put(key(1), one(1));
+      cache.put(key(2), one(2));
+      assert.equal(readFileSync(tally, 'utf8'), `${onDisk()}\n`, 'counted, then kept');
+      // Another client reads the tally and adds to it: it does not count the entries again.
+      writeFileSync(tally, '1000\n');
+      new LocalCache(dir).put(key(3), one(3));
+      assert.equal(
+        readFileSync(tally, 'utf8'),
+        `${1000 + readFileSync(entryPath(dir, key(3))).length}\n`,
+      );
+      // A tally that cannot be read is counted again from the entries.
+      writeFileSync(tally, 'garbage');
+      new LocalCache(dir).put(key(4), one(4));
+      assert.equal(readFileSync(tally, 'utf8'), `${onDisk()}\n`);
+      // A damaged entry removed on read leaves the tally.
+      const path = entryPath(dir, key(4));
+      const bytes = readFileSync(path);
+      const size = bytes.length;
+      bytes[size - 1] = (bytes[size - 1] as number) ^ 1; // a flipped byte: same size
+      writeFileSync(path, bytes);
+      const before = Number(readFileSync(tally, 'utf8'));
+      assert.equal(cache.get(key(4)), undefined);
+      assert.equal(Number(readFileSync(tally, 'utf8')), before - size);
+      // A tally over the bound makes the next write evict, by a count of the entries.
+      const bounded = new LocalCache(dir, onDisk() * 10);
+      writeFileSync(tally, `${onDisk() * 100}\n`);
+      bounded.put(key(5), one(5));
+      assert.ok(existsSync(entryPath(dir, key(5))));
+      assert.equal(readFileSync(tally, 'utf8'), `${onDisk()}\n`, 'recounted');
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
   it('keeps within --cache-size, dropping the least recently used first', T, async () => {
     const dir = fresh();
     try {

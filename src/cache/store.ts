@@ -18,6 +18,7 @@ import {
   mkdirSync,
   openSync,
   readdirSync,
+  readFileSync,
   readSync,
   renameSync,
   rmSync,
@@ -85,7 +86,11 @@ export class LocalCache {
   readonly dir: string;
   readonly maxBytes: number;
   readonly #log: CacheLog;
-  /** Bytes of entries known, counted at the first write, then kept up to date by this client. */
+  /**
+   * Bytes of entries, as the tally file says (`entries/size`): read and updated at
+   * each write, so a run that stores an entry does not stat every entry of a large cache.
+   * Counted by a scan when the file is missing or unreadable, and again at each eviction.
+   */
   #total: number | undefined;
 
   constructor(dir: string, maxBytes: number = DEFAULT_LOCAL_CACHE_BYTES, log: CacheLog = () => {}) {
@@ -129,7 +134,7 @@ export class LocalCache {
     if (typeof entry === 'string') {
       this.#log(`cache entry ${path} is damaged (${entry}): removed, taken as a miss`);
       rmSync(path, { force: true });
-      if (this.#total !== undefined) this.#total = Math.max(0, this.#total - data.length);
+      this.#tally(-data.length);
       return undefined;
     }
     try {
@@ -156,7 +161,6 @@ export class LocalCache {
     try {
       mkdirSync(tmpDir, { recursive: true });
       mkdirSync(join(this.dir, 'entries', key.slice(0, 2)), { recursive: true });
-      if (this.#total === undefined) this.#total = this.#scan().reduce((n, e) => n + e.size, 0);
       writeFileSync(tmp, data, { mode: 0o600 });
       renameSync(tmp, path);
     } catch (err) {
@@ -164,9 +168,44 @@ export class LocalCache {
       this.#log(`cache entry ${path} could not be written (${(err as Error).message})`);
       return false;
     }
-    this.#total += data.length;
-    if (this.#total > this.maxBytes) this.#evict();
+    // (An entry written over an older one of the same key counts twice until the next
+    // eviction's scan; the bound is then kept a little early, never late.)
+    this.#tally(data.length);
+    if ((this.#total ?? 0) > this.maxBytes) this.#evict();
     return true;
+  }
+
+  /** Inside `entries/`, so that removing the entries by hand removes their tally too. */
+  get #tallyPath(): string {
+    return join(this.dir, 'entries', 'size');
+  }
+
+  /**
+   * Adds `delta` bytes to the tally: read from the file just before (another client's
+   * writes count), written back. Two clients writing at the same instant may lose one's
+   * addition; each eviction recounts, so that drift does not last.
+   */
+  #tally(delta: number): void {
+    let total: number | undefined;
+    try {
+      const text = readFileSync(this.#tallyPath, 'utf8');
+      if (/^\d{1,15}\n$/.test(text)) total = Number(text);
+    } catch {
+      // None yet, or unreadable: counted below.
+    }
+    // Counted from the entries themselves (this write's included).
+    if (total === undefined) total = this.#scan().reduce((n, e) => n + e.size, 0);
+    else total = Math.max(0, total + delta);
+    this.#writeTally(total);
+  }
+
+  #writeTally(total: number): void {
+    this.#total = total;
+    try {
+      writeFileSync(this.#tallyPath, `${total}\n`, { mode: 0o600 });
+    } catch {
+      // A read-only or full cache directory: the next client counts again.
+    }
   }
 
   #scan(): { path: string; size: number; mtimeMs: number }[] {
@@ -212,7 +251,7 @@ export class LocalCache {
       rmSync(e.path, { force: true });
       total -= e.size;
     }
-    this.#total = total;
+    this.#writeTally(total);
   }
 }
 
