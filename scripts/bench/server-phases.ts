@@ -40,12 +40,27 @@ import { SCALE_BASELINE } from './scale.js';
 /**
  * Each phase and the server functions (src/server/, src/protocol/) that do its work. A sample
  * goes to the phase of the innermost of these on its stack; async functions appear on the
- * stack of the code they resume, so time after an `await` is charged too.
+ * stack of the code they resume, so time after an `await` is charged too. Both sides' names
+ * are listed: before the split of connection.ts (issue 19) its private methods (`#ok`,
+ * `#costReply`, `#requirements`, `#reply`, …), after it the functions of handshake.ts,
+ * intake.ts and reply.ts.
  */
 export const PHASES: readonly { readonly phase: string; readonly functions: readonly string[] }[] =
   [
-    { phase: 'handshake (hello, ok)', functions: ['#extension', '#ok', '#requireAuthenticated'] },
-    { phase: 'cost query', functions: ['#costReply'] },
+    {
+      phase: 'handshake (hello, ok)',
+      functions: [
+        '#extension',
+        '#ok',
+        '#requireAuthenticated',
+        'onHeader',
+        'onExtension',
+        'greet',
+        'okMessage',
+        'parsed',
+      ],
+    },
+    { phase: 'cost query', functions: ['#costReply', 'costReply'] },
     {
       phase: 'cache offer (have/need, input cache)',
       functions: [
@@ -62,10 +77,19 @@ export const PHASES: readonly { readonly phase: string; readonly functions: read
         '#touch',
       ],
     },
-    { phase: 'requirements (upload)', functions: ['#requirements'] },
+    { phase: 'requirements (upload)', functions: ['#requirements', 'requirements'] },
     {
       phase: 'directory set-up',
-      functions: ['#ensureDir', 'take', 'give', 'layoutOf', 'layoutKey', '#empty', '#spareCount'],
+      functions: [
+        '#ensureDir',
+        'take',
+        'give',
+        'layoutOf',
+        'layoutKey',
+        '#empty',
+        '#spareCount',
+        'runIn',
+      ],
     },
     {
       phase: 'listing (before and after)',
@@ -86,10 +110,21 @@ export const PHASES: readonly { readonly phase: string; readonly functions: read
         'acquire',
       ],
     },
-    { phase: 'reply (and output files)', functions: ['#reply', '#failure', '#writeAll'] },
+    {
+      phase: 'reply (and output files)',
+      functions: [
+        '#reply',
+        '#failure',
+        '#writeAll',
+        'sendReply',
+        'sendFailure',
+        'sendOutputs',
+        'writeAll',
+      ],
+    },
     {
       phase: 'removal of the job directory',
-      functions: ['#removeDir', 'removeDeep', 'removeTree'],
+      functions: ['#removeDir', 'removeDeep', 'removeTree', 'removeDir'],
     },
     { phase: 'logging (pino)', functions: ['asJson', 'LOG', '#log'] },
     {
