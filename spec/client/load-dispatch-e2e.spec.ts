@@ -52,7 +52,7 @@ describe('load streams in a run', () => {
   });
 
   it(
-    '40 actions on 4 one-slot hosts: no cost poll, ≤ 1 connection per action + 1 per host',
+    '40 actions on 4 one-slot hosts: no cost poll, one stream per host, job connections reused',
     T,
     async () => {
       const ports = servers.map((s) => s.port);
@@ -72,13 +72,27 @@ describe('load streams in a run', () => {
       const perHost = Object.values(summary(events).perHost);
       assert.equal(perHost.length, 4);
       assert.ok(Math.min(...perHost) >= 6, JSON.stringify(summary(events).perHost));
-      // The load streams end with the run (the client sends !D): then every connection is logged.
-      await waitFor(() => connections(servers).length >= 44, 10_000, 'every connection to end');
+      // The load streams and the kept job connections end with the run (the client sends
+      // !D): every connection is logged once closed, with its jobs counted.
+      const commands = () =>
+        connections(servers).reduce(
+          (n, l) => n + (typeof l.commands === 'number' ? l.commands : 0),
+          0,
+        );
+      await waitFor(
+        () => commands() === 40 && connections(servers).filter((l) => l.commands === 0).length >= 4,
+        10_000,
+        'every connection to end',
+      );
       const all = connections(servers);
       const watches = all.filter((l) => l.commands === 0 && l.costQueries === 1);
       const pollsOnly = all.filter((l) => l.commands === 0 && l.mode === 'base');
+      const jobs = all.filter((l) => (l.commands as number) > 0);
       assert.equal(watches.length, 4, 'one load stream per host');
       assert.equal(pollsOnly.length, 0, 'no connection for a cost query alone');
+      // Job connections are kept (extension reuse): about one per slot and queue place of
+      // each host, far fewer than one per action.
+      assert.ok(jobs.length <= 16, `${jobs.length} job connections for 40 actions on 4 hosts`);
       assert.ok(all.length <= 40 + 4, `${all.length} connections for 40 actions on 4 hosts`);
     },
   );

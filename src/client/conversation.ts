@@ -33,6 +33,11 @@ import type { TrackCleanup, TransferMeter } from './transport.js';
 export interface Connection {
   readonly socket: Socket;
   readonly reader: FramedReader;
+  /**
+   * Hands the socket and reader over (to the pool of job connections, extension `reuse`):
+   * the conversation's end then neither closes the socket nor counts it.
+   */
+  readonly detach?: () => void;
 }
 
 /** What a step says: progress as it goes, then (once, last) its result. */
@@ -151,9 +156,14 @@ export function conversation<T>(
       meter.connections++;
     };
     const reader = new FramedReader(socket);
-    return talk({ socket, reader }).pipe(
+    let detached = false;
+    const detach = () => {
+      detached = true;
+    };
+    return talk({ socket, reader, detach }).pipe(
       tap({
         complete: () => {
+          if (detached) return;
           count();
           socket.end();
         },
@@ -165,6 +175,7 @@ export function conversation<T>(
       // A certificate, CA or plain-vs-TLS failure is told as such, naming the host.
       catchError((err: unknown) => throwError(() => classify(tls?.explain(err) ?? err))),
       finalize(() => {
+        if (detached) return;
         // Over, or cancelled while talking: nothing more is read.
         reader.dispose();
         count();

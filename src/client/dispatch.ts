@@ -137,13 +137,23 @@ export class LoadDispatcher {
   }
 
   #drainOnce(): void {
+    // Once an action that leaves out no host must wait, so must every other such one: the
+    // rest of the pass looks only at actions that leave hosts out (a retry). Without this, a
+    // load message with hundreds of actions waiting cost hundreds of choices.
+    let fullForAll = false;
     for (let i = 0; i < this.#waiters.length; ) {
       const waiter = this.#waiters[i] as Waiter;
+      const plain = waiter.exclude.size === 0;
+      if (plain && fullForAll) {
+        i++;
+        continue;
+      }
       const choice = chooseByLoad(this.#views(), {
         queue: this.#options.queue,
         exclude: waiter.exclude,
       });
       if (choice.kind === 'wait') {
+        if (plain) fullForAll = true;
         i++;
         continue;
       }

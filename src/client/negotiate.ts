@@ -135,10 +135,16 @@ export async function negotiate(
      * says (`undefined`: it did not say; an older server).
      */
     readonly onPlatform?: (platform: Readonly<Record<string, string>> | undefined) => void;
+    /** Ask for `reuse` too: the connection may carry more jobs (the client pools it). */
+    readonly reuse?: boolean;
   },
 ): Promise<ReadonlySet<Extension>> {
   const host = hostKey(options.endpoint);
-  const asked: Extension[] = [...CLIENT_EXTENSIONS, ...(options.token ? (['auth'] as const) : [])];
+  const asked: Extension[] = [
+    ...CLIENT_EXTENSIONS,
+    ...(options.token ? (['auth'] as const) : []),
+    ...(options.reuse === true ? (['reuse'] as const) : []),
+  ];
   await write(
     socket,
     encodeExtension({

@@ -215,7 +215,14 @@ export function run(rakefile: Rakefile, options: RunOptions = {}): Observable<Ra
     const spool = options.spool ?? new OutputSpool();
     const transport =
       options.transport ??
-      tcpTransport({ track: trackCleanup, token: options.token, spool, tls: options.tls });
+      tcpTransport({
+        track: trackCleanup,
+        token: options.token,
+        spool,
+        tls: options.tls,
+        // With load streams, job connections to our servers are kept for later jobs too.
+        reuse: options.loadStreams === true,
+      });
     const connectTimeoutMs = options.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS;
     // One server listed under two names is one host (docs/client.md, "One server, one host");
     // a lookup that takes longer than a connect would leaves the names as spelled.
@@ -388,6 +395,7 @@ function runTargets(
       }),
       finalize(() => {
         dispatcher?.stop();
+        transport.closeIdle?.();
         trackCleanup(embedded.close());
       }),
     );

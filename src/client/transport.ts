@@ -8,7 +8,7 @@ import {
   from,
   map,
   mergeMap,
-  type Observable,
+  Observable,
   of,
   take,
   tap,
@@ -64,6 +64,7 @@ import { execute } from './ops/execute.js';
 import { sendUpload, type Uploaded, type UploadSpec, upload } from './ops/upload.js';
 import { ActionOutput, OutputSpool } from './output.js';
 import type { CostProbe } from './poll.js';
+import { ConnectionPool, type PooledConnection } from './pool.js';
 import { jobLayout, type RequiredFile } from './requirements.js';
 
 /** What one job needs on the wire: the command, the files to send, where outputs go. */
@@ -161,6 +162,8 @@ export interface Transport {
    * every action polls.
    */
   watchLoad?(endpoint: Endpoint, connectTimeoutMs: number): Observable<LoadProbe>;
+  /** Ends the job connections kept for later jobs (extension `reuse`), if any. */
+  closeIdle?(): void;
   /**
    * The addresses a host name reaches, so that one server listed under two names is one
    * host (`hosts.ts`). Without it, names are compared as spelled.
@@ -208,6 +211,12 @@ export interface TransportOptions {
   readonly spool?: OutputSpool;
   /** CA, certificate and key for hosts written `rakes://` (default: the system's CAs, no certificate). */
   readonly tls?: ClientTls | undefined;
+  /**
+   * Keep job connections to our servers for later jobs (extension `reuse`, `pool.ts`): the
+   * hello asks for it, and a connection whose job ended well goes back to a per-host pool.
+   * Close the pool at the end with {@link TcpTransport.closeIdle}.
+   */
+  readonly reuse?: boolean;
 }
 
 /** The TCP transport, and what its TLS connections learnt (`rake-ts hosts`, benchmarks). */
@@ -216,6 +225,10 @@ export interface TcpTransport extends Transport {
   certificate(endpoint: Endpoint): CertificateInfo | undefined;
   /** TLS handshakes completed, and how many resumed a session. */
   readonly tlsStats: { readonly handshakes: number; readonly resumed: number };
+  /** Ends the pooled job connections (option `reuse`); later jobs dial again. */
+  closeIdle(): void;
+  /** Jobs that took a pooled connection instead of dialing. */
+  readonly reusedConnections: () => number;
 }
 
 /**
@@ -243,6 +256,8 @@ interface TransportState {
   readonly dialer: TlsDialer;
   /** Each host's platform as its server announced it (action cache), asked once per run. */
   readonly platforms: Map<string, Promise<PlatformIdentity | undefined>>;
+  /** Job connections kept for later jobs (option `reuse`). */
+  readonly pool: ConnectionPool | undefined;
 }
 
 /**
@@ -264,6 +279,7 @@ export function tcpTransport(options: TransportOptions = {}): TcpTransport {
     asked: new Set(),
     dialer: new TlsDialer(options.tls),
     platforms: new Map(),
+    pool: options.reuse === true ? new ConnectionPool(options.meter) : undefined,
   };
   return {
     queryCost: (endpoint) => queryCost(endpoint, state),
@@ -284,6 +300,8 @@ export function tcpTransport(options: TransportOptions = {}): TcpTransport {
     },
     certificate: (endpoint) => state.dialer.certificate(hostKey(endpoint)),
     tlsStats: state.dialer.stats,
+    closeIdle: () => state.pool?.close(),
+    reusedConnections: () => state.pool?.reused ?? 0,
   };
 }
 
@@ -566,11 +584,123 @@ function sendJobRetrying(
   job: JobRequest,
   state: TransportState,
 ): Observable<JobProgress> {
-  return sendJobOnce(endpoint, job, state, true).pipe(
+  const pooled = state.pool?.take(hostKey(endpoint));
+  const fresh = sendJobOnce(endpoint, job, state, true).pipe(
     catchError((err: unknown) =>
       err instanceof StaleOffer ? sendJobOnce(endpoint, job, state, false) : throwError(() => err),
     ),
   );
+  if (pooled === undefined) return fresh;
+  // A kept connection the server closed meanwhile (its idle timeout, a restart) fails before
+  // any reply: the job then starts on a new connection, with no retry used.
+  return sendJobPooled(endpoint, job, state, pooled).pipe(
+    catchError((err: unknown) => (err instanceof PooledGone ? fresh : throwError(() => err))),
+  );
+}
+
+/** A pooled connection turned out closed before the job's reply began. */
+class PooledGone extends Error {}
+
+/**
+ * One job over a connection kept from an earlier job (extension `reuse`): no dial, no hello,
+ * no proof; the cache's `have` → `need` when granted, then `upload`, `execute`, `download`
+ * as on a new connection, and the connection goes back to the pool after its files.
+ */
+function sendJobPooled(
+  endpoint: Endpoint,
+  job: JobRequest,
+  state: TransportState,
+  conn: PooledConnection,
+): Observable<JobProgress> {
+  const { limits, track } = state;
+  const host = hostKey(endpoint);
+  const { peer, granted } = conn;
+  const pool = state.pool as ConnectionPool;
+  let replied = false;
+  return new Observable<JobProgress>((sub) => {
+    let kept = false;
+    const inner = step<JobProgress, void>(track, async (emit) => {
+      emit({ type: 'connected' });
+    })
+      .pipe(
+        then(() =>
+          step<JobProgress, JobPlan>(track, async () => {
+            const carriesPaths = granted.has('cwd');
+            const layout = jobLayout(job.outputDir, job.files, carriesPaths, host);
+            if (!layout.ok) throw new JobError('requirement-collision', layout.message, true);
+            const plan = await planJob(peer, {
+              files: layout.files,
+              cwd: layout.cwd,
+              token: undefined,
+              cacheable: job.cache !== undefined,
+              mayOfferEarly: false,
+              hasher: state.hasher,
+            });
+            const files =
+              granted.has('cache') && plan.files.length > 0
+                ? await offerCached(conn.socket, conn.reader, plan.files, {
+                    hasher: state.hasher,
+                    endpoint,
+                    limits,
+                    minBytes: granted.has('push') ? CACHE_MIN_BYTES : 0,
+                  })
+                : plan.files;
+            return { ...plan, files };
+          }),
+        ),
+        then((plan) =>
+          upload(conn, uploadSpec(job, plan, granted), track).pipe(
+            then((u) => execute(conn, u, { granted, limits, spool: state.spool, host }, track)),
+            then((r) => {
+              replied = true;
+              return download(
+                conn,
+                r,
+                {
+                  job,
+                  cwd: plan.kind === 'base' ? undefined : plan.cwd,
+                  limits,
+                  modes: granted.has('mode'),
+                  push: granted.has('push'),
+                  host,
+                  keep: true,
+                },
+                track,
+              );
+            }),
+          ),
+        ),
+        progressOnly(),
+      )
+      .subscribe({
+        next: (p) => sub.next(p),
+        error: (err: unknown) => {
+          conn.reader.dispose();
+          conn.socket.destroy();
+          if (!replied && (isConnectionError(err) || isProtocolError(err, 'short-read'))) {
+            sub.error(new PooledGone());
+          } else {
+            sub.error(
+              err instanceof AfterReply
+                ? classifyJobError(err.error, true)
+                : classifyJobError(err, replied),
+            );
+          }
+        },
+        complete: () => {
+          kept = true;
+          pool.give(host, conn);
+          sub.complete();
+        },
+      });
+    return () => {
+      inner.unsubscribe();
+      if (!kept) {
+        conn.reader.dispose();
+        conn.socket.destroy();
+      }
+    };
+  });
 }
 
 /**
@@ -619,8 +749,13 @@ function sendJobOnce(
           return told({ peer, plan });
         }),
       ),
-      then(({ peer, plan }) => shakeHands(conn, endpoint, peer, plan, job, token, state)),
-      then(({ plan, granted, uploaded }) => {
+      then(({ peer, plan }) =>
+        shakeHands(conn, endpoint, peer, plan, job, token, state).pipe(
+          map((t) => ('result' in t ? { result: { ...t.result, peer } } : t)),
+        ),
+      ),
+      then(({ plan, granted, uploaded, peer }) => {
+        const keep = state.pool !== undefined && granted.has('reuse');
         const upload$ =
           uploaded !== undefined
             ? of(told(uploaded))
@@ -638,8 +773,22 @@ function sendJobOnce(
                 modes: granted.has('mode'),
                 push: granted.has('push'),
                 host,
+                keep,
               },
               track,
+            ).pipe(
+              tap<Told<JobProgress, void>>({
+                complete: () => {
+                  if (!keep || state.pool === undefined || conn.detach === undefined) return;
+                  conn.detach();
+                  state.pool.give(host, {
+                    socket: conn.socket,
+                    reader: conn.reader,
+                    peer,
+                    granted,
+                  });
+                },
+              }),
             ),
           ),
         );
@@ -686,6 +835,7 @@ function shakeHands(
       endpoint,
       token,
       limits,
+      reuse: state.pool !== undefined,
       ...(plan.kind === 'pushed'
         ? {
             followUp: async () => {

@@ -35,6 +35,8 @@ export interface DownloadSpec {
   readonly modes: boolean;
   readonly push: boolean;
   readonly host: string;
+  /** The connection is kept for another job (extension `reuse`): no `!D`. */
+  readonly keep?: boolean;
 }
 
 export function download(
@@ -51,12 +53,14 @@ export function download(
       : EMPTY,
     // The reply and every file are in: a server that closed right after them (one shutting
     // down does, as may any base server) has lost us nothing, so `!D` is best effort.
-    step<JobProgress, void>(track, () =>
-      write(connection.socket, encodeHeader({ kind: 'plain', code: '!D', length: 0 })).catch(
-        (err: unknown) => {
-          if (!isConnectionError(err)) throw err;
-        },
-      ),
+    step<JobProgress, void>(track, async () =>
+      spec.keep === true
+        ? undefined
+        : write(connection.socket, encodeHeader({ kind: 'plain', code: '!D', length: 0 })).catch(
+            (err: unknown) => {
+              if (!isConnectionError(err)) throw err;
+            },
+          ),
     ),
   ).pipe(catchError((err: unknown) => throwError(() => new AfterReply(err))));
 }

@@ -1,0 +1,104 @@
+/**
+ * Job connections kept open between jobs (extension `reuse`, docs/protocol.md): per host, the
+ * idle connections whose last job ended with its reply, with what their handshake settled.
+ * A job to that host takes one instead of dialing, saying hello and proving the token again;
+ * when its reply and files are in, the connection goes back. A connection the server closes
+ * while idle (`--idle-timeout`, `--max-connections`) leaves the pool at once.
+ */
+import type { Socket } from 'node:net';
+import type { Extension } from '../protocol/extensions.js';
+import { encodeHeader } from '../protocol/header.js';
+import type { FramedReader } from '../protocol/reader.js';
+import type { PeerInfo } from './negotiate.js';
+import type { TransferMeter } from './transport.js';
+
+/** An idle job connection and what its handshake settled. */
+export interface PooledConnection {
+  readonly socket: Socket;
+  readonly reader: FramedReader;
+  readonly peer: PeerInfo;
+  readonly granted: ReadonlySet<Extension>;
+}
+
+/** Idle connections kept per host at most: beyond, a connection is ended (`!D`). */
+export const MAX_IDLE_PER_HOST = 16;
+
+export class ConnectionPool {
+  readonly #idle = new Map<string, PooledConnection[]>();
+  /** Each idle connection's listener for its close (removed when it is taken). */
+  readonly #onClose = new Map<PooledConnection, () => void>();
+  readonly #meter: TransferMeter | undefined;
+  #closed = false;
+  /** Connections handed out again instead of dialing (benchmarks, specs). */
+  reused = 0;
+
+  constructor(meter?: TransferMeter) {
+    this.#meter = meter;
+  }
+
+  /** An idle connection to `host`, most recently used first; `undefined` when none. */
+  take(host: string): PooledConnection | undefined {
+    const list = this.#idle.get(host);
+    for (let conn = list?.pop(); conn !== undefined; conn = list?.pop()) {
+      const onClose = this.#onClose.get(conn);
+      if (onClose !== undefined) conn.socket.off('close', onClose);
+      this.#onClose.delete(conn);
+      if (!conn.socket.destroyed && conn.socket.readable && conn.reader.buffered === 0) {
+        this.reused++;
+        return conn;
+      }
+      this.#end(conn);
+    }
+    return undefined;
+  }
+
+  /** Keeps `conn` for the next job to `host` (or ends it: pool full or closed). */
+  give(host: string, conn: PooledConnection): void {
+    let list = this.#idle.get(host);
+    if (list === undefined) {
+      list = [];
+      this.#idle.set(host, list);
+    }
+    if (this.#closed || list.length >= MAX_IDLE_PER_HOST || conn.socket.destroyed) {
+      this.#end(conn);
+      return;
+    }
+    const mine = list;
+    const onClose = () => {
+      this.#onClose.delete(conn);
+      const i = mine.indexOf(conn);
+      if (i >= 0) mine.splice(i, 1);
+      conn.reader.dispose();
+      this.#count(conn);
+    };
+    this.#onClose.set(conn, onClose);
+    conn.socket.once('close', onClose);
+    mine.push(conn);
+  }
+
+  /** Ends every idle connection (`!D`) and keeps no more: the run is over. */
+  close(): void {
+    this.#closed = true;
+    for (const list of this.#idle.values()) for (const conn of list.splice(0)) this.#end(conn);
+  }
+
+  #end(conn: PooledConnection): void {
+    conn.reader.dispose();
+    if (!conn.socket.destroyed) {
+      conn.socket.end(encodeHeader({ kind: 'plain', code: '!D', length: 0 }));
+      setTimeout(() => conn.socket.destroy(), 1000).unref();
+    }
+    this.#count(conn);
+  }
+
+  readonly #counted = new WeakSet<Socket>();
+
+  /** A connection's bytes go to the meter once, when it leaves for good. */
+  #count(conn: PooledConnection): void {
+    if (this.#meter === undefined || this.#counted.has(conn.socket)) return;
+    this.#counted.add(conn.socket);
+    this.#meter.sent += conn.socket.bytesWritten;
+    this.#meter.received += conn.socket.bytesRead;
+    this.#meter.connections++;
+  }
+}
