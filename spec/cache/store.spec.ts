@@ -183,10 +183,13 @@ describe('local action cache', () => {
       const cache = new LocalCache(dir);
       cache.put(key(1), one(1));
       cache.put(key(2), one(2));
+      cache.flush(); // (also at the process's exit, and when 1 % of the bound is pending)
       assert.equal(readFileSync(tally, 'utf8'), `${onDisk()}\n`, 'counted, then kept');
       // Another client reads the tally and adds to it: it does not count the entries again.
       writeFileSync(tally, '1000\n');
-      new LocalCache(dir).put(key(3), one(3));
+      const other = new LocalCache(dir);
+      other.put(key(3), one(3));
+      other.flush();
       assert.equal(
         readFileSync(tally, 'utf8'),
         `${1000 + readFileSync(entryPath(dir, key(3))).length}\n`,
@@ -203,6 +206,7 @@ describe('local action cache', () => {
       writeFileSync(path, bytes);
       const before = Number(readFileSync(tally, 'utf8'));
       assert.equal(cache.get(key(4)), undefined);
+      cache.flush();
       assert.equal(Number(readFileSync(tally, 'utf8')), before - size);
       // A tally over the bound makes the next write evict, by a count of the entries.
       const bounded = new LocalCache(dir, onDisk() * 10);

@@ -87,11 +87,16 @@ export class LocalCache {
   readonly maxBytes: number;
   readonly #log: CacheLog;
   /**
-   * Bytes of entries, as the tally file says (`entries/size`): read and updated at
-   * each write, so a run that stores an entry does not stat every entry of a large cache.
-   * Counted by a scan when the file is missing or unreadable, and again at each eviction.
+   * Bytes of entries, as far as this client knows: the tally file (`entries/size`) as read at
+   * its first write, plus its own writes since, so a run that stores does not stat every
+   * entry of a large cache. Counted by a scan when the file is missing or unreadable, and
+   * again at each eviction.
    */
   #total: number | undefined;
+  /** Bytes this client added to (or removed from) the cache since it last wrote the tally. */
+  #pending = 0;
+  /** Directories this client has made (or found) already. */
+  readonly #made = new Set<string>();
 
   constructor(dir: string, maxBytes: number = DEFAULT_LOCAL_CACHE_BYTES, log: CacheLog = () => {}) {
     this.dir = dir;
@@ -134,7 +139,7 @@ export class LocalCache {
     if (typeof entry === 'string') {
       this.#log(`cache entry ${path} is damaged (${entry}): removed, taken as a miss`);
       rmSync(path, { force: true });
-      this.#tally(-data.length);
+      this.#add(-data.length);
       return undefined;
     }
     try {
@@ -159,8 +164,8 @@ export class LocalCache {
     const tmpDir = join(this.dir, 'tmp');
     const tmp = join(tmpDir, `${key}.${process.pid}.${randomBytes(6).toString('hex')}`);
     try {
-      mkdirSync(tmpDir, { recursive: true });
-      mkdirSync(join(this.dir, 'entries', key.slice(0, 2)), { recursive: true });
+      this.#mkdir(tmpDir);
+      this.#mkdir(join(this.dir, 'entries', key.slice(0, 2)));
       writeFileSync(tmp, data, { mode: 0o600 });
       renameSync(tmp, path);
     } catch (err) {
@@ -170,9 +175,31 @@ export class LocalCache {
     }
     // (An entry written over an older one of the same key counts twice until the next
     // eviction's scan; the bound is then kept a little early, never late.)
-    this.#tally(data.length);
+    this.#add(data.length);
     if ((this.#total ?? 0) > this.maxBytes) this.#evict();
     return true;
+  }
+
+  #mkdir(dir: string): void {
+    if (this.#made.has(dir)) return;
+    mkdirSync(dir, { recursive: true });
+    this.#made.add(dir);
+  }
+
+  /**
+   * Writes this client's additions into the tally file: read again just before, so what
+   * other clients wrote meanwhile counts. Done when they reach 1 % of the bound, at an
+   * eviction, and at the process's exit; two clients writing at the same instant may lose
+   * one's addition (the next eviction recounts).
+   */
+  flush(): void {
+    if (this.#pending === 0) return;
+    const total = this.#readTally();
+    this.#writeTally(
+      total === undefined
+        ? this.#scan().reduce((n, e) => n + e.size, 0)
+        : Math.max(0, total + this.#pending),
+    );
   }
 
   /** Inside `entries/`, so that removing the entries by hand removes their tally too. */
@@ -180,27 +207,36 @@ export class LocalCache {
     return join(this.dir, 'entries', 'size');
   }
 
-  /**
-   * Adds `delta` bytes to the tally: read from the file just before (another client's
-   * writes count), written back. Two clients writing at the same instant may lose one's
-   * addition; each eviction recounts, so that drift does not last.
-   */
-  #tally(delta: number): void {
-    let total: number | undefined;
+  /** `delta` bytes written (or removed) by this client. */
+  #add(delta: number): void {
+    if (this.#total === undefined) {
+      const known = this.#readTally();
+      // Counted from the entries themselves (this change included).
+      if (known === undefined) {
+        this.#writeTally(this.#scan().reduce((n, e) => n + e.size, 0));
+        return;
+      }
+      this.#total = known;
+    }
+    this.#total = Math.max(0, this.#total + delta);
+    this.#pending += delta;
+    unflushed.add(this);
+    if (Math.abs(this.#pending) >= this.maxBytes / 100) this.flush();
+  }
+
+  #readTally(): number | undefined {
     try {
       const text = readFileSync(this.#tallyPath, 'utf8');
-      if (/^\d{1,15}\n$/.test(text)) total = Number(text);
+      return /^\d{1,15}\n$/.test(text) ? Number(text) : undefined;
     } catch {
-      // None yet, or unreadable: counted below.
+      return undefined; // none yet, or unreadable
     }
-    // Counted from the entries themselves (this write's included).
-    if (total === undefined) total = this.#scan().reduce((n, e) => n + e.size, 0);
-    else total = Math.max(0, total + delta);
-    this.#writeTally(total);
   }
 
   #writeTally(total: number): void {
     this.#total = total;
+    this.#pending = 0;
+    unflushed.delete(this);
     try {
       writeFileSync(this.#tallyPath, `${total}\n`, { mode: 0o600 });
     } catch {
@@ -254,6 +290,12 @@ export class LocalCache {
     this.#writeTally(total);
   }
 }
+
+/** Caches with additions not yet in their tally file: written at the process's exit. */
+const unflushed = new Set<LocalCache>();
+process.on('exit', () => {
+  for (const cache of unflushed) cache.flush();
+});
 
 function encode(key: string, entry: CacheEntry): Buffer {
   const stderr = entry.stderr ?? Buffer.alloc(0);
