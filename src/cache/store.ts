@@ -170,6 +170,7 @@ export class LocalCache {
       renameSync(tmp, path);
     } catch (err) {
       rmSync(tmp, { force: true });
+      this.#made.clear(); // removed by hand meanwhile? made again at the next store
       this.#log(`cache entry ${path} could not be written (${(err as Error).message})`);
       return false;
     }
