@@ -2,7 +2,7 @@
 // the action from the local cache in --cache-dir, prints its stdout, and the summary says so.
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { mkdtemp, rm, unlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -79,4 +79,58 @@ describe('rake-ts --cache', () => {
       await rm(cacheDir, { recursive: true, force: true });
     }
   });
+
+  it(
+    'a damaged entry: the user is told which file, it is removed, and the action runs',
+    T,
+    async () => {
+      const dir = await project({ 'in.txt': 'abc\n' });
+      const cacheDir = await mkdtemp(join(tmpdir(), 'rake-cache-cli-'));
+      const counter = join(cacheDir, 'counter');
+      try {
+        await writeFile(
+          join(dir, 'Rakefile'),
+          [
+            `PORT = ${await freePort()}`,
+            `HOSTS = 127.0.0.1:${await freePort()}`,
+            '',
+            'build:',
+            `\tremote-sh -c 'echo ran >> ${counter}; rev in.txt > out.txt; echo built'`,
+            '\t\trequires in.txt',
+            '',
+          ].join('\n'),
+        );
+        const args = ['--cache', '--cache-dir', join(cacheDir, 'c'), '--progress', 'never'];
+        const first = await rake(dir, args, process.env);
+        assert.equal(first.code, 0, first.stderr);
+        const entries = readdirSync(join(cacheDir, 'c', 'entries'), {
+          recursive: true,
+          withFileTypes: true,
+        })
+          .filter((e) => e.isFile() && /^[0-9a-f]{64}$/.test(e.name))
+          .map((e) => join(e.parentPath, e.name));
+        assert.equal(entries.length, 1);
+        const entry = entries[0] as string;
+        const bytes = readFileSync(entry);
+        bytes[bytes.length - 2] = (bytes[bytes.length - 2] as number) ^ 1;
+        writeFileSync(entry, bytes);
+
+        const second = await rake(dir, args, process.env);
+        assert.equal(second.code, 0, second.stderr);
+        assert.ok(second.stderr.includes(entry), `the warning names ${entry}: ${second.stderr}`);
+        assert.match(second.stderr, /is damaged \(.*\): removed, taken as a miss/);
+        assert.doesNotMatch(second.stderr, /from the cache/);
+        assert.equal(readFileSync(counter, 'utf8'), 'ran\nran\n', 'the action ran again');
+        assert.equal(second.stdout, 'built\n');
+        // Stored again, whole: the third run is a hit without a warning.
+        const third = await rake(dir, args, process.env);
+        assert.equal(third.code, 0, third.stderr);
+        assert.match(third.stderr, /1 from the cache/);
+        assert.doesNotMatch(third.stderr, /damaged/);
+      } finally {
+        await removeDir(dir);
+        await rm(cacheDir, { recursive: true, force: true });
+      }
+    },
+  );
 });
