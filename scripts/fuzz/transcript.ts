@@ -310,6 +310,8 @@ export function applyMutations(
         if (pieces.length > 1) pieces.splice(m.a % pieces.length, 1 + (m.b % 2));
         break;
       case 'duplicate': {
+        // A 'delete' may have left nothing: 0 % 0 is NaN, which would insert a hole.
+        if (pieces.length === 0) break;
         const i = m.a % pieces.length;
         pieces.splice(i, 0, pieces[i] as Piece);
         break;
