@@ -64,7 +64,12 @@ export function step<P, T>(
   work: (emit: (p: P) => void) => Promise<T>,
 ): Observable<Told<P, T>> {
   return new Observable<Told<P, T>>((sub) => {
-    const done = work((p) => sub.next({ progress: p }));
+    let done: Promise<T>;
+    try {
+      done = work((p) => sub.next({ progress: p }));
+    } catch (err) {
+      done = Promise.reject(err);
+    }
     track(done);
     done.then(
       (r) => {
@@ -160,14 +165,18 @@ export function conversation<T>(
     const detach = () => {
       detached = true;
     };
+    /** The talk ended (completed or failed) rather than being cancelled. */
+    let over = false;
     return talk({ socket, reader, detach }).pipe(
       tap({
         complete: () => {
+          over = true;
           if (detached) return;
           count();
           socket.end();
         },
         error: () => {
+          over = true;
           count();
           socket.destroy();
         },
@@ -176,8 +185,9 @@ export function conversation<T>(
       catchError((err: unknown) => throwError(() => classify(tls?.explain(err) ?? err))),
       finalize(() => {
         if (detached) return;
-        // Over, or cancelled while talking: nothing more is read.
-        reader.dispose();
+        // Cancelled while talking: nothing more is read. (A talk that ended keeps its reader
+        // listening: it absorbs a late socket error, such as a last write after the peer's FIN.)
+        if (!over) reader.dispose();
         count();
         socket.destroy();
       }),
