@@ -63,6 +63,7 @@ export interface RunArgs extends LogArgs, ObserveArgs, TlsClientArgs {
   readonly retries: number;
   readonly 'fail-fast': boolean;
   readonly 'load-streams': boolean;
+  readonly 'dispatch-queue'?: number | undefined;
   readonly embedded: boolean;
   readonly fallback: boolean;
   readonly 'local-here': boolean;
@@ -140,6 +141,11 @@ export function withRunOptions<T>(y: Argv<T>): Argv<T & RunArgs> {
       default: false,
       describe:
         "choose hosts from the loads rake-ts servers push (also RAKE_LOAD_STREAMS=1): one connection per host for the run, no cost poll per action, each host's slots kept full (docs/client.md, 'Load streams')",
+    })
+    .option('dispatch-queue', {
+      type: 'number',
+      describe:
+        'with --load-streams: jobs a host may be given beyond its slots, so its next job is there when a slot frees (default 1)',
     })
     .option('fail-fast', {
       type: 'boolean',
@@ -245,6 +251,7 @@ export function withRunOptions<T>(y: Argv<T>): Argv<T & RunArgs> {
         ['--jobs', a.jobs, (n: number) => n >= 0, '0 or more (0 = no limit)'],
         ['--port', a.port, (n: number) => n >= 1 && n <= 65535, 'from 1 to 65535'],
         ['--retries', a.retries, (n: number) => n >= 0, '0 or more'],
+        ['--dispatch-queue', a['dispatch-queue'], (n: number) => n >= 0, '0 or more'],
       ] as const) {
         if (v !== undefined && !(Number.isInteger(v) && ok(v))) {
           const sep = range.startsWith('from') ? ' ' : ', ';
@@ -395,6 +402,7 @@ export async function runRake(args: RunArgs, io: RunIO = defaultIO()): Promise<n
     retries: args.retries,
     failFast: args['fail-fast'],
     ...(args['load-streams'] || process.env.RAKE_LOAD_STREAMS === '1' ? { loadStreams: true } : {}),
+    ...(args['dispatch-queue'] !== undefined ? { dispatchQueue: args['dispatch-queue'] } : {}),
     embedded: args.embedded,
     fallback: args.fallback,
     localHere: args['local-here'],
