@@ -14,16 +14,12 @@
  *     jobEvents -------F--------|         F action-failed (exit-non-zero)
  */
 import {
-  concat,
-  EMPTY,
-  from,
   materialize,
-  mergeMap,
+  Observable,
   type ObservableNotification,
   type OperatorFunction,
   type SchedulerLike,
   scan,
-  throwError,
 } from 'rxjs';
 import { describeError, isConnectionError, JobError } from '../errors.js';
 import {
@@ -286,23 +282,26 @@ export function jobEvents(
   t0: number,
 ): OperatorFunction<JobProgress, RakeEvent> {
   return (progress) =>
-    progress.pipe(
-      materialize(),
-      scan(
-        (s: JobState, n: ObservableNotification<JobProgress>) =>
-          jobStep(s, n, scheduler.now(), job),
-        startState(t0),
-      ),
-      mergeMap((s) => {
-        s.release?.release();
-        const events = s.emit.length === 0 ? EMPTY : from(s.emit);
-        return s.error === undefined
-          ? events
-          : concat(
-              events,
-              throwError(() => s.error),
-            );
-      }),
+    new Observable<RakeEvent>((sub) =>
+      progress
+        .pipe(
+          materialize(),
+          scan(
+            (s: JobState, n: ObservableNotification<JobProgress>) =>
+              jobStep(s, n, scheduler.now(), job),
+            startState(t0),
+          ),
+        )
+        // Each state's events, then its error (no inner Observable per progress value).
+        .subscribe({
+          next: (s) => {
+            s.release?.release();
+            for (const e of s.emit) sub.next(e);
+            if (s.error !== undefined) sub.error(s.error);
+          },
+          error: (err: unknown) => sub.error(err),
+          complete: () => sub.complete(),
+        }),
     );
 }
 
