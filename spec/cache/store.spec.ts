@@ -156,6 +156,39 @@ describe('local action cache', () => {
     }
   });
 
+  it(
+    'putAsync stores as put does, off the event loop; a failure is logged, not thrown',
+    T,
+    async () => {
+      const dir = fresh();
+      try {
+        const logged: string[] = [];
+        const cache = new LocalCache(dir, undefined, (m) => logged.push(m));
+        const stores = [1, 2, 3].map((n) =>
+          cache.putAsync(key(n), { ...ENTRY, stdout: Buffer.from(`${n}\n`) }),
+        );
+        assert.deepEqual(await Promise.all(stores), [true, true, true]);
+        assert.deepEqual(new LocalCache(dir).get(key(2))?.stdout, Buffer.from('2\n'));
+        assert.deepEqual(readdirSync(join(dir, 'tmp')), []);
+        cache.flush();
+        const sizes = [1, 2, 3].reduce(
+          (n, k) => n + readFileSync(entryPath(dir, key(k))).length,
+          0,
+        );
+        assert.equal(readFileSync(join(dir, 'entries', 'size'), 'utf8'), `${sizes}\n`);
+        // Its directory replaced by a file: not stored, said, and the next store works again.
+        await rm(join(dir, 'tmp'), { recursive: true });
+        writeFileSync(join(dir, 'tmp'), 'in the way');
+        assert.equal(await cache.putAsync(key(4), ENTRY), false);
+        assert.match(logged[0] as string, /could not be written/);
+        await rm(join(dir, 'tmp'));
+        assert.equal(await cache.putAsync(key(4), ENTRY), true);
+      } finally {
+        await rm(dir, { recursive: true, force: true });
+      }
+    },
+  );
+
   it('an entry copied under another key is a miss', T, async () => {
     const dir = fresh();
     try {
@@ -196,7 +229,9 @@ describe('local action cache', () => {
       );
       // A tally that cannot be read is counted again from the entries.
       writeFileSync(tally, 'garbage');
-      new LocalCache(dir).put(key(4), one(4));
+      const third = new LocalCache(dir);
+      third.put(key(4), one(4));
+      third.flush();
       assert.equal(readFileSync(tally, 'utf8'), `${onDisk()}\n`);
       // A damaged entry removed on read leaves the tally.
       const path = entryPath(dir, key(4));

@@ -26,6 +26,7 @@ import {
   utimesSync,
   writeFileSync,
 } from 'node:fs';
+import { rename, rm, writeFile } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 
@@ -138,6 +139,7 @@ export class LocalCache {
     const entry = decode(key, data);
     if (typeof entry === 'string') {
       this.#log(`cache entry ${path} is damaged (${entry}): removed, taken as a miss`);
+      this.#init(); // counted with it, then it goes
       rmSync(path, { force: true });
       this.#add(-data.length);
       return undefined;
@@ -157,26 +159,66 @@ export class LocalCache {
    * it was stored.
    */
   put(key: string, entry: CacheEntry): boolean {
+    const w = this.#prepare(key, entry);
+    if (w === undefined) return false;
+    try {
+      this.#mkdir(w.tmpDir);
+      this.#mkdir(w.entryDir);
+      writeFileSync(w.tmp, w.data, { mode: 0o600 });
+      renameSync(w.tmp, w.path);
+    } catch (err) {
+      rmSync(w.tmp, { force: true });
+      return this.#failed(w.path, err);
+    }
+    return this.#stored(w.data.length);
+  }
+
+  /**
+   * {@link put} with the writing off the event loop (a client storing as its jobs finish:
+   * written synchronously, thousands of entries held up its sockets long enough for cost
+   * queries to time out on a loaded machine). Never rejects.
+   */
+  async putAsync(key: string, entry: CacheEntry): Promise<boolean> {
+    const w = this.#prepare(key, entry);
+    if (w === undefined) return false;
+    try {
+      this.#mkdir(w.tmpDir);
+      this.#mkdir(w.entryDir);
+      await writeFile(w.tmp, w.data, { mode: 0o600 });
+      await rename(w.tmp, w.path);
+    } catch (err) {
+      await rm(w.tmp, { force: true }).catch(() => {});
+      return this.#failed(w.path, err);
+    }
+    return this.#stored(w.data.length);
+  }
+
+  /** What {@link put} writes where; `undefined` for an entry larger than the whole cache. */
+  #prepare(key: string, entry: CacheEntry) {
     if (!KEY.test(key)) throw new RangeError(`not an action key: ${key}`);
     const data = encode(key, entry);
-    if (data.length > this.maxBytes) return false;
-    const path = this.#path(key);
+    if (data.length > this.maxBytes) return undefined;
+    this.#init();
     const tmpDir = join(this.dir, 'tmp');
-    const tmp = join(tmpDir, `${key}.${process.pid}.${randomBytes(6).toString('hex')}`);
-    try {
-      this.#mkdir(tmpDir);
-      this.#mkdir(join(this.dir, 'entries', key.slice(0, 2)));
-      writeFileSync(tmp, data, { mode: 0o600 });
-      renameSync(tmp, path);
-    } catch (err) {
-      rmSync(tmp, { force: true });
-      this.#made.clear(); // removed by hand meanwhile? made again at the next store
-      this.#log(`cache entry ${path} could not be written (${(err as Error).message})`);
-      return false;
-    }
+    return {
+      data,
+      path: this.#path(key),
+      tmpDir,
+      entryDir: join(this.dir, 'entries', key.slice(0, 2)),
+      tmp: join(tmpDir, `${key}.${process.pid}.${randomBytes(6).toString('hex')}`),
+    };
+  }
+
+  #failed(path: string, err: unknown): false {
+    this.#made.clear(); // removed by hand meanwhile? made again at the next store
+    this.#log(`cache entry ${path} could not be written (${(err as Error).message})`);
+    return false;
+  }
+
+  #stored(bytes: number): true {
     // (An entry written over an older one of the same key counts twice until the next
     // eviction's scan; the bound is then kept a little early, never late.)
-    this.#add(data.length);
+    this.#add(bytes);
     if ((this.#total ?? 0) > this.maxBytes) this.#evict();
     return true;
   }
@@ -210,19 +252,23 @@ export class LocalCache {
 
   /** `delta` bytes written (or removed) by this client. */
   #add(delta: number): void {
-    if (this.#total === undefined) {
-      const known = this.#readTally();
-      // Counted from the entries themselves (this change included).
-      if (known === undefined) {
-        this.#writeTally(this.#scan().reduce((n, e) => n + e.size, 0));
-        return;
-      }
-      this.#total = known;
-    }
-    this.#total = Math.max(0, this.#total + delta);
+    this.#init();
+    this.#total = Math.max(0, (this.#total ?? 0) + delta);
     this.#pending += delta;
     unflushed.add(this);
     if (Math.abs(this.#pending) >= this.maxBytes / 100) this.flush();
+  }
+
+  /**
+   * The tally as this client starts from: read, or counted from the entries when there is
+   * none. Done before this client's first change, so a change is never both counted by the
+   * scan and added (stores in flight at once would be).
+   */
+  #init(): void {
+    if (this.#total !== undefined) return;
+    const known = this.#readTally();
+    if (known === undefined) this.#writeTally(this.#scan().reduce((n, e) => n + e.size, 0));
+    else this.#total = known;
   }
 
   #readTally(): number | undefined {

@@ -2,10 +2,13 @@ import { lookup as dnsLookup } from 'node:dns/promises';
 import type { Socket } from 'node:net';
 import {
   catchError,
+  concat,
   defaultIfEmpty,
   defer,
+  EMPTY,
   filter,
   from,
+  ignoreElements,
   map,
   mergeMap,
   Observable,
@@ -33,6 +36,7 @@ import {
   PLAIN_ON_TLS_PORT,
   TlsError,
 } from '../tls/index.js';
+import { trackCleanup } from './cleanup.js';
 import {
   type Connection,
   connected,
@@ -504,29 +508,33 @@ function sendJob(
       let stdout: ActionOutput | undefined;
       let stderr: string | undefined;
       let names: readonly string[] = [];
-      return sendJobRetrying(endpoint, job, state).pipe(
-        tap({
-          next: (p) => {
-            if (p.type === 'replied' && p.ok) {
-              stdout = p.stdout;
-              stderr = p.stderr;
-            }
-            if (p.type === 'downloaded') names = p.files;
-          },
-          complete: () => {
-            // Only a success (exit 0) is stored, with what landed (and its warnings, which a
-            // hit shows again as a run would).
-            if (stdout === undefined) return;
-            const entry = entryOf(
-              job.outputDir,
-              stdout.buffer(),
-              names,
-              stderr === undefined ? undefined : Buffer.from(stderr, 'utf8'),
-            );
-            if (entry !== undefined) cache.put(key, entry);
-          },
+      const job$ = sendJobRetrying(endpoint, job, state).pipe(
+        tap((p) => {
+          if (p.type === 'replied' && p.ok) {
+            stdout = p.stdout;
+            stderr = p.stderr;
+          }
+          if (p.type === 'downloaded') names = p.files;
         }),
       );
+      // Only a success (exit 0) is stored, once the job has ended, with what landed (and its
+      // warnings, which a hit shows again as a run would). The job ends when it is stored;
+      // the writing is off the event loop (written synchronously, thousands of stores held up
+      // the sockets long enough for cost queries to time out on a loaded machine).
+      const store$ = defer(() => {
+        if (stdout === undefined) return EMPTY;
+        const entry = entryOf(
+          job.outputDir,
+          stdout.buffer(),
+          names,
+          stderr === undefined ? undefined : Buffer.from(stderr, 'utf8'),
+        );
+        if (entry === undefined) return EMPTY;
+        const stored = cache.putAsync(key, entry);
+        trackCleanup(stored); // an interrupted run still finishes the write before exiting
+        return from(stored).pipe(ignoreElements());
+      });
+      return concat(job$, store$);
     }),
   );
 }
