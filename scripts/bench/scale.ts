@@ -9,6 +9,7 @@
  *
  *   node --import tsx scripts/bench/scale.ts [--runs 5] [--rows make,true,sleep8,...]
  *                                            [--baseline REV|none] [--cpu-hosts 1,2,4,...,64]
+ *                                            [--now-flags=--load-streams]
  *
  * Rows (`--rows`, default all):
  * - `make`    100 C units + link on 2 one-slot servers against `make -j2` (compare.ts's
@@ -66,6 +67,8 @@ export type RowName = (typeof ROWS)[number];
 interface Side {
   readonly label: string;
   readonly programs: Programs;
+  /** Client flags of this side only (`--now-flags`, e.g. `--load-streams`). */
+  readonly flags?: readonly string[];
 }
 
 /**
@@ -120,6 +123,7 @@ async function runClient(
       rakefile,
       ...RAKE_FLAGS,
       ...SCALE_CLIENT_FLAGS,
+      ...(side.flags ?? []),
       ...hostFlags(servers),
       ...extra,
     ],
@@ -160,7 +164,7 @@ interface RowResult {
 // ---------------------------------------------------------------------------------------------
 
 async function rowMake(o: ScaleOptions): Promise<RowResult> {
-  const before = o.sides.find((s) => s.label !== 'now');
+  const before = o.sides.find((s) => s !== o.now);
   const loads = [load1()];
   const r = await runCompare({
     programs: o.now.programs,
@@ -626,7 +630,16 @@ async function rowRtt(o: ScaleOptions): Promise<RowResult> {
         );
         const trace = join(p.dir, 'trace.json');
         await runChecked(
-          [process.execPath, s.programs.rake, '-f', one, ...RAKE_FLAGS, '--trace', trace],
+          [
+            process.execPath,
+            s.programs.rake,
+            '-f',
+            one,
+            ...RAKE_FLAGS,
+            ...(s.flags ?? []),
+            '--trace',
+            trace,
+          ],
           { cwd: p.dir },
         );
         const action = readTrace(trace).actions[0];
@@ -702,13 +715,13 @@ export async function runScale(o: ScaleOptions, emit: (markdown: string) => void
   }
   const sides = o.sides
     .map((s) =>
-      s.label === 'now'
-        ? '*now*: this tree'
+      s === o.now
+        ? `*${s.label}*: this tree`
         : `*before*: rake-ts at ${o.baselineRev}, servers of its own`,
     )
     .join('; ');
   emit(
-    `Columns: ${sides}. Medians of ${o.runs} rounds, range in brackets, the sides interleaved in each round in rotating order; *load* is the 1-minute load average read at the start of each round. Client flags: compare.ts's and \`${SCALE_CLIENT_FLAGS.join(' ')}\`. Reproduce: \`node --import tsx scripts/bench/scale.ts --runs ${o.runs} --rows ${o.rows.join(',')}${o.baselineRev === undefined ? ' --baseline none' : ` --baseline ${o.baselineRev}`}\`.`,
+    `Columns: ${sides}. Medians of ${o.runs} rounds, range in brackets, the sides interleaved in each round in rotating order; *load* is the 1-minute load average read at the start of each round. Client flags: compare.ts's and \`${SCALE_CLIENT_FLAGS.join(' ')}\`. Reproduce: \`node --import tsx scripts/bench/scale.ts --runs ${o.runs} --rows ${o.rows.join(',')}${o.baselineRev === undefined ? ' --baseline none' : ` --baseline ${o.baselineRev}`}${(o.now.flags ?? []).length === 0 ? '' : ` '--now-flags=${o.now.flags?.join(' ')}'`}\`.`,
   );
 }
 
@@ -719,6 +732,10 @@ async function main(): Promise<void> {
       rows: { type: 'string', default: ROWS.join(',') },
       baseline: { type: 'string', default: SCALE_BASELINE },
       'cpu-hosts': { type: 'string', default: '1,2,4,8,16,32,64' },
+      // Client flags for this tree's side only (the baseline may not know them), e.g.
+      // "--load-streams". The make row (compare.ts) does not take them; the
+      // environment does (RAKE_LOAD_STREAMS=1 reaches every client, and older ones ignore it).
+      'now-flags': { type: 'string', default: '' },
     },
   });
   const rows = (values.rows ?? '').split(',').filter(Boolean);
@@ -733,7 +750,12 @@ async function main(): Promise<void> {
   rmSync(dir, { recursive: true, force: true });
   mkdirSync(dir, { recursive: true });
   progress('compiling rake-ts');
-  const now: Side = { label: 'now', programs: compilePrograms(join(SCRATCH, 'scale-build')) };
+  const nowFlags = (values['now-flags'] ?? '').split(/\s+/).filter(Boolean);
+  const now: Side = {
+    label: nowFlags.length === 0 ? 'now' : `now (${nowFlags.join(' ')})`,
+    programs: compilePrograms(join(SCRATCH, 'scale-build')),
+    flags: nowFlags,
+  };
   const sides: Side[] = [now];
   const rev = values.baseline === 'none' ? undefined : values.baseline;
   if (rev !== undefined) {
