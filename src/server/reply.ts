@@ -188,7 +188,8 @@ export async function storeResult(
   const chunks: Buffer[] = [];
   for await (const chunk of spool.read()) chunks.push(Buffer.from(chunk));
   const entry = entryOf(dir.path, Buffer.concat(chunks), outputs ?? []);
-  if (entry !== undefined && results.put(key, entry)) {
+  // Off the event loop: the other connections (their heartbeats too) go on meanwhile.
+  if (entry !== undefined && (await results.putAsync(key, entry))) {
     wire.log.debug({ key, files: entry.files.length }, 'result stored');
   }
 }
