@@ -97,7 +97,9 @@ describe('load streams in a run', () => {
     },
   );
 
-  it('two clients on the same servers: the second sees the first one’s jobs', T, async () => {
+  it('two clients on the same servers: the second sees the first one’s jobs', {
+    timeout: 30_000,
+  }, async () => {
     const [a, b] = servers as [TestServer, TestServer];
     const gate = await project();
     try {

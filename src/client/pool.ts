@@ -68,6 +68,7 @@ export class ConnectionPool {
       this.#onClose.delete(conn);
       const i = mine.indexOf(conn);
       if (i >= 0) mine.splice(i, 1);
+      conn.socket.on('error', () => {});
       conn.reader.dispose();
       this.#count(conn);
     };
@@ -83,6 +84,8 @@ export class ConnectionPool {
   }
 
   #end(conn: PooledConnection): void {
+    // Without its reader, nothing else listens: a reset after our !D must not go unheard.
+    conn.socket.on('error', () => {});
     conn.reader.dispose();
     if (!conn.socket.destroyed) {
       conn.socket.end(encodeHeader({ kind: 'plain', code: '!D', length: 0 }));
