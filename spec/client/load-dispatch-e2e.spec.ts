@@ -3,10 +3,10 @@
 // per run (counted from the servers' own logs), each host's slots kept full, two clients on
 // the same servers seeing each other's jobs.
 import assert from 'node:assert/strict';
-import { writeFile } from 'node:fs/promises';
 import { after, before, describe, it } from 'node:test';
 import { lastValueFrom, toArray } from 'rxjs';
 import { type RunOptions, run } from '../../src/client/run.js';
+import { startBaseServer } from '../helpers/base-server.js';
 import { startServer, type TestServer } from '../server/support.js';
 import { only, parse, project, removeDir, summary, waitFor } from './support.js';
 
@@ -101,13 +101,15 @@ describe('load streams in a run', () => {
     timeout: 30_000,
   }, async () => {
     const [a, b] = servers as [TestServer, TestServer];
-    const gate = await project();
+    // Client 1 fills host a's only slot with a long job; it is cancelled (unsubscribed: the
+    // server kills the job) once client 2 is done.
+    const first = run(parse(rakefile([a.port], 1, 'sleep 60')), {
+      directory: dir,
+      embedded: false,
+      fallback: false,
+      loadStreams: true,
+    }).subscribe();
     try {
-      // Client 1 fills host a's only slot with a job that waits for a file.
-      const first = runIn(
-        gate,
-        rakefile([a.port], 1, `sh -c "while [ ! -e ${gate}/go ]; do sleep 0.01; done"`),
-      );
       await waitFor(() => a.handle.cost() === 1, 10_000, 'client 1’s job on a');
       // Client 2, with a listed first and no queue beyond the slots, puts its three actions
       // on b, one after the other, never behind client 1's job on a.
@@ -116,10 +118,26 @@ describe('load streams in a run', () => {
       });
       assert.equal(summary(events).exitStatus, 0);
       assert.deepEqual(summary(events).perHost, { [`127.0.0.1:${b.port}`]: 3 });
-      await writeFile(`${gate}/go`, '');
-      assert.equal(summary(await first).exitStatus, 0);
     } finally {
-      await removeDir(gate);
+      first.unsubscribe();
     }
+    await waitFor(() => a.handle.cost() === 0, 10_000, 'client 1’s job to be killed');
   });
+
+  it(
+    'a base-protocol server with --load-streams: polled per action as before, base bytes only',
+    T,
+    async () => {
+      const base = await startBaseServer();
+      try {
+        const events = await runIn(dir, rakefile([base.port], 3, 'echo N'));
+        assert.equal(summary(events).exitStatus, 0, JSON.stringify(only(events, 'action-failed')));
+        // Each action polled (the stream said the host cannot stream) and ran there.
+        assert.equal(only(events, 'cost-polled').length, 3);
+        assert.deepEqual(base.commands.sort(), ['echo 0', 'echo 1', 'echo 2']);
+      } finally {
+        await base.close();
+      }
+    },
+  );
 });
