@@ -2,7 +2,8 @@
  * The benchmark suite (`npm run bench`): rake-ts against the tools people use instead
  * (`make -jK`, distcc), where its time goes, how it scales over hosts and round trips, and
  * the earlier benchmarks (transfer, parse, client, cache), all in one run. Writes
- * docs/benchmarks.md (generated whole; the header below is the hand-written part) and the
+ * docs/benchmarks.md (its header below is hand-written; a section this run does not write, such
+ * as "Action cache" or "Scale" from their own scripts, is carried over from the page) and the
  * SVG charts in docs/bench/.
  *
  *   npm run bench [-- --quick] [--skip scaling,cache,...] [--no-docs]
@@ -13,7 +14,7 @@
  * Progress goes to stderr.
  */
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { availableParallelism, cpus, loadavg, release, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -26,6 +27,7 @@ import {
   runCompare,
   WARMUP_BUILDS,
 } from './compare.js';
+import { sectionsNotIn } from './lib/markdown.js';
 import {
   compileBaseline,
   compilePrograms,
@@ -487,6 +489,16 @@ async function main(): Promise<void> {
     `- Load average (1, 5, 15 min): ${loadBefore.map((x) => x.toFixed(1)).join(', ')} at the start, ${loadAfter.map((x) => x.toFixed(1)).join(', ')} at the end`,
     `- Measured ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC; the whole suite took **${minutes.toFixed(1)} minutes** (${sections.map((s) => `${s.title.split(':')[0]} ${s.seconds.toFixed(0)} s`).join(', ')})`,
   ].join('\n');
+  // Sections this run did not write (a part skipped, or written by another script or by
+  // hand, such as "Action cache" and "Scale") are carried over from the page as it was.
+  const DOC = join(ROOT, 'docs', 'benchmarks.md');
+  const kept = existsSync(DOC)
+    ? sectionsNotIn(readFileSync(DOC, 'utf8'), [
+        'This run',
+        'What was made faster',
+        ...sections.map((s) => s.title),
+      ])
+    : [];
   const doc = [
     HEADER,
     '## This run',
@@ -494,6 +506,7 @@ async function main(): Promise<void> {
     machine,
     '',
     ...sections.flatMap((s) => [`## ${s.title}`, '', s.body, '']),
+    ...kept.flatMap((s) => [s, '']),
     '## What was made faster',
     '',
     speedupSection(compare, overhead, scaling),
@@ -501,7 +514,7 @@ async function main(): Promise<void> {
   ].join('\n');
   process.stdout.write(doc);
   if (WRITE_DOCS) {
-    writeFileSync(join(ROOT, 'docs', 'benchmarks.md'), doc);
+    writeFileSync(DOC, doc);
     progress(`wrote docs/benchmarks.md and docs/bench/{${charts.join(',')}}`);
   }
   progress(`bench: done in ${minutes.toFixed(1)} minutes`);
