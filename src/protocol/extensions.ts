@@ -22,7 +22,8 @@ import { DEFAULT_LIMITS, type ProtocolLimits } from './limits.js';
  * - `auth`: the server requires a token (challenge-response with HMAC-SHA256).
  * - `results` (the shared action cache, issue 21): a client that sends `!X lookup` right
  *   before a command asks the server to answer it from the results of jobs the server ran
- *   itself; on a hit `!X hit <key>` precedes an ordinary reply and nothing runs. The key is
+ *   itself; on a hit `!X hit <key>` precedes an ordinary reply and nothing runs
+ *   (`!X lookup only`: on a miss the server answers `!X miss` and runs nothing). The key is
  *   the server's own (what it received, its platform): a client names no key and stores
  *   nothing, so it cannot poison the store.
  * - `load` (issue 20): after `!X watch` the connection carries the server's load
@@ -193,8 +194,13 @@ export type ExtensionMessage =
   | { readonly verb: 'stderr'; readonly bytes: Buffer }
   /** Extension `beat`: the server is alive; the next beat comes within `intervalMs`. */
   | { readonly verb: 'beat'; readonly intervalMs: number }
-  /** Extension `results`: answer the next command from the server's results if it can. */
-  | { readonly verb: 'lookup' }
+  /**
+   * Extension `results`: answer the next command from the server's results if it can;
+   * `only`: and never run it (a miss is answered `!X miss`).
+   */
+  | { readonly verb: 'lookup'; readonly only?: true }
+  /** Extension `results`: the answer to `lookup only` when nothing is stored; nothing ran. */
+  | { readonly verb: 'miss' }
   /** Extension `results`: the next reply is a stored result of the key; nothing ran. */
   | { readonly verb: 'hit'; readonly key: string }
   /** Extension `load`: from now on this connection carries the server's load, and no job. */
@@ -278,7 +284,9 @@ export function encodeExtensionPayload(msg: ExtensionMessage): Buffer {
     case 'beat':
       return Buffer.from(`beat ${msg.intervalMs}`);
     case 'lookup':
-      return Buffer.from('lookup');
+      return Buffer.from(msg.only === true ? 'lookup only' : 'lookup');
+    case 'miss':
+      return Buffer.from('miss');
     case 'hit':
       if (!HEX64.test(msg.key)) throw new RangeError(`${msg.key} is not an action key`);
       return Buffer.from(`hit ${msg.key}`);
@@ -387,7 +395,12 @@ export function parseExtension(
       return { verb, intervalMs: Number(ms) };
     }
     case 'lookup':
-      if (first !== 'lookup' || nl >= 0) throw bad('a malformed lookup');
+      if ((first !== 'lookup' && first !== 'lookup only') || nl >= 0) {
+        throw bad('a malformed lookup');
+      }
+      return first === 'lookup only' ? { verb, only: true } : { verb };
+    case 'miss':
+      if (first !== 'miss' || nl >= 0) throw bad('a malformed miss');
       return { verb };
     case 'hit': {
       const key = words[1] ?? '';

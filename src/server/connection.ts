@@ -331,7 +331,7 @@ export class Connection {
     this.#commands++;
     this.#setManaging(true);
     const dir = this.#intake.dir();
-    const resultKey = await this.#intake.resultKey(dir, command);
+    const { key: resultKey, only } = await this.#intake.resultKey(dir, command);
     if (resultKey !== undefined) {
       const files = await sendStoredResult(this.#wire, resultKey, dir);
       if (files !== undefined) {
@@ -339,6 +339,17 @@ export class Connection {
         this.#log.info({ command, key: resultKey, files }, 'result hit');
         return;
       }
+    }
+    if (only) {
+      // `!X lookup only`: the client asks without wanting the job run here (it has other
+      // hosts to ask, or will run it elsewhere). The miss is the reply; nothing runs.
+      await write(this.#socket, encodeExtension({ verb: 'miss' }));
+      this.#setManaging(false);
+      this.#log.info(
+        { command, ...(resultKey === undefined ? {} : { key: resultKey }) },
+        'result miss (lookup only): not run',
+      );
+      return;
     }
     this.#setIdleTimeout(false);
     // Extension `beat`: from here to the reply, the client hears from us every interval.

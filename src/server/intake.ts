@@ -27,8 +27,11 @@ export class JobIntake {
   #started = false;
   /** Extension `cwd`: the job directory's subdirectory the command runs in (`!X cwd`). */
   #cwd: string | undefined;
-  /** Extension `results`: the next command may be answered from the stored results. */
-  #lookup = false;
+  /**
+   * Extension `results`: the next command may be answered from the stored results
+   * (`lookup`), or may only be (`only`: `!X lookup only`, a miss runs nothing).
+   */
+  #lookup: false | 'lookup' | 'only' = false;
   /** Files the last `!X have` asked the client to upload, by wire name, to cache on arrival. */
   readonly #expected = new Map<string, { entry: HaveEntry; settle: (() => void) | undefined }>();
 
@@ -44,7 +47,7 @@ export class JobIntake {
   /** `!X lookup`, `!X cwd`, `!X have` on an extended connection. */
   async message(msg: ExtensionMessage): Promise<void> {
     if (msg.verb === 'lookup') {
-      this.#lookup = true;
+      this.#lookup = msg.only === true ? 'only' : 'lookup';
       return;
     }
     if (msg.verb === 'cwd') {
@@ -117,17 +120,25 @@ export class JobIntake {
   /**
    * Extension `results`: the server's key of the command about to run, when the client
    * asked (`!X lookup` just before it) and this server keeps results; else `undefined`.
-   * Computed before the command runs, from what the job directory holds then.
+   * Computed before the command runs, from what the job directory holds then. `only`: the
+   * client sent `!X lookup only`: the command must not run (a miss is answered `!X miss`).
    */
-  async resultKey(dir: JobDir, command: string): Promise<string | undefined> {
+  async resultKey(
+    dir: JobDir,
+    command: string,
+  ): Promise<{ key: string | undefined; only: boolean }> {
     const asked = this.#lookup;
     this.#lookup = false;
+    const only = asked === 'only';
     const ctx = this.#wire.ctx;
     const platform = ctx.platform;
-    if (!asked || ctx.results === undefined || platform === undefined) return undefined;
+    if (asked === false || ctx.results === undefined || platform === undefined) {
+      return { key: undefined, only };
+    }
     const listing = await listRegularFiles(dir.path, ctx.limits.maxFiles);
-    if (!listing.ok || listing.notUtf8.length > 0) return undefined;
-    return serverResultKey(dir.path, listing.files.keys(), command, this.#cwd, platform);
+    if (!listing.ok || listing.notUtf8.length > 0) return { key: undefined, only };
+    const key = await serverResultKey(dir.path, listing.files.keys(), command, this.#cwd, platform);
+    return { key, only };
   }
 
   /**
