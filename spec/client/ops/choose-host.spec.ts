@@ -113,4 +113,39 @@ describe('chooseHost (marbles)', () => {
     countAnswer(first, answer('b', 0), view());
     assert.equal(JSON.stringify({ ...first, endpoints: [...first.endpoints] }), copy);
   });
+
+  it('folds an answer in O(1): the new ballot keeps the earlier one, never a copy of its arrays', () => {
+    // 64 hosts used to cost O(hosts²) per action: every answer copied answers, seen and the
+    // endpoint map. The ballot is a persistent list now; what a choice reads is built on demand.
+    const hosts = Array.from({ length: 64 }, (_, i) => `h${i}`);
+    let b = EMPTY_BALLOT;
+    for (const h of hosts) {
+      const next = countAnswer(b, h === 'h7' ? slow(h) : answer(h, 3), view());
+      assert.equal(next.before, b);
+      b = next;
+    }
+    assert.equal(b.seen.length, 64);
+    assert.deepEqual(b.slow, ['h7']);
+    assert.deepEqual(
+      b.answers.map((a) => a.host),
+      hosts.filter((h) => h !== 'h7'),
+    );
+    assert.deepEqual([...b.endpoints.keys()], hosts);
+  });
+
+  it('a slow host that answers later keeps its place among the endpoints and joins the answers', () => {
+    const b = fold([slow('b'), answer('a', 2), answer('b', 1)], view());
+    assert.deepEqual([...b.endpoints.keys()], ['b', 'a']);
+    assert.deepEqual(b.answers, [
+      { host: 'a', cost: 2 },
+      { host: 'b', cost: 1 },
+    ]);
+    assert.deepEqual(b.slow, ['b']);
+    assert.deepEqual(
+      b.seen.map((s) => s.host),
+      ['b', 'a', 'b'],
+    );
+    assert.equal(b.last?.host, 'b');
+    assert.equal(pick(b, view())?.host, 'b');
+  });
 });
