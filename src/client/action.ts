@@ -1,12 +1,9 @@
 import {
   catchError,
   concat,
-  connect,
   defer,
   dematerialize,
   finalize,
-  last,
-  map,
   materialize,
   merge,
   mergeMap,
@@ -33,6 +30,7 @@ import {
   EMPTY_BALLOT,
   pickHost,
 } from './ops/choose-host.js';
+import { eachThen } from './ops/each-then.js';
 import {
   AttemptFailure,
   type AttemptInfo,
@@ -223,24 +221,18 @@ function pollAndRun(
       chooseHost(view),
       // Nothing beats an effective cost of 0, and ties go to the first answer: stop there.
       takeWhile((ballot) => !ballot.idle, true),
-      connect((ballots$) =>
-        merge(
-          ballots$.pipe(
-            map(
-              (ballot): RakeEvent => ({
-                type: 'cost-polled',
-                time: ctx.scheduler.now(),
-                action: action.ref,
-                pollId: round.id,
-                cost: ballot.last as NonNullable<Ballot['last']>,
-              }),
-            ),
-          ),
-          ballots$.pipe(
-            last(undefined, EMPTY_BALLOT),
-            mergeMap((ballot) => choose(ctx, action, started, ballot, view, tries, true)),
-          ),
-        ),
+      // Each answer reported, then the choice from the last ballot (one subscriber per
+      // answer: with 64 hosts this runs 64 times per action).
+      eachThen(
+        (ballot): RakeEvent => ({
+          type: 'cost-polled',
+          time: ctx.scheduler.now(),
+          action: action.ref,
+          pollId: round.id,
+          cost: ballot.last as NonNullable<Ballot['last']>,
+        }),
+        (ballot) => choose(ctx, action, started, ballot, view, tries, true),
+        EMPTY_BALLOT,
       ),
     );
   });

@@ -97,6 +97,9 @@ export interface JobFor {
   readonly info: AttemptInfo;
 }
 
+/** A step that emits nothing (shared: states are never changed). */
+const NO_EVENTS: readonly RakeEvent[] = [];
+
 export function startState(t0: number): JobState {
   return {
     stage: 'connect',
@@ -112,7 +115,7 @@ export function startState(t0: number): JobState {
     downloadBytes: 0,
     failed: false,
     cached: undefined,
-    emit: [],
+    emit: NO_EVENTS,
     error: undefined,
     release: undefined,
   };
@@ -141,7 +144,12 @@ export function jobStep(
   t: number,
   job: JobFor,
 ): JobState {
-  const s: JobState = { ...prev, emit: [], release: undefined };
+  // One copy of the state per step, not two: a state with nothing to emit or give back is
+  // its own start (it is never changed, so sharing it is safe).
+  const s: JobState =
+    prev.emit.length === 0 && prev.release === undefined
+      ? prev
+      : { ...prev, emit: NO_EVENTS, release: undefined };
   const { action, host, info } = job;
   if (n.kind === 'E') {
     // Its stdout is never shown: the action failed (or moves to another host). The failure
