@@ -4,11 +4,13 @@
 // The wire part from a raw peer that shares no code with src/; real servers on loopback,
 // real commands and files.
 import assert from 'node:assert/strict';
-import { existsSync, rmSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
+import { LocalCache } from '../../src/cache/store.js';
+import { only, project, removeDir, runAll, summary } from '../client/support.js';
 import { hdr, pkt, RawPeer } from '../helpers/raw-peer.js';
 import { assertHealthy, startServer, type TestServer } from '../server/support.js';
 
@@ -138,4 +140,134 @@ describe('lookup only: a stored result or nothing (extension results)', () => {
       await server.close();
     }
   });
+});
+
+/** A Rakefile of `n` actions, each reading its own input and writing its own output. */
+function rakefile(ports: readonly number[], n: number): string {
+  return [
+    `PORT = ${ports[0]}`,
+    `HOSTS = ${ports.map((p) => `127.0.0.1:${p}`).join(' ')}`,
+    '',
+    'build:',
+    ...Array.from({ length: n }, (_, i) => [
+      `\tremote-sh -c 'tr a-z A-Z < in${i}.txt > out${i}.txt; chmod 750 out${i}.txt; echo printed ${i}'`,
+      `\t\trequires in${i}.txt`,
+    ]).flat(),
+    '',
+  ].join('\n');
+}
+
+const inputs = (n: number) =>
+  Object.fromEntries(Array.from({ length: n }, (_, i) => [`in${i}.txt`, `input ${i}\n`]));
+
+/** What the failed actions of a run said, for an assertion's message. */
+const failures = (events: Parameters<typeof summary>[0]) =>
+  only(events, 'action-failed')
+    .map((e) => `${e.message} ${e.stderr}`)
+    .join('; ');
+
+/** Files the server received as requirements (each `requirements received` line). */
+const uploaded = (server: TestServer) =>
+  server.logs
+    .filter((l) => l.msg === 'requirements received')
+    .reduce((n, l) => n + Number(l.files), 0);
+
+describe('a second clone asks every server of the run (client, --cache)', () => {
+  it('results stored on A only: a clone with HOSTS = B, A runs 0 jobs', T, async () => {
+    const n = 6;
+    const a = await startServer({});
+    const b = await startServer({});
+    const first = await project(inputs(n));
+    const clone = await project(inputs(n));
+    const cacheA = await mkdtemp(join(tmpdir(), 'rake-peek-cache-a-'));
+    const cacheB = await mkdtemp(join(tmpdir(), 'rake-peek-cache-b-'));
+    try {
+      const run1 = await runAll(first, rakefile([a.port], n), {
+        cache: new LocalCache(cacheA),
+        embedded: false,
+      });
+      assert.equal(summary(run1).exitStatus, 0, failures(run1));
+      assert.equal(jobsRun(a), n, 'run 1 filled A');
+      assert.equal(jobsRun(b), 0);
+
+      const run2 = await runAll(clone, rakefile([b.port, a.port], n), {
+        cache: new LocalCache(cacheB),
+        embedded: false,
+      });
+      assert.equal(summary(run2).exitStatus, 0, failures(run2));
+      assert.equal(jobsRun(a) + jobsRun(b), n, 'the clone ran no job on either server');
+      const ok = only(run2, 'action-succeeded');
+      assert.equal(ok.length, n);
+      for (const e of ok) assert.equal(e.cached?.server, true, 'answered from stored results');
+      for (let i = 0; i < n; i++) {
+        assert.deepEqual(
+          readFileSync(join(clone, `out${i}.txt`)),
+          readFileSync(join(first, `out${i}.txt`)),
+        );
+        assert.equal(statSync(join(clone, `out${i}.txt`)).mode & 0o777, 0o750);
+      }
+      assert.deepEqual(
+        only(run2, 'output')
+          .map((e) => e.stdout.text())
+          .sort(),
+        Array.from({ length: n }, (_, i) => `printed ${i}\n`).sort(),
+      );
+      // The clone's own cache now holds them: a third run asks no server.
+      const run3 = await runAll(clone, rakefile([b.port, a.port], n), {
+        cache: new LocalCache(cacheB),
+        embedded: false,
+      });
+      assert.equal(summary(run3).cached, n);
+      assert.equal(jobsRun(a) + jobsRun(b), n);
+      assert.deepEqual(await assertHealthy(a), []);
+      assert.deepEqual(await assertHealthy(b), []);
+    } finally {
+      await a.close();
+      await b.close();
+      await removeDir(first);
+      await removeDir(clone);
+      await rm(cacheA, { recursive: true, force: true });
+      await rm(cacheB, { recursive: true, force: true });
+    }
+  });
+
+  it(
+    'a first run on clean servers asks the other server but uploads each input once',
+    T,
+    async () => {
+      const n = 6;
+      const a = await startServer({});
+      const b = await startServer({});
+      // Inputs of 64 KiB or more go through the input cache (`have` → `need`): a server that
+      // needs one never ran a job on it, so the peek ends there. (Smaller ones are pushed
+      // without a `have`, not cached, and so sent with a peek: docs/client.md.)
+      const big = Object.fromEntries(
+        Object.entries(inputs(n)).map(([name, text]) => [name, text.repeat(8192)]),
+      );
+      const dir = await project(big);
+      const cacheDir = await mkdtemp(join(tmpdir(), 'rake-peek-cache-'));
+      try {
+        const run1 = await runAll(dir, rakefile([a.port, b.port], n), {
+          cache: new LocalCache(cacheDir),
+          embedded: false,
+        });
+        assert.equal(summary(run1).exitStatus, 0, failures(run1));
+        assert.equal(jobsRun(a) + jobsRun(b), n, 'every action ran once');
+        // Every action was asked of the server it did not go to: a `have` there, answered with
+        // a `need` (it never saw the input), and then nothing: no upload, no lookup.
+        const peeks = (s: TestServer) =>
+          s.logs.filter((l) => l.msg === 'have' && Number(l.need) > 0).length;
+        assert.equal(peeks(a) + peeks(b), 2 * n, 'a have per action on each server');
+        assert.equal(uploaded(a) + uploaded(b), n, 'each input uploaded once');
+        const notRun = (s: TestServer) =>
+          s.logs.filter((l) => l.msg === 'result miss (lookup only): not run').length;
+        assert.equal(notRun(a) + notRun(b), 0, 'the need ended each peek');
+      } finally {
+        await a.close();
+        await b.close();
+        await removeDir(dir);
+        await rm(cacheDir, { recursive: true, force: true });
+      }
+    },
+  );
 });

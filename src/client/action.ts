@@ -395,7 +395,7 @@ function attemptOn(
             ? {}
             : { claim: (names: readonly string[]) => action.claims?.claim(names, action.ref) }),
           ...(ctx.cache !== undefined && action.ref.remote && action.ref.noCache !== true
-            ? { cache: ctx.cache }
+            ? { cache: ctx.cache, connectTimeoutMs: ctx.connectTimeoutMs }
             : {}),
         })
         .pipe(

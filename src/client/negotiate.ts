@@ -67,13 +67,20 @@ export function describePeer(peer: PeerInfo): string {
  */
 export class PeerDirectory {
   readonly #known = new Map<string, PeerInfo>();
+  readonly #endpoints = new Map<string, Endpoint>();
 
   record(endpoint: Endpoint, peer: PeerInfo): void {
     this.#known.set(hostKey(endpoint), peer);
+    this.#endpoints.set(hostKey(endpoint), endpoint);
   }
 
   get(endpoint: Endpoint): PeerInfo | undefined {
     return this.#known.get(hostKey(endpoint));
+  }
+
+  /** Every host that described itself in this run (answered a cost query). */
+  endpoints(): Endpoint[] {
+    return [...this.#endpoints.values()];
   }
 }
 
@@ -175,6 +182,13 @@ export async function negotiate(
   if (reply.verb !== 'ok') throw new Error('unreachable: ok expected');
   options.onPlatform?.(reply.platform);
   return new Set(reply.extensions.filter((e) => asked.includes(e)));
+}
+
+/** `!X miss`: the answer to `!X lookup only` when the host stores no result; nothing ran. */
+export class ResultMissed extends Error {
+  constructor(host: string) {
+    super(`${host} stores no result of this command`);
+  }
 }
 
 /** A refusal during the handshake, in words that say what to do about it. */
@@ -401,12 +415,14 @@ export async function readReply(
   extensions: ReadonlySet<Extension>,
   onQueue?: (verb: 'queued' | 'started') => void,
   host = 'the host',
+  lookupOnly = false,
 ): Promise<{ header: Header; stderr: Buffer | undefined; hit?: string }> {
   const beats = extensions.has('beat');
   const verbs = [
     ...(extensions.has('queue') ? (['queued', 'started'] as const) : []),
     ...(extensions.has('stderr') ? (['stderr'] as const) : []),
     ...(extensions.has('results') ? (['hit'] as const) : []),
+    ...(lookupOnly && extensions.has('results') ? (['miss'] as const) : []),
     ...(beats ? (['beat'] as const) : []),
   ];
   let intervalMs = DEFAULT_BEAT_MS;
@@ -431,6 +447,7 @@ export async function readReply(
     if (msg.verb === 'beat') intervalMs = msg.intervalMs;
     else if (msg.verb === 'stderr') stderr = msg.bytes;
     else if (msg.verb === 'hit') hit = msg.key;
+    else if (msg.verb === 'miss') throw new ResultMissed(host);
     else if (msg.verb === 'queued' || msg.verb === 'started') onQueue?.(msg.verb);
   }
 }

@@ -10,6 +10,7 @@ import {
   from,
   ignoreElements,
   map,
+  merge,
   mergeMap,
   Observable,
   of,
@@ -23,6 +24,7 @@ import { ownPlatform, type PlatformIdentity } from '../cache/key.js';
 import type { CacheEntry, LocalCache } from '../cache/store.js';
 import { isProtocolError } from '../protocol/errors.js';
 import { type Extension, OFFER_ANNEX } from '../protocol/extensions.js';
+import type { OutgoingFile } from '../protocol/filestream.js';
 import { encodeHeader, expectPlain, parseDecimal } from '../protocol/header.js';
 import { DEFAULT_LIMITS, type ProtocolLimits } from '../protocol/limits.js';
 import type { FramedReader } from '../protocol/reader.js';
@@ -56,6 +58,7 @@ import { type LoadProbe, tcpWatchLoad } from './load-stream.js';
 import {
   CACHE_MIN_BYTES,
   ContentHasher,
+  haveOffer,
   negotiate,
   offerCached,
   PeerDirectory,
@@ -94,6 +97,11 @@ export interface JobRequest {
    * known (see {@link hostPlatform}).
    */
   readonly cache?: LocalCache;
+  /**
+   * How long a connection may take (`--connect-timeout`): bounds the job's own connection
+   * when asking the other hosts' stored results came first (`peeking`).
+   */
+  readonly connectTimeoutMs?: number;
 }
 
 /**
@@ -101,6 +109,11 @@ export interface JobRequest {
  * output files received. Ends after `replied` (failure or no files) or `downloaded`.
  */
 export type JobProgress =
+  /**
+   * With `--cache`, after a local miss: the other hosts of the run that keep results are
+   * asked for this job's (`!X lookup only`) before it is sent to the chosen host.
+   */
+  | { readonly type: 'peeking' }
   | { readonly type: 'connected' }
   | {
       readonly type: 'uploaded';
@@ -260,6 +273,8 @@ interface TransportState {
   readonly dialer: TlsDialer;
   /** Each host's platform as its server announced it (action cache), asked once per run. */
   readonly platforms: Map<string, Promise<PlatformIdentity | undefined>>;
+  /** Hosts whose hello (the one asking the platform) granted `results`. */
+  readonly keepsResults: Set<string>;
   /** Job connections kept for later jobs (option `reuse`). */
   readonly pool: ConnectionPool | undefined;
 }
@@ -283,6 +298,7 @@ export function tcpTransport(options: TransportOptions = {}): TcpTransport {
     asked: new Set(),
     dialer: new TlsDialer(options.tls),
     platforms: new Map(),
+    keepsResults: new Set(),
     pool: options.reuse === true ? new ConnectionPool(options.meter) : undefined,
   };
   return {
@@ -474,7 +490,7 @@ function askPlatform(
       endpoint,
       async (socket, reader) => {
         await connected(socket);
-        await negotiate(socket, reader, {
+        const granted = await negotiate(socket, reader, {
           endpoint,
           token,
           limits: state.limits,
@@ -482,6 +498,7 @@ function askPlatform(
             said = p;
           },
         });
+        if (granted.has('results')) state.keepsResults.add(hostKey(endpoint));
       },
       (err) => err,
       state.track,
@@ -508,7 +525,13 @@ function sendJob(
       let stdout: ActionOutput | undefined;
       let stderr: string | undefined;
       let names: readonly string[] = [];
-      const job$ = sendJobRetrying(endpoint, job, state).pipe(
+      // A result another host of the run answered is stored under that host's key (its
+      // platform may not be the chosen host's).
+      let storeKey: Promise<string | undefined> = Promise.resolve(key);
+      const answeredBy = (other: Endpoint) => {
+        storeKey = cacheKey(other, job, state);
+      };
+      const job$ = askOthersFirst(endpoint, job, state, answeredBy).pipe(
         tap((p) => {
           if (p.type === 'replied' && p.ok) {
             stdout = p.stdout;
@@ -521,21 +544,227 @@ function sendJob(
       // warnings, which a hit shows again as a run would). The job ends when it is stored;
       // the writing is off the event loop (written synchronously, thousands of stores held up
       // the sockets long enough for cost queries to time out on a loaded machine).
-      const store$ = defer(() => {
-        if (stdout === undefined) return EMPTY;
-        const entry = entryOf(
-          job.outputDir,
-          stdout.buffer(),
-          names,
-          stderr === undefined ? undefined : Buffer.from(stderr, 'utf8'),
-        );
-        if (entry === undefined) return EMPTY;
-        const stored = cache.putAsync(key, entry);
-        trackCleanup(stored); // an interrupted run still finishes the write before exiting
-        return from(stored).pipe(ignoreElements());
-      });
+      const store$ = defer(() => from(storeKey)).pipe(
+        mergeMap((storeAs) => {
+          if (stdout === undefined || storeAs === undefined) return EMPTY;
+          const entry = entryOf(
+            job.outputDir,
+            stdout.buffer(),
+            names,
+            stderr === undefined ? undefined : Buffer.from(stderr, 'utf8'),
+          );
+          if (entry === undefined) return EMPTY;
+          const stored = cache.putAsync(storeAs, entry);
+          trackCleanup(stored); // an interrupted run still finishes the write before exiting
+          return from(stored).pipe(ignoreElements());
+        }),
+      );
       return concat(job$, store$);
     }),
+  );
+}
+
+/**
+ * How long asking another host for a stored result (`!X lookup only`) may take until it
+ * answers (a hit's reply header, or `miss`): a host slower than that counts as a miss, and
+ * the action runs as planned. A hit's output files then take as long as they take.
+ */
+const PEEK_ANSWER_MS = 5000;
+
+/**
+ * With `--cache`, after a local miss: each other host of the run that is ours and keeps
+ * results (its hello granted `results`, learnt once per run with its platform) is asked, in
+ * parallel, whether it stores this job's result (`peekJob`); the first hit is the action's
+ * (`replied` with `serverHit`, then its files), and `answeredBy` names its host. Without such
+ * a hit the job goes to `endpoint` as planned (where its own `!X lookup` still applies). A
+ * run with one such host, a base host, and a job without `--cache` never get here or ask.
+ */
+function askOthersFirst(
+  endpoint: Endpoint,
+  job: JobRequest,
+  state: TransportState,
+  answeredBy: (other: Endpoint) => void,
+): Observable<JobProgress> {
+  return defer(() => from(othersWithResults(endpoint, state))).pipe(
+    mergeMap((others) => {
+      if (others.length === 0) return sendJobRetrying(endpoint, job, state);
+      let taken: Endpoint | undefined;
+      const peeks = others.map((other) =>
+        peekJob(other, job, state, () => {
+          if (taken !== undefined) return false;
+          taken = other;
+          answeredBy(other);
+          return true;
+        }),
+      );
+      const ms = job.connectTimeoutMs;
+      const planned$ = defer(() => {
+        if (taken !== undefined) return EMPTY;
+        const job$ = sendJobRetrying(endpoint, job, state);
+        // `peeking` was the job's first sign of life: its own connection is bounded here.
+        return ms === undefined
+          ? job$
+          : job$.pipe(
+              timeout({
+                first: ms,
+                with: () =>
+                  throwError(
+                    () => new JobError('host-lost', `no connection within ${ms} ms`, true),
+                  ),
+              }),
+            );
+      });
+      return concat(of<JobProgress>({ type: 'peeking' }), merge(...peeks), planned$);
+    }),
+  );
+}
+
+/**
+ * The hosts besides `endpoint` to ask for a stored result: ours (rake/1, not an embedded
+ * server of this run), whose platform hello granted `results`.
+ */
+async function othersWithResults(endpoint: Endpoint, state: TransportState): Promise<Endpoint[]> {
+  const chosen = hostKey(endpoint);
+  const others = state.peers
+    .endpoints()
+    .filter(
+      (e) =>
+        hostKey(e) !== chosen &&
+        state.peers.get(e)?.kind === 'rake' &&
+        !state.trusted.has(endpointIdentity(e)),
+    );
+  if (others.length === 0) return [];
+  await Promise.all(others.map((e) => hostPlatform(e, state)));
+  return others.filter((e) => state.keepsResults.has(hostKey(e)));
+}
+
+/** A peek that cannot hit: the host lacks an input (its `need`), or a grant it needs. */
+class PeekMissed extends Error {}
+
+/**
+ * Asks the host at `endpoint` for this job's stored result without letting it run the job:
+ * a hello, the input cache's `have` for every requirement (a host that `need`s any never saw
+ * these inputs, so it stores no result of them: a miss at once, nothing uploaded), then
+ * `!X lookup only` and the command. On a hit that `claim` accepts: `replied` (a server hit)
+ * and the output files, landed as a job's. Completes empty on a miss, a failure before the
+ * hit was claimed, or no answer within {@link PEEK_ANSWER_MS}; after the claim, errors as a
+ * job would.
+ */
+function peekJob(
+  endpoint: Endpoint,
+  job: JobRequest,
+  state: TransportState,
+  claim: () => boolean,
+): Observable<JobProgress> {
+  const { limits, track } = state;
+  const host = hostKey(endpoint);
+  const peer = state.peers.get(endpoint);
+  if (peer === undefined || peer.kind !== 'rake') return EMPTY;
+  const layout = jobLayout(job.outputDir, job.files, peer.extensions.includes('cwd'), host);
+  if (!layout.ok) return EMPTY;
+  const token = state.trusted.get(endpointIdentity(endpoint)) ?? state.token;
+  let mine = false;
+  const claimHit = () => {
+    mine = claim();
+    return mine;
+  };
+  return conversation(
+    endpoint,
+    state,
+    (err) => err,
+    (conn) =>
+      step<JobProgress, ReadonlySet<Extension>>(track, async () => {
+        const { socket, reader } = conn;
+        await connected(socket);
+        const files = layout.files;
+        const offer = files.length > 0 ? await haveOffer(files, state.hasher, 0) : undefined;
+        // A `have` too long for one message cannot name every input: the host cannot say.
+        if (files.length > 0 && (offer === undefined || offer.entries.length < files.length)) {
+          throw new PeekMissed();
+        }
+        const early =
+          offer !== undefined &&
+          !peer.authRequired &&
+          token === undefined &&
+          peer.extensions.includes('cache');
+        const granted = await negotiate(socket, reader, {
+          endpoint,
+          token,
+          limits,
+          ...(early ? { followUp: offer.message } : {}),
+        });
+        if (
+          !granted.has('results') ||
+          (offer !== undefined && !granted.has('cache')) ||
+          (layout.cwd !== undefined && !granted.has('cwd'))
+        ) {
+          throw new PeekMissed();
+        }
+        let lacking: OutgoingFile[] = [];
+        if (offer !== undefined) {
+          if (!early) await write(socket, offer.message);
+          lacking = await readNeed(reader, files, offer, { endpoint, limits });
+          // A file of CACHE_MIN_BYTES or more reaches a server through its input cache (our
+          // client offers it first), so a server that needs one never ran a job on these
+          // inputs: a miss, and nothing is uploaded. Smaller files are pushed without an
+          // offer and not cached: a server that stores the result may lack them; sent.
+          const sizes = new Map(offer.entries.map((e) => [e.name, e.size]));
+          if (lacking.some((f) => (sizes.get(f.name) ?? Infinity) >= CACHE_MIN_BYTES)) {
+            throw new PeekMissed();
+          }
+        }
+        await sendUpload(
+          conn,
+          {
+            command: job.command,
+            files: lacking,
+            modes: granted.has('mode'),
+            push: granted.has('push'),
+            startReported: granted.has('queue'),
+            cwd: layout.cwd,
+            lookup: 'only',
+          },
+          () => {},
+        );
+        return granted;
+      }).pipe(
+        then((granted) =>
+          execute(
+            conn,
+            { writeFailed: undefined },
+            { granted, limits, spool: state.spool, host, claimHit },
+            track,
+          ).pipe(
+            then((replied) =>
+              download(
+                conn,
+                replied,
+                {
+                  job,
+                  cwd: layout.cwd,
+                  limits,
+                  modes: granted.has('mode'),
+                  push: granted.has('push'),
+                  host,
+                },
+                track,
+              ),
+            ),
+          ),
+        ),
+        progressOnly(),
+      ),
+  ).pipe(
+    timeout({ first: PEEK_ANSWER_MS }),
+    catchError((err: unknown) =>
+      mine
+        ? throwError(() =>
+            err instanceof AfterReply
+              ? classifyJobError(err.error, true)
+              : classifyJobError(err, true),
+          )
+        : EMPTY,
+    ),
   );
 }
 

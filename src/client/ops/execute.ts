@@ -13,7 +13,7 @@ import { describeHeader, expectPlain, type Header, parseDecimal } from '../../pr
 import type { FramedReader } from '../../protocol/reader.js';
 import { type Connection, step, type Told } from '../conversation.js';
 import { isConnectionError, JobError } from '../errors.js';
-import { readReply } from '../negotiate.js';
+import { ResultMissed, readReply } from '../negotiate.js';
 import type { OutputSpool } from '../output.js';
 import type { JobProgress, TrackCleanup, TransportLimits } from '../transport.js';
 import type { Uploaded } from './upload.js';
@@ -28,6 +28,12 @@ export interface ExecuteSpec {
   readonly limits: TransportLimits;
   readonly spool: OutputSpool;
   readonly host: string;
+  /**
+   * The command went with `!X lookup only` (a peek at another host's stored results): `miss`
+   * fails with `ResultMissed`, and a hit counts only if this says so (the first host to
+   * answer with a hit takes the action; a later one's is dropped with the connection).
+   */
+  readonly claimHit?: () => boolean;
 }
 
 export function execute(
@@ -42,18 +48,20 @@ export function execute(
 async function awaitReply(
   { reader }: Connection,
   { writeFailed }: Uploaded,
-  { granted, limits, spool, host }: ExecuteSpec,
+  { granted, limits, spool, host, claimHit }: ExecuteSpec,
   emit: (p: JobProgress) => void,
 ): Promise<Replied> {
+  const only = claimHit !== undefined;
   const {
     header: reply,
     stderr: warnings,
     hit: serverHit,
-  } = await readReply(reader, limits, granted, (verb) => emit({ type: verb }), host).catch(
+  } = await readReply(reader, limits, granted, (verb) => emit({ type: verb }), host, only).catch(
     (err: unknown) => {
       throw writeFailed ?? err;
     },
   );
+  if (only && (serverHit === undefined || !claimHit())) throw new ResultMissed(host);
   if (writeFailed !== undefined && reply.kind !== 'plain') throw writeFailed;
   checkReply(reply);
   if (reply.kind === 'plain') {

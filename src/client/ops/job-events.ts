@@ -191,6 +191,10 @@ export function jobStep(
   }
   const p = n.value;
   switch (p.type) {
+    case 'peeking':
+      // Other hosts are asked for a stored result first: still connecting, as far as the
+      // phases go.
+      return s;
     case 'connected':
       return { ...s, tConnected: t, stage: 'upload' };
     case 'uploaded': {

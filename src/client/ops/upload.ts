@@ -1,6 +1,7 @@
 /**
  * Step `upload`: the job's requirements and its command on an open connection — `!R` and the
- * filestream (when there are files), then `!X lookup` / `!X cwd` when planned and `!C`.
+ * filestream (when there are files), then `!X lookup` (or `lookup only`) / `!X cwd` when
+ * planned and `!C`.
  * Reports `uploaded`. Unsubscribing stops it with the connection (see `conversation.ts`).
  *
  *     upload  --U--(r|)        U uploaded (files, bytes), r its result (a write that failed late)
@@ -27,7 +28,8 @@ export interface UploadSpec {
   /** The directory the command runs in, inside the job directory (extension `cwd`). */
   readonly cwd: string | undefined;
   /** Ask the host's stored results first (extension `results`). */
-  readonly lookup: boolean;
+  /** `only`: do not run the command there on a miss (`!X lookup only`, a peek). */
+  readonly lookup: boolean | 'only';
 }
 
 /**
@@ -67,7 +69,13 @@ export async function sendUpload(
     await write(
       socket,
       Buffer.concat([
-        ...(spec.lookup ? [encodeExtension({ verb: 'lookup' })] : []),
+        ...(spec.lookup === false
+          ? []
+          : [
+              encodeExtension(
+                spec.lookup === 'only' ? { verb: 'lookup', only: true } : { verb: 'lookup' },
+              ),
+            ]),
         ...(spec.cwd === undefined ? [] : [encodeExtension({ verb: 'cwd', path: spec.cwd })]),
         encodePacket({ code: '!C' }, spec.command),
       ]),
