@@ -175,7 +175,8 @@ const uploaded = (server: TestServer) =>
 describe('a second clone asks every server of the run (client, --cache)', () => {
   it('results stored on A only: a clone with HOSTS = B, A runs 0 jobs', T, async () => {
     const n = 6;
-    const a = await startServer({});
+    const aWork = await mkdtemp(join(tmpdir(), 'rake-peek-a-'));
+    let a = await startServer({ workdir: aWork });
     const b = await startServer({});
     const first = await project(inputs(n));
     const clone = await project(inputs(n));
@@ -189,16 +190,24 @@ describe('a second clone asks every server of the run (client, --cache)', () => 
       assert.equal(summary(run1).exitStatus, 0, failures(run1));
       assert.equal(jobsRun(a), n, 'run 1 filled A');
       assert.equal(jobsRun(b), 0);
+      // A again on its workdir (its results are kept there), now dearer than B: the cost
+      // poll sends every action of the clone to B, which never saw them.
+      await a.close();
+      a = await startServer({ workdir: aWork, costOffset: 100 });
 
       const run2 = await runAll(clone, rakefile([b.port, a.port], n), {
         cache: new LocalCache(cacheB),
         embedded: false,
       });
       assert.equal(summary(run2).exitStatus, 0, failures(run2));
-      assert.equal(jobsRun(a) + jobsRun(b), n, 'the clone ran no job on either server');
+      assert.equal(jobsRun(a) + jobsRun(b), 0, 'the clone ran no job on either server');
       const ok = only(run2, 'action-succeeded');
       assert.equal(ok.length, n);
-      for (const e of ok) assert.equal(e.cached?.server, true, 'answered from stored results');
+      for (const e of ok) {
+        assert.equal(e.host, `127.0.0.1:${b.port}`, 'sent to B');
+        assert.equal(e.cached?.server, true, 'answered from stored results');
+        assert.equal(e.cached?.from, `127.0.0.1:${a.port}`, "A's");
+      }
       for (let i = 0; i < n; i++) {
         assert.deepEqual(
           readFileSync(join(clone, `out${i}.txt`)),
@@ -218,8 +227,8 @@ describe('a second clone asks every server of the run (client, --cache)', () => 
         embedded: false,
       });
       assert.equal(summary(run3).cached, n);
-      assert.equal(jobsRun(a) + jobsRun(b), n);
-      assert.deepEqual(await assertHealthy(a), []);
+      assert.equal(jobsRun(a) + jobsRun(b), 0);
+      // (A's cost is its offset, 100, by design: only B is checked for leftovers.)
       assert.deepEqual(await assertHealthy(b), []);
     } finally {
       await a.close();
@@ -228,6 +237,7 @@ describe('a second clone asks every server of the run (client, --cache)', () => 
       await removeDir(clone);
       await rm(cacheA, { recursive: true, force: true });
       await rm(cacheB, { recursive: true, force: true });
+      await rm(aWork, { recursive: true, force: true });
     }
   });
 

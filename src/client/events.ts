@@ -262,9 +262,10 @@ export type RakeEvent =
        * With `--cache`: the local action cache had the action's key (docs/client.md, "The
        * action cache"), so nothing ran; `host` is the host it would have run on. `server`:
        * the host answered from the results it stored of a job it ran before (extension
-       * `results`, the shared action cache), under its own key.
+       * `results`, the shared action cache), under its own key; `from`: another host of the
+       * run did, asked before the job was sent (`!X lookup only`), not `host`.
        */
-      readonly cached?: { readonly key: string; readonly server?: true };
+      readonly cached?: { readonly key: string; readonly server?: true; readonly from?: string };
     })
   | (ActionEventBase & {
       readonly type: 'action-failed';

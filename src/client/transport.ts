@@ -142,6 +142,8 @@ export type JobProgress =
        * its own key; the command did not run now.
        */
       readonly serverHit?: string;
+      /** With `serverHit`: the host that answered, when not the chosen one (a peek's). */
+      readonly hitFrom?: string;
     }
   | {
       readonly type: 'replied';

@@ -88,6 +88,7 @@ async function awaitReply(
     files: outputs,
     ...(stderr === undefined ? {} : { stderr }),
     ...(serverHit === undefined ? {} : { serverHit }),
+    ...(serverHit !== undefined && only ? { hitFrom: host } : {}),
   });
   return { outputs };
 }

@@ -242,7 +242,14 @@ export function jobStep(
           stdout: p.stdout,
           warnings: p.stderr,
           // Extension `results`: the host's stored result of its own key, not a run.
-          cached: p.serverHit === undefined ? s.cached : { key: p.serverHit, server: true },
+          cached:
+            p.serverHit === undefined
+              ? s.cached
+              : {
+                  key: p.serverHit,
+                  server: true,
+                  ...(p.hitFrom === undefined ? {} : { from: p.hitFrom }),
+                },
         };
       }
       return {
