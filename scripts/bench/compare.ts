@@ -16,8 +16,8 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { markdownTable } from './lib/markdown.js';
 import {
-  compileBaseline,
   compilePrograms,
+  compileRev,
   type Daemon,
   freePort,
   haveCommand,
@@ -462,12 +462,7 @@ async function main(): Promise<void> {
   const rev = values.baseline;
   let baseline: Programs | undefined;
   if (rev !== undefined) {
-    progress(`compiling rake-ts at ${rev}`);
-    const base = compileBaseline(join(SCRATCH, 'compare-baseline'), {
-      rev,
-      parts: SPEEDUP_BASELINE.parts,
-    });
-    if ('why' in base) throw new Error(`cannot build --baseline ${rev}: ${base.why}`);
+    const base = compileRev('compare-baseline', rev);
     baseline = base;
   }
   const result = await runCompare({

@@ -42,15 +42,14 @@ import { lineChart } from './charts.js';
 import { compareMarkdown, RAKE_FLAGS, runCompare, SERVER_FLAGS } from './compare.js';
 import { markdownTable } from './lib/markdown.js';
 import {
-  compileBaseline,
   compilePrograms,
+  compileRev,
   type Daemon,
   type Programs,
   progress,
   runChecked,
   runWithCpu,
   SCRATCH,
-  SPEEDUP_BASELINE,
   startRakeservers,
 } from './lib/proc.js';
 import { CFLAGS, writeCProject } from './lib/project.js';
@@ -759,12 +758,7 @@ async function main(): Promise<void> {
   const sides: Side[] = [now];
   const rev = values.baseline === 'none' ? undefined : values.baseline;
   if (rev !== undefined) {
-    progress(`compiling rake-ts at ${rev}`);
-    const base = compileBaseline(join(SCRATCH, 'scale-baseline'), {
-      rev,
-      parts: SPEEDUP_BASELINE.parts,
-    });
-    if ('why' in base) throw new Error(`cannot build --baseline ${rev}: ${base.why}`);
+    const base = compileRev('scale-baseline', rev);
     sides.push({ label: 'before', programs: base });
   }
   await runScale(

@@ -22,14 +22,13 @@ import { parseArgs } from 'node:util';
 import { RAKE_FLAGS, SERVER_FLAGS } from './compare.js';
 import { markdownTable } from './lib/markdown.js';
 import {
-  compileBaseline,
   compilePrograms,
+  compileRev,
   type Daemon,
   type Programs,
   progress,
   runChecked,
   SCRATCH,
-  SPEEDUP_BASELINE,
   serverCpu,
   startRakeservers,
 } from './lib/proc.js';
@@ -214,12 +213,7 @@ async function main(): Promise<void> {
   ];
   const rev = values.baseline === 'none' ? undefined : values.baseline;
   if (rev !== undefined) {
-    progress(`compiling rake-ts at ${rev}`);
-    const base = compileBaseline(join(SCRATCH, 'server-phases-baseline'), {
-      rev,
-      parts: SPEEDUP_BASELINE.parts,
-    });
-    if ('why' in base) throw new Error(`cannot build --baseline ${rev}: ${base.why}`);
+    const base = compileRev('server-phases-baseline', rev);
     sides.push({
       label: `before (${rev})`,
       programs: base,

@@ -17,12 +17,11 @@ import { parseArgs } from 'node:util';
 import { SERVER_FLAGS } from './compare.js';
 import { markdownTable } from './lib/markdown.js';
 import {
-  compileBaseline,
   compilePrograms,
+  compileRev,
   progress,
   runWithCpu,
   SCRATCH,
-  SPEEDUP_BASELINE,
   startRakeservers,
 } from './lib/proc.js';
 import { formatSpread, spread } from './lib/stats.js';
@@ -43,12 +42,7 @@ rmSync(dir, { recursive: true, force: true });
 mkdirSync(dir, { recursive: true });
 progress('compiling rake-ts');
 const now = compilePrograms(join(SCRATCH, 'startup-build'));
-progress(`compiling rake-ts at ${rev}`);
-const base = compileBaseline(join(SCRATCH, 'startup-baseline'), {
-  rev,
-  parts: SPEEDUP_BASELINE.parts,
-});
-if ('why' in base) throw new Error(`cannot build --baseline ${rev}: ${base.why}`);
+const base = compileRev('startup-baseline', rev);
 
 const [server] = await startRakeservers(now, 1, SERVER_FLAGS, join(dir, 'server'));
 if (server === undefined) throw new Error('no server');

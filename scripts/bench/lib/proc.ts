@@ -141,6 +141,17 @@ export function compileBaseline(
   };
 }
 
+/**
+ * The programs of commit `rev`, compiled under `.bench/<name>` for a `--baseline REV` side
+ * of a benchmark; throws, saying why, when that commit cannot be built.
+ */
+export function compileRev(name: string, rev: string): Programs {
+  progress(`compiling rake-ts at ${rev}`);
+  const base = compileBaseline(join(SCRATCH, name), { rev, parts: SPEEDUP_BASELINE.parts });
+  if ('why' in base) throw new Error(`cannot build --baseline ${rev}: ${base.why}`);
+  return base;
+}
+
 /** A port nothing listens on right now (the kernel's pick). */
 export function freePort(host = '127.0.0.1'): Promise<number> {
   return new Promise((resolve, reject) => {
