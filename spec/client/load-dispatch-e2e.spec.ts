@@ -12,13 +12,22 @@ import { only, parse, project, removeDir, summary, waitFor } from './support.js'
 
 const T = { timeout: 120_000 };
 
+/**
+ * A Rakefile with `actions` remote actions on `ports`; `{i}` in `command` becomes the action's
+ * index. (It was the first `N`, which also matched an `N` in a mkdtemp path: a gate file
+ * `/tmp/rake-client-sBaN5T/go` became `/tmp/rake-client-sBa05T/go`, a file nobody wrote, and the
+ * old two-clients case, whose job waited for that gate, hung in about 1 run in 10.)
+ */
 function rakefile(ports: readonly number[], actions: number, command: string): string {
   return [
     `PORT = ${ports[0]}`,
     `HOSTS = ${ports.map((p) => `127.0.0.1:${p}`).join(' ')}`,
     '',
     'all:',
-    ...Array.from({ length: actions }, (_, i) => `\tremote-${command.replace('N', String(i))}`),
+    ...Array.from(
+      { length: actions },
+      (_, i) => `\tremote-${command.replaceAll('{i}', String(i))}`,
+    ),
     '',
   ].join('\n');
 }
@@ -57,7 +66,7 @@ describe('load streams in a run', () => {
     async () => {
       const ports = servers.map((s) => s.port);
       for (const s of servers) s.logs.length = 0;
-      const events = await runIn(dir, rakefile(ports, 40, 'sh -c "sleep 0.05; echo N"'));
+      const events = await runIn(dir, rakefile(ports, 40, 'sh -c "sleep 0.05; echo {i}"'));
       assert.equal(summary(events).exitStatus, 0, JSON.stringify(only(events, 'action-failed')));
       assert.equal(summary(events).succeeded, 40);
       assert.equal(only(events, 'cost-polled').length, 0, 'no action polled');
@@ -102,7 +111,8 @@ describe('load streams in a run', () => {
   }, async () => {
     const [a, b] = servers as [TestServer, TestServer];
     // Client 1 fills host a's only slot with a long job; it is cancelled (unsubscribed: the
-    // server kills the job) once client 2 is done.
+    // server kills the job) once client 2 is done. (Before fbc5621 the job waited for a gate
+    // file that the test wrote; its hangs were the test's own: see `rakefile` above.)
     const first = run(parse(rakefile([a.port], 1, 'sleep 60')), {
       directory: dir,
       embedded: false,
@@ -113,7 +123,7 @@ describe('load streams in a run', () => {
       await waitFor(() => a.handle.cost() === 1, 10_000, 'client 1’s job on a');
       // Client 2, with a listed first and no queue beyond the slots, puts its three actions
       // on b, one after the other, never behind client 1's job on a.
-      const events = await runIn(dir, rakefile([a.port, b.port], 3, 'echo N'), {
+      const events = await runIn(dir, rakefile([a.port, b.port], 3, 'echo {i}'), {
         dispatchQueue: 0,
       });
       assert.equal(summary(events).exitStatus, 0);
@@ -130,7 +140,7 @@ describe('load streams in a run', () => {
     async () => {
       const base = await startBaseServer();
       try {
-        const events = await runIn(dir, rakefile([base.port], 3, 'echo N'));
+        const events = await runIn(dir, rakefile([base.port], 3, 'echo {i}'));
         assert.equal(summary(events).exitStatus, 0, JSON.stringify(only(events, 'action-failed')));
         // Each action polled (the stream said the host cannot stream) and ran there.
         assert.equal(only(events, 'cost-polled').length, 3);
