@@ -141,9 +141,11 @@ interface Build {
  */
 async function build(dir: string, cacheDir: string): Promise<Build> {
   const t0 = performance.now();
+  // The program as a user starts it (`rake-ts`, the file run as a program: its shell line
+  // starts node), not `node bin/rake-ts.js`, which skips what that line does at start-up.
   const child = spawn(
-    process.execPath,
-    [join(root, 'bin/rake-ts.js'), '--cache', '--cache-dir', cacheDir, '--progress', 'never'],
+    join(root, 'bin/rake-ts.js'),
+    ['--cache', '--cache-dir', cacheDir, '--progress', 'never'],
     { cwd: dir, stdio: ['ignore', 'ignore', 'pipe'] },
   );
   let stderr = '';
