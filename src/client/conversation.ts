@@ -11,18 +11,7 @@
  *     unsubscribe   (dial)--step 1--st!              (socket destroyed, reader disposed)
  */
 import { connect, type Socket } from 'node:net';
-import {
-  catchError,
-  defer,
-  filter,
-  finalize,
-  map,
-  Observable,
-  type OperatorFunction,
-  Subscription,
-  tap,
-  throwError,
-} from 'rxjs';
+import { Observable, type OperatorFunction, Subscription } from 'rxjs';
 import { FramedReader } from '../protocol/reader.js';
 import type { TlsDialer } from '../tls/client.js';
 import { type Endpoint, hostKey } from './endpoint.js';
@@ -125,12 +114,20 @@ export function then<P, T, U>(
     });
 }
 
-/** A conversation's progress, its results dropped. */
+/**
+ * A conversation's progress, its results dropped. (As `filter` + `map`, in one subscriber:
+ * every job's progress passes through it.)
+ */
 export function progressOnly<P>(): OperatorFunction<Told<P, unknown>, P> {
   return (source) =>
-    source.pipe(
-      filter((t): t is { readonly progress: P } => 'progress' in t),
-      map((t) => t.progress),
+    new Observable<P>((sub) =>
+      source.subscribe({
+        next: (t) => {
+          if ('progress' in t) sub.next(t.progress);
+        },
+        error: (err: unknown) => sub.error(err),
+        complete: () => sub.complete(),
+      }),
     );
 }
 
@@ -177,7 +174,9 @@ export function conversation<T>(
   classify: (err: unknown) => unknown,
   talk: (connection: Connection) => Observable<T>,
 ): Observable<T> {
-  return defer(() => {
+  // One subscriber does what `tap` (the talk's end), `catchError` (its error told) and
+  // `finalize` (the socket's end) did: every job is a conversation.
+  return new Observable<T>((sub) => {
     const tls =
       endpoint.tls === true
         ? dialing.dialer.dial(endpoint.host, endpoint.port, hostKey(endpoint))
@@ -204,30 +203,44 @@ export function conversation<T>(
     };
     /** The talk ended (completed or failed) rather than being cancelled. */
     let over = false;
-    return talk({ socket, reader, detach }).pipe(
-      tap({
+    const failed = (err: unknown) => {
+      over = true;
+      count();
+      socket.destroy();
+      // A certificate, CA or plain-vs-TLS failure is told as such, naming the host.
+      let told: unknown;
+      try {
+        told = classify(tls?.explain(err) ?? err);
+      } catch (thrown) {
+        told = thrown;
+      }
+      sub.error(told);
+    };
+    let talking: Subscription | undefined;
+    try {
+      talking = talk({ socket, reader, detach }).subscribe({
+        next: (v) => sub.next(v),
+        error: failed,
         complete: () => {
           over = true;
-          if (detached) return;
-          count();
-          socket.end();
+          if (!detached) {
+            count();
+            socket.end();
+          }
+          sub.complete();
         },
-        error: () => {
-          over = true;
-          count();
-          socket.destroy();
-        },
-      }),
-      // A certificate, CA or plain-vs-TLS failure is told as such, naming the host.
-      catchError((err: unknown) => throwError(() => classify(tls?.explain(err) ?? err))),
-      finalize(() => {
-        if (detached) return;
-        // Cancelled while talking: nothing more is read. (A talk that ended keeps its reader
-        // listening: it absorbs a late socket error, such as a last write after the peer's FIN.)
-        if (!over) reader.dispose();
-        count();
-        socket.destroy();
-      }),
-    );
+      });
+    } catch (err) {
+      failed(err);
+    }
+    return () => {
+      talking?.unsubscribe();
+      if (detached) return;
+      // Cancelled while talking: nothing more is read. (A talk that ended keeps its reader
+      // listening: it absorbs a late socket error, such as a last write after the peer's FIN.)
+      if (!over) reader.dispose();
+      count();
+      socket.destroy();
+    };
   });
 }

@@ -1,8 +1,10 @@
 /**
  * Operator `jobEvents`: one job's progress on one host (`JobProgress`, from the transport's
- * upload, execute and download) becomes the action's events. A pure reducer (`scan`) over
- * the job's notifications (`materialize`: its end and its error are values too) keeps the
- * phase timings; the job's end says success, its error an {@link AttemptFailure}.
+ * upload, execute and download) becomes the action's events. A pure reducer (`jobStep`)
+ * folds the job's notifications (its end and its error are notifications too, as
+ * `materialize` would give them) into its state, keeping the phase timings; the job's end
+ * says success, its error an {@link AttemptFailure}. The fold runs in one subscriber (no
+ * `materialize`/`scan` pair: two subscriptions fewer per job).
  *
  *     job       -c--u--r(ok)--d--|
  *     jobEvents ----U------------(OS|)   U upload-done (if files), O output, S action-succeeded
@@ -14,12 +16,10 @@
  *     jobEvents -------F--------|         F action-failed (exit-non-zero)
  */
 import {
-  materialize,
   Observable,
   type ObservableNotification,
   type OperatorFunction,
   type SchedulerLike,
-  scan,
 } from 'rxjs';
 import { describeError, isConnectionError, JobError } from '../errors.js';
 import {
@@ -301,27 +301,36 @@ export function jobEvents(
   t0: number,
 ): OperatorFunction<JobProgress, RakeEvent> {
   return (progress) =>
-    new Observable<RakeEvent>((sub) =>
-      progress
-        .pipe(
-          materialize(),
-          scan(
-            (s: JobState, n: ObservableNotification<JobProgress>) =>
-              jobStep(s, n, scheduler.now(), job),
-            startState(t0),
-          ),
-        )
-        // Each state's events, then its error (no inner Observable per progress value).
-        .subscribe({
-          next: (s) => {
-            s.release?.release();
-            for (const e of s.emit) sub.next(e);
-            if (s.error !== undefined) sub.error(s.error);
-          },
-          error: (err: unknown) => sub.error(err),
-          complete: () => sub.complete(),
-        }),
-    );
+    new Observable<RakeEvent>((sub) => {
+      let s = startState(t0);
+      // One subscriber folds the job's values, its end and its error as they come (what
+      // `materialize` + `scan` did, in one subscription instead of three): each state's
+      // events, then its error. False once the output has ended.
+      const fold = (n: ObservableNotification<JobProgress>): boolean => {
+        try {
+          s = jobStep(s, n, scheduler.now(), job);
+        } catch (err) {
+          sub.error(err);
+          return false;
+        }
+        s.release?.release();
+        for (const e of s.emit) sub.next(e);
+        if (s.error === undefined) return true;
+        sub.error(s.error);
+        return false;
+      };
+      return progress.subscribe({
+        next: (value) => {
+          fold({ kind: 'N', value });
+        },
+        error: (error: unknown) => {
+          if (fold({ kind: 'E', error })) sub.complete();
+        },
+        complete: () => {
+          if (fold({ kind: 'C' })) sub.complete();
+        },
+      });
+    });
 }
 
 export function asJobError(err: unknown, replied = false): JobError {
