@@ -69,49 +69,72 @@ export function step<P, T>(
   });
 }
 
+/** A step after the previous one's result. */
+type Next<P> = (r: unknown) => Observable<Told<P, unknown>>;
+
+/**
+ * Steps chained by `then`: the first, then each next one on the previous one's result, run
+ * by one subscriber. A `then` applied to a chain extends it (no new layer): a job's steps are
+ * one subscription beside their own, and a progress value passes one subscriber on its way
+ * out instead of one per later `then` (measured with 400 × `remote-true` on 2 hosts, the
+ * layers were about 5 subscriptions per job).
+ */
+class Chain<P, U> extends Observable<Told<P, U>> {
+  constructor(
+    readonly first: Observable<Told<P, unknown>>,
+    readonly nexts: readonly Next<P>[],
+  ) {
+    super((sub) => {
+      const running = new Subscription();
+      /** Steps subscribed to and not yet ended (one, unless a step has two results). */
+      let active = 0;
+      const run = (i: number, step$: Observable<Told<P, unknown>>) => {
+        active++;
+        running.add(
+          step$.subscribe({
+            next: (t) => {
+              if (!('result' in t) || i === nexts.length) {
+                sub.next(t as Told<P, U>);
+                return;
+              }
+              let next$: Observable<Told<P, unknown>>;
+              try {
+                next$ = (nexts[i] as Next<P>)(t.result);
+              } catch (err) {
+                sub.error(err);
+                return;
+              }
+              run(i + 1, next$);
+            },
+            error: (err: unknown) => sub.error(err),
+            complete: () => {
+              active--;
+              if (active === 0) sub.complete();
+            },
+          }),
+        );
+      };
+      run(0, first);
+      return running;
+    });
+  }
+}
+
 /**
  * The next step, given the previous one's result; progress passes through. (As
  * `mergeMap(t => 'result' in t ? next(t.result) : of(t))`, without an inner subscription per
  * progress value: a job's progress passes through every later step's `then`, and that
- * cost about 0.4 ms of client CPU per job, measured with 400 actions.)
+ * cost about 0.4 ms of client CPU per job, measured with 400 actions.) Steps chained by
+ * `then` run as one {@link Chain}: the output ends once every step started has ended;
+ * unsubscribing ends the step running.
  */
 export function then<P, T, U>(
   next: (r: T) => Observable<Told<P, U>>,
 ): OperatorFunction<Told<P, T>, Told<P, U>> {
   return (source) =>
-    new Observable<Told<P, U>>((sub) => {
-      const inner = new Subscription();
-      let sourceDone = false;
-      let innerRunning = false;
-      const outer = source.subscribe({
-        next: (t) => {
-          if (!('result' in t)) {
-            sub.next(t);
-            return;
-          }
-          innerRunning = true;
-          inner.add(
-            next(t.result).subscribe({
-              next: (u) => sub.next(u),
-              error: (err: unknown) => sub.error(err),
-              complete: () => {
-                innerRunning = false;
-                if (sourceDone) sub.complete();
-              },
-            }),
-          );
-        },
-        error: (err: unknown) => sub.error(err),
-        complete: () => {
-          sourceDone = true;
-          if (!innerRunning) sub.complete();
-        },
-      });
-      return () => {
-        outer.unsubscribe();
-        inner.unsubscribe();
-      };
-    });
+    source instanceof Chain
+      ? new Chain<P, U>(source.first, [...source.nexts, next as Next<P>])
+      : new Chain<P, U>(source, [next as Next<P>]);
 }
 
 /**

@@ -431,6 +431,15 @@ const LOOKUP_TIMEOUT_MS = 5000;
  * local action with no embedded-server probe), from a cost query of its own, which ends
  * with the job (unsubscribed with it). Never a hello to a host that did not answer the offer.
  */
+/** `peerOf` as a job's step (a host already described: at once, with no `map`). */
+function peerStep(
+  endpoint: Endpoint,
+  state: TransportState,
+): Observable<Told<JobProgress, PeerInfo>> {
+  const known = state.peers.get(endpoint);
+  return known !== undefined ? of(told(known)) : peerOf(endpoint, state).pipe(map(told));
+}
+
 function peerOf(endpoint: Endpoint, state: TransportState): Observable<PeerInfo> {
   const base: PeerInfo = { kind: 'base' };
   const known = state.peers.get(endpoint);
@@ -968,9 +977,9 @@ function sendJobOnce(
       await connected(conn.socket);
       emit({ type: 'connected' });
     }).pipe(
-      then(() => peerOf(endpoint, state).pipe(map(told))),
+      then(() => peerStep(endpoint, state)),
       then((peer) =>
-        defer(async () => {
+        step(track, async () => {
           // Where each file lands: with `cwd`, a requirement above the Rakefile's directory
           // keeps its place; elsewhere two files under one base name are refused before
           // anything is sent.
@@ -985,14 +994,10 @@ function sendJobOnce(
             mayOfferEarly,
             hasher: state.hasher,
           });
-          return told({ peer, plan });
+          return { peer, plan };
         }),
       ),
-      then(({ peer, plan }) =>
-        shakeHands(conn, endpoint, peer, plan, job, token, state).pipe(
-          map((t) => ('result' in t ? { result: { ...t.result, peer } } : t)),
-        ),
-      ),
+      then(({ peer, plan }) => shakeHands(conn, endpoint, peer, plan, job, token, state)),
       then(({ plan, granted, uploaded, peer }) => {
         const keep = state.pool !== undefined && granted.has('reuse');
         const upload$ =
@@ -1044,6 +1049,8 @@ function told<T>(value: T): Told<JobProgress, T> {
 
 /** What the handshake leaves: the extensions granted, the files to send (after `need`). */
 interface Shaken {
+  /** The host, as it described itself. */
+  readonly peer: PeerInfo;
   readonly plan: JobPlan;
   readonly granted: ReadonlySet<Extension>;
   /** A pushed plan's upload, already sent behind the hello. */
@@ -1065,7 +1072,7 @@ function shakeHands(
   token: Token | undefined,
   state: TransportState,
 ): Observable<Told<JobProgress, Shaken>> {
-  if (plan.kind === 'base') return of(told({ plan, granted: new Set<Extension>() }));
+  if (plan.kind === 'base') return of(told({ peer, plan, granted: new Set<Extension>() }));
   const { socket, reader } = conn;
   const { limits } = state;
   return step<JobProgress, Shaken>(state.track, async (emit) => {
@@ -1107,7 +1114,7 @@ function shakeHands(
       });
       throw new StaleOffer();
     }
-    if (plan.kind === 'pushed') return { plan, granted, ...(uploaded ? { uploaded } : {}) };
+    if (plan.kind === 'pushed') return { peer, plan, granted, ...(uploaded ? { uploaded } : {}) };
     const files =
       plan.kind === 'extended-cache'
         ? await readNeed(reader, plan.files, plan.offer, { endpoint, limits })
@@ -1119,7 +1126,7 @@ function shakeHands(
               minBytes: granted.has('push') ? CACHE_MIN_BYTES : 0,
             })
           : plan.files;
-    return { plan: { ...plan, files }, granted };
+    return { peer, plan: { ...plan, files }, granted };
   });
 }
 
