@@ -3,11 +3,10 @@ import {
   concat,
   defer,
   dematerialize,
-  finalize,
   materialize,
   merge,
   mergeMap,
-  type Observable,
+  Observable,
   of,
   type SchedulerLike,
   takeWhile,
@@ -377,11 +376,14 @@ function attemptOn(
   info: AttemptInfo,
   placed?: Assignment,
 ): Observable<RakeEvent> {
-  return defer(() => {
+  // `host-chosen`, then the job's events, the host's room released at the end: what
+  // `defer`, `concat(of(chosen), …)` and `finalize` did, in one subscriber per attempt.
+  return new Observable<RakeEvent>((sub) => {
     const { scheduler } = ctx;
     const host = hostKey(endpoint);
     // A placement of the dispatcher is already in the ledger; releasing it frees its room.
     const assignment = placed ?? ctx.ledger.assign(host);
+    sub.add(() => assignment.release());
     const t0 = scheduler.now();
     const job$ = withDeadline(
       ctx,
@@ -423,10 +425,15 @@ function attemptOn(
       costs: info.costs,
       attempt: info.attempt,
     };
-    return concat(
-      of(chosen),
-      job$.pipe(jobEvents({ action: action.ref, host, info }, scheduler, t0)),
-    ).pipe(finalize(() => assignment.release()));
+    sub.next(chosen);
+    if (sub.closed) return;
+    sub.add(
+      job$.pipe(jobEvents({ action: action.ref, host, info }, scheduler, t0)).subscribe({
+        next: (e) => sub.next(e),
+        error: (err: unknown) => sub.error(err),
+        complete: () => sub.complete(),
+      }),
+    );
   });
 }
 
