@@ -66,7 +66,7 @@ import {
   peerFromAnnex,
   readNeed,
 } from './negotiate.js';
-import { AfterReply, download } from './ops/download.js';
+import { AfterReply, type DownloadSpec, download } from './ops/download.js';
 import { execute } from './ops/execute.js';
 import { sendUpload, type Uploaded, type UploadSpec, upload } from './ops/upload.js';
 import { ActionOutput, OutputSpool } from './output.js';
@@ -747,19 +747,7 @@ function peekJob(
             track,
           ).pipe(
             then((replied) =>
-              download(
-                conn,
-                replied,
-                {
-                  job,
-                  cwd: layout.cwd,
-                  limits,
-                  modes: granted.has('mode'),
-                  push: granted.has('push'),
-                  host,
-                },
-                track,
-              ),
+              download(conn, replied, downloadSpec(job, layout.cwd, granted, limits, host), track),
             ),
           ),
         ),
@@ -904,15 +892,7 @@ function sendJobPooled(
               return download(
                 conn,
                 r,
-                {
-                  job,
-                  cwd: plan.kind === 'base' ? undefined : plan.cwd,
-                  limits,
-                  modes: granted.has('mode'),
-                  push: granted.has('push'),
-                  host,
-                  keep: true,
-                },
+                downloadSpec(job, planCwd(plan), granted, limits, host, true),
                 track,
               );
             }),
@@ -1010,15 +990,7 @@ function sendJobOnce(
             download(
               conn,
               replied,
-              {
-                job,
-                cwd: plan.kind === 'base' ? undefined : plan.cwd,
-                limits,
-                modes: granted.has('mode'),
-                push: granted.has('push'),
-                host,
-                keep,
-              },
+              downloadSpec(job, planCwd(plan), granted, limits, host, keep),
               track,
             ).pipe(
               tap<Told<JobProgress, void>>({
@@ -1130,6 +1102,31 @@ function shakeHands(
   });
 }
 
+/** Where a plan's paths are relative to on the server (`cwd`); a base plan has none. */
+function planCwd(plan: JobPlan): string | undefined {
+  return plan.kind === 'base' ? undefined : plan.cwd;
+}
+
+/** How a job's reply is read, from what was granted; `keep` leaves the connection for reuse. */
+function downloadSpec(
+  job: JobRequest,
+  cwd: string | undefined,
+  granted: ReadonlySet<Extension>,
+  limits: TransportLimits,
+  host: string,
+  keep?: boolean,
+): DownloadSpec {
+  return {
+    job,
+    cwd,
+    limits,
+    modes: granted.has('mode'),
+    push: granted.has('push'),
+    host,
+    ...(keep === undefined ? {} : { keep }),
+  };
+}
+
 /** The upload a plan and its grant call for (all but a pushed plan's, sent with the hello). */
 function uploadSpec(job: JobRequest, plan: JobPlan, granted: ReadonlySet<Extension>): UploadSpec {
   return {
@@ -1138,7 +1135,7 @@ function uploadSpec(job: JobRequest, plan: JobPlan, granted: ReadonlySet<Extensi
     modes: granted.has('mode'),
     push: granted.has('push'),
     startReported: plan.kind === 'base' ? undefined : granted.has('queue'),
-    cwd: plan.kind === 'base' ? undefined : plan.cwd,
+    cwd: planCwd(plan),
     lookup: plan.kind !== 'base' && plan.kind !== 'pushed' && plan.lookup && granted.has('results'),
   };
 }
