@@ -120,8 +120,8 @@ describe('hostLoad: a host’s load stream as states', () => {
   });
 
   it('a broken stream is lost and opened again; an unsupported host is never asked again', () => {
+    let opened = 0;
     scheduler().run(({ cold, expectObservable }) => {
-      let opened = 0;
       const broken = () => {
         opened++;
         return cold<LoadProbe>('a 4ms #', { a: probe(0) }, new Error('ECONNRESET'));
@@ -140,6 +140,8 @@ describe('hostLoad: a host’s load stream as states', () => {
         u: { host: 'b:1', state: 'unsupported', why: 'base' },
       });
     });
+    // Opened at the start and once more after the break: the second 'live' is a new stream.
+    assert.equal(opened, 2);
   });
 });
 
