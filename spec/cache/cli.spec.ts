@@ -36,24 +36,33 @@ function rake(
   });
 }
 
+/**
+ * A project whose one remote action reverses `in.txt` into `out.txt`, prints `built` and
+ * appends a line to `counter` each time it really runs; `cacheDir` is for the cache.
+ */
+async function reversingProject(): Promise<{ dir: string; cacheDir: string; counter: string }> {
+  const dir = await project({ 'in.txt': 'abc\n' });
+  const cacheDir = await mkdtemp(join(tmpdir(), 'rake-cache-cli-'));
+  const counter = join(cacheDir, 'counter');
+  await writeFile(
+    join(dir, 'Rakefile'),
+    [
+      `PORT = ${await freePort()}`,
+      `HOSTS = 127.0.0.1:${await freePort()}`,
+      '',
+      'build:',
+      `\tremote-sh -c 'echo ran >> ${counter}; rev in.txt > out.txt; echo built'`,
+      '\t\trequires in.txt',
+      '',
+    ].join('\n'),
+  );
+  return { dir, cacheDir, counter };
+}
+
 describe('rake-ts --cache', () => {
   it('RAKE_CACHE=1 and --cache-dir: the second run is answered from the cache', T, async () => {
-    const dir = await project({ 'in.txt': 'abc\n' });
-    const cacheDir = await mkdtemp(join(tmpdir(), 'rake-cache-cli-'));
-    const counter = join(cacheDir, 'counter');
+    const { dir, cacheDir, counter } = await reversingProject();
     try {
-      await writeFile(
-        join(dir, 'Rakefile'),
-        [
-          `PORT = ${await freePort()}`,
-          `HOSTS = 127.0.0.1:${await freePort()}`,
-          '',
-          'build:',
-          `\tremote-sh -c 'echo ran >> ${counter}; rev in.txt > out.txt; echo built'`,
-          '\t\trequires in.txt',
-          '',
-        ].join('\n'),
-      );
       const args = ['--cache-dir', join(cacheDir, 'c'), '--progress', 'never'];
       const env = { ...process.env, RAKE_CACHE: '1' };
       const first = await rake(dir, args, env);
@@ -84,22 +93,8 @@ describe('rake-ts --cache', () => {
     'a damaged entry: the user is told which file, it is removed, and the action runs',
     T,
     async () => {
-      const dir = await project({ 'in.txt': 'abc\n' });
-      const cacheDir = await mkdtemp(join(tmpdir(), 'rake-cache-cli-'));
-      const counter = join(cacheDir, 'counter');
+      const { dir, cacheDir, counter } = await reversingProject();
       try {
-        await writeFile(
-          join(dir, 'Rakefile'),
-          [
-            `PORT = ${await freePort()}`,
-            `HOSTS = 127.0.0.1:${await freePort()}`,
-            '',
-            'build:',
-            `\tremote-sh -c 'echo ran >> ${counter}; rev in.txt > out.txt; echo built'`,
-            '\t\trequires in.txt',
-            '',
-          ].join('\n'),
-        );
         const args = ['--cache', '--cache-dir', join(cacheDir, 'c'), '--progress', 'never'];
         const first = await rake(dir, args, process.env);
         assert.equal(first.code, 0, first.stderr);
