@@ -114,7 +114,9 @@ describe('base protocol: a reference-like server', () => {
     try {
       const port = ours?.port as number;
       const text = `PORT = ${port}\nHOSTS = 127.0.0.1:${dropper.port} 127.0.0.1:${port}\n\nset:\n\tremote-echo ok\n`;
-      const events = await runAll(dir, text, { embedded: false });
+      // The poll path: by cost, the dropper (1) before ours (offset 5). With load streams the
+      // action would go to ours at once (a live host with a free slot beats a polled one).
+      const events = await runAll(dir, text, { embedded: false, loadStreams: false });
       assert.equal(only(events, 'action-retried')[0]?.fromHost, `127.0.0.1:${dropper.port}`);
       assert.equal(only(events, 'action-succeeded')[0]?.host, `127.0.0.1:${port}`);
       assert.deepEqual(dropper.commands, ['echo ok']);

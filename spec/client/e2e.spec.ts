@@ -202,7 +202,8 @@ describe('e2e: hosts that fail', () => {
     const dir = await project();
     try {
       const text = `PORT = ${live}\nHOSTS = 127.0.0.1:${dead} 127.0.0.1:${live}\n\nset:\n\tremote-echo 1\n\tremote-echo 2\n`;
-      const events = await runAll(dir, text, { embedded: false });
+      // The poll path (with load streams the dead host is lost and nothing is polled: below).
+      const events = await runAll(dir, text, { embedded: false, loadStreams: false });
       assert.equal(summary(events).exitStatus, 0);
       assert.ok(
         only(events, 'cost-polled').some(
@@ -217,6 +218,32 @@ describe('e2e: hosts that fail', () => {
       await removeDir(dir);
     }
   });
+
+  it(
+    'with load streams (the default): an unreachable host is lost, no poll, all on the live one',
+    T,
+    async () => {
+      const dead = await freePort();
+      const live = (servers[0] as ServerHandle).port;
+      const dir = await project();
+      try {
+        const text = `PORT = ${live}\nHOSTS = 127.0.0.1:${dead} 127.0.0.1:${live}\n\nset:\n\tremote-echo 1\n\tremote-echo 2\n`;
+        const events = await runAll(dir, text, { embedded: false });
+        assert.equal(summary(events).exitStatus, 0);
+        // Placed from the live host's load (reason only-host: the dead one is lost), not polled.
+        assert.equal(only(events, 'cost-polled').length, 0);
+        assert.deepEqual(
+          only(events, 'host-chosen').map((e) => [e.host, e.reason]),
+          [
+            [`127.0.0.1:${live}`, 'only-host'],
+            [`127.0.0.1:${live}`, 'only-host'],
+          ],
+        );
+      } finally {
+        await removeDir(dir);
+      }
+    },
+  );
 
   it('retries an action on the next-cheapest host when its host is killed mid-job', T, async () => {
     const victim = (await startServers(1))[0] as ServerHandle;

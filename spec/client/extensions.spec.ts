@@ -15,7 +15,11 @@ import { Token } from '../../src/protocol/token.js';
 import { type ServerHandle, serve } from '../../src/server/index.js';
 import { startBaseServer } from '../helpers/base-server.js';
 import { hdr, pkt, RawPeer } from '../helpers/raw-peer.js';
-import { type RecordedConnection, startRecordingProxy } from '../helpers/recording-proxy.js';
+import {
+  isLoadStream,
+  type RecordedConnection,
+  startRecordingProxy,
+} from '../helpers/recording-proxy.js';
 import { exampleCopy, only, project, removeDir, runAll, summary, withHosts } from './support.js';
 
 const T = { timeout: 60_000 };
@@ -51,7 +55,10 @@ async function recordJob(
     const text = oneHost(proxy.port, `set:\n\t${action}\n\t\trequires ${requires}\n`);
     const events = await runAll(dir, text, { embedded: false });
     await proxy.settled();
-    const job = proxy.connections.find((c) => c.toServer.includes('hello rake/1'));
+    // Not the load stream (its hello asks for `load`): the job's own connection.
+    const job = proxy.connections.find(
+      (c) => c.toServer.includes('hello rake/1') && !isLoadStream(c),
+    );
     assert.ok(job, 'a job connection with a hello');
     return { job, events };
   } finally {
@@ -275,7 +282,8 @@ describe('our client and our server', () => {
         const reply = job.toClient.toString('latin1');
         assert.match(
           reply,
-          /^!X\d+ +ok ext=\S*push,cwd,queue,beat,results!SSI 0 +!SSIF1 +!S!NF5 +c\.txt/,
+          // `reuse` too: with load streams (the default) job connections are kept.
+          /^!X\d+ +ok ext=\S*push,cwd,queue,beat,results,reuse!SSI 0 +!SSIF1 +!S!NF5 +c\.txt/,
         );
       } finally {
         await server.close();

@@ -44,7 +44,13 @@ describe('queued is not running', { timeout: 60_000 }, () => {
     const events: RakeEvent[] = [];
     const live = new Subject<RakeEvent>();
     const done = new Promise<void>((resolve, reject) => {
-      run(parse(text, join(dir, 'Rakefile')), { directory: dir, embedded: false }).subscribe({
+      // A queue of 2 beyond its one slot: the load-stream dispatch gives the host all three
+      // (with the default 1 the third would wait at the client, not on the server).
+      run(parse(text, join(dir, 'Rakefile')), {
+        directory: dir,
+        embedded: false,
+        dispatchQueue: 2,
+      }).subscribe({
         next: (e) => {
           events.push(e);
           live.next(e);

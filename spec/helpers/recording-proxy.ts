@@ -70,3 +70,11 @@ export async function startRecordingProxy(targetPort: number): Promise<Recording
     },
   };
 }
+
+/**
+ * A client's load stream (docs/protocol.md, "load"): its hello asks for `load` (the client
+ * opens one per host of ours for the run). Job connections are the others with a hello.
+ */
+export function isLoadStream(c: RecordedConnection): boolean {
+  return /hello rake\/1 ext=load\b/.test(c.toServer.toString('latin1'));
+}

@@ -4,8 +4,10 @@ import assert from 'node:assert/strict';
 import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { lastValueFrom, toArray } from 'rxjs';
+import { first, firstValueFrom, lastValueFrom, toArray } from 'rxjs';
 import { JobError } from '../../src/client/errors.js';
+import { hostLoad } from '../../src/client/load-stream.js';
+import type { Transport } from '../../src/client/transport.js';
 import { tcpTransport } from '../../src/client/transport.js';
 import { Token } from '../../src/protocol/token.js';
 import { type ServerHandle, serve } from '../../src/server/index.js';
@@ -17,6 +19,8 @@ import { startRecordingProxy } from '../helpers/recording-proxy.js';
 import { makeTestCerts, type Pem, type TestCerts } from './certs.js';
 
 const T = { timeout: 60_000 };
+
+type WatchOf = NonNullable<Transport['watchLoad']>;
 
 let certs: TestCerts;
 const servers: ServerHandle[] = [];
@@ -158,6 +162,56 @@ describe('TLS: a build', () => {
         /![CERS][0-9 SIF]{3,}\s{40}/,
         'a base-protocol header crossed in clear',
       );
+    },
+  );
+});
+
+describe('TLS: load streams', () => {
+  it(
+    'a rakes:// host streams its load over TLS: live, and its actions are placed with no poll',
+    T,
+    async () => {
+      const server = await tlsServer(certs.server);
+      const transport = tcpTransport({ tls: { ca: certs.ca.cert } });
+      const endpoint = { host: 'localhost', port: server.tlsPort ?? 0, tls: true };
+      // The stream itself: over the jobs' TLS set-up, the server's first load arrives.
+      const live = await firstValueFrom(
+        hostLoad(endpoint, (e) => (transport.watchLoad as WatchOf)(e, 5000), {
+          reconnectMs: 200,
+        }).pipe(first((s) => s.state !== 'waiting')),
+      );
+      assert.equal(live.state, 'live', JSON.stringify(live));
+      assert.equal(live.state === 'live' ? live.load.slots : 0, 4);
+      assert.ok(transport.tlsStats.handshakes >= 1, JSON.stringify(transport.tlsStats));
+      // A run: every action placed from the pushed load (no cost-polled), all over TLS.
+      const dir = await project({ 'a.txt': 'alpha\n' });
+      try {
+        const text = [
+          `HOSTS = rakes://localhost:${server.tlsPort}`,
+          '',
+          'set:',
+          '\tremote-tr a-z A-Z < a.txt > A.txt',
+          '\t\trequires a.txt',
+          '\tremote-echo two > two.txt',
+          '',
+        ].join('\n');
+        const run = tcpTransport({ tls: { ca: certs.ca.cert } });
+        const events = await runAll(dir, text, {
+          embedded: false,
+          fallback: false,
+          transport: run,
+        });
+        assert.equal(summary(events).exitStatus, 0, JSON.stringify(only(events, 'action-failed')));
+        assert.equal(await readFile(join(dir, 'A.txt'), 'utf8'), 'ALPHA\n');
+        assert.equal(only(events, 'cost-polled').length, 0, 'a TLS host was polled');
+        assert.deepEqual(
+          only(events, 'host-chosen').map((e) => e.reason),
+          ['only-host', 'only-host'],
+        );
+        assert.ok(run.tlsStats.handshakes >= 2, JSON.stringify(run.tlsStats));
+      } finally {
+        await removeDir(dir);
+      }
     },
   );
 });

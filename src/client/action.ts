@@ -38,7 +38,7 @@ import {
   jobEvents,
 } from './ops/job-events.js';
 import { retryOnLostHost } from './ops/retry-on-lost-host.js';
-import type { CostPoller } from './poll.js';
+import type { CostPoller, PollRound } from './poll.js';
 import type { Assignment, Assignments } from './select.js';
 import type { Transport } from './transport.js';
 /** An action ready to run: its identity and its requirements, checked and named. */
@@ -162,7 +162,9 @@ function placeAndRun(
 ): Observable<RakeEvent> {
   return dispatcher.place(tries.tried).pipe(
     mergeMap((placement) => {
-      if (placement.kind === 'poll') return pollAndRun(ctx, action, started, tries);
+      if (placement.kind === 'poll') {
+        return pollAndRun(ctx, action, started, tries, placement.round);
+      }
       const { host } = placement;
       const info: AttemptInfo = {
         attempt: tries.attempt,
@@ -201,17 +203,19 @@ function placeAndRun(
 }
 
 /**
- * One cost poll (a fresh round, or one shared with actions polling at the same instant),
- * reported answer by answer (`cost-polled`), then the choice and the attempts.
+ * One cost poll (a fresh round, or one shared with actions polling at the same instant, or
+ * `given`: the load streams' opening round), reported answer by answer (`cost-polled`), then
+ * the choice and the attempts.
  */
 function pollAndRun(
   ctx: ActionContext,
   action: PlannedAction,
   started: number,
   tries: Tries,
+  given?: PollRound,
 ): Observable<RakeEvent> {
   return defer(() => {
-    const round = ctx.poller.join();
+    const round = given ?? ctx.poller.join();
     const view: ChoiceView = {
       load: (host) => ctx.ledger.load(host, round.seq),
       exclude: tries.tried,

@@ -1,7 +1,18 @@
-import { asyncScheduler, merge, Observable, type SchedulerLike, type Subscription } from 'rxjs';
+import {
+  asyncScheduler,
+  catchError,
+  merge,
+  Observable,
+  ReplaySubject,
+  type SchedulerLike,
+  type Subscription,
+  tap,
+  throwError,
+} from 'rxjs';
 import { chooseByLoad, type LoadChoiceReason, type LoadView } from './choose.js';
 import { type Endpoint, hostKey } from './endpoint.js';
 import { type HostLoad, hostLoad, type WatchLoad } from './load-stream.js';
+import type { CostProbe, PollRound, QueryCost } from './poll.js';
 import type { Assignment, Assignments } from './select.js';
 
 /** Where {@link LoadDispatcher.place} put an action: a host, or "poll as before". */
@@ -15,7 +26,14 @@ export type Placement =
       readonly free: number;
       readonly reason: LoadChoiceReason;
     }
-  | { readonly kind: 'poll' };
+  /**
+   * Poll as before; in the run's first moments, in `round`: the poll round whose answers are
+   * the load streams' opening cost queries (no second query to any host).
+   */
+  | { readonly kind: 'poll'; readonly round?: PollRound };
+
+/** The run's first poll round, from the load streams' cost answers (`CostPoller.open`). */
+export type OpeningRound = PollRound & { readonly close: () => void };
 
 /** Options of {@link LoadDispatcher}. */
 export interface DispatchOptions {
@@ -26,7 +44,19 @@ export interface DispatchOptions {
   readonly scheduler?: SchedulerLike;
   /** Told every state a host's load stream goes through (logs, events). */
   readonly onState?: (state: HostLoad) => void;
+  /**
+   * Opens the run's first poll round with `query` as each host's cost query
+   * (`CostPoller.open`). `query` answers from the host's load stream: its opening cost query
+   * is the host's first poll answer, so a base host sees no connection a poll would not have
+   * made. Absent: actions told to poll in the first moments poll afresh.
+   */
+  readonly openRound?: (query: QueryCost) => OpeningRound;
+  /** A fresh cost query, for a host whose stream had no cost to give (it refused the offer). */
+  readonly queryCost?: QueryCost;
 }
+
+/** The stream's cost query was refused for its offer: ask afresh (without it). */
+class OfferRefused extends Error {}
 
 /** How many jobs a host may hold beyond its slots by default. */
 export const DEFAULT_DISPATCH_QUEUE = 1;
@@ -53,6 +83,10 @@ export class LoadDispatcher {
   readonly #states = new Map<string, { load: HostLoad; mark: number }>();
   readonly #waiters: Waiter[] = [];
   #subscription: Subscription | undefined;
+  /** The round actions told to poll take part in until every host has first spoken. */
+  #opening: OpeningRound | undefined;
+  /** The same, kept to be closed when the dispatcher stops. */
+  #openingRound: OpeningRound | undefined;
   #draining = false;
   #again = false;
 
@@ -71,13 +105,17 @@ export class LoadDispatcher {
     }
   }
 
-  /** Opens every host's load stream (once). */
+  /**
+   * Opens every host's load stream (once; the first {@link place} does it). Each stream's
+   * opening cost answer is that host's answer in the run's first poll round (`openRound`).
+   */
   start(): void {
     if (this.#subscription !== undefined) return;
     const scheduler = this.#options.scheduler ?? asyncScheduler;
+    const watch = this.#openingAnswers();
     this.#subscription = merge(
       ...[...this.#endpoints.values()].map((e) =>
-        hostLoad(e, this.#watch, { reconnectMs: this.#options.reconnectMs, scheduler }),
+        hostLoad(e, watch, { reconnectMs: this.#options.reconnectMs, scheduler }),
       ),
     ).subscribe((load) => {
       this.#states.set(load.host, { load, mark: this.#ledger.mark() });
@@ -86,9 +124,55 @@ export class LoadDispatcher {
     });
   }
 
+  /**
+   * The watch that also hands each host's first cost answer (or why there is none) to the
+   * opening poll round, which is opened here; later sessions are the plain watch.
+   */
+  #openingAnswers(): WatchLoad {
+    const { openRound, queryCost } = this.#options;
+    if (openRound === undefined) return this.#watch;
+    const answers = new Map<string, ReplaySubject<CostProbe>>();
+    for (const host of this.#endpoints.keys()) answers.set(host, new ReplaySubject<CostProbe>());
+    const firstSession = new Set(answers.keys());
+    this.#openingRound = openRound((e) => {
+      const answer = answers.get(hostKey(e)) as ReplaySubject<CostProbe>;
+      return answer.pipe(
+        catchError((err: unknown) =>
+          err instanceof OfferRefused && queryCost !== undefined
+            ? queryCost(e)
+            : throwError(() => err),
+        ),
+      );
+    });
+    this.#opening = this.#openingRound;
+    return (e) => {
+      const host = hostKey(e);
+      const answer = answers.get(host);
+      if (answer === undefined || !firstSession.delete(host)) return this.#watch(e);
+      return this.#watch(e).pipe(
+        tap({
+          next: (p) => {
+            if (p.type === 'connected') answer.next(p);
+            else if (p.type === 'cost') {
+              answer.next(p);
+              answer.complete();
+            } else if (p.type === 'unsupported' && p.offerRefused === true) {
+              answer.error(new OfferRefused(p.why));
+            } else answer.complete();
+          },
+          error: (err: unknown) => answer.error(err),
+          complete: () => answer.complete(),
+          unsubscribe: () => answer.complete(),
+        }),
+      );
+    };
+  }
+
   /** Closes the load streams; waiting actions are told to poll. */
   stop(): void {
     this.#subscription?.unsubscribe();
+    this.#openingRound?.close();
+    this.#opening = undefined;
     for (const w of this.#waiters.splice(0)) w.done({ kind: 'poll' });
   }
 
@@ -111,6 +195,8 @@ export class LoadDispatcher {
         },
       };
       this.#waiters.push(waiter);
+      // The streams open with the run's first remote action: a run with none opens none.
+      if (this.#subscription === undefined) this.start();
       this.#drain();
       return () => {
         const i = this.#waiters.indexOf(waiter);
@@ -159,7 +245,8 @@ export class LoadDispatcher {
       }
       this.#waiters.splice(i, 1);
       if (choice.kind === 'none') {
-        waiter.done({ kind: 'poll' });
+        const round = this.#opening;
+        waiter.done(round === undefined ? { kind: 'poll' } : { kind: 'poll', round });
         continue;
       }
       const placed = this.#ledger.assign(choice.host);
@@ -180,6 +267,11 @@ export class LoadDispatcher {
         free: choice.free,
         reason: choice.reason,
       });
+    }
+    // Every host has spoken (a load, or that it cannot stream): the actions told to poll so
+    // far took the opening round; later ones poll afresh, as after a poll round's answers.
+    if (this.#opening !== undefined && this.states().every((s) => s.state !== 'waiting')) {
+      this.#opening = undefined;
     }
   }
 

@@ -5,6 +5,7 @@ import {
   concat,
   defer,
   EMPTY,
+  filter,
   identity,
   map,
   Observable,
@@ -32,19 +33,33 @@ import { write } from '../protocol/socket-writes.js';
 import type { Token } from '../protocol/token.js';
 import { type Endpoint, hostKey } from './endpoint.js';
 import { describeError } from './errors.js';
-import { DEFAULT_BEAT_MS, MISSED_BEATS } from './negotiate.js';
+import { DEFAULT_BEAT_MS, MISSED_BEATS, type PeerInfo, peerFromAnnex } from './negotiate.js';
 
 /**
- * What a host's load stream (extension `load`, docs/protocol.md) says as it goes: a load, or
- * that this host cannot stream it (a base server, a rake-ts server without `load`, a TLS
- * host): such a host is polled per action as before.
+ * What a host's load stream (extension `load`, docs/protocol.md) says as it goes: first, as a
+ * cost query would, that it is `connected` and its `cost` (the stream opens with a cost query,
+ * whose answer is the host's first poll answer: `LoadDispatcher`); then a load, or that this
+ * host cannot stream it (a base server, a rake-ts server without `load`): such a host is
+ * polled per action as before. `unsupported` with `offerRefused`: the server refused the offer
+ * in the `!E0` padding (a strict base server) and gave no cost; ask it again without.
  */
 export type LoadProbe =
+  | { readonly type: 'connected' }
+  | { readonly type: 'cost'; readonly cost: number; readonly peer: PeerInfo }
   | { readonly type: 'load'; readonly load: ServerLoad }
-  | { readonly type: 'unsupported'; readonly why: string };
+  | { readonly type: 'unsupported'; readonly why: string; readonly offerRefused?: true };
 
 /** Opens a host's load stream; the real one is {@link tcpWatchLoad}, marble tests script it. */
 export type WatchLoad = (endpoint: Endpoint) => Observable<LoadProbe>;
+
+/** A socket to `endpoint` (TLS for a `rakes://` host) and when it is ready to talk over. */
+export interface Dialed {
+  readonly socket: Socket;
+  /** Resolves once connected (a TLS socket: once its handshake is over and verified). */
+  readonly ready: Promise<void>;
+  /** The failure of this connection in a person's words, when it is a TLS matter. */
+  readonly explain?: (err: unknown) => unknown;
+}
 
 /**
  * One host's load as this client knows it: `live` with the server's latest load, `lost`
@@ -83,6 +98,11 @@ export function hostLoad(
   let broke = false;
   const session = (first: boolean) =>
     defer(() => watch(endpoint)).pipe(
+      // The opening cost answer is the dispatcher's (a poll answer), not a state of the host.
+      filter(
+        (p): p is Extract<LoadProbe, { type: 'load' | 'unsupported' }> =>
+          p.type === 'load' || p.type === 'unsupported',
+      ),
       map(
         (p): HostLoad =>
           p.type === 'load'
@@ -131,6 +151,17 @@ export interface TcpWatchOptions {
   readonly connectTimeoutMs: number;
   /** Told the cost reply's annex (what the host is), as a poll's answer would be. */
   readonly onAnswer?: (endpoint: Endpoint, annex: string | undefined) => void;
+  /**
+   * Opens the socket (the transport's: TLS for a `rakes://` host, as its jobs' connections);
+   * undefined or absent: a plain TCP connection.
+   */
+  readonly dial?: (endpoint: Endpoint) => Dialed | undefined;
+  /**
+   * Reads a `!F` answer to the cost query (`length` bytes of payload) and throws what it means
+   * when it is a TLS matter (a plain query on a TLS port, a certificate refused); otherwise
+   * returns and the host is taken for a strict base server that refused the offer.
+   */
+  readonly refused?: (reader: FramedReader, length: number, endpoint: Endpoint) => Promise<void>;
 }
 
 /** Largest `!X` on a load stream: an `ok`, a challenge or a load is far below. */
@@ -140,18 +171,16 @@ const LOAD_MESSAGE_MAX_BYTES = 4096;
  * The real load stream: one TCP connection to `endpoint` carrying the cost query with the
  * offer, then (to a rake/1 host) the hello asking for `load` (and `auth` with a token) and
  * `!X watch`, then the server's loads until unsubscribed (`!D` is sent, the socket closed).
- * A host whose cost reply is not ours, or whose `ok` does not grant `load`, is `unsupported`;
- * so is a TLS host (its load streams are not implemented: it is polled).
+ * It says `connected` and the `cost` first, as a cost query does. A host whose cost reply is
+ * not ours, or whose `ok` does not grant `load`, is `unsupported`. A base host's conversation
+ * is exactly a poll's cost query (`!E0` with the offer, the answer, the connection closed).
+ * A `rakes://` host's stream goes over the TLS connection `dial` opens, as its jobs do.
  */
 export function tcpWatchLoad(options: TcpWatchOptions): WatchLoad {
   return (endpoint) =>
     new Observable<LoadProbe>((sub) => {
-      if (endpoint.tls === true) {
-        sub.next({ type: 'unsupported', why: 'a TLS host: polled per action' });
-        sub.complete();
-        return;
-      }
-      const socket: Socket = connect({ host: endpoint.host, port: endpoint.port });
+      const dialed: Dialed = options.dial?.(endpoint) ?? plainDial(endpoint);
+      const { socket } = dialed;
       socket.setNoDelay(true);
       socket.setKeepAlive(true, 30_000);
       const reader = new FramedReader(socket);
@@ -164,17 +193,28 @@ export function tcpWatchLoad(options: TcpWatchOptions): WatchLoad {
         );
       }, options.connectTimeoutMs);
       socket.on('error', () => {});
-      const talk = async () => {
+      const talk = async (): Promise<LoadProbe> => {
+        await dialed.ready;
+        if (!over) sub.next({ type: 'connected' });
         await write(
           socket,
           encodeHeader({ kind: 'plain', code: '!E', length: 0, annex: OFFER_ANNEX }),
         );
-        const reply = expectPlain(await reader.readHeader(options.limits), '!E');
-        parseDecimal(await reader.readPayload(reply.length, 64, 'cost'), 'cost');
+        const head = await reader.readHeader(options.limits);
+        if (head.kind === 'plain' && head.code === '!F') {
+          await options.refused?.(reader, head.length, endpoint);
+          return {
+            type: 'unsupported',
+            why: 'a base-protocol server that refused the offer in the !E0 padding',
+            offerRefused: true,
+          };
+        }
+        const reply = expectPlain(head, '!E');
+        const cost = parseDecimal(await reader.readPayload(reply.length, 64, 'cost'), 'cost');
         options.onAnswer?.(endpoint, reply.annex);
+        if (!over) sub.next({ type: 'cost', cost, peer: peerFromAnnex(reply.annex) });
         const peer = parseServerDescription(reply.annex);
-        if (peer === undefined)
-          return { type: 'unsupported', why: 'a base-protocol server' } as const;
+        if (peer === undefined) return { type: 'unsupported', why: 'a base-protocol server' };
         const token = options.tokenFor?.(endpoint);
         const auth = token !== undefined;
         await write(
@@ -238,14 +278,16 @@ export function tcpWatchLoad(options: TcpWatchOptions): WatchLoad {
           over = true;
           sub.next(end);
           sub.complete();
-          socket.destroy();
+          // Closed as a cost query's connection is: gracefully, nothing more sent.
+          socket.end();
+          setTimeout(() => socket.destroy(), 1000).unref();
         },
         (err: unknown) => {
           clearTimeout(handshake);
           if (over) return;
           over = true;
           socket.destroy();
-          sub.error(err);
+          sub.error(dialed.explain?.(err) ?? err);
         },
       );
       return () => {
@@ -262,6 +304,17 @@ export function tcpWatchLoad(options: TcpWatchOptions): WatchLoad {
         socket.destroy();
       };
     });
+}
+
+/** A plain TCP connection (a host written without `rakes://`). */
+function plainDial(endpoint: Endpoint): Dialed {
+  const socket = connect({ host: endpoint.host, port: endpoint.port });
+  const ready = new Promise<void>((resolve, reject) => {
+    socket.once('connect', resolve);
+    socket.once('error', reject);
+  });
+  ready.catch(() => {});
+  return { socket, ready };
 }
 
 /** An `!X` message (a `!F` refusal is an error saying what the server refused). */

@@ -1,4 +1,14 @@
-import { asyncScheduler, from, merge, type Observable, type SchedulerLike, share, tap } from 'rxjs';
+import {
+  asyncScheduler,
+  from,
+  identity,
+  merge,
+  type Observable,
+  type SchedulerLike,
+  share,
+  shareReplay,
+  tap,
+} from 'rxjs';
 import { type Endpoint, hostKey } from './endpoint.js';
 import type { HostTrouble, SilentHost } from './hosts.js';
 import type { PeerInfo } from './negotiate.js';
@@ -110,6 +120,26 @@ export class CostPoller {
   /** The round to take part in: the open one, or a new one. Subscribe at once. */
   join(): PollRound {
     if (this.#open !== undefined) return this.#open;
+    const round = this.#round(this.#query, true);
+    this.#open = round;
+    return round;
+  }
+
+  /**
+   * A round of its own whose answers come from `query` instead of fresh cost queries (the
+   * load streams' opening cost queries: `LoadDispatcher`), asked at once and kept: actions
+   * the dispatcher tells to poll in the run's first moments take part in it, however late
+   * they subscribe, and see the answers in the order they came. No action joins it through
+   * {@link join}. `close` ends what is still asked.
+   */
+  open(query: QueryCost): PollRound & { readonly close: () => void } {
+    const round = this.#round(query, false);
+    const results = round.results.pipe(shareReplay());
+    const asked = results.subscribe();
+    return { ...round, results, close: () => asked.unsubscribe() };
+  }
+
+  #round(query: QueryCost, shared: boolean): PollRound {
     const id = this.#nextId++;
     const seq = this.#mark();
     const close = () => {
@@ -145,9 +175,9 @@ export class CostPoller {
       backingOff = [];
     }
     const skipped = [...banned, ...backingOff];
-    const live = pollCosts(asked, this.#query, this.#options).pipe(
+    const live = pollCosts(asked, query, this.#options).pipe(
       tap((r) => {
-        close();
+        if (shared) close();
         if (r.ok) {
           this.#down.delete(r.host);
           this.#answered.add(r.host);
@@ -164,16 +194,14 @@ export class CostPoller {
           });
         }
       }),
-      tap({ complete: close, error: close, unsubscribe: close }),
+      shared ? tap({ complete: close, error: close, unsubscribe: close }) : identity,
       share(),
     );
     // Skipped hosts are reported at once to every action that joins, each on its own
     // subscription (they are known before the round goes out, so each joiner gets them
     // again); they do not close the round to newcomers. Only the queries are shared.
     const results = merge(from(skipped), live);
-    const round: PollRound = { id, seq, results };
-    this.#open = round;
-    return round;
+    return { id, seq, results };
   }
 
   /**

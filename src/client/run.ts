@@ -35,7 +35,7 @@ import { distinctHosts, type EmbeddedNote, type HostAlias, type SilentHost } fro
 import { OutputClaims } from './landing.js';
 import { cancelOn } from './ops/cancel-on.js';
 import { OutputSpool } from './output.js';
-import { CostPoller } from './poll.js';
+import { CostPoller, type QueryCost } from './poll.js';
 import { resolveRequirements } from './requirements.js';
 import { Assignments } from './select.js';
 import { type Transport, tcpTransport } from './transport.js';
@@ -128,10 +128,11 @@ export interface RunOptions {
    */
   readonly cache?: LocalCache;
   /**
-   * `--load-streams`: choose hosts from their pushed loads (extension `load`) instead of a
-   * cost poll per action, keeping each host's slots full plus `dispatchQueue` (default false
-   * for now; needs a transport with `watchLoad`). Hosts that cannot stream their load are
-   * polled as before. See docs/client.md, "Load streams".
+   * Choose hosts from their pushed loads (extension `load`) instead of a cost poll per
+   * action, keeping each host's slots full plus `dispatchQueue` (default true; false is
+   * `--no-load-streams`; needs a transport with `watchLoad`). Hosts that cannot stream their
+   * load (base servers) are polled as before, with exactly the connections of a run without.
+   * See docs/client.md, "Load streams".
    */
   readonly loadStreams?: boolean;
   /** Jobs a host may be given beyond its slots (default {@link DEFAULT_DISPATCH_QUEUE}). */
@@ -221,7 +222,7 @@ export function run(rakefile: Rakefile, options: RunOptions = {}): Observable<Ra
         spool,
         tls: options.tls,
         // With load streams, job connections to our servers are kept for later jobs too.
-        reuse: options.loadStreams === true,
+        reuse: options.loadStreams !== false,
       });
     const connectTimeoutMs = options.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS;
     // One server listed under two names is one host (docs/client.md, "One server, one host");
@@ -276,15 +277,19 @@ function runTargets(
       scheduler,
     });
     const executor = options.executor;
-    const poller = new CostPoller(
-      executor ? [] : targets.hosts,
-      // Any answer clears a host the embedded-server probe found silent.
+    // Any answer clears a host the embedded-server probe found silent.
+    const noted =
+      (query: QueryCost): QueryCost =>
       (e) =>
-        transport.queryCost(e).pipe(
+        query(e).pipe(
           tap((p) => {
             if (p.type === 'cost') embedded.answered(hostKey(e));
           }),
-        ),
+        );
+    const queryCost = noted((e) => transport.queryCost(e));
+    const poller = new CostPoller(
+      executor ? [] : targets.hosts,
+      queryCost,
       {
         connectTimeoutMs,
         replyTimeoutMs: options.costTimeoutMs ?? DEFAULT_COST_TIMEOUT_MS,
@@ -303,10 +308,14 @@ function runTargets(
     const dispatcher =
       executor === undefined &&
       watchLoad !== undefined &&
-      options.loadStreams === true &&
+      options.loadStreams !== false &&
       targets.hosts.length > 0
         ? new LoadDispatcher(targets.hosts, (e) => watchLoad(e, connectTimeoutMs), ledger, {
             queue: options.dispatchQueue ?? DEFAULT_DISPATCH_QUEUE,
+            // Each stream's opening cost query is its host's answer in the first poll round:
+            // a base host sees the connections a poll would have made, no more.
+            openRound: (query) => poller.open(noted(query)),
+            queryCost,
             reconnectMs: options.hostBackoffMs || DEFAULT_HOST_BACKOFF_MS,
             scheduler,
             onState: (s) => {
@@ -380,13 +389,11 @@ function runTargets(
       { hosts: targets.hosts, local: targets.local, directory: targets.directory, jobs },
       'run',
     );
-    // The load streams open once the embedded servers of loopback hosts listen (and are
-    // trusted with their secret): a stream refused before would wait a back-off to reopen.
-    const streams$ = defer(() => {
-      dispatcher?.start();
-      return EMPTY;
-    });
-    return concat(setup$, streams$, actionsets$, done$).pipe(
+    // The load streams open with the first remote action (`LoadDispatcher.place`), after the
+    // embedded servers of loopback hosts listen (and are trusted with their secret): a stream
+    // refused before would wait a back-off to reopen, and a run with no remote action opens
+    // none (a base host sees no cost query a poll would not have sent).
+    return concat(setup$, actionsets$, done$).pipe(
       tap((e) => {
         tally.add(e);
         if (e.type === 'embedded-server-started') {

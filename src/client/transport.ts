@@ -315,6 +315,17 @@ export function tcpTransport(options: TransportOptions = {}): TcpTransport {
           state.asked.add(hostKey(e));
           state.peers.record(e, peerFromAnnex(annex));
         },
+        // The jobs' own way to a host: TLS (and its session cache) for a `rakes://` host.
+        dial: (e) => {
+          if (e.tls !== true) return undefined;
+          const tls = state.dialer.dial(e.host, e.port, hostKey(e));
+          return { socket: tls.socket, ready: tls.ready, explain: (err) => tls.explain(err) };
+        },
+        // A strict base server refused the offer: polls ask it without from now on.
+        refused: async (reader, length, e) => {
+          await refusedForTls(reader, length, e);
+          state.plainOnly.add(hostKey(e));
+        },
       })(endpoint),
     lookup: async (host) => (await dnsLookup(host, { all: true })).map((a) => a.address),
     trust: (endpoint, token) => {

@@ -62,7 +62,7 @@ export interface RunArgs extends LogArgs, ObserveArgs, TlsClientArgs {
   readonly 'job-timeout': number;
   readonly retries: number;
   readonly 'fail-fast': boolean;
-  readonly 'load-streams': boolean;
+  readonly 'load-streams': boolean | undefined;
   readonly 'dispatch-queue'?: number | undefined;
   readonly embedded: boolean;
   readonly fallback: boolean;
@@ -138,14 +138,13 @@ export function withRunOptions<T>(y: Argv<T>): Argv<T & RunArgs> {
     })
     .option('load-streams', {
       type: 'boolean',
-      default: false,
       describe:
-        "choose hosts from the loads rake-ts servers push (also RAKE_LOAD_STREAMS=1): one connection per host for the run, no cost poll per action, each host's slots kept full (docs/client.md, 'Load streams')",
+        "on by default: choose rake-ts servers from the loads they push: one connection per host for the run, no cost poll per action, each host's slots kept full; base-protocol hosts are polled per action either way (--no-load-streams or RAKE_LOAD_STREAMS=0: poll every host; docs/client.md, 'Load streams')",
     })
     .option('dispatch-queue', {
       type: 'number',
       describe:
-        'with --load-streams: jobs a host may be given beyond its slots, so its next job is there when a slot frees (default 1)',
+        'with load streams: jobs a host may be given beyond its slots, so its next job is there when a slot frees (default 1)',
     })
     .option('fail-fast', {
       type: 'boolean',
@@ -401,7 +400,8 @@ export async function runRake(args: RunArgs, io: RunIO = defaultIO()): Promise<n
     ...(args['job-timeout'] > 0 ? { jobTimeoutMs: args['job-timeout'] * 1000 } : {}),
     retries: args.retries,
     failFast: args['fail-fast'],
-    ...(args['load-streams'] || process.env.RAKE_LOAD_STREAMS === '1' ? { loadStreams: true } : {}),
+    // On unless --no-load-streams, or RAKE_LOAD_STREAMS=0 where neither flag is given.
+    loadStreams: args['load-streams'] ?? process.env.RAKE_LOAD_STREAMS !== '0',
     ...(args['dispatch-queue'] !== undefined ? { dispatchQueue: args['dispatch-queue'] } : {}),
     embedded: args.embedded,
     fallback: args.fallback,
