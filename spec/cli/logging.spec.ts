@@ -231,7 +231,8 @@ describe('rake-ts logging', { timeout: 90_000 }, () => {
 
   it('appends the records to --log-file instead', async () => {
     const file = join(dir, 'logs', 'rake.log');
-    const r = await rake('--log-file', file, '--log-level', 'trace');
+    // Polled (--no-load-streams): each answer is a trace record (`cost-polled`).
+    const r = await rake('--log-file', file, '--log-level', 'trace', '--no-load-streams');
     assert.equal(r.code, 0);
     assert.doesNotMatch(r.stderr, /^\{/m);
     const records = (await readFile(file, 'utf8'))

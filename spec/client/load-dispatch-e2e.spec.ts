@@ -6,7 +6,10 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { lastValueFrom, toArray } from 'rxjs';
 import { type RunOptions, run } from '../../src/client/run.js';
+import { OFFER_ANNEX } from '../../src/protocol/extensions.js';
+import { encodeHeader } from '../../src/protocol/header.js';
 import { startBaseServer } from '../helpers/base-server.js';
+import { startRecordingProxy } from '../helpers/recording-proxy.js';
 import { startServer, type TestServer } from '../server/support.js';
 import { only, parse, project, removeDir, summary, waitFor } from './support.js';
 
@@ -135,18 +138,52 @@ describe('load streams in a run', () => {
   });
 
   it(
-    'a base-protocol server with --load-streams: polled per action as before, base bytes only',
+    'base-protocol servers with load streams on: the very connections and bytes of a run without',
     T,
     async () => {
-      const base = await startBaseServer();
-      try {
-        const events = await runIn(dir, rakefile([base.port], 3, 'echo {i}'));
+      const bases = await Promise.all([startBaseServer(), startBaseServer()]);
+      const proxies = await Promise.all(bases.map((b) => startRecordingProxy(b.port)));
+      const ports = proxies.map((p) => p.port);
+      const query = encodeHeader({ kind: 'plain', code: '!E', length: 0, annex: OFFER_ANNEX });
+      /** Per server: its connections, each as `query` (the cost query, byte-exact) or `job`. */
+      const conversations = async (options: RunOptions) => {
+        for (const p of proxies) p.connections.length = 0;
+        const events = await runIn(dir, rakefile(ports, 4, 'echo {i}'), options);
         assert.equal(summary(events).exitStatus, 0, JSON.stringify(only(events, 'action-failed')));
-        // Each action polled (the stream said the host cannot stream) and ran there.
-        assert.equal(only(events, 'cost-polled').length, 3);
-        assert.deepEqual(base.commands.sort(), ['echo 0', 'echo 1', 'echo 2']);
+        await Promise.all(proxies.map((p) => p.settled()));
+        const kinds = proxies.map((p) =>
+          p.connections
+            .map((c) => {
+              if (c.toServer.equals(query)) return 'query';
+              assert.ok(!c.toServer.includes('!X'), 'an extension message reached a base server');
+              assert.ok(c.toServer.includes('!C'), `neither a query nor a job: ${c.toServer}`);
+              return 'job';
+            })
+            .sort(),
+        );
+        return { events, kinds };
+      };
+      try {
+        for (const jobs of [undefined, 1]) {
+          // All 4 actions at once: one shared round (one query per server); with -j 1 each
+          // action polls on its own: 4 queries per server. Streams on or off, the same.
+          const on = await conversations(jobs === undefined ? {} : { jobs });
+          const off = await conversations({ loadStreams: false, ...(jobs ? { jobs } : {}) });
+          const queries = (k: string[][]) => k.map((c) => c.filter((x) => x === 'query').length);
+          assert.deepEqual(queries(on.kinds), jobs === 1 ? [4, 4] : [1, 1], `-j ${jobs}`);
+          assert.deepEqual(queries(on.kinds), queries(off.kinds), `-j ${jobs}`);
+          assert.equal(on.kinds.flat().filter((x) => x === 'job').length, 4);
+          // Each action chose from a poll's answers, as without load streams.
+          assert.equal(only(on.events, 'cost-polled').length, 4 * 2);
+        }
+        assert.deepEqual(
+          bases.flatMap((b) => b.commands).filter((c) => c === 'echo 0').length,
+          4,
+          'echo 0 ran once per run',
+        );
       } finally {
-        await base.close();
+        await Promise.all(proxies.map((p) => p.close()));
+        await Promise.all(bases.map((b) => b.close()));
       }
     },
   );

@@ -5,12 +5,13 @@
 // stream is in spec/client/load-stream.spec.ts.
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import type { Observable } from 'rxjs';
+import { EMPTY, type Observable } from 'rxjs';
 import { TestScheduler } from 'rxjs/testing';
 import { chooseByLoad, type LoadView } from '../../src/client/choose.js';
-import { LoadDispatcher, type Placement } from '../../src/client/dispatch.js';
+import { LoadDispatcher, type OpeningRound, type Placement } from '../../src/client/dispatch.js';
 import type { Endpoint } from '../../src/client/endpoint.js';
 import { type HostLoad, hostLoad, type LoadProbe } from '../../src/client/load-stream.js';
+import type { CostProbe, QueryCost } from '../../src/client/poll.js';
 import { Assignments } from '../../src/client/select.js';
 import type { ServerLoad } from '../../src/protocol/index.js';
 
@@ -289,6 +290,111 @@ describe('LoadDispatcher: slots kept full, plus a small queue', () => {
       const base = cold<LoadProbe>('u|', { u: { type: 'unsupported', why: 'base' } });
       const placed = dispatch(ts, { a: base }, [{ at: 1, tag: '1' }], { queue: 1 });
       assert.deepEqual(placed, [[1, '1', 'poll']]);
+    });
+  });
+});
+
+describe('LoadDispatcher: the opening poll round (base hosts see no extra connection)', () => {
+  it('a stream’s opening cost answer is its host’s answer in the first round; later actions poll afresh', () => {
+    const ts = scheduler();
+    ts.run(({ cold, expectObservable }) => {
+      const connected: LoadProbe = { type: 'connected' };
+      const cost = (n: number): LoadProbe => ({ type: 'cost', cost: n, peer: { kind: 'base' } });
+      const unsupported: LoadProbe = { type: 'unsupported', why: 'a base-protocol server' };
+      // Two base hosts: connected, the cost answer, then "cannot stream" (the query's end).
+      const streams: Record<string, Observable<LoadProbe>> = {
+        a: cold('c-k-u|', { c: connected, k: cost(1), u: unsupported }),
+        b: cold('c---k-u|', { c: connected, k: cost(2), u: unsupported }),
+      };
+      const queried: string[] = [];
+      let opened: (OpeningRound & { query: QueryCost }) | undefined;
+      const d = new LoadDispatcher(
+        [A, B],
+        (e) => streams[e.host] as Observable<LoadProbe>,
+        new Assignments(),
+        {
+          queue: 1,
+          reconnectMs: 1000,
+          scheduler: ts,
+          openRound: (query) => {
+            opened = { id: 7, seq: 0, results: EMPTY, close: () => {}, query };
+            return opened;
+          },
+          queryCost: (e) => {
+            queried.push(e.host);
+            return EMPTY;
+          },
+        },
+      );
+      const placed: Array<[number, string, string]> = [];
+      const place = (tag: string) =>
+        d
+          .place()
+          .subscribe((p) =>
+            placed.push([
+              ts.now(),
+              tag,
+              p.kind === 'poll' ? `poll ${p.round?.id ?? 'fresh'}` : p.host,
+            ]),
+          );
+      // Nothing opens before the first action; two actions wait for every host to speak.
+      ts.schedule(() => assert.equal(opened, undefined), 0);
+      ts.schedule(() => place('1'), 1);
+      ts.schedule(() => place('2'), 1);
+      ts.schedule(() => place('3'), 20);
+      ts.schedule(() => d.stop(), 50);
+      ts.schedule(() => {
+        const query = (opened as { query: QueryCost }).query;
+        // The round's answers are the streams' own: connected, then the cost.
+        expectObservable(query(A)).toBe('30ms (ck|)', { c: connected, k: cost(1) });
+        expectObservable(query(B)).toBe('30ms (ck|)', { c: connected, k: cost(2) });
+      }, 30);
+      ts.flush();
+      // Both base hosts said they cannot stream at 7: the two waiting actions take the
+      // opening round (id 7 here); the action at 20 polls afresh. No fresh query of the
+      // stream's answers was needed.
+      assert.deepEqual(placed, [
+        [7, '1', 'poll 7'],
+        [7, '2', 'poll 7'],
+        [20, '3', 'poll fresh'],
+      ]);
+      assert.deepEqual(queried, []);
+    });
+  });
+
+  it('a strict base host refused the offer: the round asks it afresh (without), once', () => {
+    const ts = scheduler();
+    ts.run(({ cold, expectObservable }) => {
+      const refused: LoadProbe = {
+        type: 'unsupported',
+        why: 'refused the offer',
+        offerRefused: true,
+      };
+      const answer: CostProbe = { type: 'cost', cost: 4, peer: { kind: 'base' } };
+      let query: QueryCost | undefined;
+      const d = new LoadDispatcher(
+        [A],
+        () => cold<LoadProbe>('c-r|', { c: { type: 'connected' }, r: refused }),
+        new Assignments(),
+        {
+          queue: 1,
+          reconnectMs: 1000,
+          scheduler: ts,
+          openRound: (q) => {
+            query = q;
+            return { id: 1, seq: 0, results: EMPTY, close: () => {} };
+          },
+          queryCost: () => cold<CostProbe>('--k|', { k: answer }),
+        },
+      );
+      ts.schedule(() => d.place().subscribe(), 1);
+      ts.schedule(() => {
+        expectObservable((query as QueryCost)(A)).toBe('10ms c-k|', {
+          c: { type: 'connected' },
+          k: answer,
+        });
+      }, 10);
+      ts.schedule(() => d.stop(), 50);
     });
   });
 });

@@ -31,12 +31,17 @@ const ACTION_FIELDS = ['actionId', 'actionset', 'line', 'command', 'remote'];
 describe('log records of a run', { timeout: 60_000 }, () => {
   let events: RakeEvent[] = [];
   let records: Rec[] = [];
+  /** The same run with every host polled per action (`loadStreams: false`). */
+  let polledRecords: Rec[] = [];
   before(async () => {
     const c = capturing('trace');
     // recordRun has no logger option; log the same events as the engine would.
     events = await recordRun();
     await lastValueFrom(from(events).pipe(logEvents(c.logger)));
     records = c.records;
+    const p = capturing('trace');
+    await lastValueFrom(from(await recordRun({ loadStreams: false })).pipe(logEvents(p.logger)));
+    polledRecords = p.records;
   });
 
   it('writes one record per event, tagged with its type', () => {
@@ -52,7 +57,8 @@ describe('log records of a run', { timeout: 60_000 }, () => {
     }
   });
 
-  it('carries the costs, the choice and its reason', () => {
+  it('polled: carries the costs, the choice and its reason', () => {
+    const records = polledRecords;
     const polled = records.filter((r) => r.event === 'cost-polled');
     assert.ok(polled.length > 0);
     for (const r of polled) {
@@ -70,6 +76,18 @@ describe('log records of a run', { timeout: 60_000 }, () => {
         /^(local|only-host|cheapest|tie-first-answer|first-idle|retry)$/,
       );
       assert.ok(Array.isArray(r.costs) && r.costs.length > 0, 'the costs it chose from');
+      assert.equal(r.attempt, 1);
+    }
+  });
+
+  it('from load streams: the choice and its reason, no costs (nothing was polled)', () => {
+    assert.equal(records.filter((r) => r.event === 'cost-polled').length, 0);
+    const chosen = records.filter((r) => r.event === 'host-chosen');
+    assert.equal(chosen.length, 6);
+    for (const r of chosen) {
+      assert.equal(typeof r.host, 'string');
+      assert.match(String(r.reason), /^(most-free|tie-first-listed|only-host)$/);
+      assert.deepEqual(r.costs, []);
       assert.equal(r.attempt, 1);
     }
   });

@@ -2,13 +2,17 @@
 // files (so bytes move both ways), actions that overlap on one host, and one failure.
 import { join } from 'node:path';
 import type { RakeEvent } from '../../src/client/events.js';
+import type { RunOptions } from '../../src/client/run.js';
 import { closeAll, project, removeDir, runAll, startServers } from '../client/support.js';
 
 /** The recorded run's shape, for assertions. */
 export const RECORDED = { actions: 6, failed: 1, actionsets: 2 } as const;
 
-/** Runs the fixture Rakefile against two fresh loopback servers and returns its events. */
-export async function recordRun(): Promise<RakeEvent[]> {
+/**
+ * Runs the fixture Rakefile against two fresh loopback servers and returns its events
+ * (hosts chosen from load streams, as by default; `options` may say otherwise).
+ */
+export async function recordRun(options: RunOptions = {}): Promise<RakeEvent[]> {
   const servers = await startServers(2, { maxJobs: 4 });
   const dir = await project({ 'in.txt': 'x'.repeat(3000) });
   try {
@@ -29,7 +33,7 @@ export async function recordRun(): Promise<RakeEvent[]> {
       '\tremote-echo broken >&2; exit 3',
       '',
     ].join('\n');
-    return await runAll(dir, text, { directory: dir });
+    return await runAll(dir, text, { directory: dir, ...options });
   } finally {
     await closeAll(servers);
     await removeDir(dir);
