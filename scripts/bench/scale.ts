@@ -9,7 +9,11 @@
  *
  *   node --import tsx scripts/bench/scale.ts [--runs 5] [--rows make,true,sleep8,...]
  *                                            [--baseline REV|none] [--cpu-hosts 1,2,4,...,64]
- *                                            [--now-flags=--load-streams]
+ *                                            [--now-flags='--no-load-streams']
+ *                                            [--now-flags='--dispatch-queue 0;--dispatch-queue 1']
+ *
+ * `--now-flags` with `;` makes one side of this tree per flag set, all measured in the same
+ * rounds (interleaved): e.g. the dispatch queue at 0, 1, 2 and 4 against each other.
  *
  * Rows (`--rows`, default all):
  * - `make`    100 C units + link on 2 one-slot servers against `make -j2` (compare.ts's
@@ -720,8 +724,16 @@ export async function runScale(o: ScaleOptions, emit: (markdown: string) => void
     )
     .join('; ');
   emit(
-    `Columns: ${sides}. Medians of ${o.runs} rounds, range in brackets, the sides interleaved in each round in rotating order; *load* is the 1-minute load average read at the start of each round. Client flags: compare.ts's and \`${SCALE_CLIENT_FLAGS.join(' ')}\`. Reproduce: \`node --import tsx scripts/bench/scale.ts --runs ${o.runs} --rows ${o.rows.join(',')}${o.baselineRev === undefined ? ' --baseline none' : ` --baseline ${o.baselineRev}`}${(o.now.flags ?? []).length === 0 ? '' : ` '--now-flags=${o.now.flags?.join(' ')}'`}\`.`,
+    `Columns: ${sides}. Medians of ${o.runs} rounds, range in brackets, the sides interleaved in each round in rotating order; *load* is the 1-minute load average read at the start of each round. Client flags: compare.ts's and \`${SCALE_CLIENT_FLAGS.join(' ')}\`. Reproduce: \`node --import tsx scripts/bench/scale.ts --runs ${o.runs} --rows ${o.rows.join(',')}${o.baselineRev === undefined ? ' --baseline none' : ` --baseline ${o.baselineRev}`}${nowFlagsText(o)}\`.`,
   );
+}
+
+/** `--now-flags` as given (the flag sets of this tree's sides, `;` between), or nothing. */
+function nowFlagsText(o: { readonly sides: readonly Side[]; readonly now: Side }): string {
+  const sets = o.sides
+    .filter((s) => s.programs === o.now.programs)
+    .map((s) => (s.flags ?? []).join(' '));
+  return sets.every((f) => f === '') ? '' : ` '--now-flags=${sets.join(';')}'`;
 }
 
 async function main(): Promise<void> {
@@ -749,13 +761,13 @@ async function main(): Promise<void> {
   rmSync(dir, { recursive: true, force: true });
   mkdirSync(dir, { recursive: true });
   progress('compiling rake-ts');
-  const nowFlags = (values['now-flags'] ?? '').split(/\s+/).filter(Boolean);
-  const now: Side = {
-    label: nowFlags.length === 0 ? 'now' : `now (${nowFlags.join(' ')})`,
-    programs: compilePrograms(join(SCRATCH, 'scale-build')),
-    flags: nowFlags,
-  };
-  const sides: Side[] = [now];
+  const programs = compilePrograms(join(SCRATCH, 'scale-build'));
+  const nows: Side[] = (values['now-flags'] ?? '').split(';').map((set) => {
+    const flags = set.split(/\s+/).filter(Boolean);
+    return { label: flags.length === 0 ? 'now' : `now (${flags.join(' ')})`, programs, flags };
+  });
+  const now = nows[0] as Side;
+  const sides: Side[] = [...nows];
   const rev = values.baseline === 'none' ? undefined : values.baseline;
   if (rev !== undefined) {
     const base = compileRev('scale-baseline', rev);
