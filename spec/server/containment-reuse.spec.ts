@@ -42,9 +42,10 @@ describe('job cgroups kept for the next job', () => {
         const first = c.open(1);
         const firstPid = sleeperIn(first.procs as string);
         await waitUntil(() => inCgroup(firstPid, first.procs as string), { what: 'the process' });
-        // The job's process is still there: release kills it and waits for the cgroup to empty.
+        // The job's last process ends by itself, as most jobs' shells do.
+        process.kill(firstPid, 'SIGKILL');
+        await waitUntil(() => !inCgroup(firstPid, first.procs as string), { what: 'the exit' });
         assert.equal(await first.release(), true);
-        await waitUntil(() => !alive(firstPid), { what: 'the process' });
 
         const second = c.open(2);
         assert.equal(second.procs, first.procs, 'the empty cgroup was not reused');
@@ -63,4 +64,24 @@ describe('job cgroups kept for the next job', () => {
       assert.equal(existsSync(c.detail), false, "the server's cgroup was not removed at close");
     },
   );
+
+  it('a cgroup that had to be killed is removed, not handed on', T, async (t) => {
+    if (typeof cgroups === 'string') return t.skip(`no cgroups here: ${cgroups}`);
+    const c = await createContainment('cgroup', pino({ level: 'silent' }));
+    try {
+      const first = c.open(1);
+      const pid = sleeperIn(first.procs as string);
+      await waitUntil(() => inCgroup(pid, first.procs as string), { what: 'the process' });
+      // Still running at release: cgroup.kill ends it. Linux 6.18 kills at birth whatever is
+      // later cloned into a cgroup once killed, so that cgroup must serve no other job.
+      assert.equal(await first.release(), true);
+      await waitUntil(() => !alive(pid), { what: 'the process' });
+      assert.equal(existsSync(dirname(first.procs as string)), false, 'the killed cgroup is left');
+      const second = c.open(2);
+      assert.notEqual(second.procs, first.procs, 'the killed cgroup was handed on');
+      assert.equal(await second.release(), true);
+    } finally {
+      await c.close();
+    }
+  });
 });

@@ -294,11 +294,16 @@ class CgroupContainment implements Containment {
     // Once the cgroup is empty and handed on, it may hold another job: no kill of this group
     // may reach it.
     let handedOn = false;
+    // A cgroup once killed through cgroup.kill is never handed on: on this kernel (6.18) every
+    // process later cloned into it (clone3, CLONE_INTO_CGROUP) is killed at birth, its
+    // kill count being compared with the helper's own cgroup's (spec/server/cgroup-entry).
+    let killed = false;
     const group: JobGroup = {
       tag: `${basename(this.#root)}-${id}`,
       procs: join(at, 'cgroup.procs'),
       kill: () => {
         if (handedOn) return;
+        killed = true;
         try {
           writeFileSync(join(at, 'cgroup.kill'), '1');
         } catch {
@@ -321,7 +326,7 @@ class CgroupContainment implements Containment {
             );
           } else {
             handedOn = true;
-            if (spare.length < SPARE_CGROUPS) spare.push(at);
+            if (spare.length < SPARE_CGROUPS && !killed) spare.push(at);
             else removeCgroup(at);
           }
           open.delete(group);

@@ -35,7 +35,15 @@ export interface JobProcess {
   readonly exited: Promise<number | typeof JOB_LOST>;
   /** Sends SIGKILL to the whole process group, unless the job has ended. Idempotent. */
   kill(): void;
+  /**
+   * How the job's first process got into its cgroup: created there (`clone3`, with
+   * CLONE_INTO_CGROUP), moved there before it ran a thing (`moved`), or no cgroup (`none`).
+   */
+  readonly entry: CgroupEntry;
 }
+
+/** {@link JobProcess.entry}. */
+export type CgroupEntry = 'clone3' | 'moved' | 'none';
 
 /** What {@link JobProcess.exited} resolves to when the spawn helper died under the job. */
 export const JOB_LOST = 'lost';
@@ -276,6 +284,8 @@ export class NodeLauncher implements Launcher {
           stdout: child.stdout as Readable,
           stderr: child.stderr as Readable,
           exited,
+          // The job's shell moves itself into its cgroup first (ENTER_CGROUP).
+          entry: group.procs === undefined ? 'none' : 'moved',
           kill: () => {
             if (ended) return;
             killGroup();
@@ -308,6 +318,8 @@ const HELPER_START_MS = 10_000;
 interface HelperJob {
   /** Set by the helper's `s` line: the job has started. */
   pid?: number;
+  /** Set by the same line. */
+  entry?: CgroupEntry;
   stdout?: Socket;
   stderr?: Socket;
   ended: boolean;
@@ -508,10 +520,13 @@ export class HelperLauncher implements Launcher {
     const job = this.#jobs.get(id);
     if (job === undefined) return;
     switch (kind) {
-      case 's':
-        job.pid = Number(rest);
+      case 's': {
+        const [pid, entry] = rest.split(' ');
+        job.pid = Number(pid);
+        job.entry = entry === 'clone3' || entry === 'moved' ? entry : 'none';
         this.#maybeReady(id, job);
         break;
+      }
       case 'f':
         this.#drop(id, job);
         void job.group.release();
@@ -555,6 +570,7 @@ export class HelperLauncher implements Launcher {
       stdout,
       stderr,
       exited: job.exited,
+      entry: job.entry ?? 'none',
       kill: () => {
         if (job.ended) return;
         job.group.kill();

@@ -1,0 +1,158 @@
+// How a job's first process gets into its cgroup (src/server/spawn-helper.ts): created there
+// by clone3(CLONE_INTO_CGROUP), so the helper never moves between cgroups (each move waits
+// for an RCU grace period: 4–8 ms on every job's path once the hierarchy has been quiet);
+// moved there only where clone3 cannot (RAKE_CLONE_INTO_CGROUP=0 stands in for such a
+// kernel). Either way the job runs wholly inside its own cgroup, with the same start-up as
+// posix_spawn gave it. Real cgroups (root or a delegated cgroup2 subtree), real processes.
+import assert from 'node:assert/strict';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { Readable } from 'node:stream';
+import { after, before, describe, it } from 'node:test';
+import { pino } from 'pino';
+import { createContainment } from '../../src/server/containment.js';
+import { createLauncher, type JobProcess, type Launcher } from '../../src/server/launcher.js';
+
+const T = { timeout: 30_000 };
+const silent = pino({ level: 'silent' });
+
+/** Why cgroups cannot be used here, or undefined when they can. */
+const noCgroups: string | undefined = await createContainment('cgroup', silent).then(
+  async (c) => {
+    await c.close();
+    return undefined;
+  },
+  (err: unknown) => (err as Error).message,
+);
+
+function collect(stream: Readable): Promise<string> {
+  return new Promise((resolve) => {
+    let text = '';
+    stream.on('data', (c: Buffer) => {
+      text += c.toString('utf8');
+    });
+    if (stream.closed) resolve(text);
+    else stream.once('close', () => resolve(text));
+  });
+}
+
+async function run(
+  launcher: Launcher,
+  command: string,
+  cwd: string,
+): Promise<{ job: JobProcess; out: string; err: string; status: number | string }> {
+  const job = await launcher.launch(command, cwd);
+  const [out, err, status] = await Promise.all([
+    collect(job.stdout),
+    collect(job.stderr),
+    job.exited,
+  ]);
+  return { job, out, err, status };
+}
+
+/** The cgroup v2 path in a `/proc/PID/cgroup` text. */
+const v2 = (text: string) =>
+  text
+    .split('\n')
+    .find((l) => l.startsWith('0::'))
+    ?.slice(3);
+
+for (const mode of ['clone3', 'moved'] as const) {
+  describe(`a job enters its cgroup: ${mode}`, () => {
+    let launcher: Launcher;
+    let dir: string;
+    const saved = process.env.RAKE_CLONE_INTO_CGROUP;
+    before(async () => {
+      if (noCgroups !== undefined) return;
+      dir = await mkdtemp(join(tmpdir(), 'rake-cgroup-entry-'));
+      // The helper reads its environment once it runs a job: set it for this launcher only.
+      if (mode === 'moved') process.env.RAKE_CLONE_INTO_CGROUP = '0';
+      else delete process.env.RAKE_CLONE_INTO_CGROUP;
+      launcher = await createLauncher('python3', silent, 'python3', 'cgroup');
+      if (saved === undefined) delete process.env.RAKE_CLONE_INTO_CGROUP;
+      else process.env.RAKE_CLONE_INTO_CGROUP = saved;
+    });
+    after(async () => {
+      if (noCgroups !== undefined) return;
+      await launcher.close();
+      await rm(dir, { recursive: true, force: true });
+    });
+
+    it(
+      'a command of plain words (exec without a shell) runs inside the job cgroup',
+      T,
+      async (t) => {
+        if (noCgroups !== undefined) return t.skip(`no cgroups here: ${noCgroups}`);
+        const r = await run(launcher, 'cat /proc/self/cgroup', dir);
+        assert.equal(r.status, 0, r.err);
+        assert.equal(r.job.entry, mode);
+        assert.match(v2(r.out) ?? '', /\/job-\d+$/, r.out);
+      },
+    );
+
+    it(
+      'a shell command and what it starts run inside it, in a process group of their own',
+      T,
+      async (t) => {
+        if (noCgroups !== undefined) return t.skip(`no cgroups here: ${noCgroups}`);
+        const r = await run(
+          launcher,
+          'cat /proc/$$/cgroup; (cat /proc/self/cgroup); ps -o pid=,pgid= -p $$',
+          dir,
+        );
+        assert.equal(r.status, 0, r.err);
+        assert.equal(r.job.entry, mode);
+        const [shell, sub] = r.out.split('\n').filter((l) => l.startsWith('0::'));
+        assert.match(shell ?? '', /\/job-\d+$/);
+        assert.equal(sub, shell, 'a process the job started is outside its cgroup');
+        const [pid, pgid] = (r.out.split('\n').find((l) => /^\s*\d+\s+\d+\s*$/.test(l)) ?? '')
+          .trim()
+          .split(/\s+/);
+        assert.equal(pid, pgid, 'the job does not lead a process group of its own');
+      },
+    );
+
+    it('starts with no signal ignored or blocked, as posix_spawn gave it', T, async (t) => {
+      if (noCgroups !== undefined) return t.skip(`no cgroups here: ${noCgroups}`);
+      const r = await run(launcher, 'grep -E "^Sig(Ign|Blk):" /proc/self/status', dir);
+      assert.equal(r.status, 0, r.err);
+      // Signals 1–31 (the helper ignores INT, HUP and TERM, Python ignores PIPE and XFSZ).
+      const mask = (name: string) =>
+        BigInt(`0x${new RegExp(`^${name}:\\s+([0-9a-f]+)$`, 'm').exec(r.out)?.[1] ?? 'ff'}`) &
+        0x7fffffffn;
+      assert.equal(mask('SigIgn'), 0n, r.out);
+      assert.equal(mask('SigBlk'), 0n, r.out);
+    });
+
+    it('a program that is not there: the shell says so, status 127', T, async (t) => {
+      if (noCgroups !== undefined) return t.skip(`no cgroups here: ${noCgroups}`);
+      const r = await run(launcher, 'no-such-program-rake-ts', dir);
+      assert.equal(r.status, 127);
+      assert.match(r.err, /no-such-program-rake-ts: not found/);
+    });
+
+    it('jobs after a killed job run: a killed cgroup is not handed on', T, async (t) => {
+      if (noCgroups !== undefined) return t.skip(`no cgroups here: ${noCgroups}`);
+      // On Linux 6.18 a process cloned into a cgroup that was once killed (cgroup.kill) is
+      // killed at birth: reusing that cgroup would kill every later job (status 137).
+      for (let i = 0; i < 3; i++) {
+        const doomed = await launcher.launch('sleep 30', dir);
+        doomed.kill();
+        assert.equal(await doomed.exited, 137);
+        const r = await run(launcher, `echo fine ${i}`, dir);
+        assert.deepEqual([r.out, r.status], [`fine ${i}\n`, 0], r.err);
+      }
+    });
+
+    it('the helper stays in its own cgroup', T, async (t) => {
+      if (noCgroups !== undefined) return t.skip(`no cgroups here: ${noCgroups}`);
+      const r = await run(launcher, 'cat /proc/$PPID/cgroup', dir);
+      assert.equal(r.status, 0, r.err);
+      // The job's parent is the helper: between jobs it is home, never in a job's cgroup.
+      assert.match(v2(r.out) ?? '', /\/helper$/, r.out);
+      const self = await readFile('/proc/self/cgroup', 'utf8');
+      assert.notEqual(v2(self), v2(r.out));
+    });
+  });
+}
