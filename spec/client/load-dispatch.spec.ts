@@ -5,7 +5,7 @@
 // stream is in spec/client/load-stream.spec.ts.
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { EMPTY, type Observable } from 'rxjs';
+import { EMPTY, type Observable, type SchedulerLike } from 'rxjs';
 import { TestScheduler } from 'rxjs/testing';
 import { chooseByLoad, type LoadView } from '../../src/client/choose.js';
 import { LoadDispatcher, type OpeningRound, type Placement } from '../../src/client/dispatch.js';
@@ -118,6 +118,33 @@ describe('hostLoad: a host’s load stream as states', () => {
         },
       });
     });
+  });
+
+  it('sets no timer per load: a load for every job that starts or ends, one silence timer', () => {
+    const ts = scheduler();
+    let timers = 0;
+    const counted = {
+      now: () => ts.now(),
+      schedule: (...args: Parameters<TestScheduler['schedule']>) => {
+        timers++;
+        return ts.schedule(...args);
+      },
+    } as SchedulerLike;
+    const seen: string[] = [];
+    ts.run(({ cold }) => {
+      // Twenty loads a frame apart (beat 10 ms: lost 30 ms after the last, at 19).
+      const stream = cold<LoadProbe>('a'.repeat(20), { a: probe(0) });
+      const states = hostLoad(A, () => stream, { reconnectMs: 100, scheduler: counted });
+      const sub = states.subscribe((s) => seen.push(`${ts.now()} ${s.state}`));
+      ts.schedule(() => sub.unsubscribe(), 60);
+    });
+    assert.deepEqual(seen, [
+      '0 waiting',
+      ...Array.from({ length: 20 }, (_, i) => `${i} live`),
+      '49 lost',
+    ]);
+    // One per load was 21 (switchMap to a timer per state); now the timer is moved, not reset.
+    assert.ok(timers <= 3, `${timers} timers for 20 loads`);
   });
 
   it('a broken stream is lost and opened again; an unsupported host is never asked again', () => {
@@ -282,6 +309,40 @@ describe('LoadDispatcher: slots kept full, plus a small queue', () => {
         [4, '2', 'b:1'],
       ]);
     });
+  });
+
+  it('a load with hundreds waiting looks at the first of them, not at every one', () => {
+    // Each waiting action's `exclude`, its size read counted: a pass over the queue reads it.
+    let reads = 0;
+    class Counted extends Set<string> {
+      override get size() {
+        reads++;
+        return super.size;
+      }
+    }
+    const ts = scheduler();
+    const placed: string[] = [];
+    ts.run(({ cold }) => {
+      // Idle at first, then full (this client's first action) for 20 loads in a row.
+      const stream = cold<LoadProbe>(`a${'b'.repeat(20)}`, { a: probe(0), b: probe(1) });
+      const d = new LoadDispatcher([A], () => stream, new Assignments(), {
+        queue: 0,
+        reconnectMs: 1000,
+        scheduler: ts,
+      });
+      ts.schedule(() => {
+        d.start();
+        for (let i = 0; i < 200; i++) {
+          d.place(new Counted()).subscribe((p) => placed.push(p.kind));
+        }
+      }, 0);
+      ts.schedule(() => d.stop(), 50);
+    });
+    assert.equal(placed.filter((k) => k === 'placed').length, 1);
+    assert.equal(placed.length, 200);
+    // About 200 on entering the queue and one or two per pass; a pass over all 200 per load
+    // was over 4,000.
+    assert.ok(reads < 600, `${reads} reads for 21 loads with 199 actions waiting`);
   });
 
   it('no host streams its load: every action is told to poll', () => {

@@ -7,12 +7,12 @@ const pending = new Set<Promise<unknown>>();
 
 /** Registers work to be awaited by {@link whenSettled}. Its failure is ignored. */
 export function trackCleanup(work: Promise<unknown>): void {
-  const p = work.then(
-    () => {},
-    () => {},
-  );
+  // One promise per piece of work (every step of every job is tracked): settled, it leaves.
+  const settled = () => {
+    pending.delete(p);
+  };
+  const p: Promise<void> = work.then(settled, settled);
   pending.add(p);
-  void p.then(() => pending.delete(p));
 }
 
 /**

@@ -64,6 +64,8 @@ export const DEFAULT_DISPATCH_QUEUE = 1;
 interface Waiter {
   readonly exclude: ReadonlySet<string>;
   readonly done: (p: Placement) => void;
+  /** Out of the queue (placed, or told to poll): leaving it then looks for nothing. */
+  out?: boolean;
 }
 
 /**
@@ -82,6 +84,8 @@ export class LoadDispatcher {
   /** Per host: the latest state and the ledger's mark when its latest load arrived. */
   readonly #states = new Map<string, { load: HostLoad; mark: number }>();
   readonly #waiters: Waiter[] = [];
+  /** Waiters that leave hosts out (retries): the only ones a pass looks at once all must wait. */
+  #excluding = 0;
   #subscription: Subscription | undefined;
   /** The round actions told to poll take part in until every host has first spoken. */
   #opening: OpeningRound | undefined;
@@ -173,7 +177,11 @@ export class LoadDispatcher {
     this.#subscription?.unsubscribe();
     this.#openingRound?.close();
     this.#opening = undefined;
-    for (const w of this.#waiters.splice(0)) w.done({ kind: 'poll' });
+    this.#excluding = 0;
+    for (const w of this.#waiters.splice(0)) {
+      w.out = true;
+      w.done({ kind: 'poll' });
+    }
   }
 
   /** Every host's latest load stream state, in the order the hosts were listed. */
@@ -195,12 +203,15 @@ export class LoadDispatcher {
         },
       };
       this.#waiters.push(waiter);
+      if (exclude.size > 0) this.#excluding++;
       // The streams open with the run's first remote action: a run with none opens none.
       if (this.#subscription === undefined) this.start();
       this.#drain();
       return () => {
+        // A placed action's end looks through no queue (hundreds may wait in it).
+        if (waiter.out === true) return;
         const i = this.#waiters.indexOf(waiter);
-        if (i >= 0) this.#waiters.splice(i, 1);
+        if (i >= 0) this.#leave(i);
       };
     });
   }
@@ -228,6 +239,8 @@ export class LoadDispatcher {
     // load message with hundreds of actions waiting cost hundreds of choices.
     let fullForAll = false;
     for (let i = 0; i < this.#waiters.length; ) {
+      // Only plain actions left to look at, and they must all wait: the pass is over.
+      if (fullForAll && this.#excluding === 0) break;
       const waiter = this.#waiters[i] as Waiter;
       const plain = waiter.exclude.size === 0;
       if (plain && fullForAll) {
@@ -243,7 +256,7 @@ export class LoadDispatcher {
         i++;
         continue;
       }
-      this.#waiters.splice(i, 1);
+      this.#leave(i);
       if (choice.kind === 'none') {
         const round = this.#opening;
         waiter.done(round === undefined ? { kind: 'poll' } : { kind: 'poll', round });
@@ -273,6 +286,14 @@ export class LoadDispatcher {
     if (this.#opening !== undefined && this.states().every((s) => s.state !== 'waiting')) {
       this.#opening = undefined;
     }
+  }
+
+  /** Takes waiter `i` out of the queue. */
+  #leave(i: number): void {
+    const [waiter] = this.#waiters.splice(i, 1);
+    if (waiter === undefined) return;
+    waiter.out = true;
+    if (waiter.exclude.size > 0) this.#excluding--;
   }
 
   #views(): LoadView[] {

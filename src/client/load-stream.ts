@@ -13,7 +13,6 @@ import {
   repeat,
   type SchedulerLike,
   startWith,
-  switchMap,
   takeWhile,
   timer,
 } from 'rxjs';
@@ -34,6 +33,7 @@ import type { Token } from '../protocol/token.js';
 import { type Endpoint, hostKey } from './endpoint.js';
 import { describeError } from './errors.js';
 import { DEFAULT_BEAT_MS, MISSED_BEATS, type PeerInfo, peerFromAnnex } from './negotiate.js';
+import { lostWhenSilent } from './ops/lost-when-silent.js';
 
 /**
  * What a host's load stream (extension `load`, docs/protocol.md) says as it goes: first, as a
@@ -112,19 +112,18 @@ export function hostLoad(
       // `waiting` only before the host was ever heard from: a stream reopened after a break
       // stays `lost` until the host speaks.
       first ? startWith<HostLoad>({ host, state: 'waiting' }) : identity,
-      switchMap((s) => {
-        if (s.state === 'unsupported') {
-          unsupported = true;
-          return of(s);
-        }
-        const beatMs = s.state === 'live' ? s.load.beatMs : DEFAULT_BEAT_MS;
-        const silence = MISSED_BEATS * beatMs;
-        return concat(
-          of(s),
-          timer(silence, scheduler).pipe(
-            map(() => lost(`went silent: no load for ${silence / 1000} s (${MISSED_BEATS} beats)`)),
-          ),
-        );
+      // `lost` once silent for MISSED_BEATS beats (before a first load: of DEFAULT_BEAT_MS).
+      lostWhenSilent<HostLoad>({
+        silenceOf: (s) => {
+          if (s.state === 'unsupported') {
+            unsupported = true;
+            return undefined;
+          }
+          return MISSED_BEATS * (s.state === 'live' ? s.load.beatMs : DEFAULT_BEAT_MS);
+        },
+        lost: (silence) =>
+          lost(`went silent: no load for ${silence / 1000} s (${MISSED_BEATS} beats)`),
+        scheduler,
       }),
       takeWhile((s) => s.state !== 'unsupported', true),
       catchError((err: unknown) => {

@@ -866,49 +866,48 @@ function sendJobPooled(
   let replied = false;
   return new Observable<JobProgress>((sub) => {
     let kept = false;
-    const inner = step<JobProgress, void>(track, async (emit) => {
+    // One chain of four steps (connected and planned in one): every job of a run with load
+    // streams takes this way.
+    let planned: JobPlan | undefined;
+    const inner = step<JobProgress, JobPlan>(track, async (emit) => {
       emit({ type: 'connected' });
+      const carriesPaths = granted.has('cwd');
+      const layout = jobLayout(job.outputDir, job.files, carriesPaths, host);
+      if (!layout.ok) throw new JobError('requirement-collision', layout.message, true);
+      const plan = await planJob(peer, {
+        files: layout.files,
+        cwd: layout.cwd,
+        token: undefined,
+        cacheable: job.cache !== undefined,
+        mayOfferEarly: false,
+        hasher: state.hasher,
+      });
+      const files =
+        granted.has('cache') && plan.files.length > 0
+          ? await offerCached(conn.socket, conn.reader, plan.files, {
+              hasher: state.hasher,
+              endpoint,
+              limits,
+              minBytes: granted.has('push') ? CACHE_MIN_BYTES : 0,
+            })
+          : plan.files;
+      return { ...plan, files };
     })
       .pipe(
-        then(() =>
-          step<JobProgress, JobPlan>(track, async () => {
-            const carriesPaths = granted.has('cwd');
-            const layout = jobLayout(job.outputDir, job.files, carriesPaths, host);
-            if (!layout.ok) throw new JobError('requirement-collision', layout.message, true);
-            const plan = await planJob(peer, {
-              files: layout.files,
-              cwd: layout.cwd,
-              token: undefined,
-              cacheable: job.cache !== undefined,
-              mayOfferEarly: false,
-              hasher: state.hasher,
-            });
-            const files =
-              granted.has('cache') && plan.files.length > 0
-                ? await offerCached(conn.socket, conn.reader, plan.files, {
-                    hasher: state.hasher,
-                    endpoint,
-                    limits,
-                    minBytes: granted.has('push') ? CACHE_MIN_BYTES : 0,
-                  })
-                : plan.files;
-            return { ...plan, files };
-          }),
-        ),
-        then((plan) =>
-          upload(conn, uploadSpec(job, plan, granted), track).pipe(
-            then((u) => execute(conn, u, { granted, limits, spool: state.spool, host }, track)),
-            then((r) => {
-              replied = true;
-              return download(
-                conn,
-                r,
-                downloadSpec(job, planCwd(plan), granted, limits, host, true),
-                track,
-              );
-            }),
-          ),
-        ),
+        then((plan) => {
+          planned = plan;
+          return upload(conn, uploadSpec(job, plan, granted), track);
+        }),
+        then((u) => execute(conn, u, { granted, limits, spool: state.spool, host }, track)),
+        then((r) => {
+          replied = true;
+          return download(
+            conn,
+            r,
+            downloadSpec(job, planCwd(planned as JobPlan), granted, limits, host, true),
+            track,
+          );
+        }),
         progressOnly(),
       )
       .subscribe({
@@ -963,8 +962,10 @@ function sendJobOnce(
       : err instanceof AfterReply
         ? classifyJobError(err.error, true)
         : classifyJobError(err, false);
-  return conversation(endpoint, state, classify, (conn) =>
-    step<JobProgress, void>(track, async (emit) => {
+  return conversation(endpoint, state, classify, (conn) => {
+    /** The handshake's outcome, for the steps after it. */
+    let shaken: Shaken | undefined;
+    return step<JobProgress, void>(track, async (emit) => {
       await connected(conn.socket);
       emit({ type: 'connected' });
     }).pipe(
@@ -989,40 +990,41 @@ function sendJobOnce(
         }),
       ),
       then(({ peer, plan }) => shakeHands(conn, endpoint, peer, plan, job, token, state)),
-      then(({ plan, granted, uploaded, peer }) => {
+      // One chain to the end (no inner chain for upload → execute → download): every job on
+      // a new connection takes this way.
+      then((talk) => {
+        shaken = talk;
+        return talk.uploaded !== undefined
+          ? of(told(talk.uploaded))
+          : upload(conn, uploadSpec(job, talk.plan, talk.granted), track);
+      }),
+      then((u) => {
+        const { granted } = shaken as Shaken;
+        return execute(conn, u, { granted, limits, spool: state.spool, host }, track);
+      }),
+      then((replied) => {
+        const { plan, granted, peer } = shaken as Shaken;
         const keep = state.pool !== undefined && granted.has('reuse');
-        const upload$ =
-          uploaded !== undefined
-            ? of(told(uploaded))
-            : upload(conn, uploadSpec(job, plan, granted), track);
-        return upload$.pipe(
-          then((u) => execute(conn, u, { granted, limits, spool: state.spool, host }, track)),
-          then((replied) =>
-            download(
-              conn,
-              replied,
-              downloadSpec(job, planCwd(plan), granted, limits, host, keep),
-              track,
-            ).pipe(
-              tap<Told<JobProgress, void>>({
-                complete: () => {
-                  if (!keep || state.pool === undefined || conn.detach === undefined) return;
-                  conn.detach();
-                  state.pool.give(host, {
-                    socket: conn.socket,
-                    reader: conn.reader,
-                    peer,
-                    granted,
-                  });
-                },
-              }),
-            ),
-          ),
+        const download$ = download(
+          conn,
+          replied,
+          downloadSpec(job, planCwd(plan), granted, limits, host, keep),
+          track,
+        );
+        if (!keep) return download$;
+        return download$.pipe(
+          tap<Told<JobProgress, void>>({
+            complete: () => {
+              if (state.pool === undefined || conn.detach === undefined) return;
+              conn.detach();
+              state.pool.give(host, { socket: conn.socket, reader: conn.reader, peer, granted });
+            },
+          }),
         );
       }),
       progressOnly(),
-    ),
-  );
+    );
+  });
 }
 
 /** A job step's result. */

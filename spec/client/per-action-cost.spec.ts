@@ -1,0 +1,151 @@
+// The client's work per remote action (issue 20), counted rather than timed: rxjs
+// subscriptions and rxjs timers per action, with two real rakeserver programs (child
+// processes, so only the client's own subscriptions count) and the client's real engine, with
+// load streams and without (a cost poll per action). Per action = (count for N actions − count
+// for 1 action) / (N − 1). Budgets sit a little above what the engine does now; they caught
+// the load stream's per-message switchMap (6 subscriptions and a timer per load message,
+// about 1.6 messages per action) and download's concat.
+import assert from 'node:assert/strict';
+import { type ChildProcess, spawn } from 'node:child_process';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { lastValueFrom, Observable, type Subscription, toArray } from 'rxjs';
+import { run } from '../../src/client/run.js';
+import { waitUntil } from '../helpers/wait.js';
+import { only, parse, summary } from './support.js';
+
+const root = new URL('../..', import.meta.url).pathname;
+const entry =
+  "import('./src/cli/rakeserver.ts').then(async (m) => { process.exitCode = await m.main(process.argv.slice(1)); })";
+
+interface Program {
+  readonly port: number;
+  stop(): Promise<void>;
+}
+
+async function rakeserver(workdir: string): Promise<Program> {
+  await mkdir(workdir, { recursive: true });
+  const child: ChildProcess = spawn(
+    process.execPath,
+    ['--import', 'tsx', '-e', entry, '--', '--port', '0', '--workdir', workdir, '--max-jobs', '1'],
+    { cwd: root, stdio: ['ignore', 'ignore', 'pipe'] },
+  );
+  let text = '';
+  child.stderr?.on('data', (c: Buffer) => {
+    text += c.toString();
+  });
+  const exited = new Promise<void>((ok) => child.once('exit', () => ok()));
+  await waitUntil(() => /"msg":"listening"/.test(text) || child.exitCode !== null, {
+    ms: 60_000,
+    what: 'the rakeserver listening line',
+  });
+  const line = text.split('\n').find((l) => l.includes('"msg":"listening"'));
+  assert.ok(line, `rakeserver did not start: ${text}`);
+  return {
+    port: (JSON.parse(line) as { port: number }).port,
+    async stop() {
+      if (child.exitCode === null) child.kill('SIGTERM');
+      await exited;
+    },
+  };
+}
+
+interface Counts {
+  subscriptions: number;
+  timers: number;
+}
+
+/** Runs `actions` × `remote-true` and counts the subscriptions and rxjs timers it took. */
+async function counted(
+  dir: string,
+  ports: readonly number[],
+  actions: number,
+  loadStreams: boolean,
+): Promise<Counts> {
+  const text = [
+    `PORT = ${ports[0]}`,
+    `HOSTS = ${ports.map((p) => `127.0.0.1:${p}`).join(' ')}`,
+    '',
+    'all:',
+    ...Array.from({ length: actions }, () => '\tremote-true'),
+    '',
+  ].join('\n');
+  const counts: Counts = { subscriptions: 0, timers: 0 };
+  const subscribe = Observable.prototype.subscribe;
+  const setInterval = globalThis.setInterval;
+  Observable.prototype.subscribe = function (this: Observable<unknown>, ...args: unknown[]) {
+    counts.subscriptions++;
+    return (subscribe as (...a: unknown[]) => Subscription).apply(this, args);
+  } as typeof subscribe;
+  // rxjs's asyncScheduler sets every timer it schedules with setInterval.
+  globalThis.setInterval = ((...args: Parameters<typeof setInterval>) => {
+    counts.timers++;
+    return setInterval(...args);
+  }) as typeof setInterval;
+  try {
+    const events = await lastValueFrom(
+      run(parse(text, join(dir, 'Rakefile')), {
+        directory: dir,
+        embedded: false,
+        fallback: false,
+        loadStreams,
+      }).pipe(toArray()),
+    );
+    assert.equal(summary(events).succeeded, actions, JSON.stringify(only(events, 'action-failed')));
+  } finally {
+    Observable.prototype.subscribe = subscribe;
+    globalThis.setInterval = setInterval;
+  }
+  return counts;
+}
+
+async function perAction(dir: string, ports: readonly number[], loadStreams: boolean) {
+  const N = 41;
+  const one = await counted(dir, ports, 1, loadStreams);
+  const many = await counted(dir, ports, N, loadStreams);
+  return {
+    subscriptions: (many.subscriptions - one.subscriptions) / (N - 1),
+    timers: (many.timers - one.timers) / (N - 1),
+  };
+}
+
+describe('per remote action, the client', { timeout: 180_000 }, () => {
+  let scratch = '';
+  let dir = '';
+  let servers: Program[] = [];
+  before(async () => {
+    scratch = await mkdtemp(join(tmpdir(), 'rake-cost-'));
+    dir = join(scratch, 'project');
+    await mkdir(dir);
+    await writeFile(join(dir, 'Rakefile'), '');
+    servers = await Promise.all([1, 2].map((i) => rakeserver(join(scratch, `work${i}`))));
+  });
+  after(async () => {
+    await Promise.all(servers.map((s) => s.stop()));
+    await rm(scratch, { recursive: true, force: true });
+  });
+
+  it('with load streams: at most 17 subscriptions and no rxjs timer per action', async () => {
+    const cost = await perAction(
+      dir,
+      servers.map((s) => s.port),
+      true,
+    );
+    // About 26 subscriptions and 1 timer (set and cleared per load message) before the load
+    // stream's lostWhenSilent and the one-step download; 15 and under 0.1 after (a timer per
+    // silence period per host, not per message).
+    assert.ok(cost.subscriptions <= 17, `${cost.subscriptions} subscriptions per action`);
+    assert.ok(cost.timers < 0.5, `${cost.timers} rxjs timers per action`);
+  });
+
+  it('with a cost poll per action: at most 28 subscriptions', async () => {
+    const cost = await perAction(
+      dir,
+      servers.map((s) => s.port),
+      false,
+    );
+    assert.ok(cost.subscriptions <= 28, `${cost.subscriptions} subscriptions per action`);
+  });
+});
