@@ -838,26 +838,22 @@ function sendJobRetrying(
     ),
   );
   if (pooled === undefined) return fresh;
-  // A kept connection the server closed meanwhile (its idle timeout, a restart) fails before
-  // any reply: the job then starts on a new connection, with no retry used.
-  return sendJobPooled(endpoint, job, state, pooled).pipe(
-    catchError((err: unknown) => (err instanceof PooledGone ? fresh : throwError(() => err))),
-  );
+  return sendJobPooled(endpoint, job, state, pooled, fresh);
 }
-
-/** A pooled connection turned out closed before the job's reply began. */
-class PooledGone extends Error {}
 
 /**
  * One job over a connection kept from an earlier job (extension `reuse`): no dial, no hello,
  * no proof; the cache's `have` → `need` when granted, then `upload`, `execute`, `download`
- * as on a new connection, and the connection goes back to the pool after its files.
+ * as on a new connection, and the connection goes back to the pool after its files. A kept
+ * connection the server closed meanwhile (its idle timeout, a restart) fails before any
+ * reply: the job then goes on as `fresh`, on a new connection, with no retry used.
  */
 function sendJobPooled(
   endpoint: Endpoint,
   job: JobRequest,
   state: TransportState,
   conn: PooledConnection,
+  fresh: Observable<JobProgress>,
 ): Observable<JobProgress> {
   const { limits, track } = state;
   const host = hostKey(endpoint);
@@ -908,15 +904,25 @@ function sendJobPooled(
             track,
           );
         }),
-        progressOnly(),
       )
+      // The chain's progress passes, its results are dropped (progressOnly's work, and the
+      // catchError that moved a gone connection's job to a new one, in this subscriber: every
+      // job of a run with load streams comes here).
       .subscribe({
-        next: (p) => sub.next(p),
+        next: (t) => {
+          if ('progress' in t) sub.next(t.progress);
+        },
         error: (err: unknown) => {
           conn.reader.dispose();
           conn.socket.destroy();
           if (!replied && (isConnectionError(err) || isProtocolError(err, 'short-read'))) {
-            sub.error(new PooledGone());
+            sub.add(
+              fresh.subscribe({
+                next: (p) => sub.next(p),
+                error: (e: unknown) => sub.error(e),
+                complete: () => sub.complete(),
+              }),
+            );
           } else {
             sub.error(
               err instanceof AfterReply
