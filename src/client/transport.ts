@@ -67,7 +67,7 @@ import {
   readNeed,
 } from './negotiate.js';
 import { AfterReply, type DownloadSpec, download } from './ops/download.js';
-import { execute } from './ops/execute.js';
+import { awaitReply, execute, type Replied } from './ops/execute.js';
 import { sendUpload, type Uploaded, type UploadSpec, upload } from './ops/upload.js';
 import { ActionOutput, OutputSpool } from './output.js';
 import type { CostProbe } from './poll.js';
@@ -890,11 +890,15 @@ function sendJobPooled(
       return { ...plan, files };
     })
       .pipe(
+        // Upload and reply in one step (what `upload` then `execute` do, one subscription
+        // and one tracked promise fewer per job).
         then((plan) => {
           planned = plan;
-          return upload(conn, uploadSpec(job, plan, granted), track);
+          return step<JobProgress, Replied>(track, async (emit) => {
+            const u = await sendUpload(conn, uploadSpec(job, plan, granted), emit);
+            return awaitReply(conn, u, { granted, limits, spool: state.spool, host }, emit);
+          });
         }),
-        then((u) => execute(conn, u, { granted, limits, spool: state.spool, host }, track)),
         then((r) => {
           replied = true;
           return download(

@@ -45,7 +45,8 @@ export function execute(
   return step(track, (emit) => awaitReply(connection, uploaded, spec, emit));
 }
 
-async function awaitReply(
+/** The reply as a promise, reporting through `emit` (also used right behind an upload). */
+export async function awaitReply(
   { reader }: Connection,
   { writeFailed }: Uploaded,
   { granted, limits, spool, host, claimHit }: ExecuteSpec,
