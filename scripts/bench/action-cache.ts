@@ -15,7 +15,7 @@
  * - `servers`: the same on 2 `bin/rakeserver.js` processes, which say their platform when
  *   asked and keep the results of the jobs they ran (extension `results`); after the first run
  *   a second clone of the project (another directory, an empty local cache) is built on them,
- *   and the jobs the servers ran for it are counted from their logs (`job start` lines).
+ *   and the jobs the servers ran for it are counted from their logs (`job end` lines).
  * - `big`: `--big` actions `remote-true N` (distinct keys, no inputs, no outputs) on 2
  *   rakeserver processes, as build.ts's peak-RSS row (its figure in docs/benchmarks.md is
  *   "today's" bound): without `--cache` (the baseline, in the same round), with `--cache` and
@@ -80,12 +80,12 @@ function startServer(flags: readonly string[] = []): Promise<{
     let jobs = 0;
     let compiles = 0;
     let rest = '';
-    // Every later line is read for `job start` (a job the server really ran).
+    // Every later line is read for `job end` (a job the server really ran).
     const count = (chunk: Buffer) => {
       const lines = (rest + chunk.toString()).split('\n');
       rest = lines.pop() ?? '';
       for (const line of lines) {
-        if (!line.includes('"msg":"job start"')) continue;
+        if (!line.includes('"msg":"job end"')) continue;
         jobs++;
         if (line.includes(' -c ')) compiles++;
       }
@@ -224,7 +224,7 @@ async function cRow(f: Figures, run: number, scratch: string, servers: Servers):
     const ranBefore = ran(servers);
     const compiledBefore = compiled(servers);
     const q = await build(other.dir, join(scratch, 'cache-q'));
-    // A job's `job start` line is written before its reply, but may be read after the
+    // A job's `job end` line is written once its reply is sent, and may be read after the
     // build ends: count once the figure holds for 3 polls (at most 2 s).
     await settled(() => ran(servers));
     f.jobsClone.push(ran(servers) - ranBefore);

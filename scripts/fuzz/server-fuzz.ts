@@ -658,7 +658,8 @@ export async function fuzzServer(options: ServerFuzzOptions): Promise<ServerFuzz
       jobTimeoutSeconds: 5,
       idleTimeoutSeconds: 30,
       graceSeconds: 0,
-      logger: pino({ level: 'info' }, sink),
+      // Debug: `job start` and the `connection` lines of connections that ended ok are there.
+      logger: pino({ level: 'debug' }, sink),
       limits: { maxOutputBytes: 1024 * 1024, maxFiles: 1000 },
     });
     const server = handle;

@@ -2,7 +2,7 @@
 // time (marbles), and the coalescing of changes made in one turn of the event loop.
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import type { Observable } from 'rxjs';
+import { type Observable, of } from 'rxjs';
 import { TestScheduler } from 'rxjs/testing';
 import { type LoadCounts, LoadFeed, loadMessages } from '../../src/server/load.js';
 
@@ -37,6 +37,15 @@ describe('loadMessages: each load at once, the same again every beat while it ho
     });
   });
 
+  it('a change leaves in the turn it is read, not after a timer', () => {
+    const seen: unknown[] = [];
+    // Subscribed and left at once: only what came in the same turn is seen.
+    loadMessages(of(L(1)), 60_000)
+      .subscribe((m) => seen.push(m))
+      .unsubscribe();
+    assert.deepEqual(seen, [{ ...L(1), beatMs: 60_000 }]);
+  });
+
   it('an idle server beats for ever at its interval (silence means lost)', () => {
     scheduler().run(({ cold, expectObservable }) => {
       expectObservable(loadMessages(cold('a', { a: L(0) }), 5), '^ 16ms !').toBe(
@@ -69,6 +78,28 @@ describe('LoadFeed', () => {
     await new Promise((ok) => setImmediate(ok));
     assert.deepEqual(seen, [L(0), L(2)]);
     sub.unsubscribe();
+  });
+
+  it('encodes each load once, however many connections watch', async () => {
+    let counts = L(0);
+    const feed = new LoadFeed(() => counts);
+    const a: Buffer[] = [];
+    const b: Buffer[] = [];
+    const subs = [feed.encoded$(5).subscribe((m) => a.push(m))];
+    subs.push(feed.encoded$(5).subscribe((m) => b.push(m)));
+    counts = L(1);
+    feed.changed();
+    await new Promise((ok) => setImmediate(ok));
+    assert.deepEqual(
+      a.map((m) => m.subarray(64).toString('latin1')),
+      [
+        'load jobs=0 running=0 queued=0 slots=2 beat=5',
+        'load jobs=1 running=1 queued=0 slots=2 beat=5',
+      ],
+    );
+    assert.equal(a.length, b.length);
+    for (const [i, m] of a.entries()) assert.equal(m, b[i], 'the same bytes, not an equal copy');
+    for (const s of subs) s.unsubscribe();
   });
 
   it('costs nothing while nobody watches', async () => {

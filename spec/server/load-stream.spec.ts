@@ -174,6 +174,34 @@ describe('extension reuse: several jobs over one connection', { timeout: 60_000 
     );
   });
 
+  it('a job that left nothing leaves its directory, as new, to the next job; one that left a file does not', async () => {
+    const peer = await RawPeer.connect(server.port);
+    await peer.send(pkt('!X', 'hello rake/1 ext=reuse'));
+    await peer.expect(pkt('!X', 'ok ext=reuse'));
+    /** The stdout of a successful job that wrote no file. */
+    const stdout = async (command: string): Promise<string> => {
+      await peer.send(pkt('!C', command));
+      const m = /^!SS +(\d+)$/.exec(await peer.header());
+      assert.ok(m, 'a success without files');
+      return (await peer.read(Number(m[1]))).toString('utf8');
+    };
+    // Job 1 leaves its directory empty but read-only.
+    const first = await stdout('pwd; chmod 500 .');
+    // Job 2 runs there again (no directory given back and taken), writable as a new one.
+    assert.equal(await stdout('pwd; stat -c %a .; ls -A'), `${first}700\n`);
+    // Job 3 leaves a file: job 4 gets another directory, with nothing in it.
+    await peer.send(pkt('!C', 'echo x > f'));
+    await peer.expect(hdr('!SSI 0'));
+    await peer.expect(hdr('!SSIF1'));
+    await peer.pullFiles(1);
+    const fourth = await stdout('pwd; ls -A');
+    assert.notEqual(fourth, first);
+    assert.match(fourth, /^\/.*\/job-[^/\n]*\n$/);
+    await peer.send(hdr('!D0'));
+    assert.equal((await peer.readToEnd()).length, 0);
+    assert.deepEqual(await assertHealthy(server), []);
+  });
+
   it('without reuse a later command runs in the same directory, as in base mode', async () => {
     const peer = await RawPeer.connect(server.port);
     await peer.send(pkt('!X', 'hello rake/1 ext=cwd'));

@@ -113,7 +113,11 @@ describe('rakeserver program', () => {
       assert.deepEqual(await jobDirs(workdir), []);
       assert.ok(await job.waitClosed());
       assert.ok(p.lines.some((l) => l.msg === 'connection' && l.outcome === 'shutdown'));
-      assert.ok(p.lines.some((l) => l.msg === 'job start' && l.component === 'server'));
+      assert.ok(
+        p.lines.some(
+          (l) => l.msg === 'job end' && l.reason === 'aborted' && l.component === 'server',
+        ),
+      );
       peer.destroy();
       await rm(scratch, { recursive: true, force: true });
     });

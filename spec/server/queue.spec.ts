@@ -53,6 +53,42 @@ describe('golden transcripts: queue', { timeout: 30_000 }, () => {
     assert.deepEqual(await assertHealthy(server), []);
   });
 
+  it('the slot is the command’s only: a queued job starts when the first one’s process ends, its reply still unread', async () => {
+    const go = join(gates, 'go3');
+    const running = join(gates, 'running3');
+    const size = 16 * 1024 * 1024; // more than loopback's socket buffers hold: the reply waits
+    const first = await RawPeer.connect(server.port);
+    await first.send(
+      pkt(
+        '!C',
+        `touch ${running}; while [ ! -e ${go} ]; do sleep 0.01; done; head -c ${size} /dev/zero`,
+      ),
+    );
+    // The first client reads nothing until the second job is done.
+    first.socket.pause();
+    await waitUntil(() => existsSync(running), { ms: 10_000, every: 10, what: 'the first job' });
+    const second = await RawPeer.connect(server.port);
+    await second.send(pkt('!X', 'hello rake/1 ext=queue'));
+    await second.expect(pkt('!X', 'ok ext=queue'));
+    await second.send(pkt('!C', 'echo two'));
+    await second.expect(cat(hdr('!X6'), 'queued'));
+    await writeFile(go, '');
+    await second.expect(cat(hdr('!X7'), 'started', hdr('!SS  4'), 'two\n'), 20_000);
+    // The first job's end is logged once its reply is written: it is not.
+    assert.equal(server.logs.filter((l) => l.msg === 'job end').at(-1)?.command, 'echo two');
+    assert.ok(!server.logs.some((l) => l.msg === 'job end' && String(l.command).includes(go)));
+    first.socket.resume();
+    await first.expect(hdr(`!SS  ${size}`), 20_000);
+    for (let left = size; left > 0; left -= 1 << 20) {
+      assert.ok((await first.read(Math.min(left, 1 << 20), 20_000)).every((b) => b === 0));
+    }
+    for (const peer of [first, second]) {
+      await peer.send(hdr('!D0'));
+      assert.equal((await peer.readToEnd()).length, 0);
+    }
+    assert.deepEqual(await assertHealthy(server), []);
+  });
+
   it('a peer that did not ask for queue waits silently, as in base mode', async () => {
     const go = join(gates, 'go2');
     const running = join(gates, 'running2');

@@ -163,6 +163,27 @@ describe('server', () => {
     );
   });
 
+  it('logs one line per job at info: its end (its start and a well-ended connection at debug)', async () => {
+    const peer = await RawPeer.connect(server.port);
+    await peer.send(pkt('!C', 'echo once'));
+    await peer.expect(bytes(hdr('!SS  5'), 'once\n'));
+    await peer.send(hdr('!D0'));
+    await peer.waitClosed();
+    const conn = server.logs.find((l) => l.msg === 'job end' && l.command === 'echo once')?.conn;
+    assert.ok(
+      await waitFor(() => server.logs.some((l) => l.msg === 'connection' && l.conn === conn)),
+    );
+    const lines = server.logs.filter((l) => l.conn === conn);
+    assert.deepEqual(
+      lines.filter((l) => (l.level as number) >= 30).map((l) => l.msg),
+      ['job end'],
+    );
+    assert.deepEqual(
+      lines.filter((l) => (l.level as number) < 30).map((l) => l.msg),
+      ['job start', 'connection'],
+    );
+  });
+
   it('is healthy afterwards', async () => {
     assert.deepEqual(await assertHealthy(server), []);
   });

@@ -34,7 +34,7 @@ import {
 import { JobIntake } from './intake.js';
 import { type JobOutcome, runJob } from './job.js';
 import { watchLoad } from './load.js';
-import { listRegularFiles, StdoutSpool } from './outputs.js';
+import { listRegularFiles, noFiles, StdoutSpool } from './outputs.js';
 import {
   REFUSAL_EXIT_CODE,
   sendFailure,
@@ -191,10 +191,10 @@ export class Connection {
       this.#intake.settleExpected();
       await this.#intake.removeDir();
       await this.#close(linger);
-      // A connection that only asked for costs (the client's polls: one or more per action)
-      // is routine; it is logged at debug so info stays one line per job.
-      const routine = this.#outcome === 'ok' && this.#commands === 0 && !this.#intake.started;
-      this.#log[routine ? 'debug' : 'info'](
+      // A connection that ended well is routine (its jobs said how they ended, a cost poll
+      // says nothing): it is logged at debug, so info stays one line per job (pino's
+      // serialisation and a synchronous write each).
+      this.#log[this.#outcome === 'ok' ? 'debug' : 'info'](
         {
           remote: this.#remote,
           outcome: this.#outcome,
@@ -290,7 +290,7 @@ export class Connection {
         if (before.phase === 'awaiting-first') {
           this.#log.debug({ phase: step.state.phase, granted: [...this.#ext].join(',') }, 'hello');
         } else {
-          this.#log.info('authenticated');
+          this.#log.debug('authenticated');
         }
         const message = encodeExtension(effect.message);
         // A push client that sent its job right behind the hello (`!R` or `!C` is already
@@ -331,7 +331,7 @@ export class Connection {
     this.#commands++;
     this.#setManaging(true);
     const dir = this.#intake.dir();
-    const { key: resultKey, only } = await this.#intake.resultKey(dir, command);
+    const { key: resultKey, only, listing } = await this.#intake.resultKey(dir, command);
     if (resultKey !== undefined) {
       const files = await sendStoredResult(this.#wire, resultKey, dir);
       if (files !== undefined) {
@@ -351,6 +351,13 @@ export class Connection {
       );
       return;
     }
+    // The files the job will find, to tell its outputs from: read before it waits for a slot
+    // (nothing else writes to this directory meanwhile), from the lookup's listing if there
+    // was one, and not at all in a directory known to hold no file.
+    const before = dir.noFiles
+      ? noFiles()
+      : (listing ?? (await listRegularFiles(dir.path, limits.maxFiles)));
+    const cwd = this.#intake.runIn(dir);
     this.#setIdleTimeout(false);
     // Extension `beat`: from here to the reply, the client hears from us every interval.
     const stopBeats = this.#heartbeat();
@@ -365,22 +372,26 @@ export class Connection {
       if (err instanceof SlotWaitAborted) throw new ClientGone('client left while queued');
       throw err;
     }
+    // The slot is for the command only: from here to its end nothing waits on the client,
+    // the disk or the log.
     let outcome: JobOutcome;
-    let before: Awaited<ReturnType<typeof listRegularFiles>>;
     // Stdout past 256 KiB goes to a file, not the heap: a client that never reads its reply
     // must not make the server hold a finished job's 64 MiB (issue 17, defect 7).
     const spool = new StdoutSpool(join(this.#ctx.spoolDir, `${this.id}-${this.#commands}`));
     this.#spool = spool;
     try {
-      if (queued) await write(this.#socket, encodeExtension({ verb: 'started' }));
-      before = await listRegularFiles(dir.path, limits.maxFiles);
+      // Not waited for: a client that does not read must not hold the slot (the bytes go
+      // out in order, before the reply, whenever it reads).
+      if (queued) write(this.#socket, encodeExtension({ verb: 'started' })).catch(() => {});
       // Until the listing after the job, the directory may hold anything.
       dir.small = false;
-      this.#log.info({ command }, 'job start');
+      dir.noFiles = false;
+      dir.bare = false;
+      this.#log.debug({ command }, 'job start');
       outcome = await runJob(
         {
           command,
-          cwd: this.#intake.runIn(dir),
+          cwd,
           signal: this.#abort.signal,
           timeoutMs: this.#ctx.jobTimeoutMs,
           maxOutputBytes: limits.maxOutputBytes,

@@ -94,6 +94,18 @@ export interface JobDir {
   readonly path: string;
   /** Known to hold few files: it can be removed synchronously when given back. */
   small: boolean;
+  /**
+   * Known to hold no regular file a listing would find (as taken, or as the listing after
+   * the last job found it, and nothing received since): the listing before a command is
+   * skipped, it would find nothing.
+   */
+  noFiles: boolean;
+  /**
+   * Known to hold nothing at all (the listing after the last job read it empty, and nothing
+   * was received or made in it since): with `reuse` the connection keeps it for its next
+   * job, and giving it back needs no walk.
+   */
+  bare: boolean;
 }
 
 /** The client went away while we were waiting on it or running its job. */

@@ -14,7 +14,7 @@ import {
 } from '../protocol/index.js';
 import { ClientGone, type JobDir, type Wire } from './context.js';
 import { layoutOf } from './jobdirs.js';
-import { listRegularFiles } from './outputs.js';
+import { listRegularFiles, type TreeListing } from './outputs.js';
 import { serverResultKey } from './results.js';
 
 /** How long a job waits for another connection's upload of a file it also needs. */
@@ -77,6 +77,8 @@ export class JobIntake {
       push: granted.has('push'),
     });
     if (files.length + this.#expected.size >= 64) dir.small = false;
+    if (files.length > 0) dir.noFiles = false;
+    dir.bare = false;
     wire.log.debug(
       { files: files.length, bytes: files.reduce((n, f) => n + f.size, 0) },
       'requirements received',
@@ -103,7 +105,12 @@ export class JobIntake {
    */
   dir(layout?: readonly string[]): JobDir {
     this.#started = true;
-    this.#dir ??= { path: this.#wire.ctx.jobDirs.take(this.#wire.id, layout), small: true };
+    this.#dir ??= {
+      path: this.#wire.ctx.jobDirs.take(this.#wire.id, layout),
+      small: true,
+      noFiles: true,
+      bare: false,
+    };
     return this.#dir;
   }
 
@@ -112,9 +119,9 @@ export class JobIntake {
    * its parents, refusing symlinks and files on the way.
    */
   runIn(dir: JobDir): string {
-    return this.#cwd === undefined
-      ? dir.path
-      : dirname(prepareInside(dir.path, `${this.#cwd}/.cwd`));
+    if (this.#cwd === undefined) return dir.path;
+    dir.bare = false;
+    return dirname(prepareInside(dir.path, `${this.#cwd}/.cwd`));
   }
 
   /**
@@ -126,7 +133,7 @@ export class JobIntake {
   async resultKey(
     dir: JobDir,
     command: string,
-  ): Promise<{ key: string | undefined; only: boolean }> {
+  ): Promise<{ key: string | undefined; only: boolean; listing?: TreeListing }> {
     const asked = this.#lookup;
     this.#lookup = false;
     const only = asked === 'only';
@@ -138,19 +145,27 @@ export class JobIntake {
     const listing = await listRegularFiles(dir.path, ctx.limits.maxFiles);
     if (!listing.ok || listing.notUtf8.length > 0) return { key: undefined, only };
     const key = await serverResultKey(dir.path, listing.files.keys(), command, this.#cwd, platform);
-    return { key, only };
+    return { key, only, listing };
   }
 
   /**
    * Extension `reuse`: a job ends with its reply. Its directory is given back and nothing of
    * it (`cwd`, `lookup`, a `have`'s claims) carries over; the next `have`, `!R` or `!C` on
    * this connection starts a new job in a new directory. Without `reuse`, a later command
-   * runs in the same directory, as in base mode.
+   * runs in the same directory, as in base mode. A directory the last job left with nothing
+   * in it at all is kept for the next job (as a new one would be: empty, mode 0700), without
+   * giving it back and taking it again.
    */
   async nextJob(): Promise<void> {
     this.settleExpected();
     this.#cwd = undefined;
     this.#lookup = false;
+    const dir = this.#dir;
+    if (dir?.bare === true && this.#wire.ctx.jobDirs.keep(dir.path)) {
+      dir.small = true;
+      dir.noFiles = true;
+      return;
+    }
     await this.removeDir();
   }
 
@@ -166,7 +181,7 @@ export class JobIntake {
     if (dir === undefined) return;
     this.#dir = undefined;
     try {
-      await this.#wire.ctx.jobDirs.give(dir.path, { small: dir.small });
+      await this.#wire.ctx.jobDirs.give(dir.path, { small: dir.small, bare: dir.bare });
     } catch (err) {
       this.#wire.log.error({ dir: dir.path, err }, 'cannot remove job directory');
     }
@@ -185,6 +200,8 @@ export class JobIntake {
     const dir = this.dir(layoutOf(entries.map((e) => e.name)));
     this.settleExpected();
     if (entries.length >= 64) dir.small = false;
+    dir.bare = false;
+    if (entries.length > 0) dir.noFiles = false;
     const withMode = wire.granted().has('mode');
     const found = await Promise.all(
       entries.map(async (entry) => {

@@ -69,11 +69,12 @@ export class JobDirs {
   /**
    * Gives a directory back. `small`: it is known to hold few entries, so it is emptied at
    * once (files removed, a few subdirectories kept, empty) and kept; otherwise, or if that
-   * fails, it is removed the careful way.
+   * fails, it is removed the careful way. `bare`: it is known to hold nothing at all (no
+   * walk: only its mode is reset).
    */
-  async give(dir: string, { small = false } = {}): Promise<void> {
-    if (small && this.#spareCount() < this.#maxSpare) {
-      const layout = this.#empty(dir);
+  async give(dir: string, { small = false, bare = false } = {}): Promise<void> {
+    if ((small || bare) && this.#spareCount() < this.#maxSpare) {
+      const layout = bare ? (this.keep(dir) ? [] : undefined) : this.#empty(dir);
       if (layout !== undefined) {
         const spare = join(this.#workdir, `spare-${OWNER_TAG}-${uniqueSuffix()}`);
         try {
@@ -89,6 +90,19 @@ export class JobDirs {
       }
     }
     await removeTree(dir, { small });
+  }
+
+  /**
+   * Readies a directory known to hold nothing at all for another job as it is: mode 0700,
+   * as made (its job may have changed it). False if that fails (it is gone).
+   */
+  keep(dir: string): boolean {
+    try {
+      chmodSync(dir, 0o700);
+      return true;
+    } catch {
+      return false;
+    }
   }
 
   #spareCount(): number {

@@ -6,10 +6,12 @@ import {
   type Observable,
   type SchedulerLike,
   type Subscription,
+  shareReplay,
+  startWith,
   switchMap,
   timer,
 } from 'rxjs';
-import { encodeExtension, type ServerLoad, write } from '../protocol/index.js';
+import { encodeExtension, type ServerLoad } from '../protocol/index.js';
 
 /** What a server holds now (extension `load`); `beatMs` is per connection. */
 export type LoadCounts = Omit<ServerLoad, 'beatMs'>;
@@ -32,11 +34,29 @@ export class LoadFeed {
   #pending = false;
   /** Each distinct load, the current one first on subscription. */
   readonly loads$: Observable<LoadCounts>;
+  /** Each load's `!X load` message, by beat interval: encoded once for every watcher. */
+  readonly #encoded = new Map<number, Observable<Buffer>>();
 
   constructor(read: () => LoadCounts) {
     this.#read = read;
     this.#subject = new BehaviorSubject(read());
     this.loads$ = this.#subject.asObservable();
+  }
+
+  /**
+   * Each distinct load as its `!X load` message with `beatMs`, the current one first on
+   * subscription; one encoding per load however many connections watch.
+   */
+  encoded$(beatMs: number): Observable<Buffer> {
+    let messages = this.#encoded.get(beatMs);
+    if (messages === undefined) {
+      messages = this.loads$.pipe(
+        map((load) => encodeExtension({ verb: 'load', ...load, beatMs })),
+        shareReplay({ bufferSize: 1, refCount: true }),
+      );
+      this.#encoded.set(beatMs, messages);
+    }
+    return messages;
   }
 
   /** The load as last emitted. */
@@ -72,8 +92,25 @@ export function loadMessages(
   beatMs: number,
   scheduler: SchedulerLike = asyncScheduler,
 ): Observable<ServerLoad> {
-  return loads$.pipe(
-    switchMap((load) => timer(0, beatMs, scheduler).pipe(map(() => ({ ...load, beatMs })))),
+  return everyBeat(loads$.pipe(map((load) => ({ ...load, beatMs }))), beatMs, scheduler);
+}
+
+/**
+ * Each value at once (in the same turn as it comes: no timer), then again every `beatMs`
+ * while no other comes.
+ */
+export function everyBeat<T>(
+  values$: Observable<T>,
+  beatMs: number,
+  scheduler: SchedulerLike = asyncScheduler,
+): Observable<T> {
+  return values$.pipe(
+    switchMap((value) =>
+      timer(beatMs, beatMs, scheduler).pipe(
+        map(() => value),
+        startWith(value),
+      ),
+    ),
   );
 }
 
@@ -86,8 +123,8 @@ export function loadMessages(
  */
 export function watchLoad(socket: Socket, feed: LoadFeed, beatMs: number): Subscription {
   feed.refresh();
-  return loadMessages(feed.loads$, beatMs).subscribe((load) => {
+  return everyBeat(feed.encoded$(beatMs), beatMs).subscribe((message) => {
     if (socket.destroyed || socket.writableNeedDrain) return;
-    write(socket, encodeExtension({ verb: 'load', ...load })).catch(() => {});
+    socket.write(message);
   });
 }

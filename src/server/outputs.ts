@@ -42,6 +42,11 @@ export type TreeListing =
        * other bytes as `\xNN`: they cannot be sent, and must not be dropped silently.
        */
       readonly notUtf8: string[];
+      /**
+       * The root was read and held no entry at all (no file, directory, link or other): a
+       * job directory it describes can be kept for the next job without a walk.
+       */
+      readonly empty: boolean;
     }
   | { readonly ok: false; readonly reason: 'too-many-files'; readonly limit: number };
 
@@ -62,6 +67,7 @@ export async function listRegularFiles(root: string, limit: number): Promise<Tre
   const notUtf8: string[] = [];
   const pending: string[] = [''];
   let work = 0;
+  let empty = false;
   for (let rel = pending.pop(); rel !== undefined; rel = pending.pop()) {
     let entries: Dirent[];
     try {
@@ -69,6 +75,7 @@ export async function listRegularFiles(root: string, limit: number): Promise<Tre
     } catch {
       continue;
     }
+    if (rel === '') empty = entries.length === 0;
     // A name that is not UTF-8 reads with U+FFFD in it (and then names nothing): find the
     // real ones. Only then: the common listing costs nothing more.
     if (entries.some((e) => e.name.includes('\ufffd'))) {
@@ -93,7 +100,12 @@ export async function listRegularFiles(root: string, limit: number): Promise<Tre
       }
     }
   }
-  return { ok: true, files, notUtf8 };
+  return { ok: true, files, notUtf8, empty };
+}
+
+/** The listing of a directory known to hold no regular file (nothing was put in it). */
+export function noFiles(): TreeListing {
+  return { ok: true, files: new Map(), notUtf8: [], empty: false };
 }
 
 const strictUtf8 = new TextDecoder('utf-8', { fatal: true });

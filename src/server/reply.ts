@@ -92,6 +92,10 @@ export async function sendReply(
   }
   const after = await listRegularFiles(dir.path, limits.maxFiles);
   dir.small = isSmallListing(after);
+  if (after.ok) {
+    dir.noFiles = after.files.size === 0 && after.notUtf8.length === 0;
+    dir.bare = after.empty;
+  }
   if (!after.ok) {
     return sendFailure(
       wire,
@@ -156,6 +160,8 @@ export async function sendStoredResult(
     return undefined;
   }
   if (entry.files.length >= 64) dir.small = false;
+  dir.bare = false;
+  if (entry.files.length > 0) dir.noFiles = false;
   try {
     await landResult(dir.path, entry);
   } catch (err) {
