@@ -718,7 +718,7 @@ export async function runScale(o: ScaleOptions, emit: (markdown: string) => void
   }
   const sides = o.sides
     .map((s) =>
-      s === o.now
+      s.programs === o.now.programs
         ? `*${s.label}*: this tree`
         : `*before*: rake-ts at ${o.baselineRev}, servers of its own`,
     )

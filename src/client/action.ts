@@ -173,7 +173,14 @@ function placeAndRun(
         pollMs: ctx.scheduler.now() - started,
         started,
       };
-      return attemptOn(ctx, action, placement.endpoint, info, placement.assignment).pipe(
+      return attemptOn(
+        ctx,
+        action,
+        placement.endpoint,
+        info,
+        placement.assignment,
+        placement.note,
+      ).pipe(
         retryOnLostHost({
           retries: ctx.retries,
           drops: tries.drops,
@@ -379,6 +386,8 @@ function attemptOn(
   endpoint: Endpoint,
   info: AttemptInfo,
   placed?: Assignment,
+  /** Told how a job that ran (not a stored result) went: the dispatcher's adaptive queue. */
+  ran?: (job: { readonly queuedMs: number; readonly runMs: number }) => void,
 ): Observable<RakeEvent> {
   // `host-chosen`, then the job's events, the host's room released at the end: what
   // `defer`, `concat(of(chosen), …)` and `finalize` did, in one subscriber per attempt.
@@ -433,7 +442,20 @@ function attemptOn(
     if (sub.closed) return;
     sub.add(
       job$.pipe(jobEvents({ action: action.ref, host, info }, scheduler, t0)).subscribe({
-        next: (e) => sub.next(e),
+        next:
+          ran === undefined
+            ? (e) => sub.next(e)
+            : (e) => {
+                // Only a host that says when a job starts (`queue`) tells whether it waited.
+                if (
+                  e.type === 'action-succeeded' &&
+                  e.cached === undefined &&
+                  e.phases.queued !== undefined
+                ) {
+                  ran({ queuedMs: e.phases.queued, runMs: e.phases.run });
+                }
+                sub.next(e);
+              },
         error: (err: unknown) => sub.error(err),
         complete: () => sub.complete(),
       }),

@@ -52,7 +52,11 @@ export function heldJobs(jobs: number, own: OwnLoad): number {
  */
 export function chooseByLoad(
   views: readonly LoadView[],
-  options: { readonly queue: number; readonly exclude?: ReadonlySet<string> },
+  options: {
+    /** Jobs a host may hold beyond its slots: one number, or per host (`AdaptiveQueue`). */
+    readonly queue: number | ((host: string, slots: number) => number);
+    readonly exclude?: ReadonlySet<string>;
+  },
 ): LoadChoice {
   let best: { host: string; free: number; ratio: number } | undefined;
   let tied = false;
@@ -66,7 +70,9 @@ export function chooseByLoad(
     if (load.state !== 'live') continue;
     live++;
     const held = heldJobs(load.load.jobs, own);
-    if (held >= load.load.slots + options.queue) continue;
+    const queue =
+      typeof options.queue === 'number' ? options.queue : options.queue(load.host, load.load.slots);
+    if (held >= load.load.slots + queue) continue;
     const free = load.load.slots - held;
     const ratio = held / load.load.slots;
     if (best === undefined || free > best.free || (free === best.free && ratio < best.ratio)) {

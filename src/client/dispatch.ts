@@ -13,6 +13,7 @@ import { chooseByLoad, type LoadChoiceReason, type LoadView } from './choose.js'
 import { type Endpoint, hostKey } from './endpoint.js';
 import { type HostLoad, hostLoad, type WatchLoad } from './load-stream.js';
 import type { CostProbe, PollRound, QueryCost } from './poll.js';
+import { AdaptiveQueue } from './queue-depth.js';
 import type { Assignment, Assignments } from './select.js';
 
 /** Where {@link LoadDispatcher.place} put an action: a host, or "poll as before". */
@@ -25,6 +26,11 @@ export type Placement =
       readonly assignment: Assignment;
       readonly free: number;
       readonly reason: LoadChoiceReason;
+      /**
+       * Tell it how a job that ran on a host of ours went (time queued there, run): the
+       * adaptive queue learns from it.
+       */
+      readonly note: (job: { readonly queuedMs: number; readonly runMs: number }) => void;
     }
   /**
    * Poll as before; in the run's first moments, in `round`: the poll round whose answers are
@@ -37,8 +43,12 @@ export type OpeningRound = PollRound & { readonly close: () => void };
 
 /** Options of {@link LoadDispatcher}. */
 export interface DispatchOptions {
-  /** Jobs a host may hold beyond its slots (the small queue that hides a round trip). */
-  readonly queue: number;
+  /**
+   * Jobs a host may hold beyond its slots (the small queue that hides the client's reaction
+   * between a reply and the next job): a number, or `auto`: per host, from its jobs' run
+   * times against this client's overhead (`AdaptiveQueue`, queue-depth.ts).
+   */
+  readonly queue: number | 'auto';
   /** After a load stream broke, open it again this much later. */
   readonly reconnectMs: number;
   readonly scheduler?: SchedulerLike;
@@ -58,8 +68,8 @@ export interface DispatchOptions {
 /** The stream's cost query was refused for its offer: ask afresh (without it). */
 class OfferRefused extends Error {}
 
-/** How many jobs a host may hold beyond its slots by default. */
-export const DEFAULT_DISPATCH_QUEUE = 1;
+/** How many jobs a host may hold beyond its slots by default: per host, adapted. */
+export const DEFAULT_DISPATCH_QUEUE = 'auto';
 
 interface Waiter {
   readonly exclude: ReadonlySet<string>;
@@ -87,6 +97,9 @@ export class LoadDispatcher {
   /** Waiters that leave hosts out (retries): the only ones a pass looks at once all must wait. */
   #excluding = 0;
   #subscription: Subscription | undefined;
+  /** With `queue: 'auto'`, the per-host depths. */
+  readonly #adaptive: AdaptiveQueue | undefined;
+  readonly #queue: number | ((host: string, slots: number) => number);
   /** The round actions told to poll take part in until every host has first spoken. */
   #opening: OpeningRound | undefined;
   /** The same, kept to be closed when the dispatcher stops. */
@@ -104,6 +117,11 @@ export class LoadDispatcher {
     this.#watch = watch;
     this.#ledger = ledger;
     this.#options = options;
+    if (options.queue === 'auto') {
+      const adaptive = new AdaptiveQueue();
+      this.#adaptive = adaptive;
+      this.#queue = (host) => adaptive.depth(host);
+    } else this.#queue = options.queue;
     for (const host of this.#endpoints.keys()) {
       this.#states.set(host, { load: { host, state: 'waiting' }, mark: ledger.mark() });
     }
@@ -248,7 +266,7 @@ export class LoadDispatcher {
         continue;
       }
       const choice = chooseByLoad(this.#views(), {
-        queue: this.#options.queue,
+        queue: this.#queue,
         exclude: waiter.exclude,
       });
       if (choice.kind === 'wait') {
@@ -262,6 +280,8 @@ export class LoadDispatcher {
         waiter.done(round === undefined ? { kind: 'poll' } : { kind: 'poll', round });
         continue;
       }
+      // Placed behind the host's slots: this client's own jobs there fill them already.
+      const behind = this.#ledger.inFlight(choice.host) >= this.#slots(choice.host);
       const placed = this.#ledger.assign(choice.host);
       const assignment: Assignment = {
         host: placed.host,
@@ -279,6 +299,9 @@ export class LoadDispatcher {
         assignment,
         free: choice.free,
         reason: choice.reason,
+        note: (job) => {
+          this.#adaptive?.note(choice.host, { ...job, behind });
+        },
       });
     }
     // Every host has spoken (a load, or that it cannot stream): the actions told to poll so
@@ -294,6 +317,12 @@ export class LoadDispatcher {
     if (waiter === undefined) return;
     waiter.out = true;
     if (waiter.exclude.size > 0) this.#excluding--;
+  }
+
+  /** A host's slots, from its latest load (1 before it said one). */
+  #slots(host: string): number {
+    const s = this.#states.get(host)?.load;
+    return s?.state === 'live' ? s.load.slots : 1;
   }
 
   #views(): LoadView[] {

@@ -135,8 +135,12 @@ export interface RunOptions {
    * See docs/client.md, "Load streams".
    */
   readonly loadStreams?: boolean;
-  /** Jobs a host may be given beyond its slots (default {@link DEFAULT_DISPATCH_QUEUE}). */
-  readonly dispatchQueue?: number;
+  /**
+   * Jobs a host may be given beyond its slots (`--dispatch-queue N`); default
+   * {@link DEFAULT_DISPATCH_QUEUE}, `auto`: per host, from its jobs' run times against this
+   * client's own overhead (queue-depth.ts).
+   */
+  readonly dispatchQueue?: number | 'auto';
 }
 
 /** Runs one remote action elsewhere than our hosts (src/reapi/executor.ts). */

@@ -144,7 +144,7 @@ export function withRunOptions<T>(y: Argv<T>): Argv<T & RunArgs> {
     .option('dispatch-queue', {
       type: 'number',
       describe:
-        'with load streams: jobs a host may be given beyond its slots, so its next job is there when a slot frees (default 1)',
+        "with load streams: jobs a host may be given beyond its slots, so its next job is there when a slot frees (default: per host, from its jobs' run times against the client's own delay, 1 to 8; docs/client.md, 'Load streams')",
     })
     .option('fail-fast', {
       type: 'boolean',
