@@ -19,11 +19,11 @@ const TSX = import.meta.resolve('tsx');
 const PINO_PRETTY = new URL('../../node_modules/.bin/pino-pretty', import.meta.url).pathname;
 
 /** Runs `command` with `input` on stdin; resolves its status and output. */
-function exec(command: string, args: string[], input = '') {
+function exec(command: string, args: string[], input = '', env: NodeJS.ProcessEnv = {}) {
   return new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve, reject) => {
     const child = spawn(command, args, {
       stdio: ['pipe', 'pipe', 'pipe'],
-      env: { ...process.env, CI: '' },
+      env: { ...process.env, CI: '', ...env },
     });
     let stdout = '';
     let stderr = '';
@@ -241,6 +241,52 @@ describe('rake-ts logging', { timeout: 90_000 }, () => {
       .map((l) => JSON.parse(l) as { event?: string });
     assert.ok(records.some((x) => x.event === 'cost-polled'));
     assert.ok(records.some((x) => x.event === 'done'));
+  });
+});
+
+describe('rake-ts: load streams on by default', { timeout: 90_000 }, () => {
+  it('polls nothing by default; RAKE_LOAD_STREAMS=0 polls; --load-streams wins over it', async () => {
+    const server = await serve({ host: '127.0.0.1', port: 0, graceSeconds: 0 });
+    const dir = await mkdtemp(join(tmpdir(), 'rake-ls-'));
+    try {
+      const entry = join(dir, 'rake-ts.mjs');
+      await writeFile(
+        entry,
+        `const { main } = await import(${JSON.stringify(MAIN)});\nprocess.exitCode = await main(process.argv.slice(2));\n`,
+      );
+      await writeFile(
+        join(dir, 'Rakefile'),
+        `HOSTS = 127.0.0.1:${server.port}\n\nset:\n\tremote-echo one\n\tremote-echo two\n`,
+      );
+      /** The run's `cost-polled` records (trace), with `env` and `flags`. */
+      const polled = async (env: NodeJS.ProcessEnv, ...flags: string[]) => {
+        const file = join(dir, `log-${Math.random().toString(36).slice(2)}.json`);
+        const args = [
+          '--import',
+          TSX,
+          entry,
+          '-C',
+          dir,
+          '--log-file',
+          file,
+          '--log-level',
+          'trace',
+        ];
+        const r = await exec(process.execPath, [...args, '--no-embedded', ...flags], '', env);
+        assert.equal(r.code, 0, r.stderr);
+        return (await readFile(file, 'utf8'))
+          .trimEnd()
+          .split('\n')
+          .filter((l) => (JSON.parse(l) as { event?: string }).event === 'cost-polled').length;
+      };
+      assert.equal(await polled({ RAKE_LOAD_STREAMS: '' }), 0, 'load streams by default');
+      assert.ok((await polled({ RAKE_LOAD_STREAMS: '0' })) > 0, 'RAKE_LOAD_STREAMS=0 polls');
+      assert.equal(await polled({ RAKE_LOAD_STREAMS: '0' }, '--load-streams'), 0, 'the flag wins');
+      assert.ok((await polled({ RAKE_LOAD_STREAMS: '1' }, '--no-load-streams')) > 0);
+    } finally {
+      await server.close();
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 });
 
