@@ -14,6 +14,7 @@
  *
  * `--now-flags` with `;` makes one side of this tree per flag set, all measured in the same
  * rounds (interleaved): e.g. the dispatch queue at 0, 1, 2 and 4 against each other.
+ *                                            [--baseline-flags=--no-load-streams]
  *
  * Rows (`--rows`, default all):
  * - `make`    100 C units + link on 2 one-slot servers against `make -j2` (compare.ts's
@@ -28,15 +29,21 @@
  *             (N − 1), per round), and the chart data (`.bench/suite/scale/scale-hosts.svg`).
  * - `conns`   TCP connections the servers accepted per action: 400 × `remote-sleep 0.1` on 8
  *             one-slot servers, each behind a counting TCP proxy in this process.
- * - `rtt`     one compile at 20 ms RTT on the netns test bed (scripts/testbed/): the client's
- *             traced action beyond the compile itself (the same `cc` run here), in round
- *             trips. Needs root (network namespaces); says why not otherwise.
+ * - `rtt`     compiles at 20 ms RTT on the netns test bed (scripts/testbed/): the first action
+ *             of a run and a later one (next actionset, warm connections), each traced
+ *             (`--trace`) beyond the compile itself (the command's run time in the server's
+ *             `job end` log), in measured round trips; and, from a `tcpdump` of the last
+ *             round in the host's namespace, every connection's turns (SYN, cost query,
+ *             hello/ok, job → reply, ...). Needs root (network namespaces; tcpdump for the
+ *             list: scripts/testbed/install-tools.sh); says why not otherwise.
  *
  * Every server is a compiled `rakeserver --max-jobs 1` on loopback (default logging). The
  * client is the compiled CLI as users start it, with compare.ts's flags (`-q
  * --progress=never --no-embedded --no-fallback`), timed from spawn to exit, its CPU from GNU
  * time. Progress goes to stderr; the Markdown goes to stdout.
  */
+
+import { spawn } from 'node:child_process';
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type Server, connect as tcpConnect } from 'node:net';
 import { loadavg } from 'node:os';
@@ -45,10 +52,12 @@ import { parseArgs } from 'node:util';
 import { lineChart } from './charts.js';
 import { compareMarkdown, RAKE_FLAGS, runCompare, SERVER_FLAGS } from './compare.js';
 import { markdownTable } from './lib/markdown.js';
+import { type CapturedConnection, readCapture } from './lib/pcap.js';
 import {
   compilePrograms,
   compileRev,
   type Daemon,
+  haveCommand,
   type Programs,
   progress,
   runChecked,
@@ -550,6 +559,79 @@ async function rowConns(o: ScaleOptions): Promise<RowResult> {
   };
 }
 
+/** The `job end` lines a rakeserver logged (JSON): command and the command's own run time. */
+function jobEnds(output: string): { command: string; durationMs: number }[] {
+  const ends: { command: string; durationMs: number }[] = [];
+  for (const line of output.split('\n')) {
+    if (!line.includes('"job end"')) continue;
+    try {
+      const j = JSON.parse(line) as { command?: string; durationMs?: number };
+      if (typeof j.command === 'string' && typeof j.durationMs === 'number') {
+        ends.push({ command: j.command, durationMs: j.durationMs });
+      }
+    } catch {
+      // not a JSON line
+    }
+  }
+  return ends;
+}
+
+/** `tcpdump` on a test-bed host's link while `work` runs; the capture's connections after. */
+async function captured<T>(
+  host: { namespace: string | undefined; port: number },
+  file: string,
+  work: () => Promise<T>,
+): Promise<{ value: T; connections: CapturedConnection[] | string }> {
+  if (host.namespace === undefined || !haveCommand('tcpdump')) {
+    return {
+      value: await work(),
+      connections: 'tcpdump not installed (scripts/testbed/install-tools.sh)',
+    };
+  }
+  rmSync(file, { force: true });
+  const dump = spawn(
+    'ip',
+    [
+      'netns',
+      'exec',
+      host.namespace,
+      'tcpdump',
+      '-i',
+      'eth0',
+      // Without it, packets wait in the kernel's capture buffer and are lost at SIGINT.
+      '--immediate-mode',
+      '-U',
+      '-s',
+      '512',
+      '-w',
+      file,
+      'tcp',
+      'port',
+      String(host.port),
+    ],
+    { stdio: ['ignore', 'ignore', 'pipe'] },
+  );
+  let said = '';
+  const listening = new Promise<boolean>((resolve) => {
+    dump.stderr.on('data', (d: Buffer) => {
+      said += d.toString();
+      if (said.includes('listening on')) resolve(true);
+    });
+    dump.on('exit', () => resolve(false));
+  });
+  if (!(await listening))
+    return { value: await work(), connections: `tcpdump failed: ${said.trim()}` };
+  const exited = new Promise((resolve) => dump.on('exit', resolve));
+  try {
+    const value = await work();
+    return { value, connections: [] };
+  } finally {
+    dump.kill('SIGINT');
+    await exited;
+    progress(`tcpdump: ${said.trim().replace(/\n/g, '; ')}`);
+  }
+}
+
 async function rowRtt(o: ScaleOptions): Promise<RowResult> {
   const dir = join(o.dir, 'rtt');
   const rtt = 20;
@@ -595,7 +677,12 @@ async function rowRtt(o: ScaleOptions): Promise<RowResult> {
   } catch (err) {
     return why((err as Error).message);
   }
-  const beyond = new Map<string, number[]>(o.sides.map((s) => [s.label, []]));
+  // Per side, the first action of a run and the later one (warm connections), each beyond
+  // its compile: the traced action's wall time minus the command's run time on the server.
+  const beyond = new Map<string, { first: number[]; later: number[] }>(
+    o.sides.map((s) => [s.label, { first: [], later: [] }]),
+  );
+  const capture = new Map<string, CapturedConnection[] | string>();
   const loads: number[] = [];
   const rtts: number[] = [];
   const compiles: number[] = [];
@@ -618,64 +705,107 @@ async function rowRtt(o: ScaleOptions): Promise<RowResult> {
         // New contents every time: the upload is measured, not the server's input cache.
         const p = writeCProject(
           join(dir, `p-${s.label}`),
-          1,
+          2,
           { hosts: [`${h.address}:${h.port}`], port: h.port },
           `${r} ${Date.now()}`,
         );
-        const local = await runChecked(['cc', CFLAGS, '-c', 'u0.c', '-o', 'local.o'], {
-          cwd: p.dir,
-        });
-        compiles.push(local.seconds * 1000);
-        const one = join(p.dir, 'Rakefile.one');
+        // Two actionsets, one after the other: the first action of the run, then a later one.
+        const two = join(p.dir, 'Rakefile.two');
         writeFileSync(
-          one,
-          `PORT = ${h.port}\nHOSTS = ${h.address}:${h.port}\n\ncompile:\n\tremote-cc ${CFLAGS} -c u0.c\n\t\trequires u0.c common.h\n`,
+          two,
+          `PORT = ${h.port}\nHOSTS = ${h.address}:${h.port}\n\nfirst:\n\tremote-cc ${CFLAGS} -c u0.c\n\t\trequires u0.c common.h\n\nlater:\n\tremote-cc ${CFLAGS} -c u1.c\n\t\trequires u1.c common.h\n`,
         );
         const trace = join(p.dir, 'trace.json');
-        await runChecked(
-          [
-            process.execPath,
-            s.programs.rake,
-            '-f',
-            one,
-            ...RAKE_FLAGS,
-            ...(s.flags ?? []),
-            '--trace',
-            trace,
-          ],
-          { cwd: p.dir },
-        );
-        const action = readTrace(trace).actions[0];
-        if (action === undefined) throw new Error(`rtt: no action in ${trace}`);
-        beyond.get(s.label)?.push(action.wallMs - local.seconds * 1000);
+        const logged = jobEnds(h.output()).length;
+        const run = () =>
+          runChecked(
+            [
+              process.execPath,
+              s.programs.rake,
+              '-f',
+              two,
+              ...RAKE_FLAGS,
+              ...(s.flags ?? []),
+              '--trace',
+              trace,
+            ],
+            { cwd: p.dir },
+          );
+        // The last round's packets are kept: the round trips of each connection, listed.
+        if (r === o.runs - 1) {
+          const c = await captured(h, join(p.dir, 'link.pcap'), run);
+          capture.set(
+            s.label,
+            typeof c.connections === 'string'
+              ? c.connections
+              : readCapture(join(p.dir, 'link.pcap'), h.port),
+          );
+        } else {
+          await run();
+        }
+        const actions = [...readTrace(trace).actions].sort((a, b) => a.startMs - b.startMs);
+        const ends = jobEnds(h.output()).slice(logged);
+        const b = beyond.get(s.label);
+        for (const [k, unit] of ['u0', 'u1'].entries()) {
+          const action = actions.find((a) => a.name.includes(`${unit}.c`));
+          const end = ends.find((e) => e.command.includes(`${unit}.c`));
+          if (action === undefined || end === undefined) {
+            throw new Error(`rtt: no traced action or server log for ${unit}.c (${trace})`);
+          }
+          compiles.push(end.durationMs);
+          (k === 0 ? b?.first : b?.later)?.push(action.wallMs - end.durationMs);
+        }
       }
       progress(
-        `rtt round ${r + 1}/${o.runs}: ${[...beyond].map(([k, v]) => `${k} ${v.at(-1)?.toFixed(1)} ms beyond the compile`).join(', ')}`,
+        `rtt round ${r + 1}/${o.runs}: ${[...beyond].map(([k, v]) => `${k} first ${v.first.at(-1)?.toFixed(1)} ms, later ${v.later.at(-1)?.toFixed(1)} ms beyond the compile`).join('; ')}`,
       );
     }
   } finally {
     await bed.teardown();
   }
   const m = median(rtts);
-  const rows = [['', 'action beyond the compile (ms)', 'in RTTs', 'load']];
+  const inRtts = (v: readonly number[]) =>
+    `**${f2(
+      v.map((x) => x / m),
+      1,
+    )}**`;
+  const rows = [['', 'first action (ms)', 'in RTTs', 'later action (ms)', 'in RTTs', 'load']];
   for (const s of o.sides) {
-    const v = beyond.get(s.label) ?? [];
+    const v = beyond.get(s.label) ?? { first: [], later: [] };
     rows.push([
       s.label,
-      f2(v, 1),
-      `**${f2(
-        v.map((x) => x / m),
-        1,
-      )}**`,
+      f2(v.first, 1),
+      inRtts(v.first),
+      f2(v.later, 1),
+      inRtts(v.later),
       loadText(loads),
     ]);
+  }
+  const listing: string[] = [];
+  for (const [label, c] of capture) {
+    listing.push(
+      '',
+      `Round trips per connection on the link, *${label}*, last round (\`tcpdump\` in the host's namespace; → client to server, ← back; each → answered by ← is one round trip the client waited for):`,
+      '',
+    );
+    if (typeof c === 'string') {
+      listing.push(`not captured: ${c}`);
+      continue;
+    }
+    for (const [n, conn] of c.entries()) {
+      const t0 = c[0]?.turns[0]?.ms ?? 0;
+      listing.push(
+        `${n + 1}. ${conn.roundTrips} round trip${conn.roundTrips === 1 ? '' : 's'}: ${conn.turns.map((t) => `${t.fromClient ? '→' : '←'} ${t.what} (${t.bytes} B, +${(t.ms - t0).toFixed(0)} ms)`).join(', ')}`,
+      );
+    }
   }
   return {
     row: 'rtt',
     markdown: [
-      `One compile (\`remote-cc ${CFLAGS} -c u0.c\`, 2 requirements, new contents every round) at ${rtt} ms RTT imposed on the netns test bed (measured connect ${m.toFixed(1)} ms), beyond the compile itself: the client's traced action (\`--trace\`) minus the same \`cc\` run here (${f2(compiles, 1)} ms), in measured round trips (target ≤ 1.5):`,
+      `Two compiles (\`remote-cc ${CFLAGS} -c u0.c\`, then \`u1.c\` in the next actionset; 2 requirements each, new contents every round) at ${rtt} ms RTT imposed on the netns test bed (measured connect ${m.toFixed(1)} ms), beyond the compile itself: each traced action (\`--trace\`) minus the command's own run time in the server's \`job end\` log (${f2(compiles, 1)} ms), in measured round trips (target ≤ 1.5). The first action of a run includes the wait for the host's first load or cost answer; the later one runs on the connections the first left:`,
       '',
       markdownTable(rows),
+      ...listing,
     ].join('\n'),
   };
 }
@@ -724,7 +854,7 @@ export async function runScale(o: ScaleOptions, emit: (markdown: string) => void
     )
     .join('; ');
   emit(
-    `Columns: ${sides}. Medians of ${o.runs} rounds, range in brackets, the sides interleaved in each round in rotating order; *load* is the 1-minute load average read at the start of each round. Client flags: compare.ts's and \`${SCALE_CLIENT_FLAGS.join(' ')}\`. Reproduce: \`node --import tsx scripts/bench/scale.ts --runs ${o.runs} --rows ${o.rows.join(',')}${o.baselineRev === undefined ? ' --baseline none' : ` --baseline ${o.baselineRev}`}${nowFlagsText(o)}\`.`,
+    `Columns: ${sides}. Medians of ${o.runs} rounds, range in brackets, the sides interleaved in each round in rotating order; *load* is the 1-minute load average read at the start of each round. Client flags: compare.ts's and \`${SCALE_CLIENT_FLAGS.join(' ')}\`. Reproduce: \`node --import tsx scripts/bench/scale.ts --runs ${o.runs} --rows ${o.rows.join(',')}${o.baselineRev === undefined ? ' --baseline none' : ` --baseline ${o.baselineRev}`}${nowFlagsText(o)}${(o.sides.find((s) => s.label.startsWith('before'))?.flags ?? []).length === 0 ? '' : ` '--baseline-flags=${o.sides.find((s) => s.label.startsWith('before'))?.flags?.join(' ')}'`}\`.`,
   );
 }
 
@@ -747,6 +877,9 @@ async function main(): Promise<void> {
       // "--load-streams". The make row (compare.ts) does not take them; the
       // environment does (RAKE_LOAD_STREAMS=1 reaches every client, and older ones ignore it).
       'now-flags': { type: 'string', default: '' },
+      // Client flags for the baseline's side, when it knows them (a before/after of a change
+      // behind a flag: `--baseline REV --baseline-flags=--load-streams --now-flags=...`).
+      'baseline-flags': { type: 'string', default: '' },
     },
   });
   const rows = (values.rows ?? '').split(',').filter(Boolean);
@@ -771,7 +904,12 @@ async function main(): Promise<void> {
   const rev = values.baseline === 'none' ? undefined : values.baseline;
   if (rev !== undefined) {
     const base = compileRev('scale-baseline', rev);
-    sides.push({ label: 'before', programs: base });
+    const baseFlags = (values['baseline-flags'] ?? '').split(/\s+/).filter(Boolean);
+    sides.push({
+      label: baseFlags.length === 0 ? 'before' : `before (${baseFlags.join(' ')})`,
+      programs: base,
+      flags: baseFlags,
+    });
   }
   await runScale(
     {

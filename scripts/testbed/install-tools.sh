@@ -8,6 +8,7 @@
 #   tc (iproute2)   netem delay/jitter/loss                   optional (kernel sch_netem)
 #   iptables        SYN drops; delay/loss without sch_netem   optional
 #   python3         NFQUEUE delay worker without sch_netem    optional
+#   tcpdump         packet captures of a host's link          optional (scale.ts rtt row)
 set -u
 
 missing_pkgs=()
@@ -15,9 +16,10 @@ command -v ip >/dev/null 2>&1 || missing_pkgs+=(iproute2)
 command -v tc >/dev/null 2>&1 || missing_pkgs+=(iproute2)
 command -v iptables >/dev/null 2>&1 || command -v nft >/dev/null 2>&1 || missing_pkgs+=(iptables)
 command -v python3 >/dev/null 2>&1 || missing_pkgs+=(python3)
+command -v tcpdump >/dev/null 2>&1 || missing_pkgs+=(tcpdump)
 
 if [ "${#missing_pkgs[@]}" -eq 0 ]; then
-  echo "testbed tools: ip, tc, iptables/nft, python3 present"
+  echo "testbed tools: ip, tc, iptables/nft, python3, tcpdump present"
   exit 0
 fi
 

@@ -18,6 +18,7 @@ import { hdr, pkt, RawPeer } from '../helpers/raw-peer.js';
 import {
   isLoadStream,
   type RecordedConnection,
+  type RecordingProxy,
   startRecordingProxy,
 } from '../helpers/recording-proxy.js';
 import { exampleCopy, only, project, removeDir, runAll, summary, withHosts } from './support.js';
@@ -60,10 +61,35 @@ async function recordJob(
       (c) => c.toServer.includes('hello rake/1') && !isLoadStream(c),
     );
     assert.ok(job, 'a job connection with a hello');
-    return { job, events };
+    return { job: afterOpeningQuery(proxy, job), events };
   } finally {
     await proxy.close();
   }
+}
+
+/**
+ * The job's own conversation on `job`: the first job to a host rides the load stream's
+ * opening connection (docs/protocol.md, "A warm connection"), whose cost query (`!E0` with
+ * the offer, and its answer) comes first; what follows it is as on a connection of its own.
+ */
+function afterOpeningQuery(proxy: RecordingProxy, job: RecordedConnection): RecordedConnection {
+  if (job.toServer.subarray(0, 3).toString('latin1') !== '!E0') return job;
+  const replyBytes = 64 + Number(job.toClient.subarray(2, 64).toString('latin1').split(' ')[0]);
+  const index = proxy.connections.indexOf(job);
+  let back = 0;
+  let sent = 0;
+  let sentBeforeReply: number | undefined;
+  for (const e of proxy.log.filter((x) => x.connection === index)) {
+    if (!e.toServer) {
+      if (back >= replyBytes && sentBeforeReply === undefined) sentBeforeReply = sent;
+      back += e.bytes.length;
+    } else if (back >= replyBytes) sent += e.bytes.length;
+  }
+  return {
+    toServer: job.toServer.subarray(64),
+    toClient: job.toClient.subarray(replyBytes),
+    ...(sentBeforeReply === undefined ? {} : { sentBeforeReply }),
+  };
 }
 
 async function ourServer(options: Parameters<typeof serve>[0] = {}): Promise<ServerHandle> {

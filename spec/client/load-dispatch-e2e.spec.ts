@@ -97,11 +97,15 @@ describe('load streams in a run', () => {
         'every connection to end',
       );
       const all = connections(servers);
-      const watches = all.filter((l) => l.commands === 0 && l.costQueries === 1);
+      const watches = all.filter((l) => l.commands === 0 && l.mode !== 'base');
       const pollsOnly = all.filter((l) => l.commands === 0 && l.mode === 'base');
       const jobs = all.filter((l) => (l.commands as number) > 0);
       assert.equal(watches.length, 4, 'one load stream per host');
       assert.equal(pollsOnly.length, 0, 'no connection for a cost query alone');
+      // Each stream's opening connection, its cost query answered, carried that host's first
+      // jobs (docs/protocol.md, "A warm connection"); the watch went on over a new one.
+      assert.equal(watches.filter((l) => l.costQueries === 0).length, 4, JSON.stringify(all));
+      assert.equal(jobs.filter((l) => l.costQueries === 1).length, 4, JSON.stringify(all));
       // Job connections are kept (extension reuse): about one per slot and queue place of
       // each host, far fewer than one per action.
       assert.ok(jobs.length <= 16, `${jobs.length} job connections for 40 actions on 4 hosts`);

@@ -15,6 +15,11 @@ export interface RecordedConnection {
 export interface RecordingProxy {
   readonly port: number;
   readonly connections: RecordedConnection[];
+  /**
+   * Every chunk as the proxy passed it on, in order over all connections (`connection`: the
+   * index in `connections`): who waited for whom, e.g. the round trips of a job.
+   */
+  readonly log: { connection: number; toServer: boolean; bytes: Buffer }[];
   /** Resolves once every connection so far has closed on both sides (bounded: 5 s). */
   settled(): Promise<void>;
   close(): Promise<void>;
@@ -22,11 +27,12 @@ export interface RecordingProxy {
 
 export async function startRecordingProxy(targetPort: number): Promise<RecordingProxy> {
   const connections: RecordedConnection[] = [];
+  const log: RecordingProxy['log'] = [];
   const sockets = new Set<Socket>();
   const closings: Promise<void>[] = [];
   const server: Server = createServer((client) => {
     const record: RecordedConnection = { toServer: Buffer.alloc(0), toClient: Buffer.alloc(0) };
-    connections.push(record);
+    const index = connections.push(record) - 1;
     const upstream = connect({ port: targetPort, host: '127.0.0.1' });
     for (const s of [client, upstream]) {
       closings.push(new Promise<void>((resolve) => s.once('close', () => resolve())));
@@ -39,11 +45,13 @@ export async function startRecordingProxy(targetPort: number): Promise<Recording
     }
     client.on('data', (b: Buffer) => {
       record.toServer = Buffer.concat([record.toServer, b]);
+      log.push({ connection: index, toServer: true, bytes: b });
       upstream.write(b);
     });
     upstream.on('data', (b: Buffer) => {
       record.sentBeforeReply ??= record.toServer.length;
       record.toClient = Buffer.concat([record.toClient, b]);
+      log.push({ connection: index, toServer: false, bytes: b });
       client.write(b);
     });
     client.on('end', () => upstream.end());
@@ -54,6 +62,7 @@ export async function startRecordingProxy(targetPort: number): Promise<Recording
   return {
     port: typeof address === 'object' && address ? address.port : 0,
     connections,
+    log,
     async settled() {
       let timer: NodeJS.Timeout | undefined;
       await Promise.race([

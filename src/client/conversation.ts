@@ -158,6 +158,11 @@ export function progressOnly<P>(): OperatorFunction<Told<P, unknown>, P> {
 export interface Dialing {
   readonly dialer: TlsDialer;
   readonly meter: TransferMeter | undefined;
+  /**
+   * A connection opened before (a load stream's opening connection, its cost query done:
+   * `transport.ts`), talked over instead of dialing, and ended or destroyed as a dialed one.
+   */
+  readonly opened?: { readonly socket: Socket; readonly reader: FramedReader };
 }
 
 /** TLS sockets and their handshakes: such a socket is connected once the handshake is over. */
@@ -197,14 +202,16 @@ export function conversation<T>(
   classify: (err: unknown) => unknown,
   talk: (connection: Connection) => Observable<T>,
 ): Observable<T> {
+  const opened = dialing.opened;
   // One subscriber does what `tap` (the talk's end), `catchError` (its error told) and
   // `finalize` (the socket's end) did: every job is a conversation.
   return new Observable<T>((sub) => {
     const tls =
-      endpoint.tls === true
+      endpoint.tls === true && opened === undefined
         ? dialing.dialer.dial(endpoint.host, endpoint.port, hostKey(endpoint))
         : undefined;
-    const socket = tls?.socket ?? connect({ host: endpoint.host, port: endpoint.port });
+    const socket =
+      opened?.socket ?? tls?.socket ?? connect({ host: endpoint.host, port: endpoint.port });
     if (tls !== undefined) handshakes.set(socket, tls.ready);
     socket.setNoDelay(true);
     // A base-mode host has no heartbeat: the kernel's keepalive notices a dead host or link.
@@ -219,7 +226,7 @@ export function conversation<T>(
       meter.received += socket.bytesRead;
       meter.connections++;
     };
-    const reader = new FramedReader(socket);
+    const reader = opened?.reader ?? new FramedReader(socket);
     let detached = false;
     const detach = () => {
       detached = true;

@@ -41,6 +41,17 @@ export class TokenRefused extends JobError {
   }
 }
 
+/**
+ * A host that refused the hello itself (not for want of a token): a `protocol-error`
+ * before anything ran. On a warm connection whose cost query came first, a rake-ts server
+ * from before `load` does so; the job then starts again on a new connection (`transport.ts`).
+ */
+export class HelloRefused extends JobError {
+  constructor(message: string) {
+    super('protocol-error', message, true);
+  }
+}
+
 const CONNECTION_CODES = new Set([
   'ECONNREFUSED',
   'ECONNRESET',

@@ -161,6 +161,18 @@ export interface TcpWatchOptions {
    * returns and the host is taken for a strict base server that refused the offer.
    */
   readonly refused?: (reader: FramedReader, length: number, endpoint: Endpoint) => Promise<void>;
+  /**
+   * Takes the stream's opening connection once its cost reply said the host is ours, as a job
+   * connection whose cost query is done (`transport.ts`: a warm connection, put in the pool
+   * for the host's first job). Returns whether it took it; the stream then goes on over a new
+   * connection, whose first message is the hello. A base host's connection is never offered:
+   * it ends as a poll's does.
+   */
+  readonly handOver?: (
+    endpoint: Endpoint,
+    connection: { readonly socket: Socket; readonly reader: FramedReader },
+    peer: PeerInfo,
+  ) => boolean;
 }
 
 /** Largest `!X` on a load stream: an `ok`, a challenge or a load is far below. */
@@ -178,11 +190,11 @@ const LOAD_MESSAGE_MAX_BYTES = 4096;
 export function tcpWatchLoad(options: TcpWatchOptions): WatchLoad {
   return (endpoint) =>
     new Observable<LoadProbe>((sub) => {
-      const dialed: Dialed = options.dial?.(endpoint) ?? plainDial(endpoint);
-      const { socket } = dialed;
+      let dialed: Dialed = options.dial?.(endpoint) ?? plainDial(endpoint);
+      let { socket } = dialed;
       socket.setNoDelay(true);
       socket.setKeepAlive(true, 30_000);
-      const reader = new FramedReader(socket);
+      let reader = new FramedReader(socket);
       let over = false;
       const handshake = setTimeout(() => {
         socket.destroy(
@@ -191,7 +203,8 @@ export function tcpWatchLoad(options: TcpWatchOptions): WatchLoad {
           ),
         );
       }, options.connectTimeoutMs);
-      socket.on('error', () => {});
+      const ignore = () => {};
+      socket.on('error', ignore);
       const talk = async (): Promise<LoadProbe> => {
         await dialed.ready;
         if (!over) sub.next({ type: 'connected' });
@@ -211,9 +224,26 @@ export function tcpWatchLoad(options: TcpWatchOptions): WatchLoad {
         const reply = expectPlain(head, '!E');
         const cost = parseDecimal(await reader.readPayload(reply.length, 64, 'cost'), 'cost');
         options.onAnswer?.(endpoint, reply.annex);
-        if (!over) sub.next({ type: 'cost', cost, peer: peerFromAnnex(reply.annex) });
+        const described = peerFromAnnex(reply.annex);
+        // Our host: this connection, its cost query done, becomes the warm job connection the
+        // host's first job takes (before the cost answer places it), and the stream goes on
+        // over a new one. (A cost query with the offer leaves a connection's mode open.)
+        const handed =
+          described.kind === 'rake' &&
+          !over &&
+          options.handOver?.(endpoint, { socket, reader }, described) === true;
+        if (!over) sub.next({ type: 'cost', cost, peer: described });
         const peer = parseServerDescription(reply.annex);
         if (peer === undefined) return { type: 'unsupported', why: 'a base-protocol server' };
+        if (handed) {
+          dialed = options.dial?.(endpoint) ?? plainDial(endpoint);
+          socket = dialed.socket;
+          socket.setNoDelay(true);
+          socket.setKeepAlive(true, 30_000);
+          socket.on('error', ignore);
+          reader = new FramedReader(socket);
+          await dialed.ready;
+        }
         const token = options.tokenFor?.(endpoint);
         const auth = token !== undefined;
         await write(

@@ -17,7 +17,7 @@ import type { FramedReader } from '../protocol/reader.js';
 import { write } from '../protocol/socket-writes.js';
 import type { Token } from '../protocol/token.js';
 import { type Endpoint, hostKey } from './endpoint.js';
-import { JobError, TokenRefused } from './errors.js';
+import { HelloRefused, JobError, TokenRefused } from './errors.js';
 
 /**
  * What a host said about itself in its last cost reply: a base-mode server (the reference
@@ -220,6 +220,7 @@ async function readExtension<V extends 'ok' | 'challenge' | 'need'>(
     if (step !== 'have' && /unauthenticated/.test(message)) {
       throw new TokenRefused(refusalMessage(host, step, message));
     }
+    if (step === 'hello') throw new HelloRefused(refusalMessage(host, step, message));
     throw new JobError(
       'protocol-error',
       step === 'have'

@@ -18,6 +18,12 @@ export interface PooledConnection {
   readonly reader: FramedReader;
   readonly peer: PeerInfo;
   readonly granted: ReadonlySet<Extension>;
+  /**
+   * Only the cost query (with the offer) was said on it, no hello yet: a load stream's opening
+   * connection, handed over once the host's cost reply said it is ours (`load-stream.ts`,
+   * `handOver`); its first job says the hello as on a new connection. `granted` is empty.
+   */
+  readonly annexed?: boolean;
 }
 
 /** Idle connections kept per host at most: beyond, a connection is ended (`!D`). */

@@ -50,7 +50,7 @@ import {
   then,
 } from './conversation.js';
 import { type Endpoint, endpointIdentity, hostKey } from './endpoint.js';
-import { describeError, isConnectionError, JobError } from './errors.js';
+import { describeError, HelloRefused, isConnectionError, JobError } from './errors.js';
 import type { LookupAddresses } from './hosts.js';
 import { type JobPlan, planJob, staleFor } from './job-plan.js';
 import { discardStaged, landStaged, outputRefusal } from './landing.js';
@@ -325,6 +325,13 @@ export function tcpTransport(options: TransportOptions = {}): TcpTransport {
         refused: async (reader, length, e) => {
           await refusedForTls(reader, length, e);
           state.plainOnly.add(hostKey(e));
+        },
+        // Our host: the stream's opening connection, its cost query done, waits in the pool
+        // for the host's first job (docs/protocol.md, "A warm connection").
+        handOver: (e, conn, peer) => {
+          if (state.pool === undefined) return false;
+          state.pool.give(hostKey(e), { ...conn, peer, granted: new Set(), annexed: true });
+          return true;
         },
       })(endpoint),
     lookup: async (host) => (await dnsLookup(host, { all: true })).map((a) => a.address),
@@ -838,6 +845,22 @@ function sendJobRetrying(
     ),
   );
   if (pooled === undefined) return fresh;
+  if (pooled.annexed === true) {
+    // A warm connection whose cost query is done: the job's hello and the job go out on it as
+    // on a new connection. Its hello refused (a rake-ts server from before `load` takes no
+    // hello after a cost query; nothing ran): the job dials, no retry used. A connection lost
+    // later is the job's failure, as on a new connection: the command may have run. (One the
+    // server closed while it waited is not taken: `ConnectionPool.take`.)
+    return sendJobOnce(endpoint, job, state, true, pooled).pipe(
+      catchError((err: unknown) =>
+        err instanceof StaleOffer
+          ? sendJobOnce(endpoint, job, state, false)
+          : err instanceof HelloRefused
+            ? fresh
+            : throwError(() => err),
+      ),
+    );
+  }
   return sendJobPooled(endpoint, job, state, pooled, fresh);
 }
 
@@ -962,6 +985,8 @@ function sendJobOnce(
   job: JobRequest,
   state: TransportState,
   mayOfferEarly: boolean,
+  /** A warm connection whose cost query is done (`annexed`), instead of dialing. */
+  opened?: PooledConnection,
 ): Observable<JobProgress> {
   const { limits, track } = state;
   const host = hostKey(endpoint);
@@ -972,14 +997,16 @@ function sendJobOnce(
       : err instanceof AfterReply
         ? classifyJobError(err.error, true)
         : classifyJobError(err, false);
-  return conversation(endpoint, state, classify, (conn) => {
+  const dialing = opened === undefined ? state : { ...state, opened };
+  return conversation(endpoint, dialing, classify, (conn) => {
     /** The handshake's outcome, for the steps after it. */
     let shaken: Shaken | undefined;
     return step<JobProgress, void>(track, async (emit) => {
       await connected(conn.socket);
       emit({ type: 'connected' });
     }).pipe(
-      then(() => peerStep(endpoint, state)),
+      // A warm connection's host is what its own cost reply said.
+      then(() => (opened === undefined ? peerStep(endpoint, state) : of(told(opened.peer)))),
       then((peer) =>
         step(track, async () => {
           // Where each file lands: with `cwd`, a requirement above the Rakefile's directory
