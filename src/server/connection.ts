@@ -331,14 +331,19 @@ export class Connection {
     this.#commands++;
     this.#setManaging(true);
     const dir = this.#intake.dir();
-    const { key: resultKey, only, listing } = await this.#intake.resultKey(dir, command);
+    const lookup = await this.#intake.resultKey(dir, command);
+    const resultKey = lookup.key;
+    const only = lookup.only;
+    // The lookup's listing of the job directory, while it still says what is there.
+    let listing = lookup.listing;
     if (resultKey !== undefined) {
       const files = await sendStoredResult(this.#wire, resultKey, dir);
-      if (files !== undefined) {
+      if (typeof files === 'number') {
         this.#setManaging(false);
         this.#log.info({ command, key: resultKey, files }, 'result hit');
         return;
       }
+      if (files === 'not-landed') listing = undefined;
     }
     if (only) {
       // `!X lookup only`: the client asks without wanting the job run here (it has other

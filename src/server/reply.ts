@@ -146,18 +146,18 @@ export async function sendFailure(
 /**
  * Extension `results`: a stored result of `key`, if any, landed in the job directory and
  * sent as the job's reply behind `!X hit <key>`: nothing runs, no slot is taken. Returns the
- * number of files sent, or `undefined` on a miss (or when the entry cannot be landed: the
- * job then runs).
+ * number of files sent, `'miss'` on a miss, or `'not-landed'` when the entry cannot be
+ * landed (the job then runs; some of the entry's files may be in the job directory now).
  */
 export async function sendStoredResult(
   wire: Wire,
   key: string,
   dir: JobDir,
-): Promise<number | undefined> {
+): Promise<number | 'miss' | 'not-landed'> {
   const entry = wire.ctx.results?.get(key);
   if (entry === undefined) {
     wire.log.debug({ key }, 'result miss');
-    return undefined;
+    return 'miss';
   }
   if (entry.files.length >= 64) dir.small = false;
   dir.bare = false;
@@ -166,7 +166,7 @@ export async function sendStoredResult(
     await landResult(dir.path, entry);
   } catch (err) {
     wire.log.warn({ key, err }, 'cannot land a stored result: running the job');
-    return undefined;
+    return 'not-landed';
   }
   const names = entry.files.map((f) => f.name);
   const flags = names.length > 0 ? FLAGS.stdoutAndFiles : FLAGS.stdout;
