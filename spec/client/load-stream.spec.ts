@@ -6,10 +6,19 @@ import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { filter, firstValueFrom, type Observable, type Subscription } from 'rxjs';
+import {
+  filter,
+  firstValueFrom,
+  lastValueFrom,
+  type Observable,
+  type Subscription,
+  takeWhile,
+  toArray,
+} from 'rxjs';
 import type { Endpoint } from '../../src/client/endpoint.js';
 import { type HostLoad, hostLoad, tcpWatchLoad } from '../../src/client/load-stream.js';
 import { DEFAULT_LIMITS, Token } from '../../src/protocol/index.js';
@@ -122,6 +131,41 @@ describe('load stream: our server', { timeout: 60_000 }, () => {
     } finally {
       await quiet.close();
       await base.close();
+    }
+  });
+
+  it('a host that connects but does not answer the cost query in time: unsupported, not reopened', async () => {
+    // Accepts and reads, never answers: a busy or frozen base server. Reopening its stream
+    // would send it one more `!E0` every back-off, which a poll would not.
+    let accepted = 0;
+    const silent = createServer((socket) => {
+      accepted++;
+      socket.on('error', () => {});
+      socket.resume();
+    });
+    await new Promise<void>((ok) => silent.listen(0, '127.0.0.1', ok));
+    const port = (silent.address() as { port: number }).port;
+    try {
+      const quick = tcpWatchLoad({ limits: DEFAULT_LIMITS, connectTimeoutMs: 200 });
+      const states = await lastValueFrom(
+        hostLoad({ host: '127.0.0.1', port }, quick, { reconnectMs: 50 }).pipe(
+          // Up to its first word after `waiting` (before this, `lost`, then reopened).
+          takeWhile((x) => x.state === 'waiting', true),
+          toArray(),
+        ),
+      );
+      // Unsupported, which ends the stream for good (no reopening): the host is polled.
+      assert.deepEqual(
+        states.map((x) => x.state),
+        ['waiting', 'unsupported'],
+      );
+      assert.match(
+        states[1]?.state === 'unsupported' ? states[1].why : '',
+        /no answer to its cost query within 200 ms: polled per action/,
+      );
+      assert.equal(accepted, 1);
+    } finally {
+      silent.close();
     }
   });
 

@@ -171,6 +171,12 @@ export class LoadDispatcher {
       const host = hostKey(e);
       const answer = answers.get(host);
       if (answer === undefined || !firstSession.delete(host)) return this.#watch(e);
+      /** No answer in time: left open, so the round's own reply limit says `slow`, as a
+       * poll's would (a slow host is asked again, not backed off). */
+      let slow = false;
+      const end = () => {
+        if (!slow) answer.complete();
+      };
       return this.#watch(e).pipe(
         tap({
           next: (p) => {
@@ -180,11 +186,12 @@ export class LoadDispatcher {
               answer.complete();
             } else if (p.type === 'unsupported' && p.offerRefused === true) {
               answer.error(new OfferRefused(p.why));
-            } else answer.complete();
+            } else if (p.type === 'unsupported' && p.slow === true) slow = true;
+            else answer.complete();
           },
           error: (err: unknown) => answer.error(err),
-          complete: () => answer.complete(),
-          unsubscribe: () => answer.complete(),
+          complete: end,
+          unsubscribe: end,
         }),
       );
     };

@@ -41,13 +41,22 @@ import { lostWhenSilent } from './ops/lost-when-silent.js';
  * whose answer is the host's first poll answer: `LoadDispatcher`); then a load, or that this
  * host cannot stream it (a base server, a rake-ts server without `load`): such a host is
  * polled per action as before. `unsupported` with `offerRefused`: the server refused the offer
- * in the `!E0` padding (a strict base server) and gave no cost; ask it again without.
+ * in the `!E0` padding (a strict base server) and gave no cost; ask it again without. With
+ * `slow`: it connected but did not answer the cost query in time; it is polled from then on
+ * (a base host must not get a stream's cost query again and again).
  */
 export type LoadProbe =
   | { readonly type: 'connected' }
   | { readonly type: 'cost'; readonly cost: number; readonly peer: PeerInfo }
   | { readonly type: 'load'; readonly load: ServerLoad }
-  | { readonly type: 'unsupported'; readonly why: string; readonly offerRefused?: true };
+  | {
+      readonly type: 'unsupported';
+      readonly why: string;
+      /** It refused the offer in the `!E0` padding and gave no cost: ask it without. */
+      readonly offerRefused?: true;
+      /** It connected but did not answer the cost query in time (busy, or frozen). */
+      readonly slow?: true;
+    };
 
 /** Opens a host's load stream; the real one is {@link tcpWatchLoad}, marble tests script it. */
 export type WatchLoad = (endpoint: Endpoint) => Observable<LoadProbe>;
@@ -196,7 +205,12 @@ export function tcpWatchLoad(options: TcpWatchOptions): WatchLoad {
       socket.setKeepAlive(true, 30_000);
       let reader = new FramedReader(socket);
       let over = false;
+      /** Connected, the cost query sent, its answer not in yet. */
+      let asking = false;
+      /** The time ran out while `asking`: the host is up and slow, maybe a base one. */
+      let slow = false;
       const handshake = setTimeout(() => {
+        slow = asking;
         socket.destroy(
           new Error(
             `no load stream from ${hostKey(endpoint)} within ${options.connectTimeoutMs} ms`,
@@ -207,6 +221,7 @@ export function tcpWatchLoad(options: TcpWatchOptions): WatchLoad {
       socket.on('error', ignore);
       const talk = async (): Promise<LoadProbe> => {
         await dialed.ready;
+        asking = true;
         if (!over) sub.next({ type: 'connected' });
         await write(
           socket,
@@ -223,6 +238,7 @@ export function tcpWatchLoad(options: TcpWatchOptions): WatchLoad {
         }
         const reply = expectPlain(head, '!E');
         const cost = parseDecimal(await reader.readPayload(reply.length, 64, 'cost'), 'cost');
+        asking = false;
         options.onAnswer?.(endpoint, reply.annex);
         const described = peerFromAnnex(reply.annex);
         // Our host: this connection, its cost query done, becomes the warm job connection the
@@ -316,6 +332,17 @@ export function tcpWatchLoad(options: TcpWatchOptions): WatchLoad {
           if (over) return;
           over = true;
           socket.destroy();
+          if (slow) {
+            // Connected but no cost answer in time: it may be a base host, which must see no
+            // cost query a poll would not send, so the stream is not opened again: polled.
+            sub.next({
+              type: 'unsupported',
+              why: `no answer to its cost query within ${options.connectTimeoutMs} ms: polled per action`,
+              slow: true,
+            });
+            sub.complete();
+            return;
+          }
           sub.error(dialed.explain?.(err) ?? err);
         },
       );
