@@ -63,6 +63,36 @@ describe('chooseByLoad (pure)', () => {
     });
   });
 
+  it('ranks a host with a --cost-offset as holding that many more jobs: used last, but used', () => {
+    const dear = (jobs: number): HostLoad => ({
+      host: 'a:1',
+      state: 'live',
+      load: { ...load(jobs, 2), offset: 3 },
+    });
+    // a (listed first, idle, 2 free) is dearer by 3: b, with 1 of 2 slots taken, goes first.
+    const views: LoadView[] = [
+      { load: dear(0), own: idle },
+      { load: live('b:1', 1, 2), own: idle },
+    ];
+    assert.deepEqual(chooseByLoad(views, { queue: 0 }), {
+      kind: 'host',
+      host: 'b:1',
+      free: 1,
+      reason: 'most-free',
+    });
+    // b full (no queue): a still takes the action; the offset ranks, it does not exclude.
+    const full: LoadView[] = [
+      { load: dear(0), own: idle },
+      { load: live('b:1', 2, 2), own: idle },
+    ];
+    assert.deepEqual(chooseByLoad(full, { queue: 0 }), {
+      kind: 'host',
+      host: 'a:1',
+      free: 2,
+      reason: 'most-free',
+    });
+  });
+
   it('counts this client’s jobs the latest load cannot have seen, and never fewer than its own', () => {
     const views: LoadView[] = [
       // a said 0 jobs, but this client placed 2 there since: it holds 2.

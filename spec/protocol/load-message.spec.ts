@@ -15,6 +15,27 @@ describe('extension load messages', () => {
     assert.deepEqual(parse('watch'), { verb: 'watch' });
   });
 
+  it('says a --cost-offset only when it is not 0; a load without one has offset 0', () => {
+    const dear = {
+      verb: 'load',
+      jobs: 0,
+      running: 0,
+      queued: 0,
+      slots: 1,
+      beatMs: 10,
+      offset: 7,
+    } as const;
+    const bytes = encodeExtensionPayload(dear);
+    assert.equal(bytes.toString(), 'load jobs=0 running=0 queued=0 slots=1 beat=10 offset=7');
+    assert.deepEqual(parseExtension(bytes), dear);
+    const plain = encodeExtensionPayload({ ...dear, offset: 0 });
+    assert.equal(plain.toString(), 'load jobs=0 running=0 queued=0 slots=1 beat=10');
+    assert.equal((parseExtension(plain) as { offset?: number }).offset, undefined);
+    assert.throws(() => parse('load jobs=0 running=0 queued=0 slots=1 beat=10 offset=-1'), {
+      reason: 'bad-extension',
+    });
+  });
+
   it('ignores keys it does not know, in any order', () => {
     assert.deepEqual(parse('load beat=10 slots=1 later=x queued=0 running=0 jobs=0'), {
       verb: 'load',

@@ -123,6 +123,23 @@ describe('extension load: the server pushes its load', { timeout: 60_000 }, () =
     assert.match((await late.readToEnd(10_000)).toString('latin1'), /bad-extension/);
   });
 
+  it('a server with a --cost-offset says it in every load (offset=), as its cost includes it', async () => {
+    const dear = await startServer({ maxJobs: 1, heartbeatIntervalSeconds: 0.3, costOffset: 7 });
+    try {
+      const peer = await RawPeer.connect(dear.port);
+      await peer.send(pkt('!X', 'hello rake/1 ext=load'), pkt('!X', 'watch'));
+      await peer.expect(
+        cat(
+          pkt('!X', 'ok ext=load'),
+          pkt('!X', 'load jobs=0 running=0 queued=0 slots=1 beat=300 offset=7'),
+        ),
+      );
+      peer.destroy();
+    } finally {
+      await dear.close();
+    }
+  });
+
   it('a server without a heartbeat does not grant load', async () => {
     const quiet = await startServer({ heartbeatIntervalSeconds: 0 });
     try {

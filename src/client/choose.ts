@@ -45,8 +45,8 @@ export function heldJobs(jobs: number, own: OwnLoad): number {
 
 /**
  * Picks a host from the latest loads, a pure function: the live host with the most free
- * slots (`slots` − {@link heldJobs}); a tie goes to the less loaded for its size (held ÷
- * slots), then to the host listed first. A host is a candidate only while it holds fewer than
+ * slots (`slots` − {@link heldJobs} − its `--cost-offset`); a tie goes to the less loaded
+ * for its size ((held + offset) ÷ slots), then to the host listed first. A host is a candidate only while it holds fewer than
  * its slots plus `queue` jobs, so actions wait for a slot near a host instead of piling up
  * behind the first ones (dispatch keeps each host's slots full plus a small queue).
  */
@@ -58,7 +58,7 @@ export function chooseByLoad(
     readonly exclude?: ReadonlySet<string>;
   },
 ): LoadChoice {
-  let best: { host: string; free: number; ratio: number } | undefined;
+  let best: { host: string; free: number; rank: number; ratio: number } | undefined;
   let tied = false;
   let live = 0;
   let pending = false;
@@ -74,11 +74,15 @@ export function chooseByLoad(
       typeof options.queue === 'number' ? options.queue : options.queue(load.host, load.load.slots);
     if (held >= load.load.slots + queue) continue;
     const free = load.load.slots - held;
-    const ratio = held / load.load.slots;
-    if (best === undefined || free > best.free || (free === best.free && ratio < best.ratio)) {
-      best = { host: load.host, free, ratio };
+    // A `--cost-offset` counts as jobs held when ranking (as in a cost answer), not when
+    // deciding whether the host has room: a dearer host is used last, but used.
+    const offset = load.load.offset ?? 0;
+    const rank = free - offset;
+    const ratio = (held + offset) / load.load.slots;
+    if (best === undefined || rank > best.rank || (rank === best.rank && ratio < best.ratio)) {
+      best = { host: load.host, free, rank, ratio };
       tied = false;
-    } else if (free === best.free && ratio === best.ratio) {
+    } else if (rank === best.rank && ratio === best.ratio) {
       tied = true;
     }
   }

@@ -212,7 +212,9 @@ export type ExtensionMessage =
  * A server's load as `!X load` says it (extension `load`): the jobs it holds from every client
  * (`jobs`: uploading, queued or running: what the cost counts, without its offset), of those
  * the ones `running` in a slot and the ones `queued` for one, its `slots` (`--max-jobs`), and
- * `beatMs`: the longest the server stays silent on this connection while nothing changes.
+ * `beatMs`: the longest the server stays silent on this connection while nothing changes, and
+ * `offset`: its `--cost-offset` (sent only when not 0; 0 when absent), which a client adds to
+ * the jobs when it ranks hosts, as a cost answer includes it.
  */
 export interface ServerLoad {
   readonly jobs: number;
@@ -220,6 +222,7 @@ export interface ServerLoad {
   readonly queued: number;
   readonly slots: number;
   readonly beatMs: number;
+  readonly offset?: number;
 }
 
 /**
@@ -294,7 +297,7 @@ export function encodeExtensionPayload(msg: ExtensionMessage): Buffer {
       return Buffer.from('watch');
     case 'load':
       return Buffer.from(
-        `load jobs=${msg.jobs} running=${msg.running} queued=${msg.queued} slots=${msg.slots} beat=${msg.beatMs}`,
+        `load jobs=${msg.jobs} running=${msg.running} queued=${msg.queued} slots=${msg.slots} beat=${msg.beatMs}${msg.offset ? ` offset=${msg.offset}` : ''}`,
       );
   }
 }
@@ -421,8 +424,8 @@ export function parseExtension(
   }
 }
 
-/** The keys of `!X load`, in the order they are sent. */
-const LOAD_KEYS = ['jobs', 'running', 'queued', 'slots', 'beat'] as const;
+/** The keys of `!X load`, in the order they are sent (`offset` only when not 0). */
+const LOAD_KEYS = ['jobs', 'running', 'queued', 'slots', 'beat', 'offset'] as const;
 
 /**
  * `jobs=3 running=2 queued=1 slots=2 beat=5000` → its load; `undefined` when a key is
@@ -439,7 +442,7 @@ function loadOf(words: readonly string[]): ServerLoad | undefined {
     if (seen.has(key) || !/^(0|[1-9]\d{0,8})$/.test(value)) return undefined;
     seen.set(key, Number(value));
   }
-  const [jobs, running, queued, slots, beat] = LOAD_KEYS.map((k) => seen.get(k));
+  const [jobs, running, queued, slots, beat, offset] = LOAD_KEYS.map((k) => seen.get(k));
   if (
     jobs === undefined ||
     running === undefined ||
@@ -452,7 +455,7 @@ function loadOf(words: readonly string[]): ServerLoad | undefined {
   ) {
     return undefined;
   }
-  return { jobs, running, queued, slots, beatMs: beat };
+  return { jobs, running, queued, slots, beatMs: beat, ...(offset ? { offset } : {}) };
 }
 
 /** A platform key or value: letters, digits and `._+-` (no separator of the `ok` word). */

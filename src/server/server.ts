@@ -255,6 +255,7 @@ export async function serve(options: ServeOptions = {}): Promise<ServerHandle> {
     running: slots.running,
     queued: slots.queued,
     slots: slots.max,
+    ...(costOffset > 0 ? { offset: costOffset } : {}),
   }));
   const jobDirs = new JobDirs(workdir, SPARE_JOB_DIRS);
   const makeLauncher = () =>
