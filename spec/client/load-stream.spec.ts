@@ -21,6 +21,7 @@ import {
 } from 'rxjs';
 import type { Endpoint } from '../../src/client/endpoint.js';
 import { type HostLoad, hostLoad, tcpWatchLoad } from '../../src/client/load-stream.js';
+import { DEFAULT_BEAT_MS } from '../../src/client/negotiate.js';
 import { DEFAULT_LIMITS, Token } from '../../src/protocol/index.js';
 import { startBaseServer } from '../helpers/base-server.js';
 import { hdr, pkt, RawPeer } from '../helpers/raw-peer.js';
@@ -62,15 +63,24 @@ describe('load stream: our server', { timeout: 60_000 }, () => {
     const endpoint = { host: '127.0.0.1', port: server.port };
     const { states, sub } = record(endpoint);
     try {
-      await waitUntil(() => states.some((s) => s.state === 'live'), { what: 'a first load' });
-      assert.deepEqual(
-        states.find((s) => s.state === 'live'),
+      await waitUntil(() => states.some((s) => s.state === 'live' && s.load.beatMs === 200), {
+        what: 'a first load',
+      });
+      const live = states.filter((s) => s.state === 'live');
+      // The cost reply is the first load (its cost, the annex's slots, the default beat), before
+      // the server's own `!X load`, which says the same and its beat.
+      assert.deepEqual(live.slice(0, 2), [
+        {
+          host: `127.0.0.1:${server.port}`,
+          state: 'live',
+          load: { jobs: 0, running: 0, queued: 0, slots: 2, beatMs: DEFAULT_BEAT_MS },
+        },
         {
           host: `127.0.0.1:${server.port}`,
           state: 'live',
           load: { jobs: 0, running: 0, queued: 0, slots: 2, beatMs: 200 },
         },
-      );
+      ]);
       const go = join(gates, 'go');
       const job = await RawPeer.connect(server.port);
       await job.send(pkt('!C', `while [ ! -e ${go} ]; do sleep 0.01; done`));
@@ -235,7 +245,10 @@ describe('load stream: a frozen rakeserver', { timeout: 120_000 }, () => {
     const port = (JSON.parse(line) as { port: number }).port;
     const { states, sub } = record({ host: '127.0.0.1', port });
     try {
-      await waitUntil(() => states.some((s) => s.state === 'live'), { what: 'a first load' });
+      // The server's own load, which says its beat (the cost reply's stands for a default one).
+      await waitUntil(() => states.some((s) => s.state === 'live' && s.load.beatMs === 200), {
+        what: 'a first load',
+      });
       child.kill('SIGSTOP');
       const frozenAt = performance.now();
       await waitUntil(() => states.at(-1)?.state === 'lost', { ms: 10_000, what: 'lost' });

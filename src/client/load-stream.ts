@@ -251,6 +251,21 @@ export function tcpWatchLoad(options: TcpWatchOptions): WatchLoad {
         if (!over) sub.next({ type: 'cost', cost, peer: described });
         const peer = parseServerDescription(reply.annex);
         if (peer === undefined) return { type: 'unsupported', why: 'a base-protocol server' };
+        // The cost reply is the host's first load, a round trip (two, when the stream goes on
+        // over a new connection) before its first `!X load`: its cost as `jobs` (with any
+        // `--cost-offset`), the annex's `slots`, the default beat. So the run's first actions
+        // are placed now, on the connection just handed over, instead of waiting for the watch.
+        // Not for a host whose token this client lacks (it refuses the stream, and any job).
+        const slots = peer.slots;
+        const lacksToken =
+          peer.extensions.includes('auth') && options.tokenFor?.(endpoint) === undefined;
+        if (slots !== undefined && !lacksToken && !over) {
+          const running = Math.min(cost, slots);
+          sub.next({
+            type: 'load',
+            load: { jobs: cost, running, queued: cost - running, slots, beatMs: DEFAULT_BEAT_MS },
+          });
+        }
         if (handed) {
           dialed = options.dial?.(endpoint) ?? plainDial(endpoint);
           socket = dialed.socket;
