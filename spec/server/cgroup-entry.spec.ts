@@ -67,8 +67,7 @@ for (const mode of ['clone3', 'moved'] as const) {
       if (noCgroups !== undefined) return;
       dir = await mkdtemp(join(tmpdir(), 'rake-cgroup-entry-'));
       // The helper reads its environment once it runs a job: set it for this launcher only.
-      if (mode === 'moved') process.env.RAKE_CLONE_INTO_CGROUP = '0';
-      else delete process.env.RAKE_CLONE_INTO_CGROUP;
+      process.env.RAKE_CLONE_INTO_CGROUP = mode === 'moved' ? '0' : '1';
       launcher = await createLauncher('python3', silent, 'python3', 'cgroup');
       if (saved === undefined) delete process.env.RAKE_CLONE_INTO_CGROUP;
       else process.env.RAKE_CLONE_INTO_CGROUP = saved;
@@ -156,3 +155,44 @@ for (const mode of ['clone3', 'moved'] as const) {
     });
   });
 }
+
+describe('a job enters its cgroup: auto (RAKE_CLONE_INTO_CGROUP unset)', () => {
+  it(
+    'a job after a pause is cloned into it; jobs that come in a burst are moved (cheap then)',
+    T,
+    async (t) => {
+      if (noCgroups !== undefined) return t.skip(`no cgroups here: ${noCgroups}`);
+      const saved = process.env.RAKE_CLONE_INTO_CGROUP;
+      delete process.env.RAKE_CLONE_INTO_CGROUP;
+      const launcher = await createLauncher('python3', silent, 'python3', 'cgroup');
+      if (saved !== undefined) process.env.RAKE_CLONE_INTO_CGROUP = saved;
+      const dir = await mkdtemp(join(tmpdir(), 'rake-cgroup-entry-'));
+      try {
+        // The first job: nothing started before it.
+        const first = await run(launcher, 'cat /proc/self/cgroup', dir);
+        assert.equal(first.job.entry, 'clone3');
+        // Eight at once: the helper reads them together; each after the first follows a start
+        // by microseconds, so at least one is moved, and every one runs in its own cgroup.
+        const burst = await Promise.all(
+          Array.from({ length: 8 }, () => run(launcher, 'cat /proc/self/cgroup', dir)),
+        );
+        const seen = new Set<string>();
+        for (const r of burst) {
+          assert.equal(r.status, 0, r.err);
+          assert.ok(r.job.entry === 'clone3' || r.job.entry === 'moved', r.job.entry);
+          const at = v2(r.out) ?? '';
+          assert.match(at, /\/job-\d+$/, r.out);
+          seen.add(at);
+        }
+        assert.equal(seen.size, 8, 'two jobs at once shared a cgroup');
+        assert.ok(
+          burst.some((r) => r.job.entry === 'moved'),
+          'every job of the burst was cloned',
+        );
+      } finally {
+        await launcher.close();
+        await rm(dir, { recursive: true, force: true });
+      }
+    },
+  );
+});
