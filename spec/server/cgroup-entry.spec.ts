@@ -8,11 +8,11 @@ import assert from 'node:assert/strict';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { Readable } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
 import { pino } from 'pino';
 import { createContainment } from '../../src/server/containment.js';
 import { createLauncher, type JobProcess, type Launcher } from '../../src/server/launcher.js';
+import { collect } from './support.js';
 
 const T = { timeout: 30_000 };
 const silent = pino({ level: 'silent' });
@@ -25,17 +25,6 @@ const noCgroups: string | undefined = await createContainment('cgroup', silent).
   },
   (err: unknown) => (err as Error).message,
 );
-
-function collect(stream: Readable): Promise<string> {
-  return new Promise((resolve) => {
-    let text = '';
-    stream.on('data', (c: Buffer) => {
-      text += c.toString('utf8');
-    });
-    if (stream.closed) resolve(text);
-    else stream.once('close', () => resolve(text));
-  });
-}
 
 async function run(
   launcher: Launcher,

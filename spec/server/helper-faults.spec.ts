@@ -5,7 +5,6 @@ import assert from 'node:assert/strict';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { Readable } from 'node:stream';
 import { describe, it } from 'node:test';
 import { pino } from 'pino';
 import { createLauncher } from '../../src/server/launcher.js';
@@ -21,7 +20,7 @@ import {
 } from '../client/support.js';
 import { hdr, pkt, RawPeer } from '../helpers/raw-peer.js';
 import { waitUntil } from '../helpers/wait.js';
-import { alive, startServer } from './support.js';
+import { alive, collect, startServer } from './support.js';
 
 const T = { timeout: 60_000 };
 const silent = pino({ level: 'silent' });
@@ -31,19 +30,6 @@ async function readPid(file: string): Promise<number> {
     what: `a pid in ${file}`,
   });
   return Number((await readFile(file, 'utf8')).trim());
-}
-
-function collect(stream: Readable): Promise<string> {
-  return new Promise((resolve) => {
-    let text = '';
-    stream.on('data', (c: Buffer) => {
-      text += c.toString('utf8');
-    });
-    // A job that closed its output before launch() resolved hands over a stream that has
-    // already ended (net emits 'end' at EOF once its buffer is empty): no 'close' will come.
-    if (stream.closed) resolve(text);
-    else stream.once('close', () => resolve(text));
-  });
 }
 
 /** The parent of a process, from /proc/PID/stat (field 4). */

@@ -3,28 +3,14 @@ import { spawn } from 'node:child_process';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { Readable } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
 import { pino } from 'pino';
 import { runJob } from '../../src/server/job.js';
 import { createLauncher, type Launcher } from '../../src/server/launcher.js';
 import { waitUntil } from '../helpers/wait.js';
-import { alive } from './support.js';
+import { alive, collect } from './support.js';
 
 const silent = pino({ level: 'silent' });
-
-function collect(stream: Readable): Promise<string> {
-  return new Promise((resolve) => {
-    let text = '';
-    stream.on('data', (c: Buffer) => {
-      text += c.toString('utf8');
-    });
-    // A job that closed its output before launch() resolved hands over a stream that has
-    // already ended (net emits 'end' at EOF once its buffer is empty): no 'close' will come.
-    if (stream.closed) resolve(text);
-    else stream.once('close', () => resolve(text));
-  });
-}
 
 async function readPid(file: string): Promise<number> {
   await waitUntil(async () => (await readFile(file, 'utf8').catch(() => '')).trim() !== '', {

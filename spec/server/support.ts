@@ -2,7 +2,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { mkdir, mkdtemp, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Writable } from 'node:stream';
+import { type Readable, Writable } from 'node:stream';
 import { type Logger, pino } from 'pino';
 import { type ServeOptions, type ServerHandle, serve } from '../../src/server/index.js';
 import { hdr, pkt, RawPeer } from '../helpers/raw-peer.js';
@@ -130,4 +130,20 @@ export async function assertHealthy(
     peer.destroy();
   }
   return problems;
+}
+
+/**
+ * Everything a job's output stream carries, as text, once it has closed. A job that closed
+ * its output before launch() resolved hands over a stream that has already ended (net emits
+ * 'end' at EOF once its buffer is empty): no 'close' will come, so `closed` is checked first.
+ */
+export function collect(stream: Readable): Promise<string> {
+  return new Promise((resolve) => {
+    let text = '';
+    stream.on('data', (c: Buffer) => {
+      text += c.toString('utf8');
+    });
+    if (stream.closed) resolve(text);
+    else stream.once('close', () => resolve(text));
+  });
 }
