@@ -3,7 +3,6 @@
 // that keeps beating keeps a long job. Two real `rakeserver` programs on loopback, the
 // client's real engine (`run()`) in this process.
 import assert from 'node:assert/strict';
-import { type ChildProcess, spawn } from 'node:child_process';
 import { existsSync, readFileSync, readlinkSync } from 'node:fs';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -12,62 +11,23 @@ import { after, before, describe, it } from 'node:test';
 import { lastValueFrom, tap, toArray } from 'rxjs';
 import type { RakeEvent } from '../../src/client/events.js';
 import { run } from '../../src/client/index.js';
+import { type RakeserverProgram, rakeserverProgram } from '../helpers/rakeserver-program.js';
 import { waitUntil } from '../helpers/wait.js';
 import { only, parse } from './support.js';
 
-const root = new URL('../..', import.meta.url).pathname;
-const entry =
-  "import('./src/cli/rakeserver.ts').then(async (m) => { process.exitCode = await m.main(process.argv.slice(1)); })";
-
-/** A rakeserver program with its own workdir; resolves once it says where it listens. */
-interface Program {
-  readonly child: ChildProcess;
-  readonly port: number;
-  readonly workdir: string;
-  stop(): Promise<void>;
-}
-
-async function rakeserver(workdir: string, extra: string[]): Promise<Program> {
-  await mkdir(workdir, { recursive: true });
-  const child = spawn(
-    process.execPath,
-    ['--import', 'tsx', '-e', entry, '--', '--port', '0', '--workdir', workdir, ...extra],
-    { cwd: root, stdio: ['ignore', 'ignore', 'pipe'] },
-  );
-  let text = '';
-  child.stderr?.on('data', (c: Buffer) => {
-    text += c.toString();
-  });
-  const exited = new Promise<void>((ok) => child.once('exit', () => ok()));
-  await waitUntil(() => /"msg":"listening"/.test(text) || child.exitCode !== null, {
-    ms: 60_000,
-    what: 'the rakeserver listening line',
-  });
-  const line = text.split('\n').find((l) => l.includes('"msg":"listening"'));
-  assert.ok(line, `rakeserver did not start: ${text}`);
-  const port = (JSON.parse(line) as { port: number }).port;
-  return {
-    child,
-    port,
-    workdir,
-    async stop() {
-      if (child.exitCode === null) {
-        child.kill('SIGCONT');
-        child.kill('SIGTERM');
-      }
-      await exited;
-    },
-  };
-}
-
 let scratch: string;
-let servers: Program[] = [];
+let servers: RakeserverProgram[] = [];
 
 before(async () => {
   scratch = await mkdtemp(join(tmpdir(), 'rake-heartbeat-'));
   servers = await Promise.all(
     [1, 2].map((i) =>
-      rakeserver(join(scratch, `work${i}`), ['--heartbeat-interval', '0.2', '--max-jobs', '2']),
+      rakeserverProgram(join(scratch, `work${i}`), [
+        '--heartbeat-interval',
+        '0.2',
+        '--max-jobs',
+        '2',
+      ]),
     ),
   );
 });
@@ -91,7 +51,7 @@ async function project(name: string, script: string): Promise<{ dir: string; pid
 }
 
 /** The server whose workdir holds `pid`'s working directory. */
-function serverOf(pid: number): Program | undefined {
+function serverOf(pid: number): RakeserverProgram | undefined {
   const cwd = readlinkSync(`/proc/${pid}/cwd`);
   return servers.find((s) => cwd.startsWith(`${s.workdir}/`));
 }
@@ -114,7 +74,7 @@ describe('heartbeat', () => {
         toArray(),
       ),
     );
-    let frozen: Program | undefined;
+    let frozen: RakeserverProgram | undefined;
     let frozenAt = 0;
     try {
       await waitUntil(() => existsSync(pids) && /\d/.test(readFileSync(pids, 'utf8')), {

@@ -3,7 +3,6 @@
 // falls silent, the dispatcher stops placing actions there within 3 beats, its job in flight
 // is retried elsewhere (heartbeat), and every action succeeds on the other host.
 import assert from 'node:assert/strict';
-import { type ChildProcess, spawn } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -12,70 +11,25 @@ import { after, before, describe, it } from 'node:test';
 import { lastValueFrom, tap, toArray } from 'rxjs';
 import type { RakeEvent } from '../../src/client/events.js';
 import { run } from '../../src/client/run.js';
+import { type RakeserverProgram, rakeserverProgram } from '../helpers/rakeserver-program.js';
 import { waitUntil } from '../helpers/wait.js';
 import { only, parse, summary } from './support.js';
 
-const root = new URL('../..', import.meta.url).pathname;
-const entry =
-  "import('./src/cli/rakeserver.ts').then(async (m) => { process.exitCode = await m.main(process.argv.slice(1)); })";
-
-interface Program {
-  readonly child: ChildProcess;
-  readonly port: number;
-  stop(): Promise<void>;
-}
-
-async function rakeserver(workdir: string): Promise<Program> {
-  await mkdir(workdir, { recursive: true });
-  const child = spawn(
-    process.execPath,
-    [
-      '--import',
-      'tsx',
-      '-e',
-      entry,
-      '--',
-      '--port',
-      '0',
-      '--workdir',
-      workdir,
-      '--heartbeat-interval',
-      '0.2',
-      '--max-jobs',
-      '1',
-    ],
-    { cwd: root, stdio: ['ignore', 'ignore', 'pipe'] },
-  );
-  let text = '';
-  child.stderr?.on('data', (c: Buffer) => {
-    text += c.toString();
-  });
-  const exited = new Promise<void>((ok) => child.once('exit', () => ok()));
-  await waitUntil(() => /"msg":"listening"/.test(text) || child.exitCode !== null, {
-    ms: 60_000,
-    what: 'the rakeserver listening line',
-  });
-  const line = text.split('\n').find((l) => l.includes('"msg":"listening"'));
-  assert.ok(line, `rakeserver did not start: ${text}`);
-  return {
-    child,
-    port: (JSON.parse(line) as { port: number }).port,
-    async stop() {
-      if (child.exitCode === null) {
-        child.kill('SIGCONT');
-        child.kill('SIGTERM');
-      }
-      await exited;
-    },
-  };
-}
-
 describe('load streams: a host that goes quiet', () => {
   let scratch = '';
-  let servers: Program[] = [];
+  let servers: RakeserverProgram[] = [];
   before(async () => {
     scratch = await mkdtemp(join(tmpdir(), 'rake-quiet-'));
-    servers = await Promise.all([1, 2].map((i) => rakeserver(join(scratch, `work${i}`))));
+    servers = await Promise.all(
+      [1, 2].map((i) =>
+        rakeserverProgram(join(scratch, `work${i}`), [
+          '--heartbeat-interval',
+          '0.2',
+          '--max-jobs',
+          '1',
+        ]),
+      ),
+    );
   });
   after(async () => {
     await Promise.all(servers.map((s) => s.stop()));
@@ -85,7 +39,7 @@ describe('load streams: a host that goes quiet', () => {
   it('is left: its actions go to the other host, and all succeed', {
     timeout: 120_000,
   }, async () => {
-    const [frozen, other] = servers as [Program, Program];
+    const [frozen, other] = servers as [RakeserverProgram, RakeserverProgram];
     const dir = join(scratch, 'project');
     await mkdir(dir);
     const started = join(scratch, 'started');

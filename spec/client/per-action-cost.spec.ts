@@ -6,51 +6,14 @@
 // the load stream's per-message switchMap (6 subscriptions and a timer per load message,
 // about 1.6 messages per action), download's concat and the pooled job's outer operators.
 import assert from 'node:assert/strict';
-import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { lastValueFrom, Observable, type Subscription, toArray } from 'rxjs';
 import { run } from '../../src/client/run.js';
-import { waitUntil } from '../helpers/wait.js';
+import { type RakeserverProgram, rakeserverProgram } from '../helpers/rakeserver-program.js';
 import { only, parse, summary } from './support.js';
-
-const root = new URL('../..', import.meta.url).pathname;
-const entry =
-  "import('./src/cli/rakeserver.ts').then(async (m) => { process.exitCode = await m.main(process.argv.slice(1)); })";
-
-interface Program {
-  readonly port: number;
-  stop(): Promise<void>;
-}
-
-async function rakeserver(workdir: string): Promise<Program> {
-  await mkdir(workdir, { recursive: true });
-  const child: ChildProcess = spawn(
-    process.execPath,
-    ['--import', 'tsx', '-e', entry, '--', '--port', '0', '--workdir', workdir, '--max-jobs', '1'],
-    { cwd: root, stdio: ['ignore', 'ignore', 'pipe'] },
-  );
-  let text = '';
-  child.stderr?.on('data', (c: Buffer) => {
-    text += c.toString();
-  });
-  const exited = new Promise<void>((ok) => child.once('exit', () => ok()));
-  await waitUntil(() => /"msg":"listening"/.test(text) || child.exitCode !== null, {
-    ms: 60_000,
-    what: 'the rakeserver listening line',
-  });
-  const line = text.split('\n').find((l) => l.includes('"msg":"listening"'));
-  assert.ok(line, `rakeserver did not start: ${text}`);
-  return {
-    port: (JSON.parse(line) as { port: number }).port,
-    async stop() {
-      if (child.exitCode === null) child.kill('SIGTERM');
-      await exited;
-    },
-  };
-}
 
 interface Counts {
   subscriptions: number;
@@ -114,13 +77,15 @@ async function perAction(dir: string, ports: readonly number[], loadStreams: boo
 describe('per remote action, the client', { timeout: 180_000 }, () => {
   let scratch = '';
   let dir = '';
-  let servers: Program[] = [];
+  let servers: RakeserverProgram[] = [];
   before(async () => {
     scratch = await mkdtemp(join(tmpdir(), 'rake-cost-'));
     dir = join(scratch, 'project');
     await mkdir(dir);
     await writeFile(join(dir, 'Rakefile'), '');
-    servers = await Promise.all([1, 2].map((i) => rakeserver(join(scratch, `work${i}`))));
+    servers = await Promise.all(
+      [1, 2].map((i) => rakeserverProgram(join(scratch, `work${i}`), ['--max-jobs', '1'])),
+    );
   });
   after(async () => {
     await Promise.all(servers.map((s) => s.stop()));
