@@ -64,14 +64,25 @@ async function counted(
   return counts;
 }
 
+/**
+ * Per action, the least of 3 measurements: timing adds work (a load message that a busy
+ * machine did not coalesce, a kept connection the server closed meanwhile), never takes it
+ * away, so the least is what the engine itself costs (CI at load 25 once counted 14.3 where
+ * a quiet machine counts 12.5).
+ */
 async function perAction(dir: string, ports: readonly number[], loadStreams: boolean) {
   const N = 41;
-  const one = await counted(dir, ports, 1, loadStreams);
-  const many = await counted(dir, ports, N, loadStreams);
-  return {
-    subscriptions: (many.subscriptions - one.subscriptions) / (N - 1),
-    timers: (many.timers - one.timers) / (N - 1),
-  };
+  let best: Counts | undefined;
+  for (let i = 0; i < 3; i++) {
+    const one = await counted(dir, ports, 1, loadStreams);
+    const many = await counted(dir, ports, N, loadStreams);
+    const cost = {
+      subscriptions: (many.subscriptions - one.subscriptions) / (N - 1),
+      timers: (many.timers - one.timers) / (N - 1),
+    };
+    if (best === undefined || cost.subscriptions < best.subscriptions) best = cost;
+  }
+  return best as Counts;
 }
 
 describe('per remote action, the client', { timeout: 180_000 }, () => {
