@@ -5,7 +5,7 @@
 // kernel). Either way the job runs wholly inside its own cgroup, with the same start-up as
 // posix_spawn gave it. Real cgroups (root or a delegated cgroup2 subtree), real processes.
 import assert from 'node:assert/strict';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -55,9 +55,23 @@ for (const mode of ['clone3', 'moved'] as const) {
     before(async () => {
       if (noCgroups !== undefined) return;
       dir = await mkdtemp(join(tmpdir(), 'rake-cgroup-entry-'));
+      // Two directories first on PATH, each with a program of the same name: the first's
+      // cannot be run (no x bit), so execvp passes it over and runs the second's.
+      for (const [sub, perm] of [
+        ['noexec', 0o644],
+        ['exec', 0o755],
+      ] as const) {
+        await mkdir(join(dir, sub));
+        await writeFile(join(dir, sub, 'rake-path-probe'), `#!/bin/sh\necho ${sub} "$@"\n`, {
+          mode: perm,
+        });
+      }
       // The helper reads its environment once it runs a job: set it for this launcher only.
+      const savedPath = process.env.PATH;
+      process.env.PATH = `${join(dir, 'noexec')}:${join(dir, 'exec')}:${savedPath ?? ''}`;
       process.env.RAKE_CLONE_INTO_CGROUP = mode === 'moved' ? '0' : '1';
       launcher = await createLauncher('python3', silent, 'python3', 'cgroup');
+      process.env.PATH = savedPath;
       if (saved === undefined) delete process.env.RAKE_CLONE_INTO_CGROUP;
       else process.env.RAKE_CLONE_INTO_CGROUP = saved;
     });
@@ -112,6 +126,16 @@ for (const mode of ['clone3', 'moved'] as const) {
       assert.equal(mask('SigIgn'), 0n, r.out);
       assert.equal(mask('SigBlk'), 0n, r.out);
     });
+
+    it(
+      'a program is found along PATH as execvp finds it (one that cannot run is passed over)',
+      T,
+      async (t) => {
+        if (noCgroups !== undefined) return t.skip(`no cgroups here: ${noCgroups}`);
+        const r = await run(launcher, 'rake-path-probe a b', dir);
+        assert.deepEqual([r.out, r.status, r.job.entry], ['exec a b\n', 0, mode], r.err);
+      },
+    );
 
     it('a program that is not there: the shell says so, status 127', T, async (t) => {
       if (noCgroups !== undefined) return t.skip(`no cgroups here: ${noCgroups}`);
