@@ -27,7 +27,7 @@ import type { Readable } from 'node:stream';
 import { parseArgs } from 'node:util';
 import { pino } from 'pino';
 import { createContainment } from '../../src/server/containment.js';
-import { createLauncher, type Launcher } from '../../src/server/launcher.js';
+import { createLauncher, HelperLauncher, type Launcher } from '../../src/server/launcher.js';
 import { markdownTable } from './lib/markdown.js';
 import { formatSpread, median, spread } from './lib/stats.js';
 
@@ -67,12 +67,21 @@ const closed = (s: Readable) =>
   });
 
 /** A launcher whose helper enters cgroups as `mode` says. */
-async function launcherFor(mode: Mode): Promise<Launcher> {
+const verdicts = new Set<string>();
+async function launcherFor(mode: Mode): Promise<HelperLauncher> {
   const saved = process.env.RAKE_CLONE_INTO_CGROUP;
   if (mode === 'auto') delete process.env.RAKE_CLONE_INTO_CGROUP;
   else process.env.RAKE_CLONE_INTO_CGROUP = mode === 'moved' ? '0' : '1';
   try {
-    return await createLauncher('python3', silent, 'python3', 'cgroup');
+    const launcher = await createLauncher('python3', silent, 'python3', 'cgroup');
+    if (!(launcher instanceof HelperLauncher)) throw new Error('the spawn helper did not start');
+    // As a server that has run a while: the helper has measured what a cgroup move costs
+    // here (it probes once idle, within about 150 ms of its start).
+    for (let i = 0; i < 200 && launcher.cgroupMoves === 'unknown'; i++) {
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    if (mode === 'auto') verdicts.add(launcher.cgroupMoves);
+    return launcher;
   } finally {
     if (saved === undefined) delete process.env.RAKE_CLONE_INTO_CGROUP;
     else process.env.RAKE_CLONE_INTO_CGROUP = saved;
@@ -158,6 +167,8 @@ process.stdout.write(
     `Starting a job (${jobs} jobs in a row per series; medians of ${runs} rounds, range in brackets; load ${formatSpread(spread(loads), 1)}):`,
     '',
     markdownTable([['command', 'enters its cgroup', 'launch (ms)', 'end (ms)'], ...rows]),
+    '',
+    `\`auto\` as the helper judged cgroup moves here (its idle probe): ${[...verdicts].join(', ') || 'not run'}. Where they are \`cheap\` (cgroup2 with favordynmods), \`auto\` moves every job; where \`costly\`, it clones a job after a pause and moves within a burst.`,
     '',
     'Reproduce: `node --import tsx scripts/bench/launch-latency.ts' +
       ` --runs ${runs} --jobs ${jobs} --commands '${commands.join(',')}'\`.`,

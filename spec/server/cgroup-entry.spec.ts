@@ -8,10 +8,16 @@ import assert from 'node:assert/strict';
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { PassThrough } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
 import { pino } from 'pino';
 import { createContainment } from '../../src/server/containment.js';
-import { createLauncher, type JobProcess, type Launcher } from '../../src/server/launcher.js';
+import {
+  createLauncher,
+  HelperLauncher,
+  type JobProcess,
+  type Launcher,
+} from '../../src/server/launcher.js';
 import { collect } from './support.js';
 
 const T = { timeout: 30_000 };
@@ -175,10 +181,11 @@ describe('a job enters its cgroup: auto (RAKE_CLONE_INTO_CGROUP unset)', () => {
     T,
     async (t) => {
       if (noCgroups !== undefined) return t.skip(`no cgroups here: ${noCgroups}`);
-      const saved = process.env.RAKE_CLONE_INTO_CGROUP;
-      delete process.env.RAKE_CLONE_INTO_CGROUP;
-      const launcher = await createLauncher('python3', silent, 'python3', 'cgroup');
-      if (saved !== undefined) process.env.RAKE_CLONE_INTO_CGROUP = saved;
+      // As on a kernel where a move after a pause waits for a grace period (most, as they boot).
+      const launcher = await withEnv(
+        { RAKE_CLONE_INTO_CGROUP: undefined, RAKE_CGROUP_MOVES: 'costly' },
+        () => createLauncher('python3', silent, 'python3', 'cgroup'),
+      );
       const dir = await mkdtemp(join(tmpdir(), 'rake-cgroup-entry-'));
       try {
         // The first job: nothing started before it.
@@ -208,4 +215,86 @@ describe('a job enters its cgroup: auto (RAKE_CLONE_INTO_CGROUP unset)', () => {
       }
     },
   );
+
+  it(
+    'where moves are cheap (RAKE_CGROUP_MOVES=cheap), a job after a pause is moved too',
+    T,
+    async (t) => {
+      if (noCgroups !== undefined) return t.skip(`no cgroups here: ${noCgroups}`);
+      const launcher = await withEnv(
+        { RAKE_CLONE_INTO_CGROUP: undefined, RAKE_CGROUP_MOVES: 'cheap' },
+        () => createLauncher('python3', silent, 'python3', 'cgroup'),
+      );
+      const dir = await mkdtemp(join(tmpdir(), 'rake-cgroup-entry-'));
+      try {
+        for (let i = 0; i < 2; i++) {
+          const r = await run(launcher, 'cat /proc/self/cgroup', dir);
+          assert.equal(r.status, 0, r.err);
+          assert.equal(r.job.entry, 'moved');
+          assert.match(v2(r.out) ?? '', /\/job-\d+$/, r.out);
+        }
+      } finally {
+        await launcher.close();
+        await rm(dir, { recursive: true, force: true });
+      }
+    },
+  );
+
+  it(
+    'the helper measures what a move costs once idle, says so, and jobs follow it',
+    T,
+    async (t) => {
+      if (noCgroups !== undefined) return t.skip(`no cgroups here: ${noCgroups}`);
+      const lines = new PassThrough();
+      const said = new Promise<{ cgroupMoves: string; moveMs: number }>((resolve) => {
+        let text = '';
+        lines.on('data', (chunk: Buffer) => {
+          text += chunk.toString();
+          for (const line of text.split('\n')) {
+            if (line.includes('"cgroupMoves"')) resolve(JSON.parse(line));
+          }
+        });
+      });
+      const launcher = await withEnv(
+        { RAKE_CLONE_INTO_CGROUP: undefined, RAKE_CGROUP_MOVES: undefined },
+        () => createLauncher('python3', pino({ level: 'info' }, lines), 'python3', 'cgroup'),
+      );
+      const dir = await mkdtemp(join(tmpdir(), 'rake-cgroup-entry-'));
+      try {
+        // Idle from its start: three probes, each 50 ms after the last move.
+        const verdict = await said;
+        assert.ok(['cheap', 'costly'].includes(verdict.cgroupMoves), JSON.stringify(verdict));
+        assert.ok(verdict.moveMs >= 0, JSON.stringify(verdict));
+        assert.ok(launcher instanceof HelperLauncher);
+        assert.equal(launcher.cgroupMoves, verdict.cgroupMoves);
+        const r = await run(launcher, 'cat /proc/self/cgroup', dir);
+        assert.equal(r.status, 0, r.err);
+        assert.equal(r.job.entry, verdict.cgroupMoves === 'cheap' ? 'moved' : 'clone3');
+        assert.match(v2(r.out) ?? '', /\/job-\d+$/, r.out);
+      } finally {
+        await launcher.close();
+        await rm(dir, { recursive: true, force: true });
+      }
+    },
+  );
 });
+
+/** Runs `make` with the environment changed as `vars` says (undefined: unset), then restores it. */
+async function withEnv<T>(
+  vars: Record<string, string | undefined>,
+  make: () => Promise<T>,
+): Promise<T> {
+  const saved = Object.fromEntries(Object.keys(vars).map((k) => [k, process.env[k]]));
+  const set = (values: Record<string, string | undefined>) => {
+    for (const [k, v] of Object.entries(values)) {
+      if (v === undefined) delete process.env[k];
+      else process.env[k] = v;
+    }
+  };
+  set(vars);
+  try {
+    return await make();
+  } finally {
+    set(saved);
+  }
+}

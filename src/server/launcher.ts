@@ -348,6 +348,16 @@ export class HelperLauncher implements Launcher {
   #helper: Promise<ChildProcess> | undefined;
   #nextId = 1;
   #closed = false;
+  #cgroupMoves: 'unknown' | 'cheap' | 'costly' = 'unknown';
+
+  /**
+   * What moving into a cgroup after a pause costs here, as the helper measured it (its `m`
+   * line): `cheap` (every job moved and started by posix_spawn), `costly` (a job after a
+   * pause cloned into its cgroup), or `unknown` until it has measured.
+   */
+  get cgroupMoves(): 'unknown' | 'cheap' | 'costly' {
+    return this.#cgroupMoves;
+  }
 
   private constructor(
     python: string,
@@ -512,6 +522,17 @@ export class HelperLauncher implements Launcher {
 
   /** One line from the helper: `s ID PID`, `f ID "message"` or `x ID STATUS`. */
   #event(line: string): void {
+    if (line.startsWith('m ')) {
+      const [, verdict, ms] = line.split(' ');
+      this.#cgroupMoves = verdict === 'cheap' ? 'cheap' : 'costly';
+      this.#log.info(
+        { cgroupMoves: this.#cgroupMoves, moveMs: Number(ms) },
+        this.#cgroupMoves === 'cheap'
+          ? 'moving into a cgroup is cheap here: jobs are moved into theirs and started with posix_spawn'
+          : 'moving into a cgroup waits here: jobs after a pause are cloned into theirs (clone3)',
+      );
+      return;
+    }
     const first = line.indexOf(' ');
     const second = line.indexOf(' ', first + 1);
     const kind = line.slice(0, first);

@@ -25,6 +25,8 @@
  *   into the job's cgroup: `clone3`, `moved` or `none`, see below), `f ID "message"` (could
  *   not start; a JSON string), `x ID STATUS` (the shell ended; STATUS is 128 + n for signal
  *   n). Before it writes `x`, the helper kills whatever is left of the job's process group.
+ *   And once, `m VERDICT MS`: what moving into a cgroup after a pause costs here (`cheap` or
+ *   `costly`, and the move it judged by, in ms), measured while it was idle (see below).
  * - With a `cg`, the job is started by `clone3(CLONE_INTO_CGROUP)` (Linux 5.7): created inside
  *   its cgroup, a copy of the helper that makes itself the job (process group, signals,
  *   stdio) and execs; a pipe closed on exec tells the helper it started or why not. Where
@@ -32,6 +34,10 @@
  *   the helper moves itself into the cgroup, spawns, and moves back (`moved`): each move
  *   is a write to `cgroup.procs`, which waits for an RCU grace period once the hierarchy
  *   has been quiet (about 4 ms each here), on every job's path.
+ * - Where such moves are cheap (cgroup2 mounted with `favordynmods`: no grace period), every
+ *   job is moved and started by posix_spawn, which costs less CPU than clone3's copy of the
+ *   helper. The helper finds out by timing moves of itself into its own cgroup while idle
+ *   (`RAKE_CGROUP_MOVES=cheap|costly` tells it instead), and reports it with an `m` line.
  * - `kill` sends SIGKILL to the job's process group if the job has not ended yet.
  * - On end of stdin (the server exited, even by SIGKILL) it kills every job's process group
  *   and cgroup, then exits.
@@ -92,12 +98,30 @@ last_start = [float('-inf')]
 # posix_spawn (vfork) costs about 1 ms less than clone3's copy of the helper. A job after a
 # pause (a compile, a sleep) is cloned into its cgroup; a burst's first move pays once.
 BURST = 0.02
+# When the helper last wrote to a cgroup.procs (monotonic seconds): a move after a pause
+# (PROBE_QUIET) shows what moving costs here.
+last_move = [float('-inf')]
+# What moving into a cgroup costs after a pause, as measured here (docs/server.md, "Starting
+# jobs"): None until known; 'costly' where the write waits for an RCU grace period (4-10 ms,
+# most kernels as they boot); 'cheap' (0.2 ms) where the cgroup hierarchy favours dynamic
+# changes (cgroup2 mounted with favordynmods, Linux 6.0+). Where moves are cheap, every job
+# is moved and started by posix_spawn (vfork), which costs about 1.4 ms of CPU less than
+# clone3's copy of the helper. RAKE_CGROUP_MOVES=cheap|costly sets it; otherwise the helper
+# probes once it has been idle: PROBES moves of itself into its own cgroup, each after
+# PROBE_QUIET without a move, all under MOVE_CHEAP for 'cheap' (a move by some other process
+# just before can make one look cheap, hence more than one); the first costly one ends it
+# (one wait of a grace period, once in the helper's life). A move after a pause that turns
+# out costly later sets 'costly' for good.
+MOVE_CHEAP = 0.001
+PROBE_QUIET = 0.05
+PROBES = 3
 
 def main():
     sock_path = sys.argv[1]
     home = sys.argv[2] if len(sys.argv) > 2 else ''
     if home:
         write_pid(home)
+        last_move[0] = time.monotonic()
     # Neither a terminal's Ctrl-C nor a hangup may take the jobs' parent away: the helper
     # lives exactly as long as its stdin.
     for s in (signal.SIGINT, signal.SIGHUP, signal.SIGTERM):
@@ -202,7 +226,7 @@ def main():
         choice = os.environ.get('RAKE_CLONE_INTO_CGROUP', 'auto')
         if clone_into[0] is False or _syscall is None or choice == '0':
             return None
-        if choice != '1' and time.monotonic() - last_start[0] < BURST:
+        if choice != '1' and (moves[0] == 'cheap' or time.monotonic() - last_start[0] < BURST):
             return None
         if words is not None:
             # (program, argv, environment), all made before the copy.
@@ -271,11 +295,17 @@ def main():
                                        (os.POSIX_SPAWN_DUP2, conns[0].fileno(), 1),
                                        (os.POSIX_SPAWN_DUP2, conns[1].fileno(), 2)])
             if cg and pid is None:
+                began = time.monotonic()
                 try:
                     write_pid(cg)
                 except OSError as e:
                     raise OSError(e.errno, "cannot enter the job's cgroup %s: %s" % (cg, e.strerror))
                 moved = True
+                took = time.monotonic() - began
+                if (moves[0] == 'cheap' and began - last_move[0] >= PROBE_QUIET
+                        and took >= 2 * MOVE_CHEAP):
+                    judge('costly', took)
+                last_move[0] = time.monotonic()
             if pid is None and words is not None:
                 # As make does: a command of plain words needs no shell. Anything the
                 # shell would report (not found, not executable) goes through it below.
@@ -295,6 +325,7 @@ def main():
                 # Back home before any word to the server, which kills the job's cgroup as
                 # soon as it hears the job failed or ended: that must never reach the helper.
                 write_pid(home)
+                last_move[0] = time.monotonic()
             for c in conns:
                 c.close()
             os.chdir('/')
@@ -307,6 +338,34 @@ def main():
             cg_of[job] = os.path.dirname(cg)
             last_start[0] = time.monotonic()
         emit('s %d %d %s' % (job, pid, 'moved' if moved else 'clone3' if cg else 'none'))
+
+    forced = os.environ.get('RAKE_CGROUP_MOVES')
+    moves = [forced if forced in ('cheap', 'costly') else None]
+    # No probe without cgroups, or where RAKE_CLONE_INTO_CGROUP fixes the way in.
+    probing = [bool(home) and moves[0] is None
+               and os.environ.get('RAKE_CLONE_INTO_CGROUP', 'auto') not in ('0', '1')]
+    probes = [0]
+
+    def judge(verdict, took):
+        moves[0] = verdict
+        probing[0] = False
+        emit('m %s %.3f' % (verdict, took * 1000))
+
+    def probe():
+        began = time.monotonic()
+        try:
+            write_pid(home)
+        except OSError:
+            probing[0] = False
+            return
+        took = time.monotonic() - began
+        last_move[0] = time.monotonic()
+        if took >= MOVE_CHEAP:
+            judge('costly', took)
+            return
+        probes[0] += 1
+        if probes[0] >= PROBES:
+            judge('cheap', took)
 
     def handle(line):
         job = None
@@ -330,7 +389,15 @@ def main():
     emit('ready')
     pending = b''
     while True:
-        for key, _ in sel.select():
+        timeout = None
+        if probing[0]:
+            timeout = max(0.0, last_move[0] + PROBE_QUIET - time.monotonic())
+        events = sel.select(timeout)
+        if not events and probing[0]:
+            if time.monotonic() - last_move[0] >= PROBE_QUIET:
+                probe()
+            continue
+        for key, _ in events:
             if key.data == 'child':
                 try:
                     os.read(wake_r, 4096)
