@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
-import { pino } from 'pino';
+import { type Logger, pino } from 'pino';
 import { createContainment } from '../../src/server/containment.js';
 import {
   createLauncher,
@@ -182,12 +182,7 @@ describe('a job enters its cgroup: auto (RAKE_CLONE_INTO_CGROUP unset)', () => {
     async (t) => {
       if (noCgroups !== undefined) return t.skip(`no cgroups here: ${noCgroups}`);
       // As on a kernel where a move after a pause waits for a grace period (most, as they boot).
-      const launcher = await withEnv(
-        { RAKE_CLONE_INTO_CGROUP: undefined, RAKE_CGROUP_MOVES: 'costly' },
-        () => createLauncher('python3', silent, 'python3', 'cgroup'),
-      );
-      const dir = await mkdtemp(join(tmpdir(), 'rake-cgroup-entry-'));
-      try {
+      await withLauncher({ RAKE_CGROUP_MOVES: 'costly' }, silent, async (launcher, dir) => {
         // The first job: nothing started before it.
         const first = await run(launcher, 'cat /proc/self/cgroup', dir);
         assert.equal(first.job.entry, 'clone3');
@@ -209,10 +204,7 @@ describe('a job enters its cgroup: auto (RAKE_CLONE_INTO_CGROUP unset)', () => {
           burst.some((r) => r.job.entry === 'moved'),
           'every job of the burst was cloned',
         );
-      } finally {
-        await launcher.close();
-        await rm(dir, { recursive: true, force: true });
-      }
+      });
     },
   );
 
@@ -221,22 +213,14 @@ describe('a job enters its cgroup: auto (RAKE_CLONE_INTO_CGROUP unset)', () => {
     T,
     async (t) => {
       if (noCgroups !== undefined) return t.skip(`no cgroups here: ${noCgroups}`);
-      const launcher = await withEnv(
-        { RAKE_CLONE_INTO_CGROUP: undefined, RAKE_CGROUP_MOVES: 'cheap' },
-        () => createLauncher('python3', silent, 'python3', 'cgroup'),
-      );
-      const dir = await mkdtemp(join(tmpdir(), 'rake-cgroup-entry-'));
-      try {
+      await withLauncher({ RAKE_CGROUP_MOVES: 'cheap' }, silent, async (launcher, dir) => {
         for (let i = 0; i < 2; i++) {
           const r = await run(launcher, 'cat /proc/self/cgroup', dir);
           assert.equal(r.status, 0, r.err);
           assert.equal(r.job.entry, 'moved');
           assert.match(v2(r.out) ?? '', /\/job-\d+$/, r.out);
         }
-      } finally {
-        await launcher.close();
-        await rm(dir, { recursive: true, force: true });
-      }
+      });
     },
   );
 
@@ -255,12 +239,8 @@ describe('a job enters its cgroup: auto (RAKE_CLONE_INTO_CGROUP unset)', () => {
           }
         });
       });
-      const launcher = await withEnv(
-        { RAKE_CLONE_INTO_CGROUP: undefined, RAKE_CGROUP_MOVES: undefined },
-        () => createLauncher('python3', pino({ level: 'info' }, lines), 'python3', 'cgroup'),
-      );
-      const dir = await mkdtemp(join(tmpdir(), 'rake-cgroup-entry-'));
-      try {
+      const logger = pino({ level: 'info' }, lines);
+      await withLauncher({ RAKE_CGROUP_MOVES: undefined }, logger, async (launcher, dir) => {
         // Idle from its start: three probes, each 50 ms after the last move.
         const verdict = await said;
         assert.ok(['cheap', 'costly'].includes(verdict.cgroupMoves), JSON.stringify(verdict));
@@ -271,13 +251,31 @@ describe('a job enters its cgroup: auto (RAKE_CLONE_INTO_CGROUP unset)', () => {
         assert.equal(r.status, 0, r.err);
         assert.equal(r.job.entry, verdict.cgroupMoves === 'cheap' ? 'moved' : 'clone3');
         assert.match(v2(r.out) ?? '', /\/job-\d+$/, r.out);
-      } finally {
-        await launcher.close();
-        await rm(dir, { recursive: true, force: true });
-      }
+      });
     },
   );
 });
+
+/**
+ * A cgroup launcher in `auto` (RAKE_CLONE_INTO_CGROUP unset), its helper started with the
+ * environment changed as `vars` says, and a fresh directory: both gone after `use`.
+ */
+async function withLauncher(
+  vars: Record<string, string | undefined>,
+  logger: Logger,
+  use: (launcher: Launcher, dir: string) => Promise<void>,
+): Promise<void> {
+  const launcher = await withEnv({ RAKE_CLONE_INTO_CGROUP: undefined, ...vars }, () =>
+    createLauncher('python3', logger, 'python3', 'cgroup'),
+  );
+  const dir = await mkdtemp(join(tmpdir(), 'rake-cgroup-entry-'));
+  try {
+    await use(launcher, dir);
+  } finally {
+    await launcher.close();
+    await rm(dir, { recursive: true, force: true });
+  }
+}
 
 /** Runs `make` with the environment changed as `vars` says (undefined: unset), then restores it. */
 async function withEnv<T>(
