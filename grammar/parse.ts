@@ -92,7 +92,17 @@ function pieceEnd(text: string, from: number): number {
  * Reads and parses the Rakefile at `path`. A file that cannot be read is a diagnostic too
  * (`cannot-read`), so callers handle one kind of failure.
  */
-export async function readRakefile(path: string, options: ParseOptions = {}): Promise<ReadResult> {
+export async function readRakefile(
+  path: string,
+  options: ParseOptions & {
+    /**
+     * Given the decoded text before it is parsed, and awaited (the CLI dials the hosts it
+     * names, and lets the connects leave before the parse holds the thread:
+     * src/client/early-dial.ts).
+     */
+    readonly beforeParse?: (text: string) => undefined | Promise<void>;
+  } = {},
+): Promise<ReadResult> {
   const file = options.file ?? path;
   let bytes: Uint8Array;
   try {
@@ -102,6 +112,7 @@ export async function readRakefile(path: string, options: ParseOptions = {}): Pr
   }
   const decoded = decodeRakefile(bytes, file);
   if (!decoded.ok) return { ok: false, diagnostics: [decoded.diagnostic], source: decoded.text };
+  await options.beforeParse?.(decoded.text);
   return { ...parseText(decoded.text, file), source: decoded.text };
 }
 

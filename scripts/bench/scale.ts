@@ -32,7 +32,8 @@
  * - `rtt`     compiles at 20 ms RTT on the netns test bed (scripts/testbed/): the first action
  *             of a run and a later one (next actionset, warm connections), each traced
  *             (`--trace`) beyond the compile itself (the command's run time in the server's
- *             `job end` log), in measured round trips; and, from a `tcpdump` of the last
+ *             `job end` log), in measured round trips; the whole client (spawn to exit)
+ *             beyond both compiles beside them; and, from a `tcpdump` of the last
  *             round in the host's namespace, every connection's turns (SYN, cost query,
  *             hello/ok, job → reply, ...). Needs root (network namespaces; tcpdump for the
  *             list: scripts/testbed/install-tools.sh); says why not otherwise.
@@ -679,8 +680,8 @@ async function rowRtt(o: ScaleOptions): Promise<RowResult> {
   }
   // Per side, the first action of a run and the later one (warm connections), each beyond
   // its compile: the traced action's wall time minus the command's run time on the server.
-  const beyond = new Map<string, { first: number[]; later: number[] }>(
-    o.sides.map((s) => [s.label, { first: [], later: [] }]),
+  const beyond = new Map<string, { first: number[]; later: number[]; whole: number[] }>(
+    o.sides.map((s) => [s.label, { first: [], later: [], whole: [] }]),
   );
   const capture = new Map<string, CapturedConnection[] | string>();
   const loads: number[] = [];
@@ -732,8 +733,10 @@ async function rowRtt(o: ScaleOptions): Promise<RowResult> {
             { cwd: p.dir },
           );
         // The last round's packets are kept: the round trips of each connection, listed.
+        let finished: Awaited<ReturnType<typeof run>>;
         if (r === o.runs - 1) {
           const c = await captured(h, join(p.dir, 'link.pcap'), run);
+          finished = c.value;
           capture.set(
             s.label,
             typeof c.connections === 'string'
@@ -741,11 +744,14 @@ async function rowRtt(o: ScaleOptions): Promise<RowResult> {
               : readCapture(join(p.dir, 'link.pcap'), h.port),
           );
         } else {
-          await run();
+          finished = await run();
         }
         const actions = [...readTrace(trace).actions].sort((a, b) => a.startMs - b.startMs);
         const ends = jobEnds(h.output()).slice(logged);
         const b = beyond.get(s.label);
+        // The whole client, spawn to exit, beyond both compiles: what a wait moved out of the
+        // traced actions (before the first, say) would still show here.
+        let whole = finished.seconds * 1000;
         for (const [k, unit] of ['u0', 'u1'].entries()) {
           const action = actions.find((a) => a.name.includes(`${unit}.c`));
           const end = ends.find((e) => e.command.includes(`${unit}.c`));
@@ -753,8 +759,10 @@ async function rowRtt(o: ScaleOptions): Promise<RowResult> {
             throw new Error(`rtt: no traced action or server log for ${unit}.c (${trace})`);
           }
           compiles.push(end.durationMs);
+          whole -= end.durationMs;
           (k === 0 ? b?.first : b?.later)?.push(action.wallMs - end.durationMs);
         }
+        b?.whole.push(whole);
       }
       progress(
         `rtt round ${r + 1}/${o.runs}: ${[...beyond].map(([k, v]) => `${k} first ${v.first.at(-1)?.toFixed(1)} ms, later ${v.later.at(-1)?.toFixed(1)} ms beyond the compile`).join('; ')}`,
@@ -769,15 +777,26 @@ async function rowRtt(o: ScaleOptions): Promise<RowResult> {
       v.map((x) => x / m),
       1,
     )}**`;
-  const rows = [['', 'first action (ms)', 'in RTTs', 'later action (ms)', 'in RTTs', 'load']];
+  const rows = [
+    [
+      '',
+      'first action (ms)',
+      'in RTTs',
+      'later action (ms)',
+      'in RTTs',
+      'whole client (ms)',
+      'load',
+    ],
+  ];
   for (const s of o.sides) {
-    const v = beyond.get(s.label) ?? { first: [], later: [] };
+    const v = beyond.get(s.label) ?? { first: [], later: [], whole: [] };
     rows.push([
       s.label,
       f2(v.first, 1),
       inRtts(v.first),
       f2(v.later, 1),
       inRtts(v.later),
+      f2(v.whole, 1),
       loadText(loads),
     ]);
   }
@@ -802,7 +821,7 @@ async function rowRtt(o: ScaleOptions): Promise<RowResult> {
   return {
     row: 'rtt',
     markdown: [
-      `Two compiles (\`remote-cc ${CFLAGS} -c u0.c\`, then \`u1.c\` in the next actionset; 2 requirements each, new contents every round) at ${rtt} ms RTT imposed on the netns test bed (measured connect ${m.toFixed(1)} ms), beyond the compile itself: each traced action (\`--trace\`) minus the command's own run time in the server's \`job end\` log (${f2(compiles, 1)} ms), in measured round trips (target ≤ 1.5). The first action of a run includes the wait for the host's first load or cost answer; the later one runs on the connections the first left:`,
+      `Two compiles (\`remote-cc ${CFLAGS} -c u0.c\`, then \`u1.c\` in the next actionset; 2 requirements each, new contents every round) at ${rtt} ms RTT imposed on the netns test bed (measured connect ${m.toFixed(1)} ms), beyond the compile itself: each traced action (\`--trace\`) minus the command's own run time in the server's \`job end\` log (${f2(compiles, 1)} ms), in measured round trips (target ≤ 1.5). The first action of a run includes the wait for the host's first load or cost answer; the later one runs on the connections the first left. *Whole client*: the client process from spawn to exit minus both compiles (its start, the Rakefile's parse and both actions), where time moved out of the traced actions would still show:`,
       '',
       markdownTable(rows),
       ...listing,

@@ -63,6 +63,8 @@ export interface DispatchOptions {
   readonly openRound?: (query: QueryCost) => OpeningRound;
   /** A fresh cost query, for a host whose stream had no cost to give (it refused the offer). */
   readonly queryCost?: QueryCost;
+  /** Told once every host's load stream has been opened (`start`). */
+  readonly onStart?: () => void;
 }
 
 /** The stream's cost query was refused for its offer: ask afresh (without it). */
@@ -144,6 +146,7 @@ export class LoadDispatcher {
       this.#options.onState?.(load);
       this.#drain();
     });
+    this.#options.onStart?.();
   }
 
   /**

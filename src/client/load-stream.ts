@@ -378,7 +378,7 @@ export function tcpWatchLoad(options: TcpWatchOptions): WatchLoad {
 }
 
 /** A plain TCP connection (a host written without `rakes://`). */
-function plainDial(endpoint: Endpoint): Dialed {
+export function plainDial(endpoint: Endpoint): Dialed {
   const socket = connect({ host: endpoint.host, port: endpoint.port });
   const ready = new Promise<void>((resolve, reject) => {
     socket.once('connect', resolve);

@@ -28,6 +28,7 @@ import type { ClientTls } from '../tls/index.js';
 import { type ActionContext, type PlannedAction, runAction } from './action.js';
 import { trackCleanup } from './cleanup.js';
 import { DEFAULT_DISPATCH_QUEUE, LoadDispatcher } from './dispatch.js';
+import type { EarlyDials } from './early-dial.js';
 import { EmbeddedServers, type StartServer, startEmbeddedServer } from './embedded.js';
 import { type Endpoint, hostKey, isLoopback } from './endpoint.js';
 import { type ActionRef, NO_PHASES, type RakeEvent, type RunSummary } from './events.js';
@@ -141,6 +142,13 @@ export interface RunOptions {
    * client's own overhead (queue-depth.ts).
    */
   readonly dispatchQueue?: number | 'auto';
+  /**
+   * Connections to the hosts dialed before the run (`EarlyDials`, early-dial.ts: the CLI
+   * dials while it parses the Rakefile): each host's load stream opens on its own. The run
+   * ends the ones it did not take (`!D`) once the streams are open, or when it ends.
+   * Ignored, and ended at once, when `transport` is given.
+   */
+  readonly early?: EarlyDials;
 }
 
 /** Runs one remote action elsewhere than our hosts (src/reapi/executor.ts). */
@@ -227,7 +235,9 @@ export function run(rakefile: Rakefile, options: RunOptions = {}): Observable<Ra
         tls: options.tls,
         // With load streams, job connections to our servers are kept for later jobs too.
         reuse: options.loadStreams !== false,
+        ...(options.early === undefined ? {} : { early: options.early }),
       });
+    if (options.transport !== undefined) options.early?.close();
     const connectTimeoutMs = options.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS;
     // One server listed under two names is one host (docs/client.md, "One server, one host");
     // a lookup that takes longer than a connect would leaves the names as spelled.
@@ -322,6 +332,8 @@ function runTargets(
             queryCost,
             reconnectMs: options.hostBackoffMs || DEFAULT_HOST_BACKOFF_MS,
             scheduler,
+            // Every stream is open: a connection dialed early that none took never will be.
+            onStart: () => options.early?.close(),
             onState: (s) => {
               if (s.state === 'lost' || s.state === 'unsupported') {
                 logger.info(
@@ -332,6 +344,8 @@ function runTargets(
             },
           })
         : undefined;
+    // No load streams in this run: nothing takes the connections dialed early.
+    if (dispatcher === undefined) options.early?.close();
     const ctx: ActionContext = {
       transport,
       poller,
@@ -405,6 +419,7 @@ function runTargets(
         }
       }),
       finalize(() => {
+        options.early?.close();
         dispatcher?.stop();
         transport.closeIdle?.();
         trackCleanup(embedded.close());

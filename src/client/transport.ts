@@ -49,6 +49,7 @@ import {
   type Told,
   then,
 } from './conversation.js';
+import type { EarlyDials } from './early-dial.js';
 import { type Endpoint, endpointIdentity, hostKey } from './endpoint.js';
 import { describeError, HelloRefused, isConnectionError, JobError } from './errors.js';
 import type { LookupAddresses } from './hosts.js';
@@ -236,6 +237,11 @@ export interface TransportOptions {
    * Close the pool at the end with {@link TcpTransport.closeIdle}.
    */
   readonly reuse?: boolean;
+  /**
+   * Connections dialed while the Rakefile was parsed (`early-dial.ts`): a host's load stream
+   * opens on its own instead of dialing one.
+   */
+  readonly early?: EarlyDials;
 }
 
 /** The TCP transport, and what its TLS connections learnt (`rake-ts hosts`, benchmarks). */
@@ -315,9 +321,10 @@ export function tcpTransport(options: TransportOptions = {}): TcpTransport {
           state.asked.add(hostKey(e));
           state.peers.record(e, peerFromAnnex(annex));
         },
-        // The jobs' own way to a host: TLS (and its session cache) for a `rakes://` host.
+        // The jobs' own way to a host: TLS (and its session cache) for a `rakes://` host; for
+        // another, the connection dialed while the Rakefile was parsed, if any (once).
         dial: (e) => {
-          if (e.tls !== true) return undefined;
+          if (e.tls !== true) return options.early?.take(e);
           const tls = state.dialer.dial(e.host, e.port, hostKey(e));
           return { socket: tls.socket, ready: tls.ready, explain: (err) => tls.explain(err) };
         },

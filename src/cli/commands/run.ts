@@ -8,6 +8,7 @@ import { formatDiagnostics } from '../../../grammar/diagnostics.js';
 import { readRakefile } from '../../../grammar/parse.js';
 import { DEFAULT_LOCAL_CACHE_BYTES, defaultCacheDir, LocalCache } from '../../cache/store.js';
 import { whenSettled } from '../../client/cleanup.js';
+import { EarlyDials, hostsAhead } from '../../client/early-dial.js';
 import { hostListProblem, parseHostList } from '../../client/endpoint.js';
 import type { RunSummary } from '../../client/events.js';
 import { OutputSpool } from '../../client/output.js';
@@ -304,7 +305,10 @@ export async function runRake(args: RunArgs, io: RunIO = defaultIO()): Promise<n
       log.display.error({ event, ...fields }, text.replace(/^rake-ts: /, '').trimEnd());
     else io.stderr.write(text.endsWith('\n') ? text : `${text}\n`);
   };
+  /** Connections dialed while the Rakefile is parsed, for the run to take. */
+  let early: EarlyDials | undefined;
   const usage = async (event: string, text: string, fields?: Record<string, unknown>) => {
+    early?.close();
     problem(event, text, fields);
     await log.close();
     return EXIT.usage;
@@ -319,7 +323,24 @@ export async function runRake(args: RunArgs, io: RunIO = defaultIO()): Promise<n
       return usage('usage-error', `rake-ts: -C ${args.directory}: no such directory`);
     }
   }
-  const read = await readRakefile(path, { file: label });
+  // The hosts the file names are dialed while it is parsed (src/client/early-dial.ts): their
+  // load streams, which the first action waits for, then open on connections already up.
+  const dialEarly =
+    !args['dry-run'] &&
+    args.executor === undefined &&
+    (args['load-streams'] ?? process.env.RAKE_LOAD_STREAMS !== '0');
+  const read = await readRakefile(path, {
+    file: label,
+    beforeParse: (text) => {
+      if (!dialEarly) return undefined;
+      const ahead = hostsAhead(text, { hosts: args.hosts, port: args.port, tlsAll: args.tls });
+      if (ahead.length === 0) return undefined;
+      early = new EarlyDials(ahead);
+      // Node starts a connect on its next tick: one turn of the event loop, so the SYNs are
+      // on the wire before the parse.
+      return new Promise<void>((resolve) => setImmediate(resolve));
+    },
+  });
   if (!read.ok) {
     return usage('rakefile-invalid', formatDiagnostics(read.diagnostics, read.source), {
       diagnostics: read.diagnostics,
@@ -422,6 +443,7 @@ export async function runRake(args: RunArgs, io: RunIO = defaultIO()): Promise<n
       : {}),
     logger,
     spool,
+    ...(early === undefined ? {} : { early }),
   };
 
   if (args['dry-run']) {
