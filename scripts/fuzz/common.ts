@@ -7,6 +7,7 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import { lstat, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
+import { SPAWN_HELPER_SOURCE } from '../../src/server/spawn-helper.js';
 
 /**
  * Bytes random data is drawn from inside a structured stream. A server runs whatever ends up
@@ -42,8 +43,8 @@ export function makeSafe(bytes: Uint8Array): Buffer {
 
 /**
  * Processes whose environment holds `marker`, other than this one and the spawn helpers of
- * this process's servers (long-lived by design; their socket directory, on their command
- * line, carries this pid): every process a server of this run started inherits it (the
+ * this process's servers (long-lived by design: children of this process that run the
+ * helper's source): every process a server of this run started inherits it (the
  * fuzzers set it in `process.env` first), so whatever is found after a session ended is a
  * leak. Zombies have an empty environment.
  */
@@ -56,14 +57,18 @@ export function markedProcesses(marker: string): number[] {
     return found;
   }
   const needle = Buffer.from(`=${marker}`);
-  const ownHelper = Buffer.from(`rakeserver-spawn-p${process.pid}-`);
+  const helperSource = Buffer.from(SPAWN_HELPER_SOURCE);
   for (const name of entries) {
     if (!/^\d+$/.test(name)) continue;
     const pid = Number(name);
     if (pid === process.pid) continue;
     try {
       if (!readFileSync(`/proc/${name}/environ`).includes(needle)) continue;
-      if (readFileSync(`/proc/${name}/cmdline`).includes(ownHelper)) continue;
+      const stat = readFileSync(`/proc/${name}/stat`, 'latin1');
+      const parent = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+      if (parent === process.pid && readFileSync(`/proc/${name}/cmdline`).includes(helperSource)) {
+        continue;
+      }
       found.push(pid);
     } catch {
       // Gone, or not ours to read.

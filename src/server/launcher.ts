@@ -1,10 +1,6 @@
 import { type ChildProcess, spawn } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { createServer, type Server, type Socket } from 'node:net';
-import { constants as osc, tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { createInterface } from 'node:readline';
-import type { Readable } from 'node:stream';
+import { constants as osc } from 'node:os';
+import { Readable } from 'node:stream';
 import type { Logger } from 'pino';
 import {
   type Containment,
@@ -14,14 +10,14 @@ import {
   type JobGroup,
 } from './containment.js';
 import { SPAWN_HELPER_SOURCE } from './spawn-helper.js';
-import { OWNER_TAG } from './stale.js';
 
 /**
  * A started job: `/bin/sh -c command` in a process group of its own. When {@link exited}
  * resolves, whatever was left of the group has been killed. Read stdout and stderr from the
  * moment `launch` resolves: Node's child_process discards output nobody reads once the
  * child has exited. A stream the job closed at once, before `launch` resolved, may already
- * have ended and closed (a socket emits 'end' at EOF once its buffer is empty): check
+ * have ended and closed (a pipe's stream, or the spawn helper's, emits 'end' at EOF once its
+ * buffer is empty): check
  * `closed` before waiting for 'close' (a spec that did not hung, issue 17 defect 11).
  */
 export interface JobProcess {
@@ -309,19 +305,24 @@ export class NodeLauncher implements Launcher {
   }
 }
 
-/** Length of the line the helper sends first on each output connection: `o` + 15 digits + LF. */
-const TAG_BYTES = 17;
 /** How long the helper may take to say `ready`. */
 const HELPER_START_MS = 10_000;
 
-/** A job the helper was asked to start, until it has ended. */
+/** A job's stdout or stderr as the helper forwards it. */
+interface HelperStream {
+  readonly readable: Readable;
+  /** The helper's end mark came, or the reader destroyed the stream: nothing more is wanted. */
+  done: boolean;
+}
+
+/** A job the helper was asked to start, until it has ended and its output with it. */
 interface HelperJob {
   /** Set by the helper's `s` line: the job has started. */
   pid?: number;
   /** Set by the same line. */
   entry?: CgroupEntry;
-  stdout?: Socket;
-  stderr?: Socket;
+  readonly stdout: HelperStream;
+  readonly stderr: HelperStream;
   ended: boolean;
   resolveLaunch(p: JobProcess): void;
   rejectLaunch(err: Error): void;
@@ -341,9 +342,6 @@ export class HelperLauncher implements Launcher {
   readonly containment: Containment;
   readonly #python: string;
   readonly #log: Logger;
-  readonly #dir: string;
-  readonly #socketPath: string;
-  readonly #server: Server;
   readonly #jobs = new Map<number, HelperJob>();
   #helper: Promise<ChildProcess> | undefined;
   #nextId = 1;
@@ -359,20 +357,10 @@ export class HelperLauncher implements Launcher {
     return this.#cgroupMoves;
   }
 
-  private constructor(
-    python: string,
-    log: Logger,
-    dir: string,
-    server: Server,
-    containment: Containment,
-  ) {
+  private constructor(python: string, log: Logger, containment: Containment) {
     this.containment = containment;
     this.#python = python;
     this.#log = log;
-    this.#dir = dir;
-    this.#socketPath = join(dir, 'out.sock');
-    this.#server = server;
-    server.on('connection', (socket) => this.#accept(socket));
   }
 
   /** Starts the helper and waits for its `ready`; rejects if it cannot run. */
@@ -381,25 +369,9 @@ export class HelperLauncher implements Launcher {
     log: Logger,
     containment: Containment,
   ): Promise<HelperLauncher> {
-    // mkdtemp makes the directory 0700: no other user can connect and pose as a job's output.
-    const dir = await mkdtemp(join(tmpdir(), `rakeserver-spawn-${OWNER_TAG}-`));
-    const server = createServer({ allowHalfOpen: false });
-    try {
-      await new Promise<void>((ok, fail) => {
-        server.once('error', fail);
-        server.listen(join(dir, 'out.sock'), () => {
-          server.off('error', fail);
-          ok();
-        });
-      });
-      const launcher = new HelperLauncher(python, log, dir, server, containment);
-      await launcher.#ensureHelper();
-      return launcher;
-    } catch (err) {
-      server.close();
-      await rm(dir, { recursive: true, force: true });
-      throw err;
-    }
+    const launcher = new HelperLauncher(python, log, containment);
+    await launcher.#ensureHelper();
+    return launcher;
   }
 
   async launch(command: string, cwd: string): Promise<JobProcess> {
@@ -417,14 +389,17 @@ export class HelperLauncher implements Launcher {
       throw new Error(`cannot make the job's cgroup: ${(err as Error).message}`);
     }
     return new Promise<JobProcess>((resolveLaunch, rejectLaunch) => {
-      this.#jobs.set(id, {
+      const job: HelperJob = {
+        stdout: this.#stream(id, 'o'),
+        stderr: this.#stream(id, 'e'),
         ended: false,
         resolveLaunch,
         rejectLaunch,
         resolveExit,
         exited,
         group,
-      });
+      };
+      this.#jobs.set(id, job);
       const env = { [JOB_TAG_VARIABLE]: group.tag };
       const request = { op: 'run', id, cwd, cmd: command, env, cg: group.procs ?? null };
       helper.stdin?.write(`${JSON.stringify(request)}\n`);
@@ -445,8 +420,25 @@ export class HelperLauncher implements Launcher {
     }
     // Whatever escaped the process groups: every job's cgroup or tag.
     await this.containment.close();
-    await new Promise<void>((ok) => this.#server.close(() => ok()));
-    await rm(this.#dir, { recursive: true, force: true });
+  }
+
+  /**
+   * A job's output stream, fed by the helper's frames. A reader that destroys it before its
+   * end (a descendant of the job kept it open past the grace after the job's exit) makes the
+   * helper close its end of the pipe.
+   */
+  #stream(id: number, tag: 'o' | 'e'): HelperStream {
+    const stream: HelperStream = { readable: new Readable({ read() {} }), done: false };
+    stream.readable.once('close', () => {
+      if (stream.done) return;
+      stream.done = true;
+      const helper = this.#helper;
+      void helper?.then((h) =>
+        h.stdin?.write(`${JSON.stringify({ op: 'close', id, stream: tag })}\n`),
+      );
+      this.#maybeForget(id);
+    });
+    return stream;
   }
 
   /** The running helper, started (again) when there is none or the last start failed. */
@@ -463,7 +455,7 @@ export class HelperLauncher implements Launcher {
 
   #startHelper(): Promise<ChildProcess> {
     return new Promise((resolve, reject) => {
-      const args = ['-c', SPAWN_HELPER_SOURCE, this.#socketPath];
+      const args = ['-c', SPAWN_HELPER_SOURCE];
       if (this.containment.helperProcs !== undefined) args.push(this.containment.helperProcs);
       const child = spawn(this.#python, args, {
         // The jobs' environment: the helper passes its own on.
@@ -486,14 +478,19 @@ export class HelperLauncher implements Launcher {
         reject(err);
       });
       child.stdin?.on('error', () => {});
-      createInterface({ input: child.stdout as Readable }).on('line', (line) => {
-        if (ready) return this.#event(line);
-        if (line !== 'ready') return;
-        ready = true;
-        clearTimeout(timer);
-        this.#log.debug({ python: this.#python, helperPid: child.pid }, 'spawn helper started');
-        resolve(child);
-      });
+      const reader = new HelperReader(
+        (line) => {
+          if (ready) return this.#event(line);
+          if (line !== 'ready') return;
+          ready = true;
+          clearTimeout(timer);
+          this.#log.debug({ python: this.#python, helperPid: child.pid }, 'spawn helper started');
+          resolve(child);
+        },
+        (id, tag) => this.#frame(id, tag),
+        (id, tag) => this.#endOf(id, tag),
+      );
+      child.stdout?.on('data', (chunk: Buffer) => reader.feed(chunk));
       child.once('exit', (code, signal) => {
         clearTimeout(timer);
         if (!ready) {
@@ -520,7 +517,7 @@ export class HelperLauncher implements Launcher {
     });
   }
 
-  /** One line from the helper: `s ID PID`, `f ID "message"` or `x ID STATUS`. */
+  /** One line from the helper: `s ID PID HOW`, `f ID "message"` or `x ID STATUS`. */
   #event(line: string): void {
     if (line.startsWith('m ')) {
       const [, verdict, ms] = line.split(' ');
@@ -545,7 +542,7 @@ export class HelperLauncher implements Launcher {
         const [pid, entry] = rest.split(' ');
         job.pid = Number(pid);
         job.entry = entry === 'clone3' || entry === 'moved' ? entry : 'none';
-        this.#maybeReady(id, job);
+        this.#started(id, job);
         break;
       }
       case 'f':
@@ -558,7 +555,7 @@ export class HelperLauncher implements Launcher {
         const status = Number(rest);
         // Whatever the job left, even outside its process group, goes before it ends.
         void job.group.release().then(() => job.resolveExit(status));
-        if (job.stdout && job.stderr) this.#jobs.delete(id);
+        this.#maybeForget(id);
         break;
       }
       default:
@@ -566,30 +563,29 @@ export class HelperLauncher implements Launcher {
     }
   }
 
-  /** An output connection from the helper: its first line names the job and the stream. */
-  #accept(socket: Socket): void {
-    socket.on('error', () => {});
-    const onReadable = () => {
-      const head = socket.read(TAG_BYTES) as Buffer | null;
-      if (head === null) return;
-      socket.off('readable', onReadable);
-      const id = Number(head.subarray(1, TAG_BYTES - 1).toString('latin1'));
-      const job = this.#jobs.get(id);
-      if (job === undefined) return socket.destroy();
-      if (head[0] === 0x6f) job.stdout = socket;
-      else job.stderr = socket;
-      this.#maybeReady(id, job);
-    };
-    socket.on('readable', onReadable);
+  /** Where the bytes of an `o`/`e` frame go: the stream, unless nobody wants them. */
+  #frame(id: number, tag: 'o' | 'e'): Readable | undefined {
+    const job = this.#jobs.get(id);
+    const stream = tag === 'o' ? job?.stdout : job?.stderr;
+    return stream === undefined || stream.done ? undefined : stream.readable;
   }
 
-  #maybeReady(id: number, job: HelperJob): void {
-    if (job.pid === undefined || !job.stdout || !job.stderr) return;
-    const { stdout, stderr } = job;
-    if (job.ended) this.#jobs.delete(id);
+  /** The helper's end mark of a job's stream: the job closed it (all its processes did). */
+  #endOf(id: number, tag: 'o' | 'e'): void {
+    const job = this.#jobs.get(id);
+    const stream = tag === 'o' ? job?.stdout : job?.stderr;
+    if (stream === undefined || stream.done) return;
+    stream.done = true;
+    stream.readable.push(null);
+    // Ends (and closes) at once when nothing is left unread, as a socket at EOF does.
+    stream.readable.read(0);
+    this.#maybeForget(id);
+  }
+
+  #started(id: number, job: HelperJob): void {
     job.resolveLaunch({
-      stdout,
-      stderr,
+      stdout: job.stdout.readable,
+      stderr: job.stderr.readable,
       exited: job.exited,
       entry: job.entry ?? 'none',
       kill: () => {
@@ -601,10 +597,18 @@ export class HelperLauncher implements Launcher {
     });
   }
 
+  /** Forgets a job that has ended and whose output has ended or been given up. */
+  #maybeForget(id: number): void {
+    const job = this.#jobs.get(id);
+    if (job?.ended && job.stdout.done && job.stderr.done) this.#jobs.delete(id);
+  }
+
   #drop(id: number, job: HelperJob): void {
     this.#jobs.delete(id);
-    job.stdout?.destroy();
-    job.stderr?.destroy();
+    job.stdout.done = true;
+    job.stderr.done = true;
+    job.stdout.readable.destroy();
+    job.stderr.readable.destroy();
   }
 
   /** The helper is gone: kill what it started, end or refuse every job it had; returns how many. */
@@ -619,15 +623,86 @@ export class HelperLauncher implements Launcher {
         }
       }
       const released = job.group.release();
-      if (job.pid !== undefined && job.stdout && job.stderr) {
-        job.ended = true;
-        void released.then(() => job.resolveExit(JOB_LOST));
-        this.#jobs.delete(id);
+      // Its output went through the helper: what did not come never will.
+      this.#drop(id, job);
+      if (job.pid !== undefined) {
+        if (!job.ended) {
+          job.ended = true;
+          void released.then(() => job.resolveExit(JOB_LOST));
+        }
       } else {
-        this.#drop(id, job);
         job.rejectLaunch(new SpawnerLost('the spawn helper died while starting the job'));
       }
     }
     return count;
+  }
+}
+
+/**
+ * Parses the helper's stdout: lines (`ready`, `s`, `f`, `x`), and output frames, each a line
+ * `o ID LEN` or `e ID LEN` followed by LEN bytes of that job's stdout or stderr; LEN 0 is
+ * the stream's end mark. A frame's bytes go to the stream as they arrive, never copied.
+ */
+export class HelperReader {
+  readonly #line: (line: string) => void;
+  readonly #target: (id: number, tag: 'o' | 'e') => Readable | undefined;
+  readonly #end: (id: number, tag: 'o' | 'e') => void;
+  /** The start of a line that has not ended yet. */
+  #partial: Buffer | undefined;
+  /** Bytes of the current frame still to come, and where they go. */
+  #body = 0;
+  #to: Readable | undefined;
+
+  constructor(
+    line: (line: string) => void,
+    target: (id: number, tag: 'o' | 'e') => Readable | undefined,
+    end: (id: number, tag: 'o' | 'e') => void,
+  ) {
+    this.#line = line;
+    this.#target = target;
+    this.#end = end;
+  }
+
+  feed(chunk: Buffer): void {
+    let at = 0;
+    while (at < chunk.length) {
+      if (this.#body > 0) {
+        const n = Math.min(this.#body, chunk.length - at);
+        const to = this.#to;
+        if (to !== undefined && !to.destroyed) to.push(chunk.subarray(at, at + n));
+        this.#body -= n;
+        at += n;
+        continue;
+      }
+      const nl = chunk.indexOf(0x0a, at);
+      if (nl < 0) {
+        const rest = chunk.subarray(at);
+        this.#partial = this.#partial ? Buffer.concat([this.#partial, rest]) : Buffer.from(rest);
+        return;
+      }
+      let line = chunk.subarray(at, nl);
+      at = nl + 1;
+      if (this.#partial !== undefined) {
+        line = Buffer.concat([this.#partial, line]);
+        this.#partial = undefined;
+      }
+      const tag = line[0];
+      if ((tag === 0x6f || tag === 0x65) && line[1] === 0x20) {
+        // `o ID LEN` / `e ID LEN`: no other line starts with either letter and a space.
+        const text = line.toString('latin1');
+        const space = text.indexOf(' ', 2);
+        const id = Number(text.slice(2, space));
+        const len = Number(text.slice(space + 1));
+        const which = tag === 0x6f ? 'o' : 'e';
+        if (len === 0) {
+          this.#end(id, which);
+        } else {
+          this.#body = len;
+          this.#to = this.#target(id, which);
+        }
+        continue;
+      }
+      this.#line(line.toString('utf8'));
+    }
   }
 }

@@ -6,18 +6,17 @@
  * docs/server.md, "Starting jobs").
  *
  * Conversation (docs/server.md has the full contract):
- * - argv[1] is a Unix socket the server listens on, in a directory only this user can enter.
- * - argv[2], when not empty, is the `cgroup.procs` of a cgroup of the helper's own
+ * - argv[1], when given and not empty, is the `cgroup.procs` of a cgroup of the helper's own
  *   (src/server/containment.ts): it moves there first, and back there after each spawn.
  * - The helper writes `ready` once it listens to its stdin.
- * - stdin, one JSON object per line: `{"op":"run","id":N,"cwd":D,"cmd":C,"env":{…},"cg":P}`
- *   or `{"op":"kill","id":N}`. `env` is added to the helper's environment for that job;
- *   `cg`, when not null, is the `cgroup.procs` of the job's cgroup: the helper moves itself
- *   there just before it spawns, so the job's first process is inside before it runs a
- *   thing, and moves back after.
- * - For `run`, it connects to the socket twice, sends `o` or `e` + the id in 15 digits + a
- *   newline on each, then spawns `/bin/sh -c C` in D, in a process group of its own, with
- *   stdin from /dev/null and stdout and stderr on those two connections. As make does, a
+ * - stdin, one JSON object per line: `{"op":"run","id":N,"cwd":D,"cmd":C,"env":{…},"cg":P}`,
+ *   `{"op":"kill","id":N}` or `{"op":"close","id":N,"stream":"o"|"e"}`. `env` is added to
+ *   the helper's environment for that job; `cg`, when not null, is the `cgroup.procs` of the
+ *   job's cgroup: the helper moves itself there just before it spawns, so the job's first
+ *   process is inside before it runs a thing, and moves back after.
+ * - For `run`, it makes two pipes, then spawns `/bin/sh -c C` in D, in a process group of
+ *   its own, with stdin from /dev/null and stdout and stderr on the pipes' write ends, which
+ *   it then closes: the job's processes hold the only ones. As make does, a
  *   command of plain words (no quotes, `$`, globs, redirections, operators, assignments,
  *   and not a shell builtin) is run without the shell, with `PWD` set to D; if that program
  *   cannot be started, the shell runs the command after all (and reports it as usual).
@@ -27,6 +26,17 @@
  *   n). Before it writes `x`, the helper kills whatever is left of the job's process group.
  *   And once, `m VERDICT MS`: what moving into a cgroup after a pause costs here (`cheap` or
  *   `costly`, and the move it judged by, in ms), measured while it was idle (see below).
+ * - The job's output, between those lines: the helper reads the pipes (non-blocking, at
+ *   most 64 KiB at a time) and writes what it read as frames, `o ID LEN` (stdout) or
+ *   `e ID LEN` (stderr) + a newline + LEN bytes as the job wrote them; `o ID 0` / `e ID 0`
+ *   marks the end of that stream (every process holding the pipe closed it), and may come
+ *   before or after `x`. `close` asks the helper to close its end of a stream the server no
+ *   longer wants (a process the job left kept it open past the job's end): whatever still
+ *   writes to it gets EPIPE.
+ * - The helper never blocks on its stdout: what the server has not read yet waits in the
+ *   helper, and once that is 1 MiB (OUT_LIMIT) it stops reading every job's pipes until the
+ *   server has taken half; a job that writes on then blocks on its full pipe. Requests are
+ *   still read and jobs still started and reaped meanwhile.
  * - With a `cg`, the job is started by `clone3(CLONE_INTO_CGROUP)` (Linux 5.7): created inside
  *   its cgroup, a copy of the helper that makes itself the job (process group, signals,
  *   stdio) and execs; a pipe closed on exec tells the helper it started or why not. Where
@@ -47,7 +57,7 @@
  *   serves every client's jobs: were it to die, all of them would die with it.
  */
 export const SPAWN_HELPER_SOURCE = String.raw`
-import ctypes, json, os, re, selectors, signal, socket, sys, time
+import collections, ctypes, itertools, json, os, re, selectors, signal, sys, time
 
 # clone3(2) with CLONE_INTO_CGROUP (Linux 5.7): the job's first process is created inside its
 # cgroup. Moving the helper in and out instead (a write to cgroup.procs each way) waits for
@@ -58,6 +68,17 @@ class CloneArgs(ctypes.Structure):
     _fields_ = [(name, ctypes.c_uint64) for name in (
         'flags', 'pidfd', 'child_tid', 'parent_tid', 'exit_signal', 'stack', 'stack_size',
         'tls', 'set_tid', 'set_tid_size', 'cgroup')]
+class Stream:
+    """A job's stdout or stderr, read from the helper's end of its pipe."""
+    __slots__ = ('fd', 'job', 'tag')
+    def __init__(self, fd, job, tag):
+        self.fd, self.job, self.tag = fd, job, tag
+
+# Most the helper reads from a job's output at once (a pipe holds 64 KiB).
+OUT_CHUNK = 1 << 16
+# Bytes waiting for the server past which jobs' output is no longer read (see flush).
+OUT_LIMIT = 1 << 20
+
 class NotStarted(Exception):
     """The job's process could not become the command: why, as the child said."""
 
@@ -117,8 +138,7 @@ PROBE_QUIET = 0.05
 PROBES = 3
 
 def main():
-    sock_path = sys.argv[1]
-    home = sys.argv[2] if len(sys.argv) > 2 else ''
+    home = sys.argv[1] if len(sys.argv) > 1 else ''
     if home:
         write_pid(home)
         last_move[0] = time.monotonic()
@@ -142,11 +162,76 @@ def main():
     id_of = {}   # pid -> job id
     cg_of = {}   # job id -> its cgroup directory, until the job is reaped
 
+    # What is still to be written to the server (stdout, non-blocking), oldest first, and
+    # how many bytes that is. Lines and frames wait here rather than block the helper on a
+    # slow server; past OUT_LIMIT the helper stops reading jobs' output (they then block on
+    # their full pipes) until the server has taken half of it.
+    out = collections.deque()
+    queued = [0]
+    os.set_blocking(1, False)
+    # Whether jobs' output pipes are registered with the selector (not paused).
+    reading = [True]
+    # Each job's open output pipes by read end: the job's stdout (b'o') and stderr (b'e').
+    streams = {}
+    sel = selectors.DefaultSelector()
+
+    def queue(data):
+        out.append(data)
+        queued[0] += len(data)
+
     def emit(line):
-        data = (line + '\n').encode()
-        while data:
-            n = os.write(1, data)
-            data = data[n:]
+        queue((line + '\n').encode())
+
+    def flush():
+        while out:
+            try:
+                n = os.writev(1, list(itertools.islice(out, 0, 64)))
+            except BlockingIOError:
+                return
+            except BrokenPipeError:
+                # The server is gone: its end of stdin follows; nobody reads this any more.
+                out.clear()
+                queued[0] = 0
+                return
+            queued[0] -= n
+            while n:
+                head = out[0]
+                if n >= len(head):
+                    out.popleft()
+                    n -= len(head)
+                else:
+                    out[0] = head[n:]
+                    n = 0
+
+    def pause(stop):
+        # Stops reading jobs' output, or starts again.
+        reading[0] = not stop
+        for fd, stream in streams.items():
+            if stop:
+                sel.unregister(fd)
+            else:
+                sel.register(fd, selectors.EVENT_READ, stream)
+
+    def forward(stream):
+        # One read of a job's output pipe, forwarded as a frame: "o ID LEN" + LEN bytes;
+        # LEN 0 marks the end of that stream.
+        try:
+            data = os.read(stream.fd, OUT_CHUNK)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b''
+        queue(b'%s %d %d\n' % (stream.tag, stream.job, len(data)))
+        if data:
+            queue(data)
+        else:
+            close_stream(stream)
+
+    def close_stream(stream):
+        del streams[stream.fd]
+        if reading[0]:
+            sel.unregister(stream.fd)
+        os.close(stream.fd)
 
     def killpg(pid):
         try:
@@ -275,25 +360,25 @@ def main():
                 os.close(report_w)
 
     def run(job, cwd, cmd, extra, cg):
-        conns = []
+        pipes = []  # (read end, write end) of stdout, then of stderr
         moved = False
         failed = None
         try:
             env = dict(os.environ, **extra)
-            for tag in ('o', 'e'):
-                c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-                conns.append(c)
-                c.connect(sock_path)
-                c.sendall(('%s%015d\n' % (tag, job)).encode())
+            # Both ends close on exec (os.pipe): the job gets its write ends as fds 1 and 2
+            # and nothing else, so no other job holds them open.
+            pipes.append(os.pipe())
+            pipes.append(os.pipe())
+            out_w, err_w = pipes[0][1], pipes[1][1]
             os.chdir(cwd)
             pid = None
             words = plain_words(cmd)
             if cg:
-                pid = spawn_into(cg, cmd, words, env, cwd, conns[0].fileno(), conns[1].fileno())
+                pid = spawn_into(cg, cmd, words, env, cwd, out_w, err_w)
             spawn = dict(setpgroup=0, setsigmask=(), setsigdef=defaults,
                          file_actions=[(os.POSIX_SPAWN_DUP2, devnull, 0),
-                                       (os.POSIX_SPAWN_DUP2, conns[0].fileno(), 1),
-                                       (os.POSIX_SPAWN_DUP2, conns[1].fileno(), 2)])
+                                       (os.POSIX_SPAWN_DUP2, out_w, 1),
+                                       (os.POSIX_SPAWN_DUP2, err_w, 2)])
             if cg and pid is None:
                 began = time.monotonic()
                 try:
@@ -316,7 +401,7 @@ def main():
             if pid is None:
                 pid = os.posix_spawn('/bin/sh', ['/bin/sh', '-c', cmd], env, **spawn)
         except Exception as e:
-            # OSError (no such directory, E2BIG), ValueError (an embedded NUL byte),
+            # OSError (no such directory, E2BIG, EMFILE), ValueError (an embedded NUL byte),
             # UnicodeEncodeError: this job's failure, never the helper's.
             failed = (str(e) if isinstance(e, (OSError, NotStarted))
                       else '%s: %s' % (type(e).__name__, e))
@@ -326,10 +411,13 @@ def main():
                 # soon as it hears the job failed or ended: that must never reach the helper.
                 write_pid(home)
                 last_move[0] = time.monotonic()
-            for c in conns:
-                c.close()
+            # Only the job writes to its output: its end is the end of its output.
+            for _, w in pipes:
+                os.close(w)
             os.chdir('/')
         if failed is not None:
+            for r, _ in pipes:
+                os.close(r)
             emit('f %d %s' % (job, json.dumps(failed)))
             return
         pid_of[job] = pid
@@ -338,6 +426,12 @@ def main():
             cg_of[job] = os.path.dirname(cg)
             last_start[0] = time.monotonic()
         emit('s %d %d %s' % (job, pid, 'moved' if moved else 'clone3' if cg else 'none'))
+        for (r, _), tag in zip(pipes, (b'o', b'e')):
+            os.set_blocking(r, False)
+            stream = Stream(r, job, tag)
+            streams[r] = stream
+            if reading[0]:
+                sel.register(r, selectors.EVENT_READ, stream)
 
     forced = os.environ.get('RAKE_CGROUP_MOVES')
     moves = [forced if forced in ('cheap', 'costly') else None]
@@ -376,6 +470,12 @@ def main():
                 run(job, msg['cwd'], msg['cmd'], msg.get('env') or {}, msg.get('cg'))
             elif msg['op'] == 'kill' and job in pid_of:
                 killpg(pid_of[job])
+            elif msg['op'] == 'close':
+                # The server gave up on this output (a descendant kept it open past the
+                # job's end): whatever still writes to it gets EPIPE.
+                tag = msg['stream'].encode()
+                for stream in [s for s in streams.values() if s.job == job and s.tag == tag]:
+                    close_stream(stream)
         except Exception as e:
             if isinstance(job, int) and job not in pid_of:
                 emit('f %d %s' % (job, json.dumps('bad request: %s: %s' % (type(e).__name__, e))))
@@ -383,11 +483,12 @@ def main():
                 sys.stderr.write('spawn helper: bad request: %s: %s\n' % (type(e).__name__, e))
                 sys.stderr.flush()
 
-    sel = selectors.DefaultSelector()
     sel.register(stdin, selectors.EVENT_READ, 'in')
     sel.register(wake_r, selectors.EVENT_READ, 'child')
     emit('ready')
+    flush()
     pending = b''
+    writing = False
     while True:
         timeout = None
         if probing[0]:
@@ -396,7 +497,6 @@ def main():
         if not events and probing[0]:
             if time.monotonic() - last_move[0] >= PROBE_QUIET:
                 probe()
-            continue
         for key, _ in events:
             if key.data == 'child':
                 try:
@@ -404,6 +504,14 @@ def main():
                 except BlockingIOError:
                     pass
                 reap()
+                continue
+            if key.data == 'out':
+                continue
+            if isinstance(key.data, Stream):
+                # A stream closed earlier in this round may have left its fd number to a
+                # new job's pipe: only the stream registered now is read.
+                if streams.get(key.fd) is key.data and reading[0]:
+                    forward(key.data)
                 continue
             try:
                 chunk = os.read(stdin, 1 << 16)
@@ -420,8 +528,21 @@ def main():
             pending = lines.pop()
             for line in lines:
                 handle(line)
+                # Each answer (s, f) as soon as it is known, not after the whole batch.
+                flush()
         # A SIGCHLD that arrived while a request was being handled.
         reap()
+        flush()
+        if queued[0] >= OUT_LIMIT and reading[0]:
+            pause(True)
+        elif queued[0] <= OUT_LIMIT // 2 and not reading[0]:
+            pause(False)
+        if bool(out) != writing:
+            writing = bool(out)
+            if writing:
+                sel.register(1, selectors.EVENT_WRITE, 'out')
+            else:
+                sel.unregister(1)
 
 main()
 `;
