@@ -40,8 +40,9 @@
  *
  * Every server is a compiled `rakeserver --max-jobs 1` on loopback (default logging). The
  * client is the compiled CLI as users start it, with compare.ts's flags (`-q
- * --progress=never --no-embedded --no-fallback`), timed from spawn to exit, its CPU from GNU
- * time. Progress goes to stderr; the Markdown goes to stdout.
+ * --progress=never --no-embedded --no-fallback`), timed from spawn to exit, its CPU from
+ * `process.cpuUsage()` as it exits (lib/cpu-usage.cjs preloaded: microseconds, where GNU time
+ * counts 10 ms ticks). Progress goes to stderr; the Markdown goes to stdout.
  */
 
 import { spawn } from 'node:child_process';
@@ -62,7 +63,7 @@ import {
   type Programs,
   progress,
   runChecked,
-  runWithCpu,
+  runNodeWithCpu,
   SCRATCH,
   startRakeservers,
 } from './lib/proc.js';
@@ -120,18 +121,20 @@ function hostFlags(servers: readonly { host: string; port: number }[]): string[]
   ];
 }
 
-/** One client run, checked: wall seconds and CPU seconds. */
+/**
+ * One client run, checked: wall seconds and the client's CPU seconds, to the microsecond
+ * (lib/cpu-usage.cjs preloaded: `process.cpuUsage()` at exit; lib/proc.ts `runNodeWithCpu`).
+ */
 async function runClient(
   side: Side,
   dir: string,
   rakefile: string,
   servers: readonly { host: string; port: number }[],
   extra: readonly string[] = [],
-): Promise<{ seconds: number; cpu: number }> {
-  const r = await runWithCpu(
+): Promise<{ seconds: number; cpu: number; gnuCpu: number }> {
+  const r = await runNodeWithCpu(
+    side.programs.rake,
     [
-      process.execPath,
-      side.programs.rake,
       '-f',
       rakefile,
       ...RAKE_FLAGS,
@@ -142,7 +145,7 @@ async function runClient(
     ],
     { cwd: dir },
   );
-  return { seconds: r.seconds, cpu: r.cpuSeconds };
+  return { seconds: r.seconds, cpu: r.cpuSeconds, gnuCpu: r.gnuCpuSeconds };
 }
 
 /** `n` one-slot servers of each side, keyed by the side's label. */
@@ -371,6 +374,8 @@ async function rowCpu(o: ScaleOptions): Promise<RowResult> {
   const servers = await serversPerSide(o.sides, maxHosts, join(dir, 'servers'));
   const one = writeRepeatRakefile(dir, 1, `remote-sleep ${sleep}`);
   type Cell = { perAction: number[]; eff: number[]; loads: number[] };
+  // GNU time's CPU minus the preload's, per client run (ms): what the preload leaves out.
+  const gnuMinusPreload: number[] = [];
   const cells = new Map<string, Cell>();
   const key = (label: string, h: number) => `${label}@${h}`;
   for (const s of o.sides) {
@@ -390,6 +395,7 @@ async function rowCpu(o: ScaleOptions): Promise<RowResult> {
           const a = await runClient(s, dir, one, sv);
           const b = await runClient(s, dir, many, sv);
           cell.perAction.push((1000 * (b.cpu - a.cpu)) / (n - 1));
+          gnuMinusPreload.push(1000 * (a.gnuCpu - a.cpu), 1000 * (b.gnuCpu - b.cpu));
           cell.eff.push((100 * ideal) / b.seconds);
         }
       }
@@ -457,7 +463,7 @@ async function rowCpu(o: ScaleOptions): Promise<RowResult> {
   return {
     row: 'cpu',
     markdown: [
-      `Client CPU per action and efficiency against host count: ${perHost} × \`remote-sleep ${sleep}\` per host (ideal ${(perHost * sleep).toFixed(1)} s), one-slot servers; CPU per action = (CPU of the N-action run − CPU of a 1-action run) / (N − 1), per round. Largest / smallest median CPU per action from 2 hosts on (target ≤ 1.2): ${flat.join(', ')}. Charts: ${join(chartDir, 'scale-hosts-cpu.svg')}, ${join(chartDir, 'scale-hosts-efficiency.svg')}.`,
+      `Client CPU per action and efficiency against host count: ${perHost} × \`remote-sleep ${sleep}\` per host (ideal ${(perHost * sleep).toFixed(1)} s), one-slot servers; CPU per action = (CPU of the N-action run − CPU of a 1-action run) / (N − 1), per round, each client's CPU to the microsecond (\`process.cpuUsage()\` as it exits, scripts/bench/lib/cpu-usage.cjs preloaded); GNU time's figure for the same runs (10 ms ticks) minus it: ${f2(gnuMinusPreload, 1)} ms a run. Largest / smallest median CPU per action from 2 hosts on (target ≤ 1.2): ${flat.join(', ')}. Charts: ${join(chartDir, 'scale-hosts-cpu.svg')}, ${join(chartDir, 'scale-hosts-efficiency.svg')}.`,
       '',
       markdownTable(rows),
     ].join('\n'),

@@ -376,16 +376,57 @@ const TIME = '/usr/bin/time';
  * Runs `argv` under GNU time, so its CPU seconds (its own and its waited-for children's)
  * are known too; `cpuSeconds` is NaN when /usr/bin/time is missing.
  */
+let cpuFiles = 0;
+
 export async function runWithCpu(
   argv: readonly string[],
   options: { cwd: string; env?: NodeJS.ProcessEnv },
 ): Promise<Finished & { cpuSeconds: number }> {
   if (!existsSync(TIME)) return { ...(await runChecked(argv, options)), cpuSeconds: Number.NaN };
-  const out = join(SCRATCH, `time-${process.pid}.txt`);
-  const r = await runChecked([TIME, '-f', '%U %S', '-o', out, ...argv], options);
-  const [user = Number.NaN, sys = Number.NaN] = readFileSync(out, 'utf8')
-    .trim()
-    .split(/\s+/)
-    .map(Number);
-  return { ...r, cpuSeconds: user + sys };
+  // A file per run: two runs may be under way at once (scale.ts's two clients).
+  const out = join(SCRATCH, `time-${process.pid}-${++cpuFiles}.txt`);
+  try {
+    const r = await runChecked([TIME, '-f', '%U %S', '-o', out, ...argv], options);
+    const [user = Number.NaN, sys = Number.NaN] = readFileSync(out, 'utf8')
+      .trim()
+      .split(/\s+/)
+      .map(Number);
+    return { ...r, cpuSeconds: user + sys };
+  } finally {
+    rmSync(out, { force: true });
+  }
+}
+
+/** lib/cpu-usage.cjs: preloaded by {@link runNodeWithCpu}. */
+export const CPU_PRELOAD = join(ROOT, 'scripts/bench/lib/cpu-usage.cjs');
+
+/**
+ * Runs `node <script> ...args` (this Node), checked, with lib/cpu-usage.cjs preloaded:
+ * `cpuSeconds` is the CPU the process itself used, user + system, to the microsecond
+ * (`process.cpuUsage()` as it exits), where {@link runWithCpu}'s GNU time counts 10 ms ticks
+ * (plus what its waited-for children used, which a client on remote hosts has none of).
+ * `gnuCpuSeconds` is GNU time's figure for the same run (NaN without /usr/bin/time), kept
+ * to check the preload against. `nodeArgs` go before the preload (e.g. V8 flags).
+ */
+export async function runNodeWithCpu(
+  script: string,
+  args: readonly string[],
+  options: { cwd: string; env?: NodeJS.ProcessEnv; nodeArgs?: readonly string[] },
+): Promise<Finished & { cpuSeconds: number; gnuCpuSeconds: number }> {
+  mkdirSync(SCRATCH, { recursive: true });
+  const file = join(SCRATCH, `cpu-${process.pid}-${++cpuFiles}.txt`);
+  rmSync(file, { force: true });
+  try {
+    const r = await runWithCpu(
+      [process.execPath, ...(options.nodeArgs ?? []), '--require', CPU_PRELOAD, script, ...args],
+      { cwd: options.cwd, env: { ...(options.env ?? process.env), RAKE_BENCH_CPU_FILE: file } },
+    );
+    const [user, system] = readFileSync(file, 'utf8').trim().split(/\s+/).map(Number);
+    if (!(Number.isFinite(user) && Number.isFinite(system))) {
+      throw new Error(`${file}: no CPU figures from ${script} (lib/cpu-usage.cjs)`);
+    }
+    return { ...r, cpuSeconds: ((user ?? 0) + (system ?? 0)) / 1e6, gnuCpuSeconds: r.cpuSeconds };
+  } finally {
+    rmSync(file, { force: true });
+  }
 }
