@@ -138,7 +138,11 @@ function writeCache({ identity, paths }, data) {
       return;
     } catch {
       // Read-only or full: try the next place, or go without, leaving no partial file.
-      rmSync(tmp, { force: true });
+      try {
+        rmSync(tmp, { force: true });
+      } catch {
+        // Its directory is missing or not one (ENOTDIR): no file was made.
+      }
     }
   }
 }

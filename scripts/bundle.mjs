@@ -106,6 +106,118 @@ const lazyModules = {
 };
 
 /**
+ * Node's own modules that our code imports at the top but a plan, a check or a build without
+ * files to send never uses: each import of one gets a stand-in whose functions `require` the
+ * real module when first called (only the names listed; esbuild fails on any other, so a new
+ * import is noticed here). Node compiles a built-in module as it is first required, and
+ * `node:crypto` is some twenty of them: about 6 ms of CPU at every start (docs/benchmarks.md,
+ * "Client start"). A build that sends files loads it at its first hash instead.
+ */
+const LAZY_BUILTINS = {
+  'node:crypto': ['createHash', 'createHmac', 'randomBytes', 'randomUUID', 'timingSafeEqual'],
+  'node:dns/promises': ['lookup'],
+};
+
+const lazyBuiltins = {
+  name: 'lazy-builtins',
+  setup(b) {
+    const names = Object.keys(LAZY_BUILTINS).map((m) => m.replace(/[/]/g, '\\$&'));
+    b.onResolve({ filter: new RegExp(`^(${names.join('|')})$`) }, (args) =>
+      args.kind === 'import-statement' && args.namespace !== 'lazy-builtin'
+        ? { path: args.path, namespace: 'lazy-builtin' }
+        : { path: args.path, external: true },
+    );
+    b.onLoad({ filter: /.*/, namespace: 'lazy-builtin' }, (args) => ({
+      contents: LAZY_BUILTINS[args.path]
+        .map(
+          (name) =>
+            `export function ${name}(...args) { return require(${JSON.stringify(args.path)}).${name}(...args); }`,
+        )
+        .join('\n'),
+      loader: 'js',
+    }));
+  },
+};
+
+/**
+ * Two built-ins that dependencies load as they are loaded, for work a run does not do:
+ * - `assert` (with its error class and colours): yargs checks its own state with
+ *   `strictEqual` and `notStrictEqual`, and sonic-boom (pino's file destination) with
+ *   `assert(ok, message)`, each throwing only when the check fails. In the bundle they get the
+ *   same checks, which load `assert` only to throw its error.
+ * - `worker_threads`: pino reads `isMainThread` as it loads, and uses it only when it makes an
+ *   asynchronous destination (`sync: false`, which the CLI's logger is not: src/cli/logging.ts),
+ *   and loads thread-stream, which needs `Worker`, for transports (which the CLI has none of).
+ * About 4 ms of CPU per start together (docs/benchmarks.md, "Client start").
+ */
+const LAZY_SOURCE_EDITS = [
+  {
+    file: /[\\/]pino[\\/]lib[\\/]tools\.js$/,
+    edits: [
+      ["const { isMainThread } = require('worker_threads')\n", ''],
+      [
+        'if (!opts.sync && isMainThread)',
+        "if (!opts.sync && require('worker_threads').isMainThread)",
+      ],
+    ],
+  },
+  {
+    file: /[\\/]pino[\\/]lib[\\/]transport\.js$/,
+    edits: [
+      ["const ThreadStream = require('thread-stream')\n", ''],
+      ['new ThreadStream(', "new (require('thread-stream'))("],
+    ],
+  },
+  {
+    // pino's own copy (pino-pretty, loaded only for `--log-format pretty`, has another).
+    file: /[\\/]node_modules[\\/]sonic-boom[\\/]index\.js$/,
+    except: /[\\/]pino-pretty[\\/]/,
+    edits: [
+      [
+        "const assert = require('assert')\n",
+        "function assert (ok, message) { if (!ok) require('assert')(ok, message) }\n",
+      ],
+    ],
+  },
+];
+
+const lazyDependencyBuiltins = {
+  name: 'lazy-dependency-builtins',
+  setup(b) {
+    b.onResolve({ filter: /^assert$/ }, (args) =>
+      /[\\/]yargs[\\/]lib[\\/]platform-shims[\\/]esm\.mjs$/.test(args.importer)
+        ? { path: 'yargs-assert', namespace: 'rake-ts' }
+        : undefined,
+    );
+    b.onLoad({ filter: /^yargs-assert$/, namespace: 'rake-ts' }, () => ({
+      contents: [
+        'export function strictEqual(actual, expected, message) {',
+        "  if (!Object.is(actual, expected)) require('node:assert').strictEqual(actual, expected, message);",
+        '}',
+        'export function notStrictEqual(actual, expected, message) {',
+        "  if (Object.is(actual, expected)) require('node:assert').notStrictEqual(actual, expected, message);",
+        '}',
+      ].join('\n'),
+      loader: 'js',
+    }));
+    for (const { file, except, edits } of LAZY_SOURCE_EDITS) {
+      b.onLoad({ filter: file }, (args) => {
+        if (except?.test(args.path)) return undefined;
+        let source = readFileSync(args.path, 'utf8');
+        for (const [from, to] of edits) {
+          // Exactly once each, or the dependency changed and this must be looked at again.
+          if (source.split(from).length !== 2) {
+            throw new Error(`bundle: ${args.path} no longer has ${JSON.stringify(from)} once`);
+          }
+          source = source.replace(from, to);
+        }
+        return { contents: source, loader: 'js' };
+      });
+    }
+  },
+};
+
+/**
  * rxjs as ES modules: under Node's conditions its package resolves to the CommonJS build,
  * one module whose exports are some 400 getters, and esbuild copied all of them into a new
  * object for each of our 27 modules that import from it (`__toESM`), at every start. Its ES
@@ -179,7 +291,14 @@ export async function bundle(dist = join(root, 'dist')) {
       charset: 'ascii',
       // The dependencies are resolved from this tree's node_modules, wherever dist is.
       nodePaths: [join(root, 'node_modules')],
-      plugins: [staticChevrotain, lazyModules, rxjsAsModules, yargsNoVersionGuess],
+      plugins: [
+        staticChevrotain,
+        lazyModules,
+        lazyBuiltins,
+        lazyDependencyBuiltins,
+        rxjsAsModules,
+        yargsNoVersionGuess,
+      ],
       legalComments: 'none',
       logLevel: 'warning',
     });

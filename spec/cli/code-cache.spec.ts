@@ -9,6 +9,7 @@ import {
   readdirSync,
   readFileSync,
   rmSync,
+  statSync,
   writeFileSync,
 } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -28,10 +29,12 @@ describe('the code cache of the built rake-ts', {
   mkdirSync(join(home, 'bin'));
   mkdirSync(join(home, 'dist'));
   copyFileSync(join(root, 'bin/rake-ts.js'), join(home, 'bin/rake-ts.js'));
+  copyFileSync(join(root, 'bin/package.json'), join(home, 'bin/package.json'));
   copyFileSync(join(root, 'dist/rake-ts.cjs'), join(home, 'dist/rake-ts.cjs'));
+  // As the package is: ES modules but for bin/, which its own package.json makes CommonJS.
   writeFileSync(
     join(home, 'package.json'),
-    JSON.stringify({ name: 'rake-ts', version: pkg.version }),
+    JSON.stringify({ name: 'rake-ts', version: pkg.version, type: 'module' }),
   );
   after(() => rmSync(home, { recursive: true, force: true }));
 
@@ -101,5 +104,68 @@ describe('the code cache of the built rake-ts', {
     assert.ok(!before.includes(now[0] as string), 'a new cache for the new bundle');
     // The old bundle's caches of both kinds are gone with it.
     assert.deepEqual(caches('run'), []);
+  });
+});
+
+describe('the built rake-ts where its code cache cannot be written', {
+  skip: built ? false : 'run `npm run build` first',
+}, () => {
+  // A fresh copy, as after an install: no cache anywhere yet.
+  const home = mkdtempSync(join(tmpdir(), 'rake-code-cache-ro-'));
+  mkdirSync(join(home, 'bin'));
+  mkdirSync(join(home, 'dist'));
+  copyFileSync(join(root, 'bin/rake-ts.js'), join(home, 'bin/rake-ts.js'));
+  copyFileSync(join(root, 'bin/package.json'), join(home, 'bin/package.json'));
+  copyFileSync(join(root, 'dist/rake-ts.cjs'), join(home, 'dist/rake-ts.cjs'));
+  writeFileSync(
+    join(home, 'package.json'),
+    JSON.stringify({ name: 'rake-ts', version: pkg.version, type: 'module' }),
+  );
+  after(() => rmSync(home, { recursive: true, force: true }));
+
+  // The name bin/rake-ts.js gives the cache of this bundle (see cachePaths there).
+  const st = statSync(join(home, 'dist/rake-ts.cjs'));
+  const name = `rake-ts.${st.size}-${Math.trunc(st.mtimeMs)}-${st.ino}-v8-${process.versions.v8}.other.v8cache`;
+  // Where it would go beside the bundle: a directory (not empty) of that name, so neither a
+  // read nor the rename of a written file succeeds there, whoever runs this (root ignores
+  // a read-only mode).
+  mkdirSync(join(home, 'dist', name, 'taken'), { recursive: true });
+
+  const rake = (args: string[], cacheHome: string) =>
+    spawnSync(process.execPath, [join(home, 'bin/rake-ts.js'), ...args], {
+      encoding: 'utf8',
+      cwd: home,
+      env: { ...process.env, XDG_CACHE_HOME: cacheHome },
+    });
+  const leftovers = () => readdirSync(join(home, 'dist')).filter((n) => n.endsWith('.tmp'));
+
+  it('runs without one where none can be written, and leaves nothing behind', () => {
+    // The user's cache directory is a file: it cannot be made there either.
+    const notADir = join(home, 'cache-is-a-file');
+    writeFileSync(notADir, '');
+    for (let i = 0; i < 2; i++) {
+      const r = rake(['--version'], notADir);
+      assert.equal(r.status, 0, r.stderr);
+      assert.equal(r.stdout, `${pkg.version}\n`);
+      assert.equal(r.stderr, '');
+    }
+    assert.deepEqual(leftovers(), []);
+    assert.deepEqual(readdirSync(join(home, 'dist', name)), ['taken']);
+  });
+
+  it("is kept in the user's cache directory when it cannot be beside the bundle", () => {
+    const xdg = join(home, 'xdg');
+    const first = rake(['--version'], xdg);
+    assert.equal(first.status, 0, first.stderr);
+    assert.equal(first.stdout, `${pkg.version}\n`);
+    const cached = join(xdg, 'rake-ts', name);
+    const bytes = readFileSync(cached);
+    assert.ok(bytes.length > 0);
+    const second = rake(['--version'], xdg);
+    assert.equal(second.status, 0, second.stderr);
+    assert.equal(second.stdout, first.stdout);
+    // Read and accepted there, so not written again.
+    assert.deepEqual(readFileSync(cached), bytes);
+    assert.deepEqual(leftovers(), []);
   });
 });

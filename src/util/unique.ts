@@ -1,7 +1,11 @@
 import { randomBytes } from 'node:crypto';
 
-/** Random per process, so names from two processes (or two runs) never meet. */
-const PREFIX = randomBytes(4).toString('hex');
+/**
+ * Random per process, so names from two processes (or two runs) never meet. Drawn at the
+ * first name, not as the module loads: a client that makes no name then never loads
+ * `node:crypto` (scripts/bundle.mjs, `LAZY_BUILTINS`).
+ */
+let prefix: string | undefined;
 let counter = 0;
 
 /**
@@ -11,6 +15,7 @@ let counter = 0;
  * name used to cost about 0.1 ms of server CPU each here, three times per job.
  */
 export function uniqueSuffix(): string {
+  prefix ??= randomBytes(4).toString('hex');
   counter += 1;
-  return `${PREFIX}${counter.toString(36)}`;
+  return `${prefix}${counter.toString(36)}`;
 }
