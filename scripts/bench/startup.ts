@@ -3,7 +3,8 @@
  * on one loopback rakeserver), run as a user runs it (the program executed: `bin/rake-ts.js`,
  * through its `#!` line), against rake-ts at `--baseline REV` (default f774e28, main before
  * this work) in the same rounds, interleaved in rotating order. Wall time from spawn to exit
- * and CPU seconds (GNU time), medians and ranges of `--runs` rounds, the 1-minute load
+ * and CPU (`process.cpuUsage()` as it exits, to the microsecond: lib/cpu-usage.cjs preloaded
+ * through NODE_OPTIONS), medians and ranges of `--runs` rounds, the 1-minute load
  * average beside them. Each program is measured with this environment as it is (which may set
  * NODE_EXTRA_CA_CERTS, as this build machine does) and with NODE_EXTRA_CA_CERTS removed, and
  * `node -e 0` gives the floor: what any Node process costs here.
@@ -20,7 +21,7 @@ import {
   compilePrograms,
   compileRev,
   progress,
-  runWithCpu,
+  runWithPreciseCpu,
   SCRATCH,
   startRakeservers,
 } from './lib/proc.js';
@@ -84,7 +85,7 @@ const cpu = new Map<string, number[]>(variants.map((v) => [v.label, []]));
 const loads: number[] = [];
 try {
   // Untimed: each program writes its V8 code cache on its first run, as after an install.
-  for (const v of variants) await runWithCpu(v.argv, { cwd: dir, env: v.env });
+  for (const v of variants) await runWithPreciseCpu(v.argv, { cwd: dir, env: v.env });
   for (let r = 0; r < runs; r++) {
     loads.push(loadavg()[0] ?? Number.NaN);
     const order = [
@@ -92,7 +93,7 @@ try {
       ...variants.slice(0, r % variants.length),
     ];
     for (const v of order) {
-      const x = await runWithCpu(v.argv, { cwd: dir, env: v.env });
+      const x = await runWithPreciseCpu(v.argv, { cwd: dir, env: v.env });
       wall.get(v.label)?.push(x.seconds * 1000);
       cpu.get(v.label)?.push(x.cpuSeconds * 1000);
     }
@@ -113,7 +114,7 @@ process.stdout.write(
   [
     markdownTable(rows),
     '',
-    `A 1-action Rakefile (\`remote-true\` on one loopback \`rakeserver ${SERVER_FLAGS.join(' ')}\`), the program executed as a user runs it (\`bin/rake-ts.js ${flags.join(' ')}\`), timed from spawn to exit; CPU is user + system (GNU time, 10 ms ticks). Medians of ${runs} rounds (range in brackets), all rows interleaved in rotating order; load ${formatSpread(spread(loads), 1)} (1-minute average at the start of each round). NODE_EXTRA_CA_CERTS is ${caNote}. Reproduce: \`node --import tsx scripts/bench/startup.ts --runs ${runs} --baseline ${rev}\`.`,
+    `A 1-action Rakefile (\`remote-true\` on one loopback \`rakeserver ${SERVER_FLAGS.join(' ')}\`), the program executed as a user runs it (\`bin/rake-ts.js ${flags.join(' ')}\`), timed from spawn to exit; CPU is user + system of the process (\`process.cpuUsage()\` as it exits, scripts/bench/lib/cpu-usage.cjs preloaded through NODE_OPTIONS; it counts the shell of the \`#!\` line, which \`exec\`s node in the same process). Medians of ${runs} rounds (range in brackets), all rows interleaved in rotating order; load ${formatSpread(spread(loads), 1)} (1-minute average at the start of each round). NODE_EXTRA_CA_CERTS is ${caNote}. Reproduce: \`node --import tsx scripts/bench/startup.ts --runs ${runs} --baseline ${rev}\`.`,
     '',
   ].join('\n'),
 );

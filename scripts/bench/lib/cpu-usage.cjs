@@ -1,5 +1,5 @@
-// Preloaded into a measured Node program (`node --require <this file> program ...`, as
-// lib/proc.ts `runNodeWithCpu` starts it): as the process exits, writes the CPU time it has
+// Preloaded into a measured Node program (`--require <this file>` in NODE_OPTIONS, as
+// lib/proc.ts `runWithPreciseCpu` starts it): as the process exits, writes the CPU time it has
 // used, user and system, in microseconds, to the file RAKE_BENCH_CPU_FILE names. The figure
 // is `process.cpuUsage()`: getrusage(2) of the whole process, every thread (V8's compiler
 // and garbage collector threads, libuv's pool) counted from the process's start, at the

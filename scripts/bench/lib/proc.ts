@@ -63,7 +63,8 @@ export function compilePrograms(dir = join(SCRATCH, 'build')): Programs {
     encoding: 'utf8',
   });
   if (bundled.status !== 0) throw new Error(`bundling failed:\n${bundled.stdout}${bundled.stderr}`);
-  for (const b of ['rake-ts.js', 'rakeserver.js']) {
+  // bin/package.json makes the two programs CommonJS (the package is ES modules).
+  for (const b of ['rake-ts.js', 'rakeserver.js', 'package.json']) {
     copyFileSync(join(ROOT, 'bin', b), join(dir, 'bin', b));
   }
   return {
@@ -401,32 +402,47 @@ export async function runWithCpu(
 export const CPU_PRELOAD = join(ROOT, 'scripts/bench/lib/cpu-usage.cjs');
 
 /**
- * Runs `node <script> ...args` (this Node), checked, with lib/cpu-usage.cjs preloaded:
- * `cpuSeconds` is the CPU the process itself used, user + system, to the microsecond
- * (`process.cpuUsage()` as it exits), where {@link runWithCpu}'s GNU time counts 10 ms ticks
- * (plus what its waited-for children used, which a client on remote hosts has none of).
- * `gnuCpuSeconds` is GNU time's figure for the same run (NaN without /usr/bin/time), kept
- * to check the preload against. `nodeArgs` go before the preload (e.g. V8 flags).
+ * Runs `argv`, a Node program (`node script ...`, or a program that starts node, such as
+ * bin/rake-ts.js through its `#!` line), checked, with lib/cpu-usage.cjs preloaded (by
+ * `--require` in NODE_OPTIONS, which Node reads however it is started): `cpuSeconds` is the CPU
+ * that process used, user + system, to the microsecond (`process.cpuUsage()` as it exits,
+ * which counts what a shell used before it `exec`ed node), where {@link runWithCpu}'s GNU time
+ * counts 10 ms ticks (plus its waited-for children: a client on remote hosts has none).
+ * `gnuCpuSeconds` is GNU time's figure for the same run (NaN without /usr/bin/time), to
+ * check the preload against.
  */
-export async function runNodeWithCpu(
-  script: string,
-  args: readonly string[],
-  options: { cwd: string; env?: NodeJS.ProcessEnv; nodeArgs?: readonly string[] },
+export async function runWithPreciseCpu(
+  argv: readonly string[],
+  options: { cwd: string; env?: NodeJS.ProcessEnv },
 ): Promise<Finished & { cpuSeconds: number; gnuCpuSeconds: number }> {
   mkdirSync(SCRATCH, { recursive: true });
   const file = join(SCRATCH, `cpu-${process.pid}-${++cpuFiles}.txt`);
   rmSync(file, { force: true });
+  const env = options.env ?? process.env;
   try {
-    const r = await runWithCpu(
-      [process.execPath, ...(options.nodeArgs ?? []), '--require', CPU_PRELOAD, script, ...args],
-      { cwd: options.cwd, env: { ...(options.env ?? process.env), RAKE_BENCH_CPU_FILE: file } },
-    );
+    const r = await runWithCpu(argv, {
+      cwd: options.cwd,
+      env: {
+        ...env,
+        NODE_OPTIONS: `${env.NODE_OPTIONS ?? ''} --require ${JSON.stringify(CPU_PRELOAD)}`.trim(),
+        RAKE_BENCH_CPU_FILE: file,
+      },
+    });
     const [user, system] = readFileSync(file, 'utf8').trim().split(/\s+/).map(Number);
     if (!(Number.isFinite(user) && Number.isFinite(system))) {
-      throw new Error(`${file}: no CPU figures from ${script} (lib/cpu-usage.cjs)`);
+      throw new Error(`${file}: no CPU figures from ${argv.join(' ')} (lib/cpu-usage.cjs)`);
     }
     return { ...r, cpuSeconds: ((user ?? 0) + (system ?? 0)) / 1e6, gnuCpuSeconds: r.cpuSeconds };
   } finally {
     rmSync(file, { force: true });
   }
+}
+
+/** {@link runWithPreciseCpu} of `node <script> ...args` (this Node). */
+export function runNodeWithCpu(
+  script: string,
+  args: readonly string[],
+  options: { cwd: string; env?: NodeJS.ProcessEnv },
+): Promise<Finished & { cpuSeconds: number; gnuCpuSeconds: number }> {
+  return runWithPreciseCpu([process.execPath, script, ...args], options);
 }
