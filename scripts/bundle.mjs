@@ -153,6 +153,7 @@ const lazyBuiltins = {
 const LAZY_SOURCE_EDITS = [
   {
     file: /[\\/]pino[\\/]lib[\\/]tools\.js$/,
+    gone: ['isMainThread'],
     edits: [
       ["const { isMainThread } = require('worker_threads')\n", ''],
       [
@@ -163,6 +164,7 @@ const LAZY_SOURCE_EDITS = [
   },
   {
     file: /[\\/]pino[\\/]lib[\\/]transport\.js$/,
+    gone: ['ThreadStream'],
     edits: [
       ["const ThreadStream = require('thread-stream')\n", ''],
       ['new ThreadStream(', "new (require('thread-stream'))("],
@@ -200,7 +202,7 @@ const lazyDependencyBuiltins = {
       ].join('\n'),
       loader: 'js',
     }));
-    for (const { file, except, edits } of LAZY_SOURCE_EDITS) {
+    for (const { file, except, gone = [], edits } of LAZY_SOURCE_EDITS) {
       b.onLoad({ filter: file }, (args) => {
         if (except?.test(args.path)) return undefined;
         let source = readFileSync(args.path, 'utf8');
@@ -210,6 +212,12 @@ const lazyDependencyBuiltins = {
             throw new Error(`bundle: ${args.path} no longer has ${JSON.stringify(from)} once`);
           }
           source = source.replace(from, to);
+        }
+        // A name whose declaration went must have no other use left.
+        for (const name of gone) {
+          if (new RegExp(`(?<![.\\w])${name}\\b`).test(source)) {
+            throw new Error(`bundle: ${args.path} uses ${name} elsewhere now`);
+          }
         }
         return { contents: source, loader: 'js' };
       });

@@ -60,6 +60,10 @@ describe('what the built rake-ts loads', {
     // The server's launcher is what needs these two.
     assert.ok(!r.load.builtins.includes('child_process'), r.load.builtins.join(' '));
     assert.ok(!r.load.builtins.includes('readline'), r.load.builtins.join(' '));
+    // Loaded at first use (scripts/bundle.mjs, `LAZY_BUILTINS`, `LAZY_SOURCE_EDITS`).
+    for (const m of ['crypto', 'dns/promises', 'assert', 'worker_threads']) {
+      assert.ok(!r.load.builtins.includes(m), `${m}: ${r.load.builtins.join(' ')}`);
+    }
   });
 
   it('loads string-width when --help lays out its columns', () => {
@@ -78,5 +82,7 @@ describe('what the built rake-ts loads', {
     assert.match(r.stderr, /^rake-ts: started an embedded server at /m);
     assert.match(r.stderr, /^\[\d\d:\d\d:\d\d\.\d{3}\] DEBUG: local#0 goes to /m);
     assert.ok(r.load.builtins.includes('child_process'), 'the server was not loaded');
+    // The embedded server's secret is drawn through the bundle's stand-in for node:crypto.
+    assert.ok(r.load.builtins.includes('crypto'), 'node:crypto was not loaded');
   });
 });
