@@ -18,8 +18,8 @@
 // simply not used.
 //
 // This file is CommonJS (bin/package.json says so; the package itself is ES modules): Node
-// starts a CommonJS program without its ES module loader, which cost about 10 ms of every
-// start (the loader's own modules, and a module facade of each built-in imported here).
+// starts a CommonJS program without its ES module loader (its own modules, and a module
+// facade of each built-in imported here): 3-4 ms less CPU per start (docs/benchmarks.md).
 const {
   closeSync,
   mkdirSync,
