@@ -8,7 +8,12 @@ import { describe, it } from 'node:test';
 import { EMPTY, type Observable, type SchedulerLike } from 'rxjs';
 import { TestScheduler } from 'rxjs/testing';
 import { chooseByLoad, type LoadView } from '../../src/client/choose.js';
-import { LoadDispatcher, type OpeningRound, type Placement } from '../../src/client/dispatch.js';
+import {
+  LoadDispatcher,
+  OPENING_GRACE_MIN_MS,
+  type OpeningRound,
+  type Placement,
+} from '../../src/client/dispatch.js';
 import type { Endpoint } from '../../src/client/endpoint.js';
 import { type HostLoad, hostLoad, type LoadProbe } from '../../src/client/load-stream.js';
 import type { CostProbe, QueryCost } from '../../src/client/poll.js';
@@ -339,6 +344,68 @@ describe('LoadDispatcher: slots kept full, plus a small queue', () => {
         [4, '2', 'b:1'],
       ]);
     });
+  });
+
+  it('the opening grace: a host silent past it is passed over, and gets work once it speaks', () => {
+    const ts = scheduler();
+    ts.run(({ cold }) => {
+      // a speaks at 10 (4 slots); b says nothing until 200 (a frozen host, a lost SYN).
+      const a = cold<LoadProbe>('10ms a', { a: probe(0, 4, 1000) });
+      const b = cold<LoadProbe>('200ms a', { a: probe(0, 4, 1000) });
+      const placed = dispatch(
+        ts,
+        { a, b },
+        [
+          { at: 1, tag: '1' },
+          { at: 1, tag: '2' },
+          { at: 210, tag: '3' },
+        ],
+        { queue: 0 },
+      );
+      // The grace ends at max(OPENING_GRACE_MIN_MS, 2 × 10) = 50: the first two go to a, which
+      // has room (not everything: its slots); at 210 b, which spoke at 200, is the idler.
+      assert.equal(OPENING_GRACE_MIN_MS, 50);
+      assert.deepEqual(placed, [
+        [50, '1', 'a:1'],
+        [50, '2', 'a:1'],
+        [210, '3', 'b:1'],
+      ]);
+    });
+  });
+
+  it('the opening grace: a host that speaks within it is waited for; it is twice the first’s time', () => {
+    const run = (aAt: number, bAt: number) => {
+      const ts = scheduler();
+      let placed: Array<[number, string, string]> = [];
+      ts.run(({ cold }) => {
+        const a = cold<LoadProbe>(`${aAt}ms a`, { a: probe(0, 4, 1000) });
+        const b = cold<LoadProbe>(`${bAt}ms a`, { a: probe(0, 4, 1000) });
+        placed = dispatch(
+          ts,
+          { a, b },
+          [
+            { at: 1, tag: '1' },
+            { at: 1, tag: '2' },
+          ],
+          { queue: 0 },
+        );
+      });
+      return placed;
+    };
+    // Within the 50 ms floor: both hosts get one.
+    assert.deepEqual(run(10, 30), [
+      [30, '1', 'a:1'],
+      [30, '2', 'b:1'],
+    ]);
+    // a took 40 ms, so b gets until 80.
+    assert.deepEqual(run(40, 70), [
+      [70, '1', 'a:1'],
+      [70, '2', 'b:1'],
+    ]);
+    assert.deepEqual(run(40, 90), [
+      [80, '1', 'a:1'],
+      [80, '2', 'a:1'],
+    ]);
   });
 
   it('a load with hundreds waiting looks at the first of them, not at every one', () => {

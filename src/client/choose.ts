@@ -56,6 +56,11 @@ export function chooseByLoad(
     /** Jobs a host may hold beyond its slots: one number, or per host (`AdaptiveQueue`). */
     readonly queue: number | ((host: string, slots: number) => number);
     readonly exclude?: ReadonlySet<string>;
+    /**
+     * Hosts not heard from yet are passed over instead of waited for (the run's first moments
+     * are over: `LoadDispatcher`'s opening grace); they are chosen once they speak.
+     */
+    readonly passOverWaiting?: boolean;
   },
 ): LoadChoice {
   let best: { host: string; free: number; rank: number; ratio: number } | undefined;
@@ -65,7 +70,7 @@ export function chooseByLoad(
   let polled = false;
   for (const { load, own } of views) {
     if (options.exclude?.has(load.host)) continue;
-    if (load.state === 'waiting') pending = true;
+    if (load.state === 'waiting' && options.passOverWaiting !== true) pending = true;
     if (load.state === 'unsupported') polled = true;
     if (load.state !== 'live') continue;
     live++;

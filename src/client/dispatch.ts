@@ -8,6 +8,7 @@ import {
   type Subscription,
   tap,
   throwError,
+  timer,
 } from 'rxjs';
 import { chooseByLoad, type LoadChoiceReason, type LoadView } from './choose.js';
 import { type Endpoint, hostKey } from './endpoint.js';
@@ -70,6 +71,15 @@ export interface DispatchOptions {
 /** The stream's cost query was refused for its offer: ask afresh (without it). */
 class OfferRefused extends Error {}
 
+/**
+ * The run's first actions wait for every host's first word until this long after the load
+ * streams opened, or twice as long as the first host took to speak, whichever is later; then
+ * a host still silent is passed over until it speaks (`LoadDispatcher`). So a host up to
+ * twice as far as the nearest is waited for, and one that says nothing (frozen, its SYN lost)
+ * does not hold the start for the connect timeout.
+ */
+export const OPENING_GRACE_MIN_MS = 50;
+
 /** How many jobs a host may hold beyond its slots by default: per host, adapted. */
 export const DEFAULT_DISPATCH_QUEUE = 'auto';
 
@@ -108,6 +118,11 @@ export class LoadDispatcher {
   #openingRound: OpeningRound | undefined;
   #draining = false;
   #again = false;
+  /** When the streams were opened; whether the opening grace has started, and is over. */
+  #openedAt = 0;
+  #graceStarted = false;
+  #graceOver = false;
+  #grace: Subscription | undefined;
 
   constructor(
     endpoints: readonly Endpoint[],
@@ -137,6 +152,7 @@ export class LoadDispatcher {
     if (this.#subscription !== undefined) return;
     const scheduler = this.#options.scheduler ?? asyncScheduler;
     const watch = this.#openingAnswers();
+    this.#openedAt = scheduler.now();
     this.#subscription = merge(
       ...[...this.#endpoints.values()].map((e) =>
         hostLoad(e, watch, { reconnectMs: this.#options.reconnectMs, scheduler }),
@@ -144,6 +160,16 @@ export class LoadDispatcher {
     ).subscribe((load) => {
       this.#states.set(load.host, { load, mark: this.#ledger.mark() });
       this.#options.onState?.(load);
+      if (!this.#graceStarted && load.state !== 'waiting') {
+        // The first host has spoken: the others get until the opening grace ends.
+        this.#graceStarted = true;
+        const first = scheduler.now() - this.#openedAt;
+        const until = Math.max(OPENING_GRACE_MIN_MS, 2 * first);
+        this.#grace = timer(until - first, scheduler).subscribe(() => {
+          this.#graceOver = true;
+          this.#drain();
+        });
+      }
       this.#drain();
     });
     this.#options.onStart?.();
@@ -203,6 +229,7 @@ export class LoadDispatcher {
   /** Closes the load streams; waiting actions are told to poll. */
   stop(): void {
     this.#subscription?.unsubscribe();
+    this.#grace?.unsubscribe();
     this.#openingRound?.close();
     this.#opening = undefined;
     this.#excluding = 0;
@@ -278,6 +305,7 @@ export class LoadDispatcher {
       const choice = chooseByLoad(this.#views(), {
         queue: this.#queue,
         exclude: waiter.exclude,
+        passOverWaiting: this.#graceOver,
       });
       if (choice.kind === 'wait') {
         if (plain) fullForAll = true;
