@@ -26,7 +26,9 @@
  *             servers: each client's wall against the ideal 10 s.
  * - `cpu`     client CPU per action and efficiency at 1 … 64 hosts (25 × `remote-sleep 0.1`
  *             per host, ideal 2.5 s; CPU per action = (CPU of N actions − CPU of 1 action) /
- *             (N − 1), per round), and the chart data (`.bench/suite/scale/scale-hosts.svg`).
+ *             (N − 1), per round), and the chart data (`.bench/suite/scale/scale-hosts.svg`);
+ *             and, at every host count, (CPU of 1,600 − CPU of 800 `remote-true`) / 800: one
+ *             more action's CPU, the hosts' connections and streams paid for either way.
  * - `conns`   TCP connections the servers accepted per action: 400 × `remote-sleep 0.1` on 8
  *             one-slot servers, each behind a counting TCP proxy in this process.
  * - `rtt`     compiles at 20 ms RTT on the netns test bed (scripts/testbed/): the first action
@@ -365,6 +367,13 @@ async function rowTwo(o: ScaleOptions): Promise<RowResult> {
 }
 
 /** Client CPU per action and efficiency against host count. */
+/**
+ * The `cpu` row's fixed workloads: FIXED and 2 × FIXED `remote-true` at every host count; the
+ * CPU between the two, per action, is what one more action costs with the hosts' connections
+ * and streams already paid for (a cost per host, not per action).
+ */
+const FIXED = 800;
+
 async function rowCpu(o: ScaleOptions): Promise<RowResult> {
   const dir = join(o.dir, 'cpu');
   const perHost = 25;
@@ -373,13 +382,24 @@ async function rowCpu(o: ScaleOptions): Promise<RowResult> {
   progress(`cpu: starting ${maxHosts} servers per side`);
   const servers = await serversPerSide(o.sides, maxHosts, join(dir, 'servers'));
   const one = writeRepeatRakefile(dir, 1, `remote-sleep ${sleep}`);
-  type Cell = { perAction: number[]; eff: number[]; loads: number[] };
+  // The same work at every host count too: at 25 actions per host a 2-host run has 50, where
+  // the 1-action run's spread (about ±10 ms) is ±0.2 ms per action, V8 has optimized less of
+  // the client than in a 1,600-action run, and each host's connections and streams (a cost
+  // per host) are shared by 25 actions at every count. FIXED and 2 × FIXED `remote-true` at
+  // every count: the CPU between them is one more action's, whatever the per-host costs.
+  const fixedOne = join(dir, 'fixed-one');
+  const fixedMany = join(dir, 'fixed-many');
+  const fixedOneFile = writeRepeatRakefile(fixedOne, FIXED, 'remote-true');
+  const fixedManyFile = writeRepeatRakefile(fixedMany, 2 * FIXED, 'remote-true');
+  type Cell = { perAction: number[]; eff: number[]; loads: number[]; fixed: number[] };
   // GNU time's CPU minus the preload's, per client run (ms): what the preload leaves out.
   const gnuMinusPreload: number[] = [];
   const cells = new Map<string, Cell>();
   const key = (label: string, h: number) => `${label}@${h}`;
   for (const s of o.sides) {
-    for (const h of o.cpuHosts) cells.set(key(s.label, h), { perAction: [], eff: [], loads: [] });
+    for (const h of o.cpuHosts) {
+      cells.set(key(s.label, h), { perAction: [], eff: [], loads: [], fixed: [] });
+    }
   }
   try {
     for (const s of o.sides) await runClient(s, dir, one, servers.get(s.label) ?? []);
@@ -397,6 +417,9 @@ async function rowCpu(o: ScaleOptions): Promise<RowResult> {
           cell.perAction.push((1000 * (b.cpu - a.cpu)) / (n - 1));
           gnuMinusPreload.push(1000 * (a.gnuCpu - a.cpu), 1000 * (b.gnuCpu - b.cpu));
           cell.eff.push((100 * ideal) / b.seconds);
+          const c = await runClient(s, fixedOne, fixedOneFile, sv);
+          const d = await runClient(s, fixedMany, fixedManyFile, sv);
+          cell.fixed.push((1000 * (d.cpu - c.cpu)) / FIXED);
         }
       }
       progress(`cpu round ${r + 1}/${o.runs} done`);
@@ -408,7 +431,11 @@ async function rowCpu(o: ScaleOptions): Promise<RowResult> {
     [
       'hosts',
       'actions',
-      ...o.sides.flatMap((s) => [`${s.label}: CPU per action (ms)`, `${s.label}: efficiency`]),
+      ...o.sides.flatMap((s) => [
+        `${s.label}: CPU per action (ms)`,
+        `${s.label}: efficiency`,
+        `${s.label}: CPU per action, ${FIXED} → ${2 * FIXED} × true (ms)`,
+      ]),
       'load',
     ],
   ];
@@ -417,17 +444,20 @@ async function rowCpu(o: ScaleOptions): Promise<RowResult> {
     rows.push([
       String(h),
       String(perHost * h),
-      ...o.sides.flatMap((s) => [f2(c(s).perAction), `${f2(c(s).eff, 0)} %`]),
+      ...o.sides.flatMap((s) => [f2(c(s).perAction), `${f2(c(s).eff, 0)} %`, f2(c(s).fixed, 3)]),
       loadText(o.sides.flatMap((s) => c(s).loads)),
     ]);
   }
   // Flatness: the largest median CPU per action over the smallest, from 2 hosts on.
-  const flat = o.sides.map((s) => {
-    const m = o.cpuHosts
-      .filter((h) => h >= 2)
-      .map((h) => median(cells.get(key(s.label, h))?.perAction ?? []));
-    return `${s.label} ${(Math.max(...m) / Math.min(...m)).toFixed(2)}`;
-  });
+  const flatness = (pick: (c: Cell) => number[]) =>
+    o.sides.map((s) => {
+      const m = o.cpuHosts
+        .filter((h) => h >= 2)
+        .map((h) => median(pick(cells.get(key(s.label, h)) as Cell)));
+      return `${s.label} ${(Math.max(...m) / Math.min(...m)).toFixed(2)}`;
+    });
+  const flat = flatness((c) => c.perAction);
+  const flatFixed = flatness((c) => c.fixed);
   const point = (v: number[], h: number) => {
     const sp = spread(v);
     return { x: h, y: sp.median, lo: sp.min, hi: sp.max };
@@ -463,7 +493,7 @@ async function rowCpu(o: ScaleOptions): Promise<RowResult> {
   return {
     row: 'cpu',
     markdown: [
-      `Client CPU per action and efficiency against host count: ${perHost} × \`remote-sleep ${sleep}\` per host (ideal ${(perHost * sleep).toFixed(1)} s), one-slot servers; CPU per action = (CPU of the N-action run − CPU of a 1-action run) / (N − 1), per round, each client's CPU to the microsecond (\`process.cpuUsage()\` as it exits, scripts/bench/lib/cpu-usage.cjs preloaded); GNU time's figure for the same runs (10 ms ticks) minus it: ${f2(gnuMinusPreload, 1)} ms a run. Largest / smallest median CPU per action from 2 hosts on (target ≤ 1.2): ${flat.join(', ')}. Charts: ${join(chartDir, 'scale-hosts-cpu.svg')}, ${join(chartDir, 'scale-hosts-efficiency.svg')}.`,
+      `Client CPU per action and efficiency against host count: ${perHost} × \`remote-sleep ${sleep}\` per host (ideal ${(perHost * sleep).toFixed(1)} s), one-slot servers; CPU per action = (CPU of the N-action run − CPU of a 1-action run) / (N − 1), per round, each client's CPU to the microsecond (\`process.cpuUsage()\` as it exits, scripts/bench/lib/cpu-usage.cjs preloaded); GNU time's figure for the same runs (10 ms ticks) minus it: ${f2(gnuMinusPreload, 1)} ms a run. Largest / smallest median CPU per action from 2 hosts on (target ≤ 1.2): ${flat.join(', ')}; with the same work at every host count (last column: (CPU of ${2 * FIXED} − CPU of ${FIXED} \`remote-true\`) / ${FIXED}, one more action's CPU once every host's connections and streams are paid for): ${flatFixed.join(', ')}. Charts: ${join(chartDir, 'scale-hosts-cpu.svg')}, ${join(chartDir, 'scale-hosts-efficiency.svg')}.`,
       '',
       markdownTable(rows),
     ].join('\n'),
