@@ -21,11 +21,12 @@ const root = new URL('../../', import.meta.url).pathname;
 const built = existsSync(join(root, 'dist/rake-ts.cjs'));
 const pkg = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as { version: string };
 
-describe('the code cache of the built rake-ts', {
-  skip: built ? false : 'run `npm run build` first',
-}, () => {
-  // A copy of the program (bin/ and the bundle), so these runs own their cache files.
-  const home = mkdtempSync(join(tmpdir(), 'rake-code-cache-'));
+/**
+ * A copy of the built program (bin/ and the bundle) in a new directory named from `prefix`,
+ * removed after the suite: its runs own their cache files.
+ */
+function copyOfProgram(prefix: string): string {
+  const home = mkdtempSync(join(tmpdir(), prefix));
   mkdirSync(join(home, 'bin'));
   mkdirSync(join(home, 'dist'));
   copyFileSync(join(root, 'bin/rake-ts.js'), join(home, 'bin/rake-ts.js'));
@@ -37,6 +38,14 @@ describe('the code cache of the built rake-ts', {
     JSON.stringify({ name: 'rake-ts', version: pkg.version, type: 'module' }),
   );
   after(() => rmSync(home, { recursive: true, force: true }));
+  return home;
+}
+
+describe('the code cache of the built rake-ts', {
+  skip: built ? false : 'run `npm run build` first',
+}, () => {
+  // A copy of the program (bin/ and the bundle), so these runs own their cache files.
+  const home = copyOfProgram('rake-code-cache-');
 
   const rake = (args: string[]) =>
     spawnSync(process.execPath, [join(home, 'bin/rake-ts.js'), ...args], {
@@ -111,17 +120,7 @@ describe('the built rake-ts where its code cache cannot be written', {
   skip: built ? false : 'run `npm run build` first',
 }, () => {
   // A fresh copy, as after an install: no cache anywhere yet.
-  const home = mkdtempSync(join(tmpdir(), 'rake-code-cache-ro-'));
-  mkdirSync(join(home, 'bin'));
-  mkdirSync(join(home, 'dist'));
-  copyFileSync(join(root, 'bin/rake-ts.js'), join(home, 'bin/rake-ts.js'));
-  copyFileSync(join(root, 'bin/package.json'), join(home, 'bin/package.json'));
-  copyFileSync(join(root, 'dist/rake-ts.cjs'), join(home, 'dist/rake-ts.cjs'));
-  writeFileSync(
-    join(home, 'package.json'),
-    JSON.stringify({ name: 'rake-ts', version: pkg.version, type: 'module' }),
-  );
-  after(() => rmSync(home, { recursive: true, force: true }));
+  const home = copyOfProgram('rake-code-cache-ro-');
 
   // The name bin/rake-ts.js gives the cache of this bundle (see cachePaths there).
   const st = statSync(join(home, 'dist/rake-ts.cjs'));

@@ -11,12 +11,12 @@ import { lastValueFrom, toArray } from 'rxjs';
 import { readRakefile } from '../../grammar/parse.js';
 import { EarlyDials, hostsAhead, SCAN_MAX_CHARS } from '../../src/client/early-dial.js';
 import { type Dialed, plainDial } from '../../src/client/load-stream.js';
-import { type RunOptions, run } from '../../src/client/run.js';
+import { run } from '../../src/client/run.js';
 import { OFFER_ANNEX } from '../../src/protocol/extensions.js';
 import { encodeHeader } from '../../src/protocol/header.js';
 import { startRecordingProxy } from '../helpers/recording-proxy.js';
 import { startServer } from '../server/support.js';
-import { parse, project, removeDir, summary, waitFor } from './support.js';
+import { parse, project, removeDir, runWithStreams, summary, waitFor } from './support.js';
 
 const T = { timeout: 60_000 };
 const OFFER = encodeHeader({ kind: 'plain', code: '!E', length: 0, annex: OFFER_ANNEX });
@@ -159,17 +159,7 @@ async function recorder(): Promise<{
 }
 
 describe('a run on connections dialed early', () => {
-  async function runIn(dir: string, text: string, options: RunOptions) {
-    return lastValueFrom(
-      run(parse(text), {
-        directory: dir,
-        embedded: false,
-        fallback: false,
-        loadStreams: true,
-        ...options,
-      }).pipe(toArray()),
-    );
-  }
+  const runIn = runWithStreams;
 
   it(
     'opens the load stream on the connection dialed before it: no connection more',

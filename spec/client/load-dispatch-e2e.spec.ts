@@ -4,14 +4,13 @@
 // the same servers seeing each other's jobs.
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { lastValueFrom, toArray } from 'rxjs';
 import { type RunOptions, run } from '../../src/client/run.js';
 import { OFFER_ANNEX } from '../../src/protocol/extensions.js';
 import { encodeHeader } from '../../src/protocol/header.js';
 import { startBaseServer } from '../helpers/base-server.js';
 import { startRecordingProxy } from '../helpers/recording-proxy.js';
 import { startServer, type TestServer } from '../server/support.js';
-import { only, parse, project, removeDir, summary, waitFor } from './support.js';
+import { only, parse, project, removeDir, runWithStreams, summary, waitFor } from './support.js';
 
 const T = { timeout: 120_000 };
 
@@ -35,17 +34,7 @@ function rakefile(ports: readonly number[], actions: number, command: string): s
   ].join('\n');
 }
 
-async function runIn(dir: string, text: string, options: RunOptions = {}) {
-  return lastValueFrom(
-    run(parse(text), {
-      directory: dir,
-      embedded: false,
-      fallback: false,
-      loadStreams: true,
-      ...options,
-    }).pipe(toArray()),
-  );
-}
+const runIn = runWithStreams;
 
 /** The servers' `connection` log lines (one per TCP connection accepted, when it ends). */
 const connections = (servers: readonly TestServer[]) =>

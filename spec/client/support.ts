@@ -131,3 +131,23 @@ export async function listFiles(dir: string): Promise<string[]> {
     )
     .sort();
 }
+
+/**
+ * Runs `text` (a Rakefile) in `dir` with load streams, no embedded server and no fallback,
+ * as the load-dispatch specs do; every event of the run.
+ */
+export async function runWithStreams(
+  dir: string,
+  text: string,
+  options: RunOptions = {},
+): Promise<RakeEvent[]> {
+  return lastValueFrom(
+    run(parse(text), {
+      directory: dir,
+      embedded: false,
+      fallback: false,
+      loadStreams: true,
+      ...options,
+    }).pipe(toArray()),
+  );
+}
