@@ -23,7 +23,7 @@
  * range.
  */
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
-import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { availableParallelism, cpus, loadavg } from 'node:os';
 import { join } from 'node:path';
@@ -32,7 +32,7 @@ import { parseArgs } from 'node:util';
 import { SERVER_FLAGS, WARMUP_BUILDS } from './compare.js';
 import { type ClientRun, runRakeProgram } from './lib/client-run.js';
 import { compilePrograms, type Programs } from './lib/proc.js';
-import { checkProgram, cleanBuild, writeCProject } from './lib/project.js';
+import { checkProgram, cleanBuild, truesRakefile, writeCProject } from './lib/project.js';
 import { formatSpread, median, ratios, spread } from './lib/stats.js';
 
 const root = fileURLToPath(new URL('../..', import.meta.url));
@@ -136,16 +136,6 @@ function timeCommand(cmd: string, args: string[], cwd: string, input?: string): 
   });
   if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')} exited ${r.status}`);
   return (performance.now() - t0) / 1000;
-}
-
-function truesRakefile(dir: string, n: number, ports: number[]): void {
-  rmSync(dir, { recursive: true, force: true });
-  mkdirSync(dir, { recursive: true });
-  const lines = Array.from({ length: n }, () => '\tremote-true').join('\n');
-  writeFileSync(
-    join(dir, 'Rakefile'),
-    `PORT = ${ports[0]}\nHOSTS = ${ports.map((p) => `127.0.0.1:${p}`).join(' ')}\n\ntrues:\n${lines}\n`,
-  );
 }
 
 async function main(): Promise<void> {

@@ -16,7 +16,7 @@
  *   node --import tsx scripts/bench/helper-output.ts [--rounds 5] [--trues 500] [--big 3]
  *     [--baseline REV|none]
  */
-import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { readFileSync, rmSync } from 'node:fs';
 import { connect } from 'node:net';
 import { loadavg } from 'node:os';
 import { join } from 'node:path';
@@ -34,6 +34,7 @@ import {
   SCRATCH,
   startRakeservers,
 } from './lib/proc.js';
+import { truesRakefile } from './lib/project.js';
 import { formatSpread, spread } from './lib/stats.js';
 
 /** main before the helper forwarded job output over its stdout (two sockets per job). */
@@ -115,16 +116,6 @@ function rawJob(port: number, command: string): Promise<number> {
   });
 }
 
-function truesRakefile(dir: string, n: number, servers: Daemon[]): void {
-  rmSync(dir, { recursive: true, force: true });
-  mkdirSync(dir, { recursive: true });
-  const lines = Array.from({ length: n }, () => '\tremote-true').join('\n');
-  writeFileSync(
-    join(dir, 'Rakefile'),
-    `PORT = ${servers[0]?.port}\nHOSTS = ${servers.map((d) => `127.0.0.1:${d.port}`).join(' ')}\n\ntrues:\n${lines}\n`,
-  );
-}
-
 async function main(): Promise<void> {
   const { values } = parseArgs({
     options: {
@@ -162,7 +153,11 @@ async function main(): Promise<void> {
   const loads: number[] = [];
   for (const [i, s] of sides.entries()) {
     s.servers = await startRakeservers(s.programs, 2, SERVER_FLAGS, join(dir, `logs-${i}`));
-    truesRakefile(join(dir, `trues-${i}`), trues, s.servers);
+    truesRakefile(
+      join(dir, `trues-${i}`),
+      trues,
+      s.servers.map((d) => d.port),
+    );
   }
   try {
     // A round nobody counts: each server's first jobs (V8 compiling its per-job code).

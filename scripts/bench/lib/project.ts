@@ -144,3 +144,17 @@ export function cleanBuild(project: CProject): void {
 export function objectCount(project: CProject): number {
   return readdirSync(project.dir).filter((n) => n.endsWith('.o')).length;
 }
+
+/**
+ * A Rakefile of `n` × `remote-true` (actionset `trues`) in `dir`, made afresh, for rakeservers
+ * on loopback at `ports` (the first is its PORT).
+ */
+export function truesRakefile(dir: string, n: number, ports: readonly number[]): void {
+  rmSync(dir, { recursive: true, force: true });
+  mkdirSync(dir, { recursive: true });
+  const lines = Array.from({ length: n }, () => '\tremote-true').join('\n');
+  writeFileSync(
+    join(dir, 'Rakefile'),
+    `PORT = ${ports[0]}\nHOSTS = ${ports.map((p) => `127.0.0.1:${p}`).join(' ')}\n\ntrues:\n${lines}\n`,
+  );
+}
