@@ -20,7 +20,7 @@ import { runJob } from '../server/job.js';
 import type { JobDirs } from '../server/jobdirs.js';
 import type { Launcher } from '../server/launcher.js';
 import { removeTree } from '../server/outputs.js';
-import { type JobSlots, SlotWaitAborted } from '../server/slots.js';
+import { type JobSlots, type SlotHold, SlotWaitAborted } from '../server/slots.js';
 import { type BlobWriter, Cas } from './cas.js';
 import { digestKey, digestProblem, encodeMessage, makeDigest } from './digest.js';
 import {
@@ -723,9 +723,9 @@ export async function startReapiServer(
       });
     }
 
-    let release: (() => void) | undefined;
+    let slot: SlotHold | undefined;
     try {
-      release = await ctx.slots.acquire(exec.abort.signal);
+      slot = await ctx.slots.acquire(exec.abort.signal);
     } catch (err) {
       if (err instanceof SlotWaitAborted)
         return fail(status.CANCELLED, 'the operation was cancelled while queued');
@@ -754,6 +754,8 @@ export async function startReapiServer(
           signal: exec.abort.signal,
           timeoutMs,
           maxOutputBytes: ctx.maxOutputBytes,
+          // A queued job of our protocol's may be chained to start as this one ends.
+          started: (job) => slot?.running(job),
         },
         ctx.launcher,
       );
@@ -853,7 +855,7 @@ export async function startReapiServer(
       if (result.exitCode === 0 && !action.doNotCache) remember(actionDigest, result);
       return create(ExecuteResponseSchema, { result, status: statusOf(status.OK, '') });
     } finally {
-      release();
+      slot.release();
       await ctx.jobDirs.give(dir).catch(() => removeTree(dir));
     }
   };

@@ -32,7 +32,8 @@ import {
   onHeader,
 } from './handshake.js';
 import { JobIntake } from './intake.js';
-import { type JobOutcome, runJob } from './job.js';
+import { type JobOutcome, prepareJob, runJob } from './job.js';
+import type { PreparedLaunch } from './launcher.js';
 import { watchLoad } from './load.js';
 import { listRegularFiles, noFiles, StdoutSpool } from './outputs.js';
 import {
@@ -42,7 +43,7 @@ import {
   sendStoredResult,
   storeResult,
 } from './reply.js';
-import { SlotWaitAborted } from './slots.js';
+import { type SlotHold, SlotWaitAborted } from './slots.js';
 
 /**
  * The reason every connection's AbortController is aborted with: nothing reads it, and
@@ -366,12 +367,18 @@ export class Connection {
     this.#setIdleTimeout(false);
     // Extension `beat`: from here to the reply, the client hears from us every interval.
     const stopBeats = this.#heartbeat();
-    let release: (() => void) | undefined;
+    let preparedJob: PreparedLaunch | undefined;
+    let slot: SlotHold | undefined;
     // Extension `queue`: a command that must wait for a slot is announced, and so is its start.
-    const queued = this.#ext.has('queue') && !this.#ctx.slots.available;
+    const waits = !this.#ctx.slots.available;
+    const queued = this.#ext.has('queue') && waits;
     try {
       if (queued) await write(this.#socket, encodeExtension({ verb: 'queued' }));
-      release = await this.#ctx.slots.acquire(this.#abort.signal);
+      // A command that waits is made ready now, so the launcher can start it the moment the
+      // job before it ends (src/server/slots.ts).
+      const prepared = waits ? prepareJob(this.#ctx.launcher, command, cwd) : undefined;
+      slot = await this.#ctx.slots.acquire(this.#abort.signal, prepared);
+      preparedJob = prepared;
     } catch (err) {
       stopBeats();
       if (err instanceof SlotWaitAborted) throw new ClientGone('client left while queued');
@@ -401,11 +408,13 @@ export class Connection {
           timeoutMs: this.#ctx.jobTimeoutMs,
           maxOutputBytes: limits.maxOutputBytes,
           stdoutSpool: spool,
+          prepared: preparedJob,
+          started: (job) => slot?.running(job),
         },
         this.#ctx.launcher,
       );
     } finally {
-      release();
+      slot.release();
       stopBeats();
     }
     this.#setIdleTimeout(true);

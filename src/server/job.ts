@@ -1,5 +1,11 @@
 import type { Readable } from 'node:stream';
-import { JOB_LOST, type JobProcess, type Launcher, SpawnerLost } from './launcher.js';
+import {
+  JOB_LOST,
+  type JobProcess,
+  type Launcher,
+  type PreparedLaunch,
+  SpawnerLost,
+} from './launcher.js';
 import type { StdoutSpool } from './outputs.js';
 
 /** What {@link runJob} needs: the command, where to run it, and its bounds. */
@@ -17,6 +23,32 @@ export interface JobSpec {
    * one it is kept in memory, in the outcome's `stdout`.
    */
   readonly stdoutSpool?: StdoutSpool;
+  /**
+   * The job made ready ahead of its slot ({@link prepareJob}): started with its `start`
+   * (which returns it if the launcher started it already) rather than by `launch`.
+   */
+  readonly prepared?: PreparedLaunch | undefined;
+  /** Told the started job, before anything else (the slot chains its successor to it). */
+  readonly started?: (job: JobProcess) => void;
+}
+
+/**
+ * `command` made ready to start in `cwd` ahead of its slot (a queued command), where the
+ * launcher can ({@link Launcher.prepare}); undefined otherwise, and for a command that
+ * cannot run at all (a NUL byte: {@link runJob} refuses it) or whose cgroup cannot be made
+ * now (its `launch` then says why).
+ */
+export function prepareJob(
+  launcher: Launcher,
+  command: string,
+  cwd: string,
+): PreparedLaunch | undefined {
+  if (launcher.prepare === undefined || command.includes('\0')) return undefined;
+  try {
+    return launcher.prepare(command, cwd);
+  } catch {
+    return undefined;
+  }
 }
 
 /**
@@ -56,7 +88,10 @@ const STDIO_GRACE_MS = 2000;
 export async function runJob(spec: JobSpec, launcher: Launcher): Promise<JobOutcome> {
   const started = performance.now();
   const elapsed = () => Math.round(performance.now() - started);
-  if (spec.signal.aborted) return { reason: 'aborted', durationMs: 0 };
+  if (spec.signal.aborted) {
+    spec.prepared?.drop();
+    return { reason: 'aborted', durationMs: 0 };
+  }
   const nul = spec.command.indexOf('\0');
   if (nul >= 0) {
     return {
@@ -67,13 +102,17 @@ export async function runJob(spec: JobSpec, launcher: Launcher): Promise<JobOutc
   }
   let child: JobProcess;
   try {
-    child = await launcher.launch(spec.command, spec.cwd);
+    child =
+      spec.prepared === undefined
+        ? await launcher.launch(spec.command, spec.cwd)
+        : await spec.prepared.start();
   } catch (err) {
     if (err instanceof SpawnerLost) {
       return { reason: 'lost', message: err.message, durationMs: elapsed() };
     }
     return { reason: 'spawn-error', error: asError(err), durationMs: elapsed() };
   }
+  spec.started?.(child);
   return new Promise<JobOutcome>((resolve) => {
     const stdout: Buffer[] = [];
     const stderr: Buffer[] = [];

@@ -36,6 +36,27 @@ export interface JobProcess {
    * CLONE_INTO_CGROUP), moved there before it ran a thing (`moved`), or no cgroup (`none`).
    */
   readonly entry: CgroupEntry;
+  /**
+   * Has the launcher start `next` the moment this job's shell ends, without the server in
+   * between (the spawn helper: the slot's next job starts as it reaps this one). False when
+   * it cannot: this job has ended, `next` is not this launcher's or already on its way.
+   * Absent where the launcher cannot chain at all (Node).
+   */
+  chain?(next: PreparedLaunch): boolean;
+}
+
+/**
+ * A job made ready ahead of its slot ({@link Launcher.prepare}): its cgroup made, nothing sent
+ * to run yet. It starts when `start` is called, or earlier, on its own, when it was
+ * {@link JobProcess.chain}ed to a job that has ended: then `onEarlyStart` is called once.
+ */
+export interface PreparedLaunch {
+  /** Starts it unless it has started (idempotent); resolves as `launch` does. */
+  start(): Promise<JobProcess>;
+  /** Gives it up: never started, or killed if it had started meanwhile. Idempotent. */
+  drop(): void;
+  /** Told when the launcher started it on its own (a chained job whose predecessor ended). */
+  onEarlyStart: (() => void) | undefined;
 }
 
 /** {@link JobProcess.entry}. */
@@ -60,6 +81,13 @@ export interface Launcher {
   /** How every process of a job is found and killed (src/server/containment.ts). */
   readonly containment: Containment;
   launch(command: string, cwd: string): Promise<JobProcess>;
+  /**
+   * Makes a job ready to start ahead of its slot (a queued command), so that the job before
+   * it can be {@link JobProcess.chain}ed to it. Absent where the launcher cannot chain;
+   * undefined when it cannot now (the on-demand launcher before it is made). Throws what
+   * `launch` would reject with for a cgroup that cannot be made.
+   */
+  prepare?(command: string, cwd: string): PreparedLaunch | undefined;
   /** Kills every job still running and stops the helper, if any. Idempotent. */
   close(): Promise<void>;
 }
@@ -149,6 +177,11 @@ export class OnDemandLauncher implements Launcher {
     // Closed while it was being made: `close` closes it; no job starts on it now.
     if (this.#closed) throw new Error('the server is shutting down');
     return launcher.launch(command, cwd);
+  }
+
+  prepare(command: string, cwd: string): PreparedLaunch | undefined {
+    if (this.#closed) return undefined;
+    return this.#launcher?.prepare?.(command, cwd);
   }
 
   async close(): Promise<void> {
@@ -315,8 +348,20 @@ interface HelperStream {
   done: boolean;
 }
 
-/** A job the helper was asked to start, until it has ended and its output with it. */
+/**
+ * A job of the helper's, from {@link HelperLauncher.prepare} until it has ended and its output
+ * with it. `ready`: prepared, nothing sent; `chained`: sent to start when another job ends;
+ * `sent`: sent to start now; `started`: the helper's `s` line came.
+ */
 interface HelperJob {
+  readonly id: number;
+  state: 'ready' | 'chained' | 'sent' | 'started';
+  /** The `run` request, sent when the job is started or chained. */
+  readonly request: Record<string, unknown>;
+  /** `start` was called: the server started it, not the helper on its own. */
+  asked: boolean;
+  /** Given up (`drop`), or failed: its launch has rejected. */
+  gone: boolean;
   /** Set by the helper's `s` line: the job has started. */
   pid?: number;
   /** Set by the same line. */
@@ -324,12 +369,14 @@ interface HelperJob {
   readonly stdout: HelperStream;
   readonly stderr: HelperStream;
   ended: boolean;
+  readonly launched: Promise<JobProcess>;
   resolveLaunch(p: JobProcess): void;
   rejectLaunch(err: Error): void;
   resolveExit(status: number | typeof JOB_LOST): void;
   exited: Promise<number | typeof JOB_LOST>;
   /** Every process the job starts: killed, all of them, when it ends. */
   group: JobGroup;
+  readonly prepared: PreparedLaunch;
 }
 
 /**
@@ -343,6 +390,8 @@ export class HelperLauncher implements Launcher {
   readonly #python: string;
   readonly #log: Logger;
   readonly #jobs = new Map<number, HelperJob>();
+  /** Prepared jobs by their handle (for `chain`). */
+  readonly #prepared = new WeakMap<PreparedLaunch, HelperJob>();
   #helper: Promise<ChildProcess> | undefined;
   #nextId = 1;
   #closed = false;
@@ -376,34 +425,129 @@ export class HelperLauncher implements Launcher {
 
   async launch(command: string, cwd: string): Promise<JobProcess> {
     if (this.#closed) throw new Error('the server is shutting down');
-    const helper = await this.#ensureHelper();
+    await this.#ensureHelper();
+    return this.prepare(command, cwd).start();
+  }
+
+  /**
+   * A job made ready (its cgroup made) but not sent: `start` sends it, or, once it is
+   * {@link JobProcess.chain}ed to a running job, the helper starts it the moment that job's
+   * shell ends, reaps it (docs/server.md, "A queued job starts in the helper").
+   */
+  prepare(command: string, cwd: string): PreparedLaunch {
+    if (this.#closed) throw new Error('the server is shutting down');
     const id = this.#nextId++;
-    let resolveExit!: (status: number | typeof JOB_LOST) => void;
-    const exited = new Promise<number | typeof JOB_LOST>((ok) => {
-      resolveExit = ok;
-    });
     let group: JobGroup;
     try {
       group = this.containment.open(id);
     } catch (err) {
       throw new Error(`cannot make the job's cgroup: ${(err as Error).message}`);
     }
-    return new Promise<JobProcess>((resolveLaunch, rejectLaunch) => {
-      const job: HelperJob = {
-        stdout: this.#stream(id, 'o'),
-        stderr: this.#stream(id, 'e'),
-        ended: false,
-        resolveLaunch,
-        rejectLaunch,
-        resolveExit,
-        exited,
-        group,
-      };
-      this.#jobs.set(id, job);
-      const env = { [JOB_TAG_VARIABLE]: group.tag };
-      const request = { op: 'run', id, cwd, cmd: command, env, cg: group.procs ?? null };
-      helper.stdin?.write(`${JSON.stringify(request)}\n`);
+    let resolveExit!: (status: number | typeof JOB_LOST) => void;
+    const exited = new Promise<number | typeof JOB_LOST>((ok) => {
+      resolveExit = ok;
     });
+    let resolveLaunch!: (p: JobProcess) => void;
+    let rejectLaunch!: (err: Error) => void;
+    const launched = new Promise<JobProcess>((ok, fail) => {
+      resolveLaunch = ok;
+      rejectLaunch = fail;
+    });
+    // A job given up before anyone asked for it rejects with nobody waiting.
+    launched.catch(() => {});
+    const prepared: PreparedLaunch = {
+      onEarlyStart: undefined,
+      start: () => {
+        this.#start(job);
+        return launched;
+      },
+      drop: () => this.#give(job),
+    };
+    const job: HelperJob = {
+      id,
+      state: 'ready',
+      request: {
+        op: 'run',
+        id,
+        cwd,
+        cmd: command,
+        env: { [JOB_TAG_VARIABLE]: group.tag },
+        cg: group.procs ?? null,
+      },
+      asked: false,
+      gone: false,
+      stdout: this.#stream(id, 'o'),
+      stderr: this.#stream(id, 'e'),
+      ended: false,
+      launched,
+      resolveLaunch,
+      rejectLaunch,
+      resolveExit,
+      exited,
+      group,
+      prepared,
+    };
+    this.#jobs.set(id, job);
+    this.#prepared.set(prepared, job);
+    return prepared;
+  }
+
+  /** `start` of a prepared job: sends it to run now, unless it is on its way already. */
+  #start(job: HelperJob): void {
+    if (job.asked || job.gone) return;
+    job.asked = true;
+    if (job.state === 'ready') {
+      job.state = 'sent';
+      this.#ensureHelper().then(
+        (helper) => helper.stdin?.write(`${JSON.stringify(job.request)}\n`),
+        (err: unknown) => this.#fail(job, err instanceof Error ? err : new Error(String(err))),
+      );
+    } else if (job.state === 'chained') {
+      // Still waiting for the job it was chained to: now, then (the helper ignores a `go`
+      // for a job it has started meanwhile).
+      this.#send({ op: 'go', id: job.id });
+    }
+  }
+
+  /** `drop` of a prepared job. */
+  #give(job: HelperJob): void {
+    if (job.gone || job.ended) return;
+    job.gone = true;
+    job.rejectLaunch(new Error('given up before it started'));
+    if (job.state === 'ready') {
+      this.#fail(job, new Error('given up before it started'));
+      return;
+    }
+    // On its way: the helper answers `f` for a job still waiting, or kills it (then `x`).
+    job.stdout.readable.destroy();
+    job.stderr.readable.destroy();
+    this.#send({ op: 'kill', id: job.id });
+  }
+
+  /** `chain` of a started job: `next` is sent to start the moment `job`'s shell ends. */
+  #chain(job: HelperJob, next: PreparedLaunch): boolean {
+    const after = this.#prepared.get(next);
+    if (after === undefined || job.ended || job.gone) return false;
+    if (after.state !== 'ready' || after.asked || after.gone) return false;
+    after.state = 'chained';
+    this.#send({ ...after.request, after: job.id });
+    return true;
+  }
+
+  /** A job that will never start: forgotten, its cgroup released, its launch rejected. */
+  #fail(job: HelperJob, err: Error): void {
+    job.gone = true;
+    this.#drop(job.id, job);
+    void job.group.release();
+    job.rejectLaunch(err);
+  }
+
+  /** Writes a request to the helper (started again if it is gone). */
+  #send(request: Record<string, unknown>): void {
+    this.#ensureHelper().then(
+      (helper) => helper.stdin?.write(`${JSON.stringify(request)}\n`),
+      () => {},
+    );
   }
 
   async close(): Promise<void> {
@@ -542,13 +686,16 @@ export class HelperLauncher implements Launcher {
         const [pid, entry] = rest.split(' ');
         job.pid = Number(pid);
         job.entry = entry === 'clone3' || entry === 'moved' ? entry : 'none';
+        job.state = 'started';
+        // Given up while on its way: the `kill` sent then ends it (its `x` follows).
+        if (job.gone) break;
         this.#started(id, job);
+        // Chained, and started by the helper as the job before it ended.
+        if (!job.asked) job.prepared.onEarlyStart?.();
         break;
       }
       case 'f':
-        this.#drop(id, job);
-        void job.group.release();
-        job.rejectLaunch(new Error(JSON.parse(rest) as string));
+        this.#fail(job, new Error(JSON.parse(rest) as string));
         break;
       case 'x': {
         job.ended = true;
@@ -588,6 +735,7 @@ export class HelperLauncher implements Launcher {
       stderr: job.stderr.readable,
       exited: job.exited,
       entry: job.entry ?? 'none',
+      chain: (next) => this.#chain(job, next),
       kill: () => {
         if (job.ended) return;
         job.group.kill();
@@ -613,8 +761,11 @@ export class HelperLauncher implements Launcher {
 
   /** The helper is gone: kill what it started, end or refuse every job it had; returns how many. */
   #helperDied(): number {
-    const count = this.#jobs.size;
+    let count = 0;
     for (const [id, job] of this.#jobs) {
+      // Prepared and never sent: the next helper starts it.
+      if (job.state === 'ready') continue;
+      count++;
       if (job.pid !== undefined && !job.ended) {
         try {
           process.kill(-job.pid, 'SIGKILL');
@@ -631,6 +782,7 @@ export class HelperLauncher implements Launcher {
           void released.then(() => job.resolveExit(JOB_LOST));
         }
       } else {
+        job.gone = true;
         job.rejectLaunch(new SpawnerLost('the spawn helper died while starting the job'));
       }
     }

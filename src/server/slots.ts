@@ -1,17 +1,62 @@
+import type { JobProcess, PreparedLaunch } from './launcher.js';
+
 /** Thrown by {@link JobSlots.acquire} when the waiter's signal aborts (its client left). */
 export class SlotWaitAborted extends Error {
   override readonly name = 'SlotWaitAborted';
+}
+
+/** A job slot held, from {@link JobSlots.acquire} until `release`. */
+export interface SlotHold {
+  /** Gives the slot back (idempotent): to the next waiter, or free. */
+  release(): void;
+  /**
+   * The slot's job has started as `job`: the first queued command may now be chained to it,
+   * to start the moment it ends (see {@link JobSlots}).
+   */
+  running(job: JobProcess): void;
+}
+
+interface Holder {
+  released: boolean;
+  /** The slot's job, once started ({@link SlotHold.running}). */
+  job?: JobProcess;
+  /** The waiter chained to start when {@link job} ends; the slot is theirs then. */
+  successor?: Waiter | undefined;
+  /** The successor started already and took the slot over: `release` frees nothing. */
+  handedOver: boolean;
+}
+
+interface Waiter {
+  readonly signal: AbortSignal;
+  readonly prepared: PreparedLaunch | undefined;
+  /** The holder this waiter is chained to. */
+  after?: Holder | undefined;
+  grant(): void;
+  readonly onAbort: () => void;
 }
 
 /**
  * `--max-jobs`: at most `max` jobs run at once; further commands wait in FIFO order (they
  * still count in the cost) and are never refused. A waiter whose connection ends leaves
  * the queue.
+ *
+ * A waiter that comes with its job prepared ({@link PreparedLaunch}: the spawn helper's) is
+ * chained, in queue order, to a running job that has no successor yet: the launcher starts
+ * it the moment that job's shell ends, without waiting for the server to hear of the end,
+ * send the reply and give the slot back (docs/server.md, "A queued job starts in the
+ * helper"). The slot passes from the one to the other: when the chained job starts first,
+ * it is granted then and the ended job's `release` frees nothing; when the ended job's
+ * `release` comes first, its slot goes to its successor, whatever the queue order. A
+ * waiter granted a slot in the ordinary way while chained to another job is unchained (its
+ * `start` then tells the launcher to start it now). Nothing jumps a waiter that cannot be
+ * prepared: chaining stops at the first such one.
  */
 export class JobSlots {
   readonly #max: number;
   #running = 0;
-  readonly #waiters: Array<{ grant: () => void; signal: AbortSignal; onAbort: () => void }> = [];
+  readonly #waiters: Waiter[] = [];
+  /** Slots held, in the order they were granted (the oldest job is likeliest to end first). */
+  readonly #holders = new Set<Holder>();
   /** Told of every change of {@link running} or {@link queued} (the load feed). */
   readonly #onChange: () => void;
 
@@ -40,44 +85,130 @@ export class JobSlots {
     return this.#waiters.length;
   }
 
-  /** Waits for a slot; the returned function gives it back (idempotent). */
-  acquire(signal: AbortSignal): Promise<() => void> {
-    if (signal.aborted) return Promise.reject(new SlotWaitAborted('aborted before a slot'));
+  /**
+   * Waits for a slot. With `prepared` (a job made ready by the launcher), the job may be
+   * started by the launcher before this resolves; the caller then starts it with
+   * `prepared.start()` all the same (which returns the started job). A waiter that aborts
+   * has its prepared job dropped.
+   */
+  acquire(signal: AbortSignal, prepared?: PreparedLaunch): Promise<SlotHold> {
+    if (signal.aborted) {
+      prepared?.drop();
+      return Promise.reject(new SlotWaitAborted('aborted before a slot'));
+    }
     if (this.#running < this.#max) {
       this.#running++;
       this.#onChange();
-      return Promise.resolve(this.#releaser());
+      return Promise.resolve(this.#hold());
     }
     return new Promise((resolve, reject) => {
-      const waiter = {
+      const waiter: Waiter = {
         signal,
+        prepared,
         grant: () => {
           signal.removeEventListener('abort', waiter.onAbort);
-          this.#running++;
-          this.#onChange();
-          resolve(this.#releaser());
+          if (prepared !== undefined) prepared.onEarlyStart = undefined;
+          resolve(this.#hold());
         },
         onAbort: () => {
           const i = this.#waiters.indexOf(waiter);
           if (i >= 0) this.#waiters.splice(i, 1);
+          this.#unchain(waiter);
+          prepared?.drop();
+          this.#chain();
           this.#onChange();
           reject(new SlotWaitAborted('aborted while queued'));
         },
       };
       signal.addEventListener('abort', waiter.onAbort, { once: true });
+      if (prepared !== undefined) prepared.onEarlyStart = () => this.#earlyStart(waiter);
       this.#waiters.push(waiter);
+      this.#chain();
       this.#onChange();
     });
   }
 
-  #releaser(): () => void {
-    let released = false;
-    return () => {
-      if (released) return;
-      released = true;
-      this.#running--;
-      this.#waiters.shift()?.grant();
-      this.#onChange();
+  /** A new holder of a slot already counted in {@link running}. */
+  #hold(): SlotHold {
+    const holder: Holder = { released: false, handedOver: false };
+    this.#holders.add(holder);
+    return {
+      release: () => this.#release(holder),
+      running: (job) => {
+        if (holder.released || holder.job !== undefined) return;
+        holder.job = job;
+        this.#chain();
+      },
     };
+  }
+
+  #release(holder: Holder): void {
+    if (holder.released) return;
+    holder.released = true;
+    this.#holders.delete(holder);
+    if (holder.handedOver) return;
+    const successor = holder.successor;
+    if (successor !== undefined) {
+      // Chained to this job: the slot is theirs, started already or about to be.
+      this.#take(successor);
+      successor.grant();
+    } else {
+      this.#running--;
+      const next = this.#waiters[0];
+      if (next !== undefined) {
+        this.#take(next);
+        // Chained to another job that is still running: it starts now instead.
+        this.#unchain(next);
+        this.#running++;
+        next.grant();
+      }
+    }
+    this.#chain();
+    this.#onChange();
+  }
+
+  /** The launcher started `waiter`'s job as the one it was chained to ended. */
+  #earlyStart(waiter: Waiter): void {
+    const holder = waiter.after;
+    if (holder === undefined || !this.#waiters.includes(waiter)) return;
+    this.#take(waiter);
+    holder.handedOver = true;
+    holder.successor = undefined;
+    waiter.after = undefined;
+    waiter.grant();
+    this.#chain();
+    this.#onChange();
+  }
+
+  /** Takes `waiter` out of the queue. */
+  #take(waiter: Waiter): void {
+    const i = this.#waiters.indexOf(waiter);
+    if (i >= 0) this.#waiters.splice(i, 1);
+  }
+
+  #unchain(waiter: Waiter): void {
+    if (waiter.after !== undefined) waiter.after.successor = undefined;
+    waiter.after = undefined;
+  }
+
+  /** Chains waiters, in queue order, to running jobs without a successor, oldest first. */
+  #chain(): void {
+    let holders: Holder[] | undefined;
+    for (const waiter of this.#waiters) {
+      if (waiter.after !== undefined) continue;
+      if (waiter.prepared === undefined) return;
+      holders ??= [...this.#holders];
+      let chained = false;
+      while (!chained) {
+        const holder = holders.shift();
+        if (holder === undefined) return;
+        if (holder.released || holder.handedOver || holder.successor !== undefined) continue;
+        const job = holder.job;
+        if (job?.chain === undefined || !job.chain(waiter.prepared)) continue;
+        holder.successor = waiter;
+        waiter.after = holder;
+        chained = true;
+      }
+    }
   }
 }

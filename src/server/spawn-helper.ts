@@ -161,6 +161,9 @@ def main():
     pid_of = {}  # job id -> pid, until the job is reaped
     id_of = {}   # pid -> job id
     cg_of = {}   # job id -> its cgroup directory, until the job is reaped
+    # Running job id -> the run request (job, cwd, cmd, env, cg) chained to it: started the
+    # moment that job is reaped, before its x line is even read by the server.
+    successor = {}
 
     # What is still to be written to the server (stdout, non-blocking), oldest first, and
     # how many bytes that is. Lines and frames wait here rather than block the helper on a
@@ -255,6 +258,9 @@ def main():
             cg_of.pop(job, None)
             code = os.waitstatus_to_exitcode(status)
             emit('x %d %d' % (job, code if code >= 0 else 128 - code))
+            nxt = successor.pop(job, None)
+            if nxt is not None:
+                start(*nxt)
 
     def killcg(cg):
         try:
@@ -461,15 +467,45 @@ def main():
         if probes[0] >= PROBES:
             judge('cheap', took)
 
+    def start(job, cwd, cmd, extra, cg):
+        # Never raises: a request that cannot run is that job's f line.
+        try:
+            run(job, cwd, cmd, extra, cg)
+        except Exception as e:
+            if job not in pid_of:
+                emit('f %d %s' % (job, json.dumps('bad request: %s: %s' % (type(e).__name__, e))))
+
+    def waiting(job):
+        # The job this one is chained to, if it waits for one.
+        for before, req in successor.items():
+            if req[0] == job:
+                return before
+        return None
+
     def handle(line):
         job = None
         try:
             msg = json.loads(line)
             job = msg.get('id')
             if msg['op'] == 'run':
-                run(job, msg['cwd'], msg['cmd'], msg.get('env') or {}, msg.get('cg'))
-            elif msg['op'] == 'kill' and job in pid_of:
-                killpg(pid_of[job])
+                req = (job, msg['cwd'], msg['cmd'], msg.get('env') or {}, msg.get('cg'))
+                after = msg.get('after')
+                if after is not None and after in pid_of and after not in successor:
+                    successor[after] = req
+                else:
+                    run(*req)
+            elif msg['op'] == 'go':
+                before = waiting(job)
+                if before is not None:
+                    start(*successor.pop(before))
+            elif msg['op'] == 'kill':
+                if job in pid_of:
+                    killpg(pid_of[job])
+                else:
+                    before = waiting(job)
+                    if before is not None:
+                        del successor[before]
+                        emit('f %d %s' % (job, json.dumps('given up before it started')))
             elif msg['op'] == 'close':
                 # The server gave up on this output (a descendant kept it open past the
                 # job's end): whatever still writes to it gets EPIPE.
