@@ -145,41 +145,45 @@ describe('chained start: job slots', () => {
     return { slot, job };
   }
 
-  it('gives the slot to the chained job when it starts, before the ended job lets go', T, async () => {
-    const slots = new JobSlots(1);
-    const a = await hold(slots, 'sleep 30');
-    const prepared = prepareJob(launcher, 'echo $$; sleep 30', dir);
-    assert.ok(prepared);
-    const b = slots.acquire(new AbortController().signal, prepared);
-    assert.equal(slots.queued, 1);
-    a.job.kill();
-    // The helper started B as it reaped A: B holds the slot although A's hold is not released.
-    const bSlot = await b;
-    assert.equal(slots.running, 1);
-    assert.equal(slots.queued, 0);
-    const bJob = await prepared.start();
-    bSlot.running(bJob);
-    // A's release frees nothing: the slot went to B. A third waiter still waits, chained to B.
-    a.slot.release();
-    assert.equal(slots.running, 1);
-    const third = prepareJob(launcher, 'echo third', dir);
-    assert.ok(third);
-    let granted = false;
-    const c = slots.acquire(new AbortController().signal, third).then((s) => {
-      granted = true;
-      return s;
-    });
-    assert.equal(slots.queued, 1);
-    await new Promise((ok) => setImmediate(ok));
-    assert.equal(granted, false);
-    bJob.kill();
-    const cSlot = await c;
-    const cJob = await third.start();
-    assert.equal(await collect(cJob.stdout), 'third\n');
-    bSlot.release();
-    cSlot.release();
-    assert.equal(slots.running, 0);
-  });
+  it(
+    'gives the slot to the chained job when it starts, before the ended job lets go',
+    T,
+    async () => {
+      const slots = new JobSlots(1);
+      const a = await hold(slots, 'sleep 30');
+      const prepared = prepareJob(launcher, 'echo $$; sleep 30', dir);
+      assert.ok(prepared);
+      const b = slots.acquire(new AbortController().signal, prepared);
+      assert.equal(slots.queued, 1);
+      a.job.kill();
+      // The helper started B as it reaped A: B holds the slot although A's hold is not released.
+      const bSlot = await b;
+      assert.equal(slots.running, 1);
+      assert.equal(slots.queued, 0);
+      const bJob = await prepared.start();
+      bSlot.running(bJob);
+      // A's release frees nothing: the slot went to B. A third waiter still waits, chained to B.
+      a.slot.release();
+      assert.equal(slots.running, 1);
+      const third = prepareJob(launcher, 'echo third', dir);
+      assert.ok(third);
+      let granted = false;
+      const c = slots.acquire(new AbortController().signal, third).then((s) => {
+        granted = true;
+        return s;
+      });
+      assert.equal(slots.queued, 1);
+      await new Promise((ok) => setImmediate(ok));
+      assert.equal(granted, false);
+      bJob.kill();
+      const cSlot = await c;
+      const cJob = await third.start();
+      assert.equal(await collect(cJob.stdout), 'third\n');
+      bSlot.release();
+      cSlot.release();
+      assert.equal(slots.running, 0);
+    },
+  );
 
   it("gives a job's slot to its chained successor, even out of queue order", T, async () => {
     // Two slots: B (the head) is chained to A, the older job, and C to A2.
@@ -217,30 +221,34 @@ describe('chained start: job slots', () => {
     assert.equal(slots.running, 0);
   });
 
-  it('drops a chained waiter whose client leaves, and chains the next in its place', T, async () => {
-    const slots = new JobSlots(1);
-    const a = await hold(slots, 'sleep 30');
-    const gone = prepareJob(launcher, 'touch left.mark', dir);
-    const next = prepareJob(launcher, 'echo next', dir);
-    assert.ok(gone && next);
-    const leaving = new AbortController();
-    const left = slots.acquire(leaving.signal, gone);
-    const waits = slots.acquire(new AbortController().signal, next);
-    leaving.abort();
-    await assert.rejects(left, SlotWaitAborted);
-    assert.equal(slots.queued, 1);
-    const started = earlyStart(next);
-    a.job.kill();
-    // `next` was chained to A once `gone` left: the helper starts it as A ends.
-    await started;
-    const slot = await waits;
-    const job = await next.start();
-    assert.equal(await collect(job.stdout), 'next\n');
-    a.slot.release();
-    slot.release();
-    assert.equal(await exists(join(dir, 'left.mark')), false);
-    assert.equal(slots.running, 0);
-  });
+  it(
+    'drops a chained waiter whose client leaves, and chains the next in its place',
+    T,
+    async () => {
+      const slots = new JobSlots(1);
+      const a = await hold(slots, 'sleep 30');
+      const gone = prepareJob(launcher, 'touch left.mark', dir);
+      const next = prepareJob(launcher, 'echo next', dir);
+      assert.ok(gone && next);
+      const leaving = new AbortController();
+      const left = slots.acquire(leaving.signal, gone);
+      const waits = slots.acquire(new AbortController().signal, next);
+      leaving.abort();
+      await assert.rejects(left, SlotWaitAborted);
+      assert.equal(slots.queued, 1);
+      const started = earlyStart(next);
+      a.job.kill();
+      // `next` was chained to A once `gone` left: the helper starts it as A ends.
+      await started;
+      const slot = await waits;
+      const job = await next.start();
+      assert.equal(await collect(job.stdout), 'next\n');
+      a.slot.release();
+      slot.release();
+      assert.equal(await exists(join(dir, 'left.mark')), false);
+      assert.equal(slots.running, 0);
+    },
+  );
 
   it('runs a queued job through runJob with its output and status', T, async () => {
     const slots = new JobSlots(1);
