@@ -10,10 +10,15 @@
  *   (src/server/containment.ts): it moves there first, and back there after each spawn.
  * - The helper writes `ready` once it listens to its stdin.
  * - stdin, one JSON object per line: `{"op":"run","id":N,"cwd":D,"cmd":C,"env":{…},"cg":P}`,
- *   `{"op":"kill","id":N}` or `{"op":"close","id":N,"stream":"o"|"e"}`. `env` is added to
- *   the helper's environment for that job; `cg`, when not null, is the `cgroup.procs` of the
- *   job's cgroup: the helper moves itself there just before it spawns, so the job's first
- *   process is inside before it runs a thing, and moves back after.
+ *   `{"op":"kill","id":N}`, `{"op":"go","id":N}` or `{"op":"close","id":N,"stream":"o"|"e"}`.
+ *   `env` is added to the helper's environment for that job; `cg`, when not null, is the
+ *   `cgroup.procs` of the job's cgroup: the helper moves itself there just before it spawns,
+ *   so the job's first process is inside before it runs a thing, and moves back after.
+ * - A `run` with `"after": A` (a queued job, chained by the server's job slots) waits while
+ *   job A runs and starts the moment A is reaped, right after A's `x` line; at once if A is
+ *   not running (or already has a successor). `go` starts such a waiting job now (nothing
+ *   for one that has started); `kill` of a waiting job forgets it and answers `f ID "given
+ *   up before it started"`.
  * - For `run`, it makes two pipes, then spawns `/bin/sh -c C` in D, in a process group of
  *   its own, with stdin from /dev/null and stdout and stderr on the pipes' write ends, which
  *   it then closes: the job's processes hold the only ones. As make does, a
