@@ -153,7 +153,7 @@ describe('chained start: job slots', () => {
       const a = await hold(slots, 'sleep 30');
       const prepared = prepareJob(launcher, 'echo $$; sleep 30', dir);
       assert.ok(prepared);
-      const b = slots.acquire(new AbortController().signal, prepared);
+      const b = slots.acquire(new AbortController().signal, () => prepared);
       assert.equal(slots.queued, 1);
       a.job.kill();
       // The helper started B as it reaped A: B holds the slot although A's hold is not released.
@@ -168,10 +168,12 @@ describe('chained start: job slots', () => {
       const third = prepareJob(launcher, 'echo third', dir);
       assert.ok(third);
       let granted = false;
-      const c = slots.acquire(new AbortController().signal, third).then((s) => {
-        granted = true;
-        return s;
-      });
+      const c = slots
+        .acquire(new AbortController().signal, () => third)
+        .then((s) => {
+          granted = true;
+          return s;
+        });
       assert.equal(slots.queued, 1);
       await new Promise((ok) => setImmediate(ok));
       assert.equal(granted, false);
@@ -194,11 +196,13 @@ describe('chained start: job slots', () => {
     const pc = prepareJob(launcher, 'echo c', dir);
     assert.ok(pb && pc);
     let bGranted = false;
-    const b = slots.acquire(new AbortController().signal, pb).then((s) => {
-      bGranted = true;
-      return s;
-    });
-    const c = slots.acquire(new AbortController().signal, pc);
+    const b = slots
+      .acquire(new AbortController().signal, () => pb)
+      .then((s) => {
+        bGranted = true;
+        return s;
+      });
+    const c = slots.acquire(new AbortController().signal, () => pc);
     // A2's hold let go of before the helper told of C's start: its slot goes to C, chained
     // to it, not to the head of the queue.
     a2.slot.release();
@@ -231,8 +235,8 @@ describe('chained start: job slots', () => {
       const next = prepareJob(launcher, 'echo next', dir);
       assert.ok(gone && next);
       const leaving = new AbortController();
-      const left = slots.acquire(leaving.signal, gone);
-      const waits = slots.acquire(new AbortController().signal, next);
+      const left = slots.acquire(leaving.signal, () => gone);
+      const waits = slots.acquire(new AbortController().signal, () => next);
       leaving.abort();
       await assert.rejects(left, SlotWaitAborted);
       assert.equal(slots.queued, 1);
@@ -255,7 +259,7 @@ describe('chained start: job slots', () => {
     const a = await hold(slots, 'sleep 30');
     const prepared = prepareJob(launcher, 'echo out; echo err >&2; exit 4', dir);
     assert.ok(prepared);
-    const waiting = slots.acquire(new AbortController().signal, prepared);
+    const waiting = slots.acquire(new AbortController().signal, () => prepared);
     a.job.kill();
     const slot = await waiting;
     const outcome = await runJob(
@@ -265,7 +269,7 @@ describe('chained start: job slots', () => {
         signal: new AbortController().signal,
         timeoutMs: 0,
         maxOutputBytes: 1 << 20,
-        prepared,
+        prepared: slot.prepared,
         started: (job) => slot.running(job),
       },
       launcher,
@@ -277,6 +281,33 @@ describe('chained start: job slots', () => {
     assert.equal(outcome.exitCode, 4);
     assert.equal(Buffer.concat(outcome.stdout).toString(), 'out\n');
     assert.equal(outcome.stderr.toString(), 'err\n');
+  });
+
+  it('prepares only the waiters next for a slot, however long the queue', T, async () => {
+    const slots = new JobSlots(1);
+    const a = await hold(slots, 'sleep 30');
+    let made = 0;
+    const waiting = Array.from({ length: 5 }, (_, i) =>
+      slots.acquire(new AbortController().signal, () => {
+        made++;
+        return prepareJob(launcher, `echo ${i}`, dir);
+      }),
+    );
+    assert.equal(slots.queued, 5);
+    assert.equal(made, 1, 'one running job: one waiter prepared and chained');
+    a.job.kill();
+    for (const [i, w] of waiting.entries()) {
+      const slot = await w;
+      assert.ok(slot.prepared, `waiter ${i} was prepared once next`);
+      const job = await slot.prepared.start();
+      slot.running(job);
+      assert.equal(await collect(job.stdout), `${i}\n`);
+      await job.exited;
+      slot.release();
+    }
+    assert.equal(made, 5);
+    a.slot.release();
+    assert.equal(slots.running, 0);
   });
 
   it('prepares nothing that cannot run, nor on a launcher that cannot chain', T, async () => {
@@ -294,7 +325,7 @@ describe('chained start: job slots', () => {
     const a = await hold(slots, 'sleep 30');
     const prepared = prepareJob(launcher, 'pwd > where.txt', dir);
     assert.ok(prepared);
-    const waiting = slots.acquire(new AbortController().signal, prepared);
+    const waiting = slots.acquire(new AbortController().signal, () => prepared);
     a.job.kill();
     const slot = await waiting;
     const job = await prepared.start();

@@ -33,7 +33,6 @@ import {
 } from './handshake.js';
 import { JobIntake } from './intake.js';
 import { type JobOutcome, prepareJob, runJob } from './job.js';
-import type { PreparedLaunch } from './launcher.js';
 import { watchLoad } from './load.js';
 import { listRegularFiles, noFiles, StdoutSpool } from './outputs.js';
 import {
@@ -367,18 +366,16 @@ export class Connection {
     this.#setIdleTimeout(false);
     // Extension `beat`: from here to the reply, the client hears from us every interval.
     const stopBeats = this.#heartbeat();
-    let preparedJob: PreparedLaunch | undefined;
     let slot: SlotHold | undefined;
     // Extension `queue`: a command that must wait for a slot is announced, and so is its start.
-    const waits = !this.#ctx.slots.available;
-    const queued = this.#ext.has('queue') && waits;
+    const queued = this.#ext.has('queue') && !this.#ctx.slots.available;
     try {
       if (queued) await write(this.#socket, encodeExtension({ verb: 'queued' }));
-      // A command that waits is made ready now, so the launcher can start it the moment the
-      // job before it ends (src/server/slots.ts).
-      const prepared = waits ? prepareJob(this.#ctx.launcher, command, cwd) : undefined;
-      slot = await this.#ctx.slots.acquire(this.#abort.signal, prepared);
-      preparedJob = prepared;
+      // A command that waits is made ready once it is next for a running job's slot, so that
+      // the launcher starts it the moment that job ends (src/server/slots.ts).
+      slot = await this.#ctx.slots.acquire(this.#abort.signal, () =>
+        prepareJob(this.#ctx.launcher, command, cwd),
+      );
     } catch (err) {
       stopBeats();
       if (err instanceof SlotWaitAborted) throw new ClientGone('client left while queued');
@@ -408,7 +405,7 @@ export class Connection {
           timeoutMs: this.#ctx.jobTimeoutMs,
           maxOutputBytes: limits.maxOutputBytes,
           stdoutSpool: spool,
-          prepared: preparedJob,
+          prepared: slot.prepared,
           started: (job) => slot?.running(job),
         },
         this.#ctx.launcher,

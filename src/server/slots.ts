@@ -1,4 +1,4 @@
-import type { JobProcess, PreparedLaunch } from './launcher.js';
+import type { JobProcess, Launcher, PreparedLaunch } from './launcher.js';
 
 /** Thrown by {@link JobSlots.acquire} when the waiter's signal aborts (its client left). */
 export class SlotWaitAborted extends Error {
@@ -14,6 +14,11 @@ export interface SlotHold {
    * to start the moment it ends (see {@link JobSlots}).
    */
   running(job: JobProcess): void;
+  /**
+   * The job prepared for this slot while it waited (chained to the job before it), if it
+   * was: start it with its `start`, which returns it if the launcher started it already.
+   */
+  readonly prepared: PreparedLaunch | undefined;
 }
 
 interface Holder {
@@ -28,7 +33,12 @@ interface Holder {
 
 interface Waiter {
   readonly signal: AbortSignal;
-  readonly prepared: PreparedLaunch | undefined;
+  /** Makes the waiter's job ready, when it is about to be chained. */
+  readonly prepare: (() => PreparedLaunch | undefined) | undefined;
+  /** What `prepare` made; undefined until then, or when it could not. */
+  prepared: PreparedLaunch | undefined;
+  /** `prepare` was called. */
+  tried: boolean;
   /** The holder this waiter is chained to. */
   after?: Holder | undefined;
   grant(): void;
@@ -40,8 +50,10 @@ interface Waiter {
  * still count in the cost) and are never refused. A waiter whose connection ends leaves
  * the queue.
  *
- * A waiter that comes with its job prepared ({@link PreparedLaunch}: the spawn helper's) is
- * chained, in queue order, to a running job that has no successor yet: the launcher starts
+ * A waiter whose job the launcher can prepare ({@link PreparedLaunch}: the spawn helper's) is
+ * chained, in queue order, to a running job that has no successor yet (its job prepared
+ * then, not before: a long queue holds no more prepared jobs than there are slots): the
+ * launcher starts
  * it the moment that job's shell ends, without waiting for the server to hear of the end,
  * send the reply and give the slot back (docs/server.md, "A queued job starts in the
  * helper"). The slot passes from the one to the other: when the chained job starts first,
@@ -86,42 +98,42 @@ export class JobSlots {
   }
 
   /**
-   * Waits for a slot. With `prepared` (a job made ready by the launcher), the job may be
-   * started by the launcher before this resolves; the caller then starts it with
-   * `prepared.start()` all the same (which returns the started job). A waiter that aborts
-   * has its prepared job dropped.
+   * Waits for a slot. `prepare` makes the job ready ahead of its slot (the launcher's
+   * {@link Launcher.prepare}); it is called only when the waiter is about to be chained to a
+   * running job (so a long queue holds no more prepared jobs than there are slots), and the
+   * launcher may then start the job before this resolves: the hold's `prepared` says so,
+   * and the caller starts it with its `start` all the same. A waiter that aborts has its
+   * prepared job dropped.
    */
-  acquire(signal: AbortSignal, prepared?: PreparedLaunch): Promise<SlotHold> {
-    if (signal.aborted) {
-      prepared?.drop();
-      return Promise.reject(new SlotWaitAborted('aborted before a slot'));
-    }
+  acquire(signal: AbortSignal, prepare?: () => PreparedLaunch | undefined): Promise<SlotHold> {
+    if (signal.aborted) return Promise.reject(new SlotWaitAborted('aborted before a slot'));
     if (this.#running < this.#max) {
       this.#running++;
       this.#onChange();
-      return Promise.resolve(this.#hold());
+      return Promise.resolve(this.#hold(undefined));
     }
     return new Promise((resolve, reject) => {
       const waiter: Waiter = {
         signal,
-        prepared,
+        prepare,
+        prepared: undefined,
+        tried: false,
         grant: () => {
           signal.removeEventListener('abort', waiter.onAbort);
-          if (prepared !== undefined) prepared.onEarlyStart = undefined;
-          resolve(this.#hold());
+          if (waiter.prepared !== undefined) waiter.prepared.onEarlyStart = undefined;
+          resolve(this.#hold(waiter.prepared));
         },
         onAbort: () => {
           const i = this.#waiters.indexOf(waiter);
           if (i >= 0) this.#waiters.splice(i, 1);
           this.#unchain(waiter);
-          prepared?.drop();
+          waiter.prepared?.drop();
           this.#chain();
           this.#onChange();
           reject(new SlotWaitAborted('aborted while queued'));
         },
       };
       signal.addEventListener('abort', waiter.onAbort, { once: true });
-      if (prepared !== undefined) prepared.onEarlyStart = () => this.#earlyStart(waiter);
       this.#waiters.push(waiter);
       this.#chain();
       this.#onChange();
@@ -129,10 +141,11 @@ export class JobSlots {
   }
 
   /** A new holder of a slot already counted in {@link running}. */
-  #hold(): SlotHold {
+  #hold(prepared: PreparedLaunch | undefined): SlotHold {
     const holder: Holder = { released: false, handedOver: false };
     this.#holders.add(holder);
     return {
+      prepared,
       release: () => this.#release(holder),
       running: (job) => {
         if (holder.released || holder.job !== undefined) return;
@@ -180,6 +193,18 @@ export class JobSlots {
     this.#onChange();
   }
 
+  /** The waiter's prepared job, made now if it has not been tried; undefined if it cannot be. */
+  #prepared(waiter: Waiter): PreparedLaunch | undefined {
+    if (!waiter.tried) {
+      waiter.tried = true;
+      waiter.prepared = waiter.prepare?.();
+      if (waiter.prepared !== undefined) {
+        waiter.prepared.onEarlyStart = () => this.#earlyStart(waiter);
+      }
+    }
+    return waiter.prepared;
+  }
+
   /** Takes `waiter` out of the queue. */
   #take(waiter: Waiter): void {
     const i = this.#waiters.indexOf(waiter);
@@ -196,7 +221,7 @@ export class JobSlots {
     let holders: Holder[] | undefined;
     for (const waiter of this.#waiters) {
       if (waiter.after !== undefined) continue;
-      if (waiter.prepared === undefined) return;
+      if (waiter.prepare === undefined) return;
       holders ??= [...this.#holders];
       let chained = false;
       while (!chained) {
@@ -204,7 +229,10 @@ export class JobSlots {
         if (holder === undefined) return;
         if (holder.released || holder.handedOver || holder.successor !== undefined) continue;
         const job = holder.job;
-        if (job?.chain === undefined || !job.chain(waiter.prepared)) continue;
+        if (job?.chain === undefined) continue;
+        const prepared = this.#prepared(waiter);
+        if (prepared === undefined) return;
+        if (!job.chain(prepared)) continue;
         holder.successor = waiter;
         waiter.after = holder;
         chained = true;
