@@ -147,7 +147,11 @@ function writeCache({ identity, paths }, data) {
   }
 }
 
-function load() {
+/**
+ * Compiles the bundle (through the code cache); `run` then runs its top level and returns
+ * its `main` and `save`, which writes the cache when it was missing or refused.
+ */
+function compile() {
   const st = statSync(bundle);
   // The bundle is ASCII (scripts/bundle.mjs checks), so latin1 reads it exactly, and fast.
   const source = readFileSync(bundle, 'latin1');
@@ -161,13 +165,16 @@ function load() {
       importModuleDynamically: vm.constants.USE_MAIN_CONTEXT_DEFAULT_LOADER,
     },
   );
-  const module = { exports: {} };
-  script.runInThisContext()(module.exports, createRequire(bundle), module, bundle, dirname(bundle));
-  const fresh = cachedData === undefined || script.cachedDataRejected === true;
-  return {
-    main: module.exports.main,
-    save: fresh ? () => writeCache(cache, script.createCachedData()) : () => {},
+  const run = () => {
+    const module = { exports: {} };
+    script.runInThisContext()(module.exports, createRequire(bundle), module, bundle, dirname(bundle));
+    const fresh = cachedData === undefined || script.cachedDataRejected === true;
+    return {
+      main: module.exports.main,
+      save: fresh ? () => writeCache(cache, script.createCachedData()) : () => {},
+    };
   };
+  return run;
 }
 
 /**
@@ -206,15 +213,43 @@ async function exit(code) {
   process.exit(code);
 }
 
-const { main, save } = load();
-main(args).then(
-  (code) => {
-    // After the run, the cache holds every function it compiled, not just the top level.
-    save();
-    return exit(code);
-  },
-  (err) => {
-    console.error(err);
-    return exit(70);
-  },
-);
+// A run's remote hosts are dialed now, and sent the load stream's opening cost query, so both
+// round trips go on while the bundle loads (bin/early-dial.js); the run takes the connections.
+const early = kind === 'run' ? require('./early-dial.js') : undefined;
+const dialed = early === undefined ? 0 : early.dialAhead(args, process.env, process.cwd());
+
+/** Runs the command: `main`, then the cache written if it was missing, then the exit. */
+function start({ main, save }) {
+  main(args).then(
+    async (code) => {
+      // After the run, the cache holds every function it compiled, not just the top level.
+      save();
+      if (dialed > 0) await early.closeUntaken();
+      return exit(code);
+    },
+    async (err) => {
+      console.error(err);
+      if (dialed > 0) await early.closeUntaken();
+      return exit(70);
+    },
+  );
+}
+
+if (dialed === 0) {
+  start(compile()());
+} else {
+  // Node connects, and writes on a connection that has come up, only between turns of its
+  // event loop, and compiling and running the bundle is one long stretch of JavaScript. So
+  // the loop turns before the compile (the connects start), between it and the bundle's top
+  // level, and before `main` (a connection up by then sends its query).
+  const turn = () => new Promise((resolve) => setImmediate(resolve));
+  turn()
+    .then(() => compile())
+    .then((run) => turn().then(run))
+    .then((loaded) => turn().then(() => start(loaded)))
+    .catch(async (err) => {
+      console.error(err);
+      await early.closeUntaken();
+      return exit(70);
+    });
+}

@@ -9,9 +9,12 @@
  * take (the file did not parse after all, a name merged into another host) is ended with `!D`,
  * the base protocol's goodbye, never left without a word.
  */
+
+import type { Socket } from 'node:net';
 import { parseHostEntry } from '../../grammar/hosts.js';
 import { classifyLine } from '../../grammar/lexer.js';
 import { DEFAULT_PORT } from '../../grammar/model.js';
+import { OFFER_ANNEX } from '../protocol/extensions.js';
 import { encodeHeader } from '../protocol/header.js';
 import { type Endpoint, hostKey, isLoopback } from './endpoint.js';
 import { type Dialed, plainDial } from './load-stream.js';
@@ -116,6 +119,56 @@ function readEntries(words: readonly string[], defaultPort: number): Endpoint[] 
   return hosts;
 }
 
+/** Where bin/early-dial.js leaves the connections it dialed before the bundle loaded. */
+const LOADER_DIALS = Symbol.for('rake-ts.loader-dials');
+
+/** A connection bin/early-dial.js dialed: its socket, and the bytes it wrote on it. */
+export interface LoaderDial {
+  readonly socket: Socket;
+  readonly sent?: Buffer | undefined;
+}
+
+/**
+ * The connections bin/early-dial.js dialed before the bundle loaded, by `host:port`, taken
+ * out of its registry (so it ends none of them itself): every one is either taken by
+ * {@link EarlyDials} or ended with {@link endLoaderDials}. Empty when it dialed none.
+ */
+export function takeLoaderDials(): Map<string, LoaderDial> {
+  const holder = process as unknown as Record<symbol, Map<string, LoaderDial> | undefined>;
+  const registry = holder[LOADER_DIALS];
+  if (registry === undefined || registry.size === 0) return new Map();
+  const taken = new Map(registry);
+  registry.clear();
+  return taken;
+}
+
+/** The base protocol's goodbye: what ends a connection dialed early that no stream took. */
+function goodbye(socket: Socket): void {
+  if (socket.destroyed) return;
+  socket.end(encodeHeader({ kind: 'plain', code: '!D', length: 0 }));
+  setTimeout(() => socket.destroy(), 1000).unref();
+}
+
+/** Ends every connection left in `dials` (`!D0`, then closed) and empties it. */
+export function endLoaderDials(dials: Map<string, LoaderDial>): void {
+  for (const { socket } of dials.values()) goodbye(socket);
+  dials.clear();
+}
+
+/** A connection bin/early-dial.js dialed, as a {@link Dialed} (it may still be connecting). */
+function adopt({ socket, sent }: LoaderDial): Dialed {
+  const ready = socket.connecting
+    ? new Promise<void>((resolve, reject) => {
+        socket.once('connect', resolve);
+        socket.once('error', reject);
+      })
+    : socket.destroyed
+      ? Promise.reject(socket.errored ?? new Error('closed before the run began'))
+      : Promise.resolve();
+  ready.catch(() => {});
+  return { socket, ready, ...(sent === undefined ? {} : { querySent: true }) };
+}
+
 /**
  * Connections dialed ahead of the run, one per host, each taken at most once by that host's
  * load stream ({@link EarlyDials.take}); {@link EarlyDials.close} ends the rest.
@@ -124,11 +177,31 @@ export class EarlyDials {
   readonly #dials = new Map<string, Dialed>();
   #closed = false;
 
-  /** Dials every endpoint now (`dial`: plain TCP unless a test substitutes it). */
-  constructor(endpoints: readonly Endpoint[], dial: (e: Endpoint) => Dialed = plainDial) {
+  /**
+   * Dials every endpoint now (`dial`: plain TCP unless a test substitutes it), or takes the
+   * connection bin/early-dial.js dialed to it from `before` (by `host:port`) when all it
+   * wrote on it is the load stream's opening cost query, which the stream then does not send
+   * again. Whatever is left in `before` is the caller's to end ({@link endLoaderDials}).
+   */
+  constructor(
+    endpoints: readonly Endpoint[],
+    dial: (e: Endpoint) => Dialed = plainDial,
+    before: Map<string, LoaderDial> = new Map(),
+  ) {
+    const opening = encodeHeader({ kind: 'plain', code: '!E', length: 0, annex: OFFER_ANNEX });
     for (const e of endpoints) {
       const key = hostKey(e);
       if (this.#dials.has(key)) continue;
+      const early = before.get(key);
+      if (early !== undefined) {
+        before.delete(key);
+        if (early.sent === undefined || early.sent.equals(opening)) {
+          this.#dials.set(key, adopt(early));
+          continue;
+        }
+        // Not what this client would have said first: not used (ended, and dialed afresh).
+        goodbye(early.socket);
+      }
       const dialed = dial(e);
       // Until a stream takes it, a failure is only kept (the stream then sees it).
       dialed.socket.on('error', () => {});
@@ -164,11 +237,7 @@ export class EarlyDials {
    */
   close(): void {
     this.#closed = true;
-    for (const { socket } of this.#dials.values()) {
-      if (socket.destroyed) continue;
-      socket.end(encodeHeader({ kind: 'plain', code: '!D', length: 0 }));
-      setTimeout(() => socket.destroy(), 1000).unref();
-    }
+    for (const { socket } of this.#dials.values()) goodbye(socket);
     this.#dials.clear();
   }
 }

@@ -68,6 +68,11 @@ export interface Dialed {
   readonly ready: Promise<void>;
   /** The failure of this connection in a person's words, when it is a TLS matter. */
   readonly explain?: (err: unknown) => unknown;
+  /**
+   * The stream's opening cost query was written on this connection already (bin/early-dial.js
+   * sends it before the client's modules load; src/client/early-dial.ts checks the bytes).
+   */
+  readonly querySent?: boolean;
 }
 
 /**
@@ -223,10 +228,12 @@ export function tcpWatchLoad(options: TcpWatchOptions): WatchLoad {
         await dialed.ready;
         asking = true;
         if (!over) sub.next({ type: 'connected' });
-        await write(
-          socket,
-          encodeHeader({ kind: 'plain', code: '!E', length: 0, annex: OFFER_ANNEX }),
-        );
+        if (dialed.querySent !== true) {
+          await write(
+            socket,
+            encodeHeader({ kind: 'plain', code: '!E', length: 0, annex: OFFER_ANNEX }),
+          );
+        }
         const head = await reader.readHeader(options.limits);
         if (head.kind === 'plain' && head.code === '!F') {
           await options.refused?.(reader, head.length, endpoint);

@@ -10,6 +10,7 @@ import {
   existsSync,
   mkdirSync,
   openSync,
+  readdirSync,
   readFileSync,
   rmSync,
   symlinkSync,
@@ -63,8 +64,9 @@ export function compilePrograms(dir = join(SCRATCH, 'build')): Programs {
     encoding: 'utf8',
   });
   if (bundled.status !== 0) throw new Error(`bundling failed:\n${bundled.stdout}${bundled.stderr}`);
-  // bin/package.json makes the two programs CommonJS (the package is ES modules).
-  for (const b of ['rake-ts.js', 'rakeserver.js', 'package.json']) {
+  // Every file of bin/: the two programs, the loader files rake-ts.js requires
+  // (early-dial.js), and package.json, which makes them CommonJS (the package is ES modules).
+  for (const b of readdirSync(join(ROOT, 'bin'))) {
     copyFileSync(join(ROOT, 'bin', b), join(dir, 'bin', b));
   }
   return {

@@ -8,7 +8,12 @@ import { formatDiagnostics } from '../../../grammar/diagnostics.js';
 import { readRakefile } from '../../../grammar/parse.js';
 import { DEFAULT_LOCAL_CACHE_BYTES, defaultCacheDir, LocalCache } from '../../cache/store.js';
 import { whenSettled } from '../../client/cleanup.js';
-import { EarlyDials, hostsAhead } from '../../client/early-dial.js';
+import {
+  EarlyDials,
+  endLoaderDials,
+  hostsAhead,
+  takeLoaderDials,
+} from '../../client/early-dial.js';
 import { hostListProblem, parseHostList } from '../../client/endpoint.js';
 import type { RunSummary } from '../../client/events.js';
 import { OutputSpool } from '../../client/output.js';
@@ -305,9 +310,12 @@ export async function runRake(args: RunArgs, io: RunIO = defaultIO()): Promise<n
       log.display.error({ event, ...fields }, text.replace(/^rake-ts: /, '').trimEnd());
     else io.stderr.write(text.endsWith('\n') ? text : `${text}\n`);
   };
+  /** Connections bin/rake-ts.js dialed before this bundle loaded: taken below, or ended. */
+  const before = takeLoaderDials();
   /** Connections dialed while the Rakefile is parsed, for the run to take. */
   let early: EarlyDials | undefined;
   const usage = async (event: string, text: string, fields?: Record<string, unknown>) => {
+    endLoaderDials(before);
     early?.close();
     problem(event, text, fields);
     await log.close();
@@ -335,12 +343,17 @@ export async function runRake(args: RunArgs, io: RunIO = defaultIO()): Promise<n
       if (!dialEarly) return undefined;
       const ahead = hostsAhead(text, { hosts: args.hosts, port: args.port, tlsAll: args.tls });
       if (ahead.length === 0) return undefined;
-      early = new EarlyDials(ahead);
+      // Those bin/early-dial.js dialed already are taken (the same scan, done with the
+      // lexer here, decides), the others dialed now.
+      early = new EarlyDials(ahead, undefined, before);
+      endLoaderDials(before);
       // Node starts a connect on its next tick: one turn of the event loop, so the SYNs are
       // on the wire before the parse.
       return new Promise<void>((resolve) => setImmediate(resolve));
     },
   });
+  // Dialed before this bundle loaded for a host this run does not dial early: not used.
+  endLoaderDials(before);
   if (!read.ok) {
     return usage('rakefile-invalid', formatDiagnostics(read.diagnostics, read.source), {
       diagnostics: read.diagnostics,
