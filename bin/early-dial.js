@@ -288,6 +288,7 @@ function closeUntaken() {
   if (registry === undefined || registry.size === 0) return Promise.resolve();
   const open = [...registry.values()].map(({ socket }) => socket);
   registry.clear();
+  let timer;
   return Promise.race([
     Promise.all(
       open.map(
@@ -295,12 +296,20 @@ function closeUntaken() {
           new Promise((done) => {
             if (socket.destroyed) return done();
             socket.once('close', done);
+            // Read what the host answered (its cost), or the connection never ends.
+            socket.resume();
             socket.end(GOODBYE);
           }),
       ),
     ),
-    new Promise((done) => setTimeout(done, 1000).unref()),
-  ]);
+    // Not unref'd: the exit waits for this, and must not be left to an empty event loop.
+    new Promise((done) => {
+      timer = setTimeout(done, 1000);
+    }),
+  ]).then(() => {
+    clearTimeout(timer);
+    for (const socket of open) socket.destroy();
+  });
 }
 
 module.exports = { dialAhead, planAhead, closeUntaken, OPENING, REGISTRY };

@@ -29,8 +29,9 @@ function copyOfProgram(prefix: string): string {
   const home = mkdtempSync(join(tmpdir(), prefix));
   mkdirSync(join(home, 'bin'));
   mkdirSync(join(home, 'dist'));
-  copyFileSync(join(root, 'bin/rake-ts.js'), join(home, 'bin/rake-ts.js'));
-  copyFileSync(join(root, 'bin/package.json'), join(home, 'bin/package.json'));
+  for (const name of ['rake-ts.js', 'early-dial.js', 'package.json']) {
+    copyFileSync(join(root, 'bin', name), join(home, 'bin', name));
+  }
   copyFileSync(join(root, 'dist/rake-ts.cjs'), join(home, 'dist/rake-ts.cjs'));
   // As the package is: ES modules but for bin/, which its own package.json makes CommonJS.
   writeFileSync(

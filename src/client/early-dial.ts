@@ -145,6 +145,9 @@ export function takeLoaderDials(): Map<string, LoaderDial> {
 /** The base protocol's goodbye: what ends a connection dialed early that no stream took. */
 function goodbye(socket: Socket): void {
   if (socket.destroyed) return;
+  // What the host said (the answer to a cost query sent before the run) is read and dropped:
+  // a connection whose input is never read never ends.
+  socket.resume();
   socket.end(encodeHeader({ kind: 'plain', code: '!D', length: 0 }));
   setTimeout(() => socket.destroy(), 1000).unref();
 }
