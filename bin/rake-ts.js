@@ -213,9 +213,33 @@ async function exit(code) {
   process.exit(code);
 }
 
+/**
+ * False when a quick look shows the run dials nothing ahead, so bin/early-dial.js is not even
+ * loaded (about 1.5 ms of CPU): no flag names hosts or another Rakefile, and ./Rakefile has no
+ * `HOSTS` line, or one of loopback hosts only. Anything else is for that file to judge.
+ */
+function mayDialAhead() {
+  if (process.env.RAKE_EARLY_DIAL === '0') return false;
+  for (const a of args) {
+    if (!a.startsWith('-') || /^(-f|-C|--file|--directory|--hosts)(=|$)/.test(a)) return true;
+  }
+  let text;
+  try {
+    text = readFileSync('Rakefile', 'latin1');
+  } catch {
+    return false;
+  }
+  const at = text.startsWith('HOSTS') ? 0 : text.indexOf('\nHOSTS') + 1;
+  if (at === 0 && !text.startsWith('HOSTS')) return false;
+  const end = text.indexOf('\n', at);
+  const line = text.slice(at, end === -1 ? text.length : end);
+  const value = line.slice(line.indexOf('=') + 1).split('#')[0];
+  return value.split(/[ \t]+/).some((w) => w !== '' && !/^(127\.[0-9.]+|localhost)(:|$)/i.test(w));
+}
+
 // A run's remote hosts are dialed now, and sent the load stream's opening cost query, so both
 // round trips go on while the bundle loads (bin/early-dial.js); the run takes the connections.
-const early = kind === 'run' ? require('./early-dial.js') : undefined;
+const early = kind === 'run' && mayDialAhead() ? require('./early-dial.js') : undefined;
 const dialed = early === undefined ? 0 : early.dialAhead(args, process.env, process.cwd());
 
 /** Runs the command: `main`, then the cache written if it was missing, then the exit. */
