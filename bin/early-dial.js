@@ -14,7 +14,7 @@
 // or one whose flags this scan does not know, is not dialed here at all.
 //
 // CommonJS, like bin/rake-ts.js; `node:net` is loaded only when there is a host to dial.
-const { readFileSync } = require('node:fs');
+const { readFileSync, statSync } = require('node:fs');
 const { resolve } = require('node:path');
 
 /** Where the connections are left for the bundle (src/client/early-dial.ts reads it). */
@@ -241,6 +241,7 @@ function planAhead(args, env, cwd) {
   if (run === undefined) return [];
   let text;
   try {
+    if (statSync(run.path).size > SCAN_MAX_CHARS) return [];
     text = readFileSync(run.path, 'latin1');
   } catch {
     return [];

@@ -225,6 +225,8 @@ function mayDialAhead() {
   }
   let text;
   try {
+    // A larger file is not scanned at all (src/client/early-dial.ts SCAN_MAX_CHARS).
+    if (statSync('Rakefile').size > 64 * 1024) return false;
     text = readFileSync('Rakefile', 'latin1');
   } catch {
     return false;
