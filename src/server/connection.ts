@@ -6,7 +6,6 @@
 import type { Socket } from 'node:net';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
-import type { Subscription } from 'rxjs';
 import {
   type Extension,
   encodeExtension,
@@ -33,7 +32,7 @@ import {
 } from './handshake.js';
 import { JobIntake } from './intake.js';
 import { type JobOutcome, prepareJob, runJob } from './job.js';
-import { watchLoad } from './load.js';
+import { type LoadWatch, watchLoad } from './load.js';
 import { listRegularFiles, noFiles, StdoutSpool } from './outputs.js';
 import {
   REFUSAL_EXIT_CODE,
@@ -100,7 +99,7 @@ export class Connection {
   #state: HandshakeState = AWAITING_FIRST;
   readonly #handshake: HandshakeConfig;
   /** `!X watch` came: the load stream sent on this connection (extension `load`). */
-  #watch: Subscription | undefined;
+  #watch: LoadWatch | undefined;
 
   constructor(id: number, socket: Socket, ctx: ConnectionContext) {
     this.id = id;
