@@ -1,8 +1,11 @@
 // The server's load feed (extension `load`): what one watching connection is sent, in mocked
 // time (node:test's timers), and the coalescing of changes made in one turn of the event loop.
 import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import { connect, createServer, type Socket } from 'node:net';
 import { describe, it, mock } from 'node:test';
-import { EveryBeat, type LoadCounts, LoadFeed } from '../../src/server/load.js';
+import { encodeExtension } from '../../src/protocol/index.js';
+import { EveryBeat, type LoadCounts, LoadFeed, watchLoad } from '../../src/server/load.js';
 
 const L = (jobs: number, running = jobs, queued = 0): LoadCounts => ({
   jobs,
@@ -33,7 +36,7 @@ describe('EveryBeat: each load at once, the same again every beat while it holds
       let value = 'a';
       let now = 0;
       const sent: string[] = [];
-      const beat = new EveryBeat(() => sent.push(`${value}@${now}`), 5);
+      const beat = new EveryBeat(() => sent.push(`${value}@${now}`) > 0, 5);
       const step = (ms: number) => {
         now = ms;
         at(ms);
@@ -59,7 +62,7 @@ describe('EveryBeat: each load at once, the same again every beat while it holds
     inMockedTime((at) => {
       let value = 'a';
       const sent: string[] = [];
-      const beat = new EveryBeat(() => sent.push(value), 5);
+      const beat = new EveryBeat(() => sent.push(value) > 0, 5);
       at(1);
       value = 'b';
       beat.poke();
@@ -78,7 +81,7 @@ describe('EveryBeat: each load at once, the same again every beat while it holds
   it('an idle server beats for ever at its interval (silence means lost); stop ends it', () => {
     inMockedTime((at) => {
       let n = 0;
-      const beat = new EveryBeat(() => n++, 5);
+      const beat = new EveryBeat(() => ++n > 0, 5);
       at(16);
       assert.equal(n, 4);
       beat.stop();
@@ -86,6 +89,87 @@ describe('EveryBeat: each load at once, the same again every beat while it holds
       at(100);
       assert.equal(n, 4);
     });
+  });
+
+  it('a call at once that has nothing new to say leaves the beat where it was', () => {
+    inMockedTime((at) => {
+      const calls: string[] = [];
+      let now = 0;
+      let news = true;
+      const beat = new EveryBeat((onBeat) => {
+        calls.push(`${onBeat ? 'beat' : 'change'}@${now}${onBeat || news ? '' : ' (nothing new)'}`);
+        return onBeat || news;
+      }, 5);
+      const step = (ms: number) => {
+        now = ms;
+        at(ms);
+      };
+      step(1);
+      news = false;
+      beat.poke();
+      for (const ms of [3, 6]) step(ms);
+      news = true;
+      beat.poke();
+      for (const ms of [7, 11, 12]) step(ms);
+      beat.stop();
+      assert.deepEqual(calls, [
+        'change@1',
+        'change@3 (nothing new)',
+        'beat@6',
+        'change@7',
+        'beat@12',
+      ]);
+    });
+  });
+});
+
+/** Both ends of a loopback TCP connection. */
+async function socketPair(): Promise<[Socket, Socket]> {
+  const server = createServer();
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const { port } = server.address() as { port: number };
+  const accepted = once(server, 'connection');
+  const client = connect(port, '127.0.0.1');
+  const [ours] = (await accepted) as [Socket];
+  server.close();
+  return [ours, client];
+}
+
+describe('watchLoad', () => {
+  it('does not tell a watcher again the load it was last told (changes that undid each other)', async () => {
+    const [ours, theirs] = await socketPair();
+    const received: Buffer[] = [];
+    theirs.on('data', (b: Buffer) => received.push(b));
+    const ended = once(theirs, 'end');
+    const turn = () => new Promise((ok) => setImmediate(ok));
+    let counts = L(0);
+    const feed = new LoadFeed(() => counts);
+    mock.timers.enable({ apis: ['setTimeout'] });
+    try {
+      const watch = watchLoad(ours, feed, 5000);
+      mock.timers.tick(1);
+      // One job arrives and leaves within the same "at once": nothing to tell.
+      counts = L(1);
+      feed.changed();
+      await turn();
+      counts = L(0);
+      feed.changed();
+      await turn();
+      mock.timers.tick(1);
+      counts = L(2);
+      feed.changed();
+      await turn();
+      mock.timers.tick(1);
+      watch.unsubscribe();
+    } finally {
+      mock.timers.reset();
+    }
+    ours.end();
+    await ended;
+    const message = (l: LoadCounts) => encodeExtension({ verb: 'load', ...l, beatMs: 5000 });
+    assert.deepEqual(Buffer.concat(received), Buffer.concat([message(L(0)), message(L(2))]));
+    theirs.destroy();
   });
 });
 

@@ -93,21 +93,24 @@ export class LoadFeed {
 }
 
 /**
- * Calls `send` at once, then again every `beatMs` until the next {@link EveryBeat.poke}
- * (a change): after a poke, the next call comes at once again and the beat restarts from it.
- * "At once" is the next timer turn (a 0 ms timer, 1 ms in Node): pokes within it make one
- * call, which sends what holds by then (a job's end followed at once by the next job's
- * start is one message to each watcher, not two).
+ * Calls `send` at once, then every `beatMs` while nothing changes; {@link EveryBeat.poke}
+ * (a change) calls it at once again. "At once" is the next timer turn (a 0 ms timer, 1 ms in
+ * Node): pokes within it make one call, which sends what holds by then (a job's end followed
+ * at once by the next job's start is one message to each watcher, not two). A call at once
+ * may find nothing new to say (`send(false)` returns false: the changes undid each other);
+ * the beat then goes on from the last message sent. A call for the beat (`send(true)`)
+ * always sends.
  */
 export class EveryBeat {
-  readonly #send: () => void;
+  readonly #send: (beat: boolean) => boolean;
   readonly #beatMs: number;
-  #timer: NodeJS.Timeout | undefined;
-  /** The pending call is the "at once" one (not a beat). */
-  #soon = false;
+  /** The call at once, while one is due. */
+  #soon: NodeJS.Timeout | undefined;
+  /** The next beat: `beatMs` after the last message. */
+  #beat: NodeJS.Timeout | undefined;
   #stopped = false;
 
-  constructor(send: () => void, beatMs: number) {
+  constructor(send: (beat: boolean) => boolean, beatMs: number) {
     this.#send = send;
     this.#beatMs = beatMs;
     this.poke();
@@ -115,23 +118,29 @@ export class EveryBeat {
 
   /** Something changed: call `send` at once (unless a call at once is already due). */
   poke(): void {
-    if (this.#soon || this.#stopped) return;
-    clearTimeout(this.#timer);
-    this.#soon = true;
-    this.#timer = setTimeout(this.#fire, 0);
+    if (this.#soon !== undefined || this.#stopped) return;
+    this.#soon = setTimeout(this.#atOnce, 0);
   }
 
   /** No more calls. */
   stop(): void {
     this.#stopped = true;
-    clearTimeout(this.#timer);
-    this.#timer = undefined;
+    clearTimeout(this.#soon);
+    clearTimeout(this.#beat);
+    this.#soon = undefined;
+    this.#beat = undefined;
   }
 
-  readonly #fire = (): void => {
-    this.#soon = false;
-    this.#timer = setTimeout(this.#fire, this.#beatMs);
-    this.#send();
+  readonly #atOnce = (): void => {
+    this.#soon = undefined;
+    if (!this.#send(false)) return;
+    clearTimeout(this.#beat);
+    this.#beat = setTimeout(this.#onBeat, this.#beatMs);
+  };
+
+  readonly #onBeat = (): void => {
+    this.#beat = setTimeout(this.#onBeat, this.#beatMs);
+    this.#send(true);
   };
 }
 
@@ -141,14 +150,21 @@ export class EveryBeat {
  * src/server/handshake.ts, refuses anything else on a watching connection: it carries no
  * job): each load at once, then the same load again every `beatMs` while it does not change,
  * so a client that hears nothing for a few intervals knows the host is gone (a frozen
- * server, a cut link), not idle. A message is skipped while the client does not read (the
- * socket's buffer is full): the next change or beat says the same, newer.
+ * server, a cut link), not idle. Changes that leave the load as this connection was last
+ * told it (a job's end, then the next job's arrival) send nothing. A message is skipped
+ * while the client does not read (the socket's buffer is full): the next change or beat
+ * says the same, newer.
  */
 export function watchLoad(socket: Socket, feed: LoadFeed, beatMs: number): LoadWatch {
   feed.refresh();
-  const beat = new EveryBeat(() => {
-    if (socket.destroyed || socket.writableNeedDrain) return;
+  let sent: LoadCounts | undefined;
+  const beat = new EveryBeat((onBeat) => {
+    const load = feed.current;
+    if (!onBeat && sent !== undefined && same(load, sent)) return false;
+    if (socket.destroyed || socket.writableNeedDrain) return true;
     socket.write(feed.message(beatMs));
+    sent = load;
+    return true;
   }, beatMs);
   const unwatch = feed.watch(() => beat.poke());
   return {
