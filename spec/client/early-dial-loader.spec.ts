@@ -13,6 +13,7 @@ import { after, describe, it } from 'node:test';
 import { endLoaderDials, takeLoaderDials } from '../../src/client/early-dial.js';
 import { OFFER_ANNEX } from '../../src/protocol/extensions.js';
 import { encodeHeader } from '../../src/protocol/header.js';
+import { startBaseServer } from '../helpers/base-server.js';
 import { startRecordingProxy } from '../helpers/recording-proxy.js';
 import { startServer } from '../server/support.js';
 import { project, removeDir } from './support.js';
@@ -210,6 +211,36 @@ describe('the built program dials before its bundle loads', {
       },
     );
   }
+
+  it('shows a base-protocol server byte for byte what a run without it does', T, async () => {
+    const base = await startBaseServer();
+    /** What each connection of one run sent the base server, in a stable order. */
+    const transcripts = async (env: NodeJS.ProcessEnv) => {
+      const proxy = await startRecordingProxy(base.port);
+      const dir = await project({
+        Rakefile: `HOSTS = 0.0.0.0:${proxy.port}\n\nall:\n\tremote-echo hi\n`,
+      });
+      try {
+        const r = await runProgram(program, FLAGS, dir, env);
+        assert.equal(r.status, 0, r.stderr);
+        assert.equal(r.stdout, 'hi\n');
+        await proxy.settled();
+        return proxy.connections.map((c) => c.toServer.toString('latin1')).sort();
+      } finally {
+        await proxy.close();
+        await removeDir(dir);
+      }
+    };
+    try {
+      const early = await transcripts({});
+      const without = await transcripts({ RAKE_EARLY_DIAL: '0' });
+      assert.deepEqual(early, without);
+      // The load stream's opening query, which the base server answers as a cost query.
+      assert.ok(early.includes(OFFER.toString('latin1')), JSON.stringify(early));
+    } finally {
+      await base.close();
+    }
+  });
 
   it('ends with !D0 a connection its run does not take (the file does not parse)', T, async () => {
     const server = await startServer({ maxJobs: 1 });
