@@ -195,7 +195,7 @@ function scanRakefile(text, hostsFlag, portFlag) {
     const c = line.charCodeAt(0);
     if (c === 9 || c === 32) {
       const word = line.trimStart();
-      if (word === '' || word.startsWith('#') || word.startsWith('requires')) continue;
+      if (word === '' || word.startsWith('#') || /^requires([ \t#]|$)/.test(word)) continue;
       if (firstAction === undefined) firstAction = word.startsWith('remote-');
     } else if (/^PORT[ \t]*=/.test(line)) {
       if (portLine !== undefined) return [];

@@ -103,6 +103,7 @@ describe('bin/early-dial.js: whom to dial before the bundle loads', () => {
   it('dials nothing for a file in doubt', () => {
     const cases = [
       ['HOSTS = far:9', 'all:', '\ttrue', '\tremote-true'],
+      ['HOSTS = far:9', 'all:', '\trequires-setup', '\tremote-true'],
       ['HOSTS = a:1', 'HOSTS = b:2', 'all:', '\tremote-true'],
       ['PORT = 70000', 'HOSTS = a', 'all:', '\tremote-true'],
       ['HOSTS = [::2]:9', 'all:', '\tremote-true'],
