@@ -107,6 +107,11 @@ export const PHASES: readonly { readonly phase: string; readonly functions: read
         'resolveExit',
         '#heartbeat',
         'acquire',
+        // The chained start of a queued job (b75c490).
+        'prepareJob',
+        'prepare',
+        '#chain',
+        '#stream',
       ],
     },
     {
@@ -124,6 +129,13 @@ export const PHASES: readonly { readonly phase: string; readonly functions: read
     {
       phase: 'removal of the job directory',
       functions: ['#removeDir', 'removeDeep', 'removeTree', 'removeDir'],
+    },
+    {
+      // The load stream to watching clients (extension `load`): from ca64e82 plain timers
+      // (`EveryBeat`); before, RxJS operators whose frames name no function of ours, so the
+      // baseline's share of it falls under "outside any phase".
+      phase: 'load stream (extension load)',
+      functions: ['#atOnce', '#onBeat', '#settle', 'watchLoad'],
     },
     { phase: 'logging (pino)', functions: ['asJson', 'LOG', '#log'] },
     {
