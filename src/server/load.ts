@@ -95,8 +95,9 @@ export class LoadFeed {
 /**
  * Calls `send` at once, then every `beatMs` while nothing changes; {@link EveryBeat.poke}
  * (a change) calls it at once again. "At once" is the next timer turn (a 0 ms timer, 1 ms in
- * Node): pokes within it make one call, which sends what holds by then (a job's end followed
- * at once by the next job's start is one message to each watcher, not two). A call at once
+ * Node), counted from the last poke: pokes less than that apart make one call, which sends
+ * what holds by then (a job's end followed at once by the next job's start is one message to
+ * each watcher, not two). A call at once
  * may find nothing new to say (`send(false)` returns false: the changes undid each other);
  * the beat then goes on from the last message sent. A call for the beat (`send(true)`)
  * always sends.
@@ -116,9 +117,14 @@ export class EveryBeat {
     this.poke();
   }
 
-  /** Something changed: call `send` at once (unless a call at once is already due). */
+  /**
+   * Something changed: call `send` at once. A call at once already due is put off to the
+   * next timer turn, so a run of changes less than a turn apart makes one call, after the
+   * last (as the RxJS `switchMap` over `timer(0, beat)` before it did).
+   */
   poke(): void {
-    if (this.#soon !== undefined || this.#stopped) return;
+    if (this.#stopped) return;
+    clearTimeout(this.#soon);
     this.#soon = setTimeout(this.#atOnce, 0);
   }
 
