@@ -429,54 +429,99 @@ export async function readReply(
   let intervalMs = DEFAULT_BEAT_MS;
   let stderr: Buffer | undefined;
   let hit: string | undefined;
-  for (;;) {
-    const h = await (beats
-      ? silenceBound(reader.readHeader(limits), host, intervalMs)
-      : reader.readHeader(limits));
-    // After `stderr` only the reply comes (as before `beat` and `queue`).
-    // After `stderr` or `hit` only the reply comes (as before `beat` and `queue`).
-    if (
-      verbs.length === 0 ||
-      stderr !== undefined ||
-      hit !== undefined ||
-      !(h.kind === 'plain' && h.code === '!X')
-    ) {
-      return hit === undefined ? { header: h, stderr } : { header: h, stderr, hit };
+  // One timer for the whole reply, set again at each read (not one per message).
+  const silence = beats ? new SilenceWatch(host) : undefined;
+  try {
+    for (;;) {
+      const h = await (silence === undefined
+        ? reader.readHeader(limits)
+        : silence.bound(reader.readHeader(limits), intervalMs));
+      // After `stderr` or `hit` only the reply comes (as before `beat` and `queue`).
+      if (
+        verbs.length === 0 ||
+        stderr !== undefined ||
+        hit !== undefined ||
+        !(h.kind === 'plain' && h.code === '!X')
+      ) {
+        return hit === undefined ? { header: h, stderr } : { header: h, stderr, hit };
+      }
+      const payload = await reader.readPayload(h.length, limits.maxOutputBytes + 16, '!X message');
+      const msg = parseExtension(payload, verbs);
+      if (msg.verb === 'beat') intervalMs = msg.intervalMs;
+      else if (msg.verb === 'stderr') stderr = msg.bytes;
+      else if (msg.verb === 'hit') hit = msg.key;
+      else if (msg.verb === 'miss') throw new ResultMissed(host);
+      else if (msg.verb === 'queued' || msg.verb === 'started') onQueue?.(msg.verb);
     }
-    const payload = await reader.readPayload(h.length, limits.maxOutputBytes + 16, '!X message');
-    const msg = parseExtension(payload, verbs);
-    if (msg.verb === 'beat') intervalMs = msg.intervalMs;
-    else if (msg.verb === 'stderr') stderr = msg.bytes;
-    else if (msg.verb === 'hit') hit = msg.key;
-    else if (msg.verb === 'miss') throw new ResultMissed(host);
-    else if (msg.verb === 'queued' || msg.verb === 'started') onQueue?.(msg.verb);
+  } finally {
+    silence?.stop();
   }
 }
 
 /** `work`, or a `host-lost` JobError once {@link MISSED_BEATS} intervals pass first. */
 function silenceBound<T>(work: Promise<T>, host: string, intervalMs: number): Promise<T> {
-  const ms = MISSED_BEATS * intervalMs;
-  return new Promise<T>((resolve, reject) => {
-    const timer = setTimeout(
-      () =>
-        reject(
-          new JobError(
-            'host-lost',
-            `rakeserver at ${host} went silent: no heartbeat for ${ms / 1000} s (it beats every ${intervalMs / 1000} s while a job runs); taking the host as lost`,
-            true,
-          ),
-        ),
-      ms,
+  const watch = new SilenceWatch(host);
+  return watch.bound(work, intervalMs).finally(() => watch.stop());
+}
+
+/**
+ * The heartbeat bound on the reads of one reply: each read ({@link bound}) fails with a
+ * `host-lost` JobError once {@link MISSED_BEATS} intervals pass before it is done. One timer
+ * serves every read: set again when a read starts (Node's `refresh`), set anew only when the
+ * interval changes, cleared by {@link stop}. A read on a queued host sees up to three
+ * messages (`queued`, `started`, the reply), which were three timers set and cleared.
+ */
+class SilenceWatch {
+  readonly #host: string;
+  #timer: NodeJS.Timeout | undefined;
+  #ms = 0;
+  #intervalMs = 0;
+  /** The read in progress: failed when the timer fires. */
+  #fail: ((err: JobError) => void) | undefined;
+
+  constructor(host: string) {
+    this.#host = host;
+  }
+
+  bound<T>(work: Promise<T>, intervalMs: number): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      this.#fail = reject;
+      const ms = MISSED_BEATS * intervalMs;
+      if (this.#timer !== undefined && ms === this.#ms) this.#timer.refresh();
+      else {
+        clearTimeout(this.#timer);
+        this.#ms = ms;
+        this.#intervalMs = intervalMs;
+        this.#timer = setTimeout(this.#fire, ms);
+      }
+      work.then(
+        (value) => {
+          this.#fail = undefined;
+          resolve(value);
+        },
+        (err: unknown) => {
+          this.#fail = undefined;
+          reject(err);
+        },
+      );
+    });
+  }
+
+  stop(): void {
+    clearTimeout(this.#timer);
+    this.#timer = undefined;
+    this.#fail = undefined;
+  }
+
+  readonly #fire = () => {
+    const fail = this.#fail;
+    this.#fail = undefined;
+    fail?.(
+      new JobError(
+        'host-lost',
+        `rakeserver at ${this.#host} went silent: no heartbeat for ${this.#ms / 1000} s (it beats every ${this.#intervalMs / 1000} s while a job runs); taking the host as lost`,
+        true,
+      ),
     );
-    work.then(
-      (value) => {
-        clearTimeout(timer);
-        resolve(value);
-      },
-      (err: unknown) => {
-        clearTimeout(timer);
-        reject(err);
-      },
-    );
-  });
+  };
 }

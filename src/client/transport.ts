@@ -846,12 +846,16 @@ function sendJobRetrying(
   state: TransportState,
 ): Observable<JobProgress> {
   const pooled = state.pool?.take(hostKey(endpoint));
-  const fresh = sendJobOnce(endpoint, job, state, true).pipe(
-    catchError((err: unknown) =>
-      err instanceof StaleOffer ? sendJobOnce(endpoint, job, state, false) : throwError(() => err),
-    ),
-  );
-  if (pooled === undefined) return fresh;
+  // Made only when used: most jobs of a run with load streams take a kept connection.
+  const fresh = () =>
+    sendJobOnce(endpoint, job, state, true).pipe(
+      catchError((err: unknown) =>
+        err instanceof StaleOffer
+          ? sendJobOnce(endpoint, job, state, false)
+          : throwError(() => err),
+      ),
+    );
+  if (pooled === undefined) return fresh();
   if (pooled.annexed === true) {
     // A warm connection whose cost query is done: the job's hello and the job go out on it as
     // on a new connection. Its hello refused (a rake-ts server from before `load` takes no
@@ -863,7 +867,7 @@ function sendJobRetrying(
         err instanceof StaleOffer
           ? sendJobOnce(endpoint, job, state, false)
           : err instanceof HelloRefused
-            ? fresh
+            ? fresh()
             : throwError(() => err),
       ),
     );
@@ -883,7 +887,7 @@ function sendJobPooled(
   job: JobRequest,
   state: TransportState,
   conn: PooledConnection,
-  fresh: Observable<JobProgress>,
+  fresh: () => Observable<JobProgress>,
 ): Observable<JobProgress> {
   const { limits, track } = state;
   const host = hostKey(endpoint);
@@ -892,10 +896,11 @@ function sendJobPooled(
   let replied = false;
   return new Observable<JobProgress>((sub) => {
     let kept = false;
-    // One chain of four steps (connected and planned in one): every job of a run with load
-    // streams takes this way.
+    // One step from `connected` to the reply (planned, uploaded, replied: every job of a run
+    // with load streams takes this way), then the download only when output files follow:
+    // a kept connection's job with none has nothing left to do (no `!D`).
     let planned: JobPlan | undefined;
-    const inner = step<JobProgress, JobPlan>(track, async (emit) => {
+    const inner = step<JobProgress, Replied>(track, async (emit) => {
       emit({ type: 'connected' });
       const carriesPaths = granted.has('cwd');
       const layout = jobLayout(job.outputDir, job.files, carriesPaths, host);
@@ -917,26 +922,21 @@ function sendJobPooled(
               minBytes: granted.has('push') ? CACHE_MIN_BYTES : 0,
             })
           : plan.files;
-      return { ...plan, files };
+      planned = files === plan.files ? plan : { ...plan, files };
+      const u = await sendUpload(conn, uploadSpec(job, planned, granted), emit);
+      return awaitReply(conn, u, { granted, limits, spool: state.spool, host }, emit);
     })
       .pipe(
-        // Upload and reply in one step (what `upload` then `execute` do, one subscription
-        // and one tracked promise fewer per job).
-        then((plan) => {
-          planned = plan;
-          return step<JobProgress, Replied>(track, async (emit) => {
-            const u = await sendUpload(conn, uploadSpec(job, plan, granted), emit);
-            return awaitReply(conn, u, { granted, limits, spool: state.spool, host }, emit);
-          });
-        }),
         then((r) => {
           replied = true;
-          return download(
-            conn,
-            r,
-            downloadSpec(job, planCwd(planned as JobPlan), granted, limits, host, true),
-            track,
-          );
+          return r.outputs
+            ? download(
+                conn,
+                r,
+                downloadSpec(job, planCwd(planned as JobPlan), granted, limits, host, true),
+                track,
+              )
+            : NOTHING_TO_DOWNLOAD;
         }),
       )
       // The chain's progress passes, its results are dropped (progressOnly's work, and the
@@ -951,7 +951,7 @@ function sendJobPooled(
           conn.socket.destroy();
           if (!replied && (isConnectionError(err) || isProtocolError(err, 'short-read'))) {
             sub.add(
-              fresh.subscribe({
+              fresh().subscribe({
                 next: (p) => sub.next(p),
                 error: (e: unknown) => sub.error(e),
                 complete: () => sub.complete(),
@@ -1075,6 +1075,9 @@ function sendJobOnce(
 function told<T>(value: T): Told<JobProgress, T> {
   return { result: value };
 }
+
+/** The download of a kept connection's job whose reply said no files follow: none. */
+const NOTHING_TO_DOWNLOAD: Observable<Told<JobProgress, void>> = of(told(undefined));
 
 /** What the handshake leaves: the extensions granted, the files to send (after `need`). */
 interface Shaken {

@@ -82,6 +82,14 @@ const SPACE = 0x20;
  * the padding. Throws RangeError for an impossible header.
  */
 export function encodeHeader(h: Header): Buffer {
+  return writeHeader(Buffer.allocUnsafe(HEADER_SIZE), h);
+}
+
+/**
+ * Writes header `h` into the first 64 bytes of `buf` (its padding included) and returns
+ * `buf`. Throws RangeError for an impossible header.
+ */
+function writeHeader(buf: Buffer, h: Header): Buffer {
   if (!Number.isSafeInteger(h.length) || h.length < 0) {
     throw new RangeError(`header length must be a non-negative integer, got ${h.length}`);
   }
@@ -103,7 +111,8 @@ export function encodeHeader(h: Header): Buffer {
     if (!FLAG_CHAR.test(h.flags)) throw new RangeError(`bad flags ${JSON.stringify(h.flags)}`);
     text = `!S${h.flags}${h.length}`;
   }
-  const buf = Buffer.alloc(HEADER_SIZE, SPACE);
+  // From Node's buffer pool (`alloc` makes an ArrayBuffer of its own for every header).
+  buf.fill(SPACE, 0, HEADER_SIZE);
   buf.write(text, 0, 'latin1');
   if (annex !== undefined) buf.write(annex, HEADER_SIZE - annex.length, 'latin1');
   return buf;
@@ -114,12 +123,16 @@ export function encodePacket(
   head: { code: PlainCode } | { flags: Flags },
   payload: Uint8Array | string = '',
 ): Buffer {
-  const body = typeof payload === 'string' ? Buffer.from(payload, 'utf8') : payload;
+  const length = typeof payload === 'string' ? Buffer.byteLength(payload, 'utf8') : payload.length;
   const header: Header =
     'code' in head
-      ? { kind: 'plain', code: head.code, length: body.length }
-      : { kind: 'flagged', flags: head.flags, length: body.length };
-  return Buffer.concat([encodeHeader(header), body]);
+      ? { kind: 'plain', code: head.code, length }
+      : { kind: 'flagged', flags: head.flags, length };
+  // One buffer, written in place: no copy of the payload into a second one.
+  const buf = writeHeader(Buffer.allocUnsafe(HEADER_SIZE + length), header);
+  if (typeof payload === 'string') buf.write(payload, HEADER_SIZE, 'utf8');
+  else buf.set(payload, HEADER_SIZE);
+  return buf;
 }
 
 /** The 2 bytes of a filestream request. */

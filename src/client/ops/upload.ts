@@ -66,20 +66,24 @@ export async function sendUpload(
       emit({ type: 'uploaded', files: 0, bytes: 0, ...told });
     }
     // Extension `results`: a job that may be cached asks the host's stored results first.
-    await write(
-      socket,
-      Buffer.concat([
-        ...(spec.lookup === false
-          ? []
-          : [
-              encodeExtension(
-                spec.lookup === 'only' ? { verb: 'lookup', only: true } : { verb: 'lookup' },
-              ),
-            ]),
-        ...(spec.cwd === undefined ? [] : [encodeExtension({ verb: 'cwd', path: spec.cwd })]),
-        encodePacket({ code: '!C' }, spec.command),
-      ]),
-    );
+    const command = encodePacket({ code: '!C' }, spec.command);
+    if (spec.lookup === false && spec.cwd === undefined) await write(socket, command);
+    else {
+      await write(
+        socket,
+        Buffer.concat([
+          ...(spec.lookup === false
+            ? []
+            : [
+                encodeExtension(
+                  spec.lookup === 'only' ? { verb: 'lookup', only: true } : { verb: 'lookup' },
+                ),
+              ]),
+          ...(spec.cwd === undefined ? [] : [encodeExtension({ verb: 'cwd', path: spec.cwd })]),
+          command,
+        ]),
+      );
+    }
     return { writeFailed: undefined };
   } catch (err) {
     if (!spec.push || !isConnectionError(err)) throw err;
