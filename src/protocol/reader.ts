@@ -106,6 +106,7 @@ export class FramedReader {
 
   /** Reads exactly `n` bytes. `what` names them in a short-read error. */
   readExact(n: number, what = 'bytes'): Promise<Buffer> {
+    if (!this.#busy && this.#buffered >= n) return Promise.resolve(this.#takeExact(n));
     return this.#exclusive(() => this.#readExact(n, what));
   }
 
@@ -124,6 +125,8 @@ export class FramedReader {
         new ProtocolError('limit-exceeded', `${what} of at most ${max} bytes`, `${length} bytes`),
       );
     }
+    // Already here (a message's payload arrives with its header): no deadline to keep.
+    if (!this.#busy && this.#buffered >= length) return Promise.resolve(this.#takeExact(length));
     return this.#exclusive(() =>
       this.#within(options.deadlineMs, what, () => this.#readExact(length, what)),
     );
@@ -131,11 +134,50 @@ export class FramedReader {
 
   /** Skips leading spaces (a padding peer), then reads and decodes a 64-byte header. */
   readHeader(limits?: Partial<ProtocolLimits>): Promise<Header> {
+    if (this.#busy) return Promise.reject(this.#inProgress());
+    // A header that is here whole is decoded at once; otherwise each arrival of bytes is
+    // looked at until it is (one await per arrival, not one per step of the reading).
+    let now: Header | undefined;
+    try {
+      now = this.#headerNow(limits);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    if (now !== undefined) return Promise.resolve(now);
     return this.#exclusive(async () => {
-      await this.#skipSpaces();
-      await this.#checkHeaderStart();
-      return decodeHeader(await this.#readExact(HEADER_SIZE, 'header bytes'), limits);
+      for (;;) {
+        await this.#wait();
+        const h = this.#headerNow(limits);
+        if (h !== undefined) return h;
+      }
     });
+  }
+
+  /**
+   * The next header, when its bytes are here: leading spaces skipped (they stay skipped),
+   * its first two bytes checked as soon as they are here (`#checkHeaderStart`), then its 64
+   * bytes decoded. `undefined`: more bytes are due. At the end of the stream, the short read.
+   */
+  #headerNow(limits: Partial<ProtocolLimits> | undefined): Header | undefined {
+    for (;;) {
+      const first = this.#chunks[0];
+      if (first === undefined) break;
+      let i = 0;
+      while (i < first.length && first[i] === SPACE) i++;
+      if (i > 0) this.#take(i);
+      if (i < first.length) break;
+    }
+    const first = this.#chunks[0];
+    if (first !== undefined) {
+      if (first[0] !== BANG) throw this.#notAHeader();
+      const second = first.length >= 2 ? first[1] : this.#chunks[1]?.[0];
+      if (second !== undefined && !HEADER_LETTERS.has(second)) throw this.#notAHeader();
+    }
+    if (this.#buffered >= HEADER_SIZE) return decodeHeader(this.#takeExact(HEADER_SIZE), limits);
+    if (!this.#ended) return undefined;
+    const got = this.#buffered;
+    while (this.#buffered > 0) this.#take(this.#buffered);
+    throw this.#shortRead('header bytes', HEADER_SIZE, got);
   }
 
   /**
@@ -235,8 +277,12 @@ export class FramedReader {
     }
   }
 
+  #inProgress(): Error {
+    return new Error('FramedReader: a read is already in progress');
+  }
+
   async #exclusive<T>(op: () => Promise<T>): Promise<T> {
-    if (this.#busy) throw new Error('FramedReader: a read is already in progress');
+    if (this.#busy) throw this.#inProgress();
     this.#busy = true;
     try {
       return await op();
@@ -278,6 +324,21 @@ export class FramedReader {
       'a header starting with !E, !C, !R, !D, !F, !X or !S',
       `${showBytes(this.peek(16))}, which cannot start one (another protocol?)`,
     );
+  }
+
+  /** Exactly `n` bytes of those here (at least `n` are). */
+  #takeExact(n: number): Buffer {
+    if (n === 0) return Buffer.alloc(0);
+    const first = this.#chunks[0] as Buffer;
+    if (first.length >= n) return this.#take(n);
+    const out = Buffer.allocUnsafe(n);
+    let filled = 0;
+    while (filled < n) {
+      const piece = this.#take(n - filled);
+      piece.copy(out, filled);
+      filled += piece.length;
+    }
+    return out;
   }
 
   async #readExact(n: number, what: string): Promise<Buffer> {
