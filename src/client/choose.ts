@@ -68,7 +68,8 @@ export function chooseByLoad(
   let live = 0;
   let pending = false;
   let polled = false;
-  for (const { load, own } of views) {
+  for (let i = 0; i < views.length; i++) {
+    const { load, own } = views[i] as LoadView;
     if (options.exclude?.has(load.host)) continue;
     if (load.state === 'waiting' && options.passOverWaiting !== true) pending = true;
     if (load.state === 'unsupported') polled = true;

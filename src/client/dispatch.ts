@@ -364,9 +364,12 @@ export class LoadDispatcher {
   }
 
   #views(): LoadView[] {
-    return [...this.#states.entries()].map(([host, s]) => ({
-      load: s.load,
-      own: this.#ledger.load(host, s.mark),
-    }));
+    // Made for each action a pass looks at, and every load message and job's end makes a
+    // pass: no entry arrays or iterators of its own.
+    const views: LoadView[] = [];
+    this.#states.forEach((s, host) => {
+      views.push({ load: s.load, own: this.#ledger.load(host, s.mark) });
+    });
+    return views;
   }
 }

@@ -321,7 +321,8 @@ export function parseExtension(
   const nl = payload.indexOf(0x0a);
   const firstEnd = nl < 0 ? payload.length : nl;
   const first = payload.toString('latin1', 0, firstEnd);
-  const verb = first.split(' ')[0] as ExtensionVerb;
+  const words = first.split(' ');
+  const verb = words[0] as ExtensionVerb;
   // An answer to a challenge may hold a secret (a proof, or a token pasted by mistake):
   // its bytes are never shown, so never echoed to the peer nor logged.
   const secret = verb === 'auth' || expected?.includes('auth') === true;
@@ -333,7 +334,6 @@ export function parseExtension(
     );
   if (expected !== undefined && !expected.includes(verb))
     throw bad(secret ? 'another message' : `a ${JSON.stringify(verb)} message`);
-  const words = first.split(' ');
   switch (verb) {
     case 'hello': {
       const protocol = words[1];
@@ -415,7 +415,7 @@ export function parseExtension(
       return { verb };
     case 'load': {
       if (nl >= 0) throw bad('a malformed load');
-      const load = loadOf(words.slice(1));
+      const load = loadOf(words, 1);
       if (load === undefined) throw bad('a malformed load');
       return { verb, ...load };
     }
@@ -430,19 +430,27 @@ const LOAD_KEYS = ['jobs', 'running', 'queued', 'slots', 'beat', 'offset'] as co
 /**
  * `jobs=3 running=2 queued=1 slots=2 beat=5000` → its load; `undefined` when a key is
  * missing, twice or not a decimal, or `slots`/`beat` is 0 (unknown keys are ignored: a later
- * server may say more).
+ * server may say more). The words from `from` on are read: a load stream says one per job
+ * that starts or ends.
  */
-function loadOf(words: readonly string[]): ServerLoad | undefined {
-  const seen = new Map<string, number>();
-  for (const word of words) {
+function loadOf(words: readonly string[], from: number): ServerLoad | undefined {
+  /** Each key's value, by its place in LOAD_KEYS. */
+  const seen: (number | undefined)[] = [];
+  for (let i = from; i < words.length; i++) {
+    const word = words[i] as string;
     const eq = word.indexOf('=');
-    const key = word.slice(0, eq);
-    if (eq < 0 || !(LOAD_KEYS as readonly string[]).includes(key)) continue;
+    const k = eq < 0 ? -1 : (LOAD_KEYS as readonly string[]).indexOf(word.slice(0, eq));
+    if (k < 0) continue;
     const value = word.slice(eq + 1);
-    if (seen.has(key) || !/^(0|[1-9]\d{0,8})$/.test(value)) return undefined;
-    seen.set(key, Number(value));
+    if (seen[k] !== undefined || !/^(0|[1-9]\d{0,8})$/.test(value)) return undefined;
+    seen[k] = Number(value);
   }
-  const [jobs, running, queued, slots, beat, offset] = LOAD_KEYS.map((k) => seen.get(k));
+  const jobs = seen[0];
+  const running = seen[1];
+  const queued = seen[2];
+  const slots = seen[3];
+  const beat = seen[4];
+  const offset = seen[5];
   if (
     jobs === undefined ||
     running === undefined ||
