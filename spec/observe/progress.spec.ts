@@ -213,6 +213,29 @@ describe('plain progress', () => {
     ]);
   });
 
+  it('keeps no timeline when told not to, and its summary line says the same bytes', () => {
+    const summaryLine = (timeline: boolean) => {
+      const t = terminal();
+      const display = new ProgressDisplay({
+        mode: 'plain',
+        stdout: t.stdout,
+        stderr: t.stderr,
+        quiet: true,
+        timeline,
+      });
+      for (const e of script()) display.next(e);
+      const kept = display.timeline();
+      display.end();
+      return { line: t.raw().match(/^rake-ts: FAILED: .*$/m)?.[0], kept };
+    };
+    const kept = summaryLine(true);
+    const none = summaryLine(false);
+    assert.match(kept.line ?? '', /, 2\.0 KiB up, 4\.0 KiB down$/);
+    assert.equal(none.line, kept.line);
+    assert.equal(kept.kept.actions.length, 3);
+    assert.equal(none.kept.actions.length, 0);
+  });
+
   it('with quiet, prints only output, failures and a failed run’s summary', async () => {
     const t = terminal();
     const display = new ProgressDisplay({

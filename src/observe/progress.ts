@@ -34,7 +34,7 @@ import type { ActionOutput } from '../client/output.js';
 import { unreachable } from '../util/unreachable.js';
 import { formatHostNotes } from './host-notes.js';
 import { eventRecord, type RecordLevel, summaryFields } from './log-events.js';
-import { formatSeconds, formatSummaryLine, plural, runTotals } from './summary.js';
+import { formatSeconds, formatSummaryLine, plural } from './summary.js';
 import { type Timeline, TimelineBuilder } from './timeline.js';
 
 /**
@@ -71,6 +71,12 @@ export interface ProgressOptions {
   readonly actions?: number;
   /** `json` mode: where the records go (the CLI's display logger). */
   readonly records?: Logger;
+  /**
+   * Keep the run's timeline for {@link ProgressDisplay.timeline} (default true). The CLI
+   * keeps it only for `--trace` or `--report`: the summary line needs only the bytes moved,
+   * and each action's spans cost its run CPU otherwise spent for nothing.
+   */
+  readonly timeline?: boolean;
 }
 
 /** Actions finished before the live display estimates the time left. */
@@ -102,6 +108,10 @@ export class ProgressDisplay {
   readonly #o: ProgressOptions;
   readonly #now: () => number;
   readonly #timeline = new TimelineBuilder();
+  readonly #keepTimeline: boolean;
+  /** The bytes the summary line says moved: every upload, every successful download. */
+  #uploadBytes = 0;
+  #downloadBytes = 0;
   readonly #running = new Map<string, Running>();
   #current: Current | undefined;
   #ordinal = 0;
@@ -123,9 +133,13 @@ export class ProgressDisplay {
     this.#o = options;
     const scheduler = options.scheduler;
     this.#now = options.now ?? (scheduler ? () => scheduler.now() : Date.now);
+    this.#keepTimeline = options.timeline ?? true;
   }
 
-  /** The timeline of the events seen so far (for a trace or a report of the same run). */
+  /**
+   * The timeline of the events seen so far (for a trace or a report of the same run); empty
+   * when the display was told to keep none (option `timeline`).
+   */
   timeline(): Timeline {
     return this.#timeline.timeline();
   }
@@ -133,7 +147,7 @@ export class ProgressDisplay {
   next(e: RakeEvent): void {
     if (this.#ended) return;
     this.#runStart ??= e.time;
-    this.#timeline.add(e);
+    if (this.#keepTimeline) this.#timeline.add(e);
     this.#track(e);
     this.#print(e);
     if (this.#o.mode === 'live' && this.#o.quiet !== true) this.#schedule();
@@ -188,7 +202,7 @@ export class ProgressDisplay {
     this.dispose();
     const s = this.#summary;
     if (s === undefined) return;
-    const totals = runTotals(this.#timeline.timeline());
+    const totals = { uploadBytes: this.#uploadBytes, downloadBytes: this.#downloadBytes };
     const line = formatSummaryLine(s, totals);
     if (this.#o.mode === 'json') {
       this.#o.records?.[s.exitStatus === 0 ? 'info' : 'error'](
@@ -261,6 +275,7 @@ export class ProgressDisplay {
           this.#running.set(id, r);
         }
         if (e.type === 'host-chosen') r.host = e.host;
+        else if (e.type === 'upload-done') this.#uploadBytes += e.bytes;
         r.queued = e.type === 'action-queued';
         return;
       }
@@ -271,6 +286,7 @@ export class ProgressDisplay {
         if (this.#current !== undefined) this.#current.done++;
         this.#finished++;
         if (e.type === 'action-failed') this.#failures.push(e);
+        else if (e.type === 'action-succeeded') this.#downloadBytes += e.downloadBytes;
         if (e.type === 'action-succeeded' && e.farm !== undefined) tally(this.#farm, e.farm);
         return;
       case 'done':

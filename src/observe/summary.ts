@@ -74,7 +74,10 @@ export function runTotals(timeline: Timeline): RunTotals {
  * 3.1 KiB down` — the verdict, the counts that are not zero, the wall time, the hosts used
  * and the bytes moved (files sent and received).
  */
-export function formatSummaryLine(s: RunSummary, totals?: RunTotals): string {
+export function formatSummaryLine(
+  s: RunSummary,
+  totals?: Pick<RunTotals, 'uploadBytes' | 'downloadBytes'>,
+): string {
   const parts = [`${s.succeeded}/${s.actions} actions succeeded`];
   if ((s.cached ?? 0) > 0) parts.push(`${s.cached} from the cache`);
   if (s.failed > 0) parts.push(`${s.failed} failed`);

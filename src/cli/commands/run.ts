@@ -391,6 +391,8 @@ export async function runRake(args: RunArgs, io: RunIO = defaultIO()): Promise<n
     actionsets: rakefile.actionsets.length,
     actions: rakefile.actionsets.reduce((n, s) => n + s.actions.length, 0),
     ...(log.display ? { records: log.display } : {}),
+    // Each action's spans are only read by a trace or a report.
+    timeline: args.trace !== undefined || args.report !== undefined,
   });
   display = shown;
   const logger = log.logger;
