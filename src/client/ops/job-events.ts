@@ -1,10 +1,11 @@
 /**
  * Operator `jobEvents`: one job's progress on one host (`JobProgress`, from the transport's
- * upload, execute and download) becomes the action's events. A pure reducer (`jobStep`)
- * folds the job's notifications (its end and its error are notifications too, as
- * `materialize` would give them) into its state, keeping the phase timings; the job's end
- * says success, its error an {@link AttemptFailure}. The fold runs in one subscriber (no
- * `materialize`/`scan` pair: two subscriptions fewer per job).
+ * upload, execute and download) becomes the action's events. `jobStep` folds the job's
+ * notifications (its end and its error are notifications too, as `materialize` would give
+ * them) into its state, keeping the phase timings; the job's end says success, its error an
+ * {@link AttemptFailure}. The fold runs in one subscriber (no `materialize`/`scan` pair: two
+ * subscriptions fewer per job), over one state per job that each step brings up to date (a
+ * copy of the state per step was a third of the job's allocations in the client).
  *
  *     job       -c--u--r(ok)--d--|
  *     jobEvents ----U------------(OS|)   U upload-done (if files), O output, S action-succeeded
@@ -59,35 +60,29 @@ export interface AttemptInfo {
   readonly started: number;
 }
 
-/** The job's place in time and what it brought back so far. */
+/** The job's place in time and what it brought back so far (brought up to date in place). */
 export interface JobState {
-  readonly stage: 'connect' | 'upload' | 'run' | 'download';
+  stage: 'connect' | 'upload' | 'run' | 'download';
   readonly t0: number;
-  readonly tConnected: number;
-  readonly tUploaded: number;
-  readonly tReplied: number;
+  tConnected: number;
+  tUploaded: number;
+  tReplied: number;
   /**
    * When the job started on the host (extension `queue`: at `!C` unless it said `queued`,
    * then at its `started`); `undefined` while queued, or on a host that cannot say.
    */
-  readonly tStarted: number | undefined;
+  tStarted: number | undefined;
   /** The host says when a queued job starts: `queued` is a phase of its own. */
-  readonly startReported: boolean;
-  readonly stdout: ActionOutput | undefined;
+  startReported: boolean;
+  stdout: ActionOutput | undefined;
   /** A successful command's stderr, from a host that carries it (extension `stderr`). */
-  readonly warnings: string | undefined;
-  readonly files: readonly string[];
-  readonly downloadBytes: number;
+  warnings: string | undefined;
+  files: readonly string[];
+  downloadBytes: number;
   /** The host replied with a failure (already reported). */
-  readonly failed: boolean;
+  failed: boolean;
   /** The action cache's key, when it answered for the job, and whether the host's did. */
-  readonly cached: { readonly key: string; readonly server?: true } | undefined;
-  /** What to emit for this step. */
-  readonly emit: readonly RakeEvent[];
-  /** The attempt ends with this error. */
-  readonly error: AttemptFailure | undefined;
-  /** Output no event will carry, to give back (the job failed). */
-  readonly release: ActionOutput | undefined;
+  cached: { readonly key: string; readonly server?: true } | undefined;
 }
 
 /** Who the job is for: the action, its host, how it was chosen. */
@@ -97,8 +92,13 @@ export interface JobFor {
   readonly info: AttemptInfo;
 }
 
-/** A step that emits nothing (shared: states are never changed). */
-const NO_EVENTS: readonly RakeEvent[] = [];
+/** What a step of the job says: its events, and the error that ends the attempt. */
+export interface JobSay {
+  /** An event of the action, in order. */
+  readonly emit: (e: RakeEvent) => void;
+  /** The attempt ends with this error (told once, last). */
+  readonly fail: (error: AttemptFailure) => void;
+}
 
 export function startState(t0: number): JobState {
   return {
@@ -115,9 +115,6 @@ export function startState(t0: number): JobState {
     downloadBytes: 0,
     failed: false,
     cached: undefined,
-    emit: NO_EVENTS,
-    error: undefined,
-    release: undefined,
   };
 }
 
@@ -137,43 +134,39 @@ export function phasesAt(s: JobState, t: number, pollMs: number): PhaseTimings {
   };
 }
 
-/** Folds one notification of the job, at time `t`, into its state (pure). */
+/**
+ * Folds one notification of the job, at time `t`, into its state `s`, and says the events
+ * it brings and the error that ends the attempt (`say`). Output no event will carry (the
+ * job failed) is given back here.
+ */
 export function jobStep(
-  prev: JobState,
+  s: JobState,
   n: ObservableNotification<JobProgress>,
   t: number,
   job: JobFor,
-): JobState {
-  // One copy of the state per step, not two: a state with nothing to emit or give back is
-  // its own start (it is never changed, so sharing it is safe).
-  const s: JobState =
-    prev.emit.length === 0 && prev.release === undefined
-      ? prev
-      : { ...prev, emit: NO_EVENTS, release: undefined };
+  say: JobSay,
+): void {
   const { action, host, info } = job;
   if (n.kind === 'E') {
-    // Its stdout is never shown: the action failed (or moves to another host). The failure
-    // reply is already reported: losing the connection after it (while sending `!D`) must
-    // not report the action a second time.
-    if (s.failed) return { ...s, release: s.stdout };
+    // Its stdout is never shown: the action failed (or moves to another host).
+    s.stdout?.release();
+    // The failure reply is already reported: losing the connection after it (while sending
+    // `!D`) must not report the action a second time.
+    if (s.failed) return;
     const err: unknown = n.error;
     const error =
       err instanceof JobDeadline
         ? new JobError('timeout', err.message, s.stage !== 'download')
         : asJobError(err, s.stage === 'download');
-    return {
-      ...s,
-      release: s.stdout,
-      error: new AttemptFailure(error, phasesAt(s, t, info.pollMs)),
-    };
+    say.fail(new AttemptFailure(error, phasesAt(s, t, info.pollMs)));
+    return;
   }
   if (n.kind === 'C') {
-    if (s.failed) return s;
-    const out: RakeEvent[] = [];
+    if (s.failed) return;
     if (s.stdout !== undefined && s.stdout.size > 0) {
-      out.push({ type: 'output', time: t, action, host, stdout: s.stdout });
+      say.emit({ type: 'output', time: t, action, host, stdout: s.stdout });
     }
-    out.push({
+    say.emit({
       type: 'action-succeeded',
       time: t,
       action,
@@ -187,107 +180,94 @@ export function jobStep(
       attempts: info.attempt,
       ms: t - info.started,
     });
-    return { ...s, emit: out };
+    return;
   }
   const p = n.value;
   switch (p.type) {
     case 'peeking':
       // Other hosts are asked for a stored result first: still connecting, as far as the
       // phases go.
-      return s;
+      return;
     case 'connected':
-      return { ...s, tConnected: t, stage: 'upload' };
+      s.tConnected = t;
+      s.stage = 'upload';
+      return;
     case 'uploaded': {
       const startReported = p.startReported === true;
-      return {
-        ...s,
-        tUploaded: t,
-        stage: 'run',
-        startReported,
-        // Unless the host says `queued`, the job starts as its command arrives.
-        tStarted: startReported ? t : undefined,
-        emit:
-          p.files > 0
-            ? [
-                {
-                  type: 'upload-done',
-                  time: t,
-                  action,
-                  host,
-                  files: p.files,
-                  bytes: p.bytes,
-                  ms: t - s.tConnected,
-                },
-              ]
-            : [],
-      };
+      s.tUploaded = t;
+      s.stage = 'run';
+      s.startReported = startReported;
+      // Unless the host says `queued`, the job starts as its command arrives.
+      s.tStarted = startReported ? t : undefined;
+      if (p.files > 0) {
+        say.emit({
+          type: 'upload-done',
+          time: t,
+          action,
+          host,
+          files: p.files,
+          bytes: p.bytes,
+          ms: t - s.tConnected,
+        });
+      }
+      return;
     }
     case 'queued':
-      return {
-        ...s,
-        tStarted: undefined,
-        emit: [{ type: 'action-queued', time: t, action, host }],
-      };
+      s.tStarted = undefined;
+      say.emit({ type: 'action-queued', time: t, action, host });
+      return;
     case 'started':
-      return {
-        ...s,
-        tStarted: t,
-        emit: [{ type: 'action-started', time: t, action, host, queuedMs: t - s.tUploaded }],
-      };
+      s.tStarted = t;
+      say.emit({ type: 'action-started', time: t, action, host, queuedMs: t - s.tUploaded });
+      return;
     case 'replied': {
-      const replied: JobState = { ...s, tReplied: t, stage: 'download' };
+      s.tReplied = t;
+      s.stage = 'download';
       if (p.ok) {
-        return {
-          ...replied,
-          stdout: p.stdout,
-          warnings: p.stderr,
-          // Extension `results`: the host's stored result of its own key, not a run.
-          cached:
-            p.serverHit === undefined
-              ? s.cached
-              : {
-                  key: p.serverHit,
-                  server: true,
-                  ...(p.hitFrom === undefined ? {} : { from: p.hitFrom }),
-                },
-        };
+        s.stdout = p.stdout;
+        s.warnings = p.stderr;
+        // Extension `results`: the host's stored result of its own key, not a run.
+        if (p.serverHit !== undefined) {
+          s.cached = {
+            key: p.serverHit,
+            server: true,
+            ...(p.hitFrom === undefined ? {} : { from: p.hitFrom }),
+          };
+        }
+        return;
       }
-      return {
-        ...replied,
-        failed: true,
-        emit: [
-          {
-            type: 'action-failed',
-            time: t,
-            action,
-            reason: 'exit-non-zero',
-            host,
-            position: action.position,
-            message: `exited with status ${p.exitStatus ?? 'unknown'} on ${host}`,
-            stderr: p.stderr,
-            ...(p.exitStatus === undefined ? {} : { exitStatus: p.exitStatus }),
-            phases: phasesAt(replied, t, info.pollMs),
-            attempts: info.attempt,
-            ms: t - info.started,
-          },
-        ],
-      };
+      s.failed = true;
+      say.emit({
+        type: 'action-failed',
+        time: t,
+        action,
+        reason: 'exit-non-zero',
+        host,
+        position: action.position,
+        message: `exited with status ${p.exitStatus ?? 'unknown'} on ${host}`,
+        stderr: p.stderr,
+        ...(p.exitStatus === undefined ? {} : { exitStatus: p.exitStatus }),
+        phases: phasesAt(s, t, info.pollMs),
+        attempts: info.attempt,
+        ms: t - info.started,
+      });
+      return;
     }
     case 'downloaded':
-      return { ...s, files: p.files, downloadBytes: p.bytes };
+      s.files = p.files;
+      s.downloadBytes = p.bytes;
+      return;
     case 'cached':
       // Nothing was sent: the restore is the action's only phase (as a download).
-      return {
-        ...s,
-        tConnected: s.t0,
-        tUploaded: s.t0,
-        tReplied: s.t0,
-        stage: 'download',
-        cached: { key: p.key },
-        stdout: p.stdout,
-        warnings: p.stderr,
-        files: p.files,
-      };
+      s.tConnected = s.t0;
+      s.tUploaded = s.t0;
+      s.tReplied = s.t0;
+      s.stage = 'download';
+      s.cached = { key: p.key };
+      s.stdout = p.stdout;
+      s.warnings = p.stderr;
+      s.files = p.files;
+      return;
   }
 }
 
@@ -302,21 +282,27 @@ export function jobEvents(
 ): OperatorFunction<JobProgress, RakeEvent> {
   return (progress) =>
     new Observable<RakeEvent>((sub) => {
-      let s = startState(t0);
+      const s = startState(t0);
+      /** The attempt's error, once a step said it. */
+      let failure: AttemptFailure | undefined;
+      const say: JobSay = {
+        emit: (e) => sub.next(e),
+        fail: (error) => {
+          failure = error;
+        },
+      };
       // One subscriber folds the job's values, its end and its error as they come (what
-      // `materialize` + `scan` did, in one subscription instead of three): each state's
+      // `materialize` + `scan` did, in one subscription instead of three): each step's
       // events, then its error. False once the output has ended.
       const fold = (n: ObservableNotification<JobProgress>): boolean => {
         try {
-          s = jobStep(s, n, scheduler.now(), job);
+          jobStep(s, n, scheduler.now(), job, say);
         } catch (err) {
           sub.error(err);
           return false;
         }
-        s.release?.release();
-        for (const e of s.emit) sub.next(e);
-        if (s.error === undefined) return true;
-        sub.error(s.error);
+        if (failure === undefined) return true;
+        sub.error(failure);
         return false;
       };
       return progress.subscribe({
