@@ -31,8 +31,11 @@ export const MAX_IDLE_PER_HOST = 16;
 
 export class ConnectionPool {
   readonly #idle = new Map<string, PooledConnection[]>();
-  /** Each idle connection's listener for its close (removed when it is taken). */
-  readonly #onClose = new Map<PooledConnection, () => void>();
+  /**
+   * Sockets the pool listens to for their close: from the first time one is given back, for
+   * as long as it lives (one listener per connection, not one added and removed per job).
+   */
+  readonly #watched = new WeakSet<Socket>();
   readonly #meter: TransferMeter | undefined;
   #closed = false;
   /** Connections handed out again instead of dialing (benchmarks, specs). */
@@ -46,9 +49,6 @@ export class ConnectionPool {
   take(host: string): PooledConnection | undefined {
     const list = this.#idle.get(host);
     for (let conn = list?.pop(); conn !== undefined; conn = list?.pop()) {
-      const onClose = this.#onClose.get(conn);
-      if (onClose !== undefined) conn.socket.off('close', onClose);
-      this.#onClose.delete(conn);
       if (!conn.socket.destroyed && conn.socket.readable && conn.reader.buffered === 0) {
         this.reused++;
         return conn;
@@ -69,18 +69,26 @@ export class ConnectionPool {
       this.#end(conn);
       return;
     }
-    const mine = list;
-    const onClose = () => {
-      this.#onClose.delete(conn);
-      const i = mine.indexOf(conn);
-      if (i >= 0) mine.splice(i, 1);
-      conn.socket.on('error', () => {});
-      conn.reader.dispose();
-      this.#count(conn);
-    };
-    this.#onClose.set(conn, onClose);
-    conn.socket.once('close', onClose);
-    mine.push(conn);
+    if (!this.#watched.has(conn.socket)) {
+      this.#watched.add(conn.socket);
+      const mine = list;
+      const socket = conn.socket;
+      socket.once('close', () => this.#gone(mine, socket));
+    }
+    list.push(conn);
+  }
+
+  /**
+   * A connection closed: out of the pool if it waited there (the server's idle timeout, a
+   * restart). One a job holds is that job's to handle (its reads fail).
+   */
+  #gone(list: PooledConnection[], socket: Socket): void {
+    const i = list.findIndex((c) => c.socket === socket);
+    if (i < 0) return;
+    const [conn] = list.splice(i, 1) as [PooledConnection];
+    socket.on('error', () => {});
+    conn.reader.dispose();
+    this.#count(conn);
   }
 
   /** Ends every idle connection (`!D`) and keeps no more: the run is over. */
