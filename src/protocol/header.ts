@@ -161,7 +161,7 @@ export function decodeHeader(buf: Uint8Array, limits?: Partial<ProtocolLimits>):
         `header ${showBytes(bytes)}`,
       );
     }
-    return { kind: 'flagged', flags, length: decodeLength(bytes, 5, maxLength) };
+    return { kind: 'flagged', flags, length: plainLength(bytes, 5, maxLength) };
   }
   if (code === '!E') {
     // The annex, if any, is the last space-separated run starting `rake/` (PROTOCOL.md: the
@@ -174,17 +174,46 @@ export function decodeHeader(buf: Uint8Array, limits?: Partial<ProtocolLimits>):
     }
   }
   // To a base peer `!X` is an unknown code; only its exact form `!X<decimal>` is read as one.
-  const known =
-    (PLAIN_CODES as readonly string[]).includes(code) ||
-    (code === EXTENSION_CODE && /^ *\d+ *$/.test(bytes.toString('latin1', 2)));
-  if (known) {
-    return { kind: 'plain', code: code as PlainCode, length: decodeLength(bytes, 2, maxLength) };
+  if (code === EXTENSION_CODE) {
+    const digits = digitsAt(bytes, 2);
+    if (digits !== undefined && digits.end > digits.start) {
+      return { kind: 'plain', code, length: plainLength(bytes, 2, maxLength) };
+    }
+  } else if ((PLAIN_CODES as readonly string[]).includes(code)) {
+    return { kind: 'plain', code: code as PlainCode, length: plainLength(bytes, 2, maxLength) };
   }
   throw new ProtocolError(
     'unknown-code',
     'a header starting with !E, !C, !R, !D, !F or !S',
     `header ${showBytes(bytes)}`,
   );
+}
+
+/**
+ * Where the decimal digits of a length field from `from` to the header's end are, when the
+ * field is spaces, digits, spaces (either run may be empty); `undefined` for anything else.
+ */
+function digitsAt(bytes: Buffer, from: number): { start: number; end: number } | undefined {
+  let i = from;
+  while (i < HEADER_SIZE && bytes[i] === SPACE) i++;
+  const start = i;
+  while (i < HEADER_SIZE && (bytes[i] as number) >= 0x30 && (bytes[i] as number) <= 0x39) i++;
+  const end = i;
+  while (i < HEADER_SIZE && bytes[i] === SPACE) i++;
+  return i === HEADER_SIZE ? { start, end } : undefined;
+}
+
+/**
+ * {@link decodeLength} of a field of spaces and digits, read from the bytes (every header
+ * of a job is one: no string or regular expression per header); any other field, and a
+ * length over `max`, through `decodeLength` itself, which says what is wrong.
+ */
+function plainLength(bytes: Buffer, from: number, max: number): number {
+  const digits = digitsAt(bytes, from);
+  if (digits === undefined || digits.end - digits.start > 15) return decodeLength(bytes, from, max);
+  let n = 0;
+  for (let i = digits.start; i < digits.end; i++) n = n * 10 + ((bytes[i] as number) - 0x30);
+  return n <= max ? n : decodeLength(bytes, from, max);
 }
 
 function decodeLength(
