@@ -16,7 +16,7 @@ import {
 } from 'rxjs';
 import type { LocalCache } from '../cache/store.js';
 import type { OutgoingFile } from '../protocol/filestream.js';
-import type { LoadDispatcher } from './dispatch.js';
+import type { LoadDispatcher, Placement } from './dispatch.js';
 import { type Endpoint, hostKey } from './endpoint.js';
 import { isConnectionRefused, JobError } from './errors.js';
 import { type ActionRef, type FailureReason, NO_PHASES, type RakeEvent } from './events.js';
@@ -160,53 +160,86 @@ function placeAndRun(
   started: number,
   tries: Tries,
 ): Observable<RakeEvent> {
-  return dispatcher.place(tries.tried).pipe(
-    mergeMap((placement) => {
-      if (placement.kind === 'poll') {
-        return pollAndRun(ctx, action, started, tries, placement.round);
-      }
-      const { host } = placement;
-      const info: AttemptInfo = {
-        attempt: tries.attempt,
-        reason: tries.attempt > 1 ? 'retry' : placement.reason,
-        costs: [],
-        pollMs: ctx.scheduler.now() - started,
-        started,
-      };
-      return attemptOn(
-        ctx,
-        action,
-        placement.endpoint,
-        info,
-        placement.assignment,
-        placement.note,
-      ).pipe(
-        retryOnLostHost({
-          retries: ctx.retries,
-          drops: tries.drops,
-          fail: (failure) => of(failedEvent(ctx, action, failure, host, info)),
-          moveOn: ({ failure, refusedUs, drops }) => {
-            if (refusedUs) ctx.poller.ban(host, failure.error.message);
-            const next: Tries = {
-              attempt: tries.attempt + 1,
-              tried: new Set([...tries.tried, host]),
-              drops,
-              lost: host,
-            };
-            const retried: RakeEvent = {
-              type: 'action-retried',
-              time: ctx.scheduler.now(),
-              action: action.ref,
-              fromHost: host,
-              reason: failure.error.message,
-              attempt: next.attempt,
-            };
-            return concat(of(retried), placeAndRun(ctx, dispatcher, action, started, next));
-          },
-        }),
-      );
-    }),
-  );
+  return afterPlacement(dispatcher.place(tries.tried), (placement) => {
+    if (placement.kind === 'poll') {
+      return pollAndRun(ctx, action, started, tries, placement.round);
+    }
+    const { host } = placement;
+    const info: AttemptInfo = {
+      attempt: tries.attempt,
+      reason: tries.attempt > 1 ? 'retry' : placement.reason,
+      costs: [],
+      pollMs: ctx.scheduler.now() - started,
+      started,
+    };
+    return attemptOn(
+      ctx,
+      action,
+      placement.endpoint,
+      info,
+      placement.assignment,
+      placement.note,
+    ).pipe(
+      retryOnLostHost({
+        retries: ctx.retries,
+        drops: tries.drops,
+        fail: (failure) => of(failedEvent(ctx, action, failure, host, info)),
+        moveOn: ({ failure, refusedUs, drops }) => {
+          if (refusedUs) ctx.poller.ban(host, failure.error.message);
+          const next: Tries = {
+            attempt: tries.attempt + 1,
+            tried: new Set([...tries.tried, host]),
+            drops,
+            lost: host,
+          };
+          const retried: RakeEvent = {
+            type: 'action-retried',
+            time: ctx.scheduler.now(),
+            action: action.ref,
+            fromHost: host,
+            reason: failure.error.message,
+            attempt: next.attempt,
+          };
+          return concat(of(retried), placeAndRun(ctx, dispatcher, action, started, next));
+        },
+      }),
+    );
+  });
+}
+
+/**
+ * The events of `run` on the placement `place$` gives (it gives one): a `mergeMap` over a
+ * single value, in one subscriber. The run's events go straight to the action's subscriber,
+ * with no inner subscriber of a merge to pass (every event of every placed action did).
+ */
+function afterPlacement(
+  place$: Observable<Placement>,
+  run: (placement: Placement) => Observable<RakeEvent>,
+): Observable<RakeEvent> {
+  return new Observable<RakeEvent>((sub) => {
+    let placed = false;
+    sub.add(
+      place$.subscribe({
+        next: (placement) => {
+          placed = true;
+          let events: Observable<RakeEvent>;
+          try {
+            events = run(placement);
+          } catch (err) {
+            sub.error(err);
+            return;
+          }
+          // Subscribed with the action's own subscriber: its end ends the action.
+          events.subscribe(sub);
+        },
+        error: (err: unknown) => sub.error(err),
+        // The placement ends there; the action ends with its events.
+        complete: () => {
+          if (!placed) sub.complete();
+        },
+      }),
+    );
+  });
 }
 
 /**
