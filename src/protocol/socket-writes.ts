@@ -26,6 +26,20 @@ export async function write(socket: Writable, buf: Uint8Array): Promise<void> {
 }
 
 /**
+ * Writes `buf` at once, when nothing else is waiting to go on `socket` this tick: a message
+ * that is the only one its tick sends (a job's command on a kept connection) leaves in its
+ * own system call without the wait for the tick's end and the cork around it. With writes
+ * of this tick pending, or one held back ({@link hold}), it is a {@link write}.
+ */
+export async function writeAlone(socket: Writable, buf: Uint8Array): Promise<void> {
+  if (flushing.has(socket) || socket.writableCorked > 0) return write(socket, buf);
+  if (socket.destroyed) {
+    throw new ProtocolError('socket-error', 'an open connection', 'a closed connection');
+  }
+  if (!socket.write(buf)) await drained(socket);
+}
+
+/**
  * Queues `buf` without sending it: it leaves with the next {@link write} to `socket`, or
  * when the socket is ended. For a message the peer does not wait for (the server's `ok` to
  * a client that sent its whole job behind the hello): one system call and one wake-up of

@@ -10,7 +10,7 @@ import type { Observable } from 'rxjs';
 import { encodeExtension } from '../../protocol/extensions.js';
 import { type OutgoingFile, sendFilestream } from '../../protocol/filestream.js';
 import { encodeHeader, encodePacket } from '../../protocol/header.js';
-import { write } from '../../protocol/socket-writes.js';
+import { write, writeAlone } from '../../protocol/socket-writes.js';
 import { type Connection, step, type Told } from '../conversation.js';
 import { isConnectionError } from '../errors.js';
 import type { JobProgress, TrackCleanup } from '../transport.js';
@@ -67,7 +67,7 @@ export async function sendUpload(
     }
     // Extension `results`: a job that may be cached asks the host's stored results first.
     const command = encodePacket({ code: '!C' }, spec.command);
-    if (spec.lookup === false && spec.cwd === undefined) await write(socket, command);
+    if (spec.lookup === false && spec.cwd === undefined) await writeAlone(socket, command);
     else {
       await write(
         socket,
