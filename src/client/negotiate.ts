@@ -429,8 +429,8 @@ export async function readReply(
   let intervalMs = DEFAULT_BEAT_MS;
   let stderr: Buffer | undefined;
   let hit: string | undefined;
-  // One timer for the whole reply, set again at each read (not one per message).
-  const silence = beats ? new SilenceWatch(host) : undefined;
+  // One timer for the connection, set again at each read (not one per message or per job).
+  const silence = beats ? watchOf(reader, host) : undefined;
   try {
     for (;;) {
       const h = await (silence === undefined
@@ -454,7 +454,7 @@ export async function readReply(
       else if (msg.verb === 'queued' || msg.verb === 'started') onQueue?.(msg.verb);
     }
   } finally {
-    silence?.stop();
+    silence?.rest();
   }
 }
 
@@ -464,12 +464,26 @@ function silenceBound<T>(work: Promise<T>, host: string, intervalMs: number): Pr
   return watch.bound(work, intervalMs).finally(() => watch.stop());
 }
 
+/** Each connection's heartbeat bound on its replies (a kept connection's jobs share one). */
+const watches = new WeakMap<FramedReader, SilenceWatch>();
+
+function watchOf(reader: FramedReader, host: string): SilenceWatch {
+  let watch = watches.get(reader);
+  if (watch === undefined) {
+    watch = new SilenceWatch(host, true);
+    watches.set(reader, watch);
+  }
+  return watch;
+}
+
 /**
- * The heartbeat bound on the reads of one reply: each read ({@link bound}) fails with a
+ * The heartbeat bound on the reads of replies: each read ({@link bound}) fails with a
  * `host-lost` JobError once {@link MISSED_BEATS} intervals pass before it is done. One timer
  * serves every read: set again when a read starts (Node's `refresh`), set anew only when the
- * interval changes, cleared by {@link stop}. A read on a queued host sees up to three
- * messages (`queued`, `started`, the reply), which were three timers set and cleared.
+ * interval changes, cleared by {@link stop}. A job on a queued host reads up to three
+ * messages (`queued`, `started`, the reply), which were three timers set and cleared; a
+ * connection's watch (`watchOf`) serves all its jobs, its timer left to run out between
+ * them ({@link rest}), unref'd: a pending read, not the timer, keeps the process running.
  */
 class SilenceWatch {
   readonly #host: string;
@@ -479,8 +493,11 @@ class SilenceWatch {
   /** The read in progress: failed when the timer fires. */
   #fail: ((err: JobError) => void) | undefined;
 
-  constructor(host: string) {
+  readonly #unref: boolean;
+
+  constructor(host: string, unref = false) {
     this.#host = host;
+    this.#unref = unref;
   }
 
   bound<T>(work: Promise<T>, intervalMs: number): Promise<T> {
@@ -493,6 +510,7 @@ class SilenceWatch {
         this.#ms = ms;
         this.#intervalMs = intervalMs;
         this.#timer = setTimeout(this.#fire, ms);
+        if (this.#unref) this.#timer.unref();
       }
       work.then(
         (value) => {
@@ -510,6 +528,11 @@ class SilenceWatch {
   stop(): void {
     clearTimeout(this.#timer);
     this.#timer = undefined;
+    this.#fail = undefined;
+  }
+
+  /** No read is bounded until the next: the timer may run out meanwhile, failing nothing. */
+  rest(): void {
     this.#fail = undefined;
   }
 
