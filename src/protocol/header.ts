@@ -74,6 +74,11 @@ export type Request = '!N' | '!Z' | '!M' | '!T';
 export const REQUEST_SIZE = 2;
 
 const REQUESTS: readonly Request[] = ['!N', '!Z', '!M', '!T'];
+const BANG = 0x21;
+/** The codes a header may start with, by their second byte (no string made per header). */
+const CODE_OF: Readonly<Record<number, string>> = Object.fromEntries(
+  [...PLAIN_CODES, EXTENSION_CODE, '!S'].map((c) => [c.charCodeAt(1), c]),
+);
 const FLAG_CHAR = /^[A-Z! ]{3}$/;
 const SPACE = 0x20;
 
@@ -149,8 +154,8 @@ export function decodeHeader(buf: Uint8Array, limits?: Partial<ProtocolLimits>):
   if (buf.length !== HEADER_SIZE) {
     throw new ProtocolError('short-read', `${HEADER_SIZE} header bytes`, `${buf.length} bytes`);
   }
-  const bytes = Buffer.from(buf.buffer, buf.byteOffset, buf.length);
-  const code = bytes.toString('latin1', 0, 2);
+  const bytes = Buffer.isBuffer(buf) ? buf : Buffer.from(buf.buffer, buf.byteOffset, buf.length);
+  const code = (bytes[0] === BANG && CODE_OF[bytes[1] as number]) || bytes.toString('latin1', 0, 2);
   const maxLength = limits?.maxLength ?? DEFAULT_LIMITS.maxLength;
   if (code === '!S') {
     const flags = bytes.toString('latin1', 2, 5);
