@@ -31,6 +31,17 @@ function earlyStart(prepared: { onEarlyStart: (() => void) | undefined }): Promi
   });
 }
 
+/**
+ * Returns once the helper has handled every request sent so far: it handles them in order,
+ * so a job started after them has. (A job's end is no request: a job killed from here, its
+ * cgroup killed at once, may end before the helper has read a drop sent just before; the
+ * dropped job then starts and is killed at once, docs/server.md.)
+ */
+async function helperCaughtUp(launcher: Launcher, dir: string): Promise<void> {
+  const probe = await launcher.launch('true', dir);
+  await probe.exited;
+}
+
 const exists = (path: string) =>
   stat(path).then(
     () => true,
@@ -93,6 +104,7 @@ describe('chained start: the spawn helper', () => {
     assert.equal(first.chain?.(prepared), true);
     prepared.drop();
     await assert.rejects(prepared.start(), /given up/);
+    await helperCaughtUp(launcher, dir);
     first.kill();
     await first.exited;
     // The helper handles requests in order: a job started after the first's end has been
@@ -240,6 +252,7 @@ describe('chained start: job slots', () => {
       leaving.abort();
       await assert.rejects(left, SlotWaitAborted);
       assert.equal(slots.queued, 1);
+      await helperCaughtUp(launcher, dir);
       const started = earlyStart(next);
       a.job.kill();
       // `next` was chained to A once `gone` left: the helper starts it as A ends.
