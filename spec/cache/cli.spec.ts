@@ -1,38 +1,21 @@
 // `rake-ts --cache` / RAKE_CACHE=1 as a user runs it (a child process): the second run takes
 // the action from the local cache in --cache-dir, prints its stdout, and the summary says so.
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { mkdtemp, rm, unlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { freePort, project, removeDir } from '../client/support.js';
+import { type Ran, runProcess } from '../helpers/run-process.js';
 
 const T = { timeout: 120_000 };
 const CLI = new URL('../net/rake-cli.ts', import.meta.url).pathname;
 
-function rake(
-  cwd: string,
-  args: string[],
-  env: NodeJS.ProcessEnv,
-): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((ok, fail) => {
-    const child = spawn(process.execPath, ['--import', import.meta.resolve('tsx'), CLI, ...args], {
-      cwd,
-      env,
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => {
-      stdout += d.toString();
-    });
-    child.stderr.on('data', (d: Buffer) => {
-      stderr += d.toString();
-    });
-    child.on('error', fail);
-    child.on('close', (code) => ok({ code, stdout, stderr }));
+function rake(cwd: string, args: string[], env: NodeJS.ProcessEnv): Promise<Ran> {
+  return runProcess([process.execPath, '--import', import.meta.resolve('tsx'), CLI, ...args], {
+    cwd,
+    env,
   });
 }
 

@@ -1,7 +1,6 @@
 // The CLI's logs: NDJSON on stderr off a terminal (what pino-pretty reads), pretty lines
 // when asked, a log file with --log-file; action output and the summary stay on stdout.
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -12,6 +11,7 @@ import { pino } from 'pino';
 import { createCliLogger, logLevelOf } from '../../src/cli/logging.js';
 import { type ServerHandle, serve } from '../../src/server/index.js';
 import { freePort } from '../client/support.js';
+import { runProcess } from '../helpers/run-process.js';
 import { waitUntil } from '../helpers/wait.js';
 
 const MAIN = new URL('../../src/cli/main.ts', import.meta.url).href;
@@ -20,26 +20,10 @@ const PINO_PRETTY = new URL('../../node_modules/.bin/pino-pretty', import.meta.u
 
 /** Runs `command` with `input` on stdin; resolves its status and output. */
 function exec(command: string, args: string[], input = '', env: NodeJS.ProcessEnv = {}) {
-  return new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve, reject) => {
-    const child = spawn(command, args, {
-      stdio: ['pipe', 'pipe', 'pipe'],
-      env: { ...process.env, CI: '', ...env },
-    });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => {
-      stdout += d.toString();
-    });
-    child.stderr.on('data', (d: Buffer) => {
-      stderr += d.toString();
-    });
-    const timer = setTimeout(() => child.kill('SIGKILL'), 60_000);
-    child.on('error', reject);
-    child.on('close', (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout, stderr });
-    });
-    child.stdin.end(input);
+  return runProcess([command, ...args], {
+    env: { ...process.env, CI: '', ...env },
+    input,
+    killAfterMs: 60_000,
   });
 }
 

@@ -4,7 +4,6 @@
 // `0.0.0.0:PORT`: not a loopback name to the client (which dials loopback hosts only as the
 // run needs them), while Linux delivers a connection to 0.0.0.0 to this machine's loopback.
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { copyFileSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
@@ -15,6 +14,7 @@ import { OFFER_ANNEX } from '../../src/protocol/extensions.js';
 import { encodeHeader } from '../../src/protocol/header.js';
 import { startBaseServer } from '../helpers/base-server.js';
 import { startRecordingProxy } from '../helpers/recording-proxy.js';
+import { type Ran, runProcess } from '../helpers/run-process.js';
 import { startServer } from '../server/support.js';
 import { project, removeDir } from './support.js';
 
@@ -154,22 +154,10 @@ function runProgram(
   args: string[],
   cwd: string,
   env: NodeJS.ProcessEnv = {},
-): Promise<{ status: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [program, ...args], {
-      cwd,
-      env: { ...process.env, RAKE_LOAD_STREAMS: '1', ...env },
-    });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => {
-      stdout += d.toString();
-    });
-    child.stderr.on('data', (d: Buffer) => {
-      stderr += d.toString();
-    });
-    child.on('error', reject);
-    child.on('close', (status) => resolve({ status, stdout, stderr }));
+): Promise<Ran> {
+  return runProcess([process.execPath, program, ...args], {
+    cwd,
+    env: { ...process.env, RAKE_LOAD_STREAMS: '1', ...env },
   });
 }
 
@@ -193,7 +181,7 @@ describe('the built program dials before its bundle loads', {
         try {
           const env = mode === 'connect' ? { RAKE_EARLY_DIAL: 'connect' } : {};
           const r = await runProgram(program, FLAGS, dir, env);
-          assert.equal(r.status, 0, r.stderr);
+          assert.equal(r.code, 0, r.stderr);
           assert.equal(r.stdout, 'hi\n');
           await proxy.settled();
           // The stream's opening connection (its cost query, then the job) and the watch's:
@@ -223,7 +211,7 @@ describe('the built program dials before its bundle loads', {
       });
       try {
         const r = await runProgram(program, FLAGS, dir, env);
-        assert.equal(r.status, 0, r.stderr);
+        assert.equal(r.code, 0, r.stderr);
         assert.equal(r.stdout, 'hi\n');
         await proxy.settled();
         return proxy.connections.map((c) => c.toServer.toString('latin1')).sort();
@@ -252,7 +240,7 @@ describe('the built program dials before its bundle loads', {
     });
     try {
       const r = await runProgram(program, FLAGS, dir);
-      assert.equal(r.status, 2, r.stderr);
+      assert.equal(r.code, 2, r.stderr);
       await proxy.settled();
       assert.equal(proxy.connections.length, 1);
       // Dialed before the bundle loaded, the opening query sent, then the goodbye.
@@ -281,7 +269,7 @@ describe('the built program dials before its bundle loads', {
     });
     try {
       const r = await runProgram(join(home, 'bin/rake-ts.js'), FLAGS, dir);
-      assert.equal(r.status, 5, r.stderr);
+      assert.equal(r.code, 5, r.stderr);
       await proxy.settled();
       assert.equal(proxy.connections.length, 1);
       assert.deepEqual(proxy.connections[0]?.toServer, Buffer.concat([OFFER, BYE]));
@@ -301,8 +289,8 @@ describe('the built program dials before its bundle loads', {
     try {
       const early = await runProgram(program, FLAGS, dir);
       const without = await runProgram(program, FLAGS, dir, { RAKE_EARLY_DIAL: '0' });
-      assert.equal(early.status, without.status, early.stderr);
-      assert.notEqual(early.status, 0);
+      assert.equal(early.code, without.code, early.stderr);
+      assert.notEqual(early.code, 0);
       for (const r of [early, without]) assert.ok(r.stderr.includes(`0.0.0.0:${port}`), r.stderr);
     } finally {
       await removeDir(dir);
