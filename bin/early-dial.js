@@ -313,4 +313,4 @@ function closeUntaken() {
   });
 }
 
-module.exports = { dialAhead, planAhead, closeUntaken, OPENING, REGISTRY };
+module.exports = { dialAhead, planAhead, closeUntaken, OPENING, REGISTRY, VALUED, SWITCHES };

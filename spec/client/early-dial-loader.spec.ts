@@ -9,6 +9,8 @@ import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
+import yargs from 'yargs';
+import { withRunOptions } from '../../src/cli/commands/run.js';
 import { endLoaderDials, takeLoaderDials } from '../../src/client/early-dial.js';
 import { OFFER_ANNEX } from '../../src/protocol/extensions.js';
 import { encodeHeader } from '../../src/protocol/header.js';
@@ -24,10 +26,47 @@ const loader = createRequire(import.meta.url)('../../bin/early-dial.js') as {
   planAhead(args: string[], env: NodeJS.ProcessEnv, cwd: string): { host: string; port: number }[];
   OPENING: Buffer;
   REGISTRY: symbol;
+  VALUED: Set<string>;
+  SWITCHES: Set<string>;
 };
 const T = { timeout: 60_000 };
 const OFFER = encodeHeader({ kind: 'plain', code: '!E', length: 0, annex: OFFER_ANNEX });
 const BYE = encodeHeader({ kind: 'plain', code: '!D', length: 0 });
+
+describe("bin/early-dial.js: its flags are the CLI's", () => {
+  // The loader reads argv without yargs (it runs before the bundle loads): a flag it takes
+  // with a value must take one in the CLI, and a switch must be one, or its scan would read
+  // the command line otherwise than the run does.
+  it('each flag it knows takes a value exactly when the CLI says it does', () => {
+    const options = (
+      withRunOptions(yargs([])) as unknown as { getOptions(): YargsOptions }
+    ).getOptions();
+    // A key and its aliases (`verbose` and `v`): yargs lists some aliases by type, not all.
+    const named = (keys: string[]) =>
+      new Set(keys.flatMap((k) => [k, ...(options.alias[k] ?? [])]).map(flag));
+    const valued = named([...options.string, ...options.number]);
+    const switches = named([...options.boolean, ...options.count]);
+    for (const name of loader.VALUED)
+      assert.ok(valued.has(name), `${name} takes no value in the CLI`);
+    for (const name of loader.SWITCHES) {
+      // -vv and -vvv: the count option -v, repeated.
+      const base = /^-v+$/.test(name) ? '-v' : name;
+      assert.ok(switches.has(base), `${name} is no switch in the CLI`);
+    }
+  });
+});
+
+/** yargs' own view of its options (the parts the check above reads). */
+interface YargsOptions {
+  string: string[];
+  number: string[];
+  boolean: string[];
+  count: string[];
+  alias: Record<string, string[]>;
+}
+
+/** `file` → `--file`, `f` → `-f`. */
+const flag = (key: string) => (key.length === 1 ? `-${key}` : `--${key}`);
 
 describe('bin/early-dial.js: whom to dial before the bundle loads', () => {
   const dir = mkdtempSync(join(tmpdir(), 'rake-loader-'));
@@ -231,16 +270,20 @@ describe('the built program dials before its bundle loads', {
     }
   });
 
-  it('ends with !D0 a connection its run does not take (the file does not parse)', T, async () => {
+  /**
+   * Runs `program` on a project whose Rakefile names one host (a server behind a recording
+   * proxy) after `HOSTS`, then `body`; checks the exit status and that the host saw the
+   * opening query, then the goodbye, on the one connection the loader made.
+   */
+  async function dialedThenEnded(program: string, body: string, status: number): Promise<void> {
     const server = await startServer({ maxJobs: 1 });
     const proxy = await startRecordingProxy(server.port);
-    // The loader's line scan passes a line the grammar refuses.
     const dir = await project({
-      Rakefile: `HOSTS = 0.0.0.0:${proxy.port}\nwhat is this\nall:\n\tremote-echo hi\n`,
+      Rakefile: `HOSTS = 0.0.0.0:${proxy.port}\n${body}`,
     });
     try {
       const r = await runProgram(program, FLAGS, dir);
-      assert.equal(r.code, 2, r.stderr);
+      assert.equal(r.code, status, r.stderr);
       await proxy.settled();
       assert.equal(proxy.connections.length, 1);
       // Dialed before the bundle loaded, the opening query sent, then the goodbye.
@@ -250,6 +293,11 @@ describe('the built program dials before its bundle loads', {
       await server.close();
       await removeDir(dir);
     }
+  }
+
+  it('ends with !D0 a connection its run does not take (the file does not parse)', T, async () => {
+    // The loader's line scan passes a line the grammar refuses.
+    await dialedThenEnded(program, 'what is this\nall:\n\tremote-echo hi\n', 2);
   });
 
   it('ends with !D0 a connection the bundle never asks for', T, async () => {
@@ -262,22 +310,7 @@ describe('the built program dials before its bundle loads', {
       copyFileSync(join(root, 'bin', name), join(home, 'bin', name));
     }
     writeFileSync(join(home, 'dist/rake-ts.cjs'), 'module.exports.main = async () => 5;\n');
-    const server = await startServer({ maxJobs: 1 });
-    const proxy = await startRecordingProxy(server.port);
-    const dir = await project({
-      Rakefile: `HOSTS = 0.0.0.0:${proxy.port}\n\nall:\n\tremote-echo hi\n`,
-    });
-    try {
-      const r = await runProgram(join(home, 'bin/rake-ts.js'), FLAGS, dir);
-      assert.equal(r.code, 5, r.stderr);
-      await proxy.settled();
-      assert.equal(proxy.connections.length, 1);
-      assert.deepEqual(proxy.connections[0]?.toServer, Buffer.concat([OFFER, BYE]));
-    } finally {
-      await proxy.close();
-      await server.close();
-      await removeDir(dir);
-    }
+    await dialedThenEnded(join(home, 'bin/rake-ts.js'), '\nall:\n\tremote-echo hi\n', 5);
   });
 
   it('fails as before when the host refuses the connection', T, async () => {
