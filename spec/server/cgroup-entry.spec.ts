@@ -165,12 +165,24 @@ for (const mode of ['clone3', 'moved'] as const) {
 
     it('the helper stays in its own cgroup', T, async (t) => {
       if (noCgroups !== undefined) return t.skip(`no cgroups here: ${noCgroups}`);
-      const r = await run(launcher, 'cat /proc/$PPID/cgroup', dir);
-      assert.equal(r.status, 0, r.err);
-      // The job's parent is the helper: between jobs it is home, never in a job's cgroup.
-      assert.match(v2(r.out) ?? '', /\/helper$/, r.out);
+      // The job's parent is the helper. Its `s` line, and so `launch`, comes after its move
+      // back home: read its cgroup from here then, not from inside the job, which may run
+      // before the helper has moved back (in `moved` mode it failed so at load 3-5).
+      const job = await launcher.launch('echo $PPID; exec sleep 30', dir);
+      const helperPid = await new Promise<string>((resolve) => {
+        let text = '';
+        job.stdout.on('data', (chunk: Buffer) => {
+          text += chunk.toString();
+          if (text.includes('\n')) resolve(text.trim());
+        });
+      });
+      const out = await readFile(`/proc/${helperPid}/cgroup`, 'utf8');
+      job.kill();
+      assert.equal(await job.exited, 137);
+      // Between jobs it is home, never in a job's cgroup.
+      assert.match(v2(out) ?? '', /\/helper$/, out);
       const self = await readFile('/proc/self/cgroup', 'utf8');
-      assert.notEqual(v2(self), v2(r.out));
+      assert.notEqual(v2(self), v2(out));
     });
   });
 }
